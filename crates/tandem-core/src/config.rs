@@ -1,0 +1,457 @@
+//! The node configuration file (TOML, one per node), parsed and validated once.
+//!
+//! Every problem is reported as a [`ConfigError`] naming the file, the key and
+//! what is expected. Unknown keys are refused rather than ignored, so a typo
+//! never silently falls back to a default.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::membership::{NodeId, NodeInfo, NodeRole, node_id};
+use crate::timing::Timing;
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// The key in dotted form (`timing.lease`, `members[2].address`), or empty
+    /// when the file as a whole could not be read as TOML.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: key `{}`: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub cluster: String,
+    /// True for a node added to a running cluster with `tandem members add`:
+    /// it never bootstraps a cluster of its own.
+    pub join: bool,
+    /// This node as the member list describes it.
+    pub node: NodeInfo,
+    pub node_id: NodeId,
+    /// As written in the file; relative paths are resolved by the caller
+    /// against the configuration file's directory.
+    pub data_dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub dns_listen: SocketAddr,
+    /// The initial members, the same list on every node.
+    pub members: Vec<NodeInfo>,
+    pub timing: Timing,
+    pub snapshot_after_entries: u64,
+    /// A `tracing` filter (`info`, `tandem=debug,openraft=warn`); `RUST_LOG` wins.
+    pub log_level: Option<String>,
+    pub log_format: LogFormat,
+}
+
+impl NodeConfig {
+    /// The initial members by Raft id.
+    pub fn members_by_id(&self) -> BTreeMap<NodeId, NodeInfo> {
+        self.members.iter().map(|m| (node_id(&m.name), m.clone())).collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: RawCluster,
+    node: RawNode,
+    members: Vec<RawMember>,
+    #[serde(default)]
+    timing: RawTiming,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+    #[serde(default)]
+    join: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    #[serde(default)]
+    role: NodeRole,
+    data_dir: PathBuf,
+    grpc_listen: String,
+    dns_listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    name: String,
+    address: String,
+    #[serde(default)]
+    role: NodeRole,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    #[serde(default, deserialize_with = "duration")]
+    heartbeat_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    election_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    lease: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    clock_drift_margin: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    snapshot_after_entries: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    #[serde(default)]
+    format: LogFormat,
+}
+
+/// Default number of log entries between two snapshots.
+pub const DEFAULT_SNAPSHOT_AFTER_ENTRIES: u64 = 5000;
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "expected a duration such as \"150ms\" or \"2s\", got {text:?} ({e})"
+        ))
+    })
+}
+
+/// Whether `name` is fit to name a node or a cluster: a DNS label.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+const NAME_EXPECTED: &str =
+    "expected 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'";
+
+/// Checks a peer address: `HOST:PORT` with an IP address or a host name and
+/// a port from 1 to 65535.
+pub fn check_peer_address(address: &str) -> Result<(), String> {
+    let expected = "expected HOST:PORT (for example \"10.0.0.1:7400\" or \"node1.example:7400\")";
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("{expected}, got {address:?}"));
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(format!("{expected}, got {address:?}"))
+    }
+}
+
+impl NodeConfig {
+    /// Parses and validates the text of a configuration file; `file` is used
+    /// only in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<NodeConfig, ConfigError> {
+        let err = |key: String, message: String| ConfigError {
+            file: file.to_string(),
+            key,
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // toml's message names the key and shows the offending line.
+            err(String::new(), e.to_string().trim_end().replace('\n', "\n  "))
+        })?;
+
+        if !valid_name(&raw.cluster.name) {
+            return Err(err("cluster.name".into(), format!("{NAME_EXPECTED}, got {:?}", raw.cluster.name)));
+        }
+        if !valid_name(&raw.node.name) {
+            return Err(err("node.name".into(), format!("{NAME_EXPECTED}, got {:?}", raw.node.name)));
+        }
+        if raw.node.data_dir.as_os_str().is_empty() {
+            return Err(err("node.data_dir".into(), "expected a directory path, got an empty string".into()));
+        }
+        let listen = |key: &str, value: &str| {
+            value.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    format!("node.{key}"),
+                    format!("expected IP:PORT (for example \"0.0.0.0:7400\" or \"[::]:7400\"), got {value:?}"),
+                )
+            })
+        };
+        let grpc_listen = listen("grpc_listen", &raw.node.grpc_listen)?;
+        let dns_listen = listen("dns_listen", &raw.node.dns_listen)?;
+        if grpc_listen == dns_listen {
+            return Err(err(
+                "node.dns_listen".into(),
+                format!("expected an address other than node.grpc_listen, got the same {dns_listen}"),
+            ));
+        }
+
+        if raw.members.is_empty() {
+            return Err(err("members".into(), "expected at least one [[members]] entry".into()));
+        }
+        let mut names = BTreeSet::new();
+        let mut addresses = BTreeSet::new();
+        let mut ids = BTreeMap::new();
+        let mut members = Vec::with_capacity(raw.members.len());
+        for (i, m) in raw.members.iter().enumerate() {
+            let key = |field: &str| format!("members[{i}].{field}");
+            if !valid_name(&m.name) {
+                return Err(err(key("name"), format!("{NAME_EXPECTED}, got {:?}", m.name)));
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err(err(key("name"), format!("expected unique member names, {:?} is listed twice", m.name)));
+            }
+            check_peer_address(&m.address).map_err(|e| err(key("address"), e))?;
+            if !addresses.insert(m.address.as_str()) {
+                return Err(err(
+                    key("address"),
+                    format!("expected unique member addresses, {:?} is listed twice", m.address),
+                ));
+            }
+            if let Some(other) = ids.insert(node_id(&m.name), m.name.as_str()) {
+                return Err(err(
+                    key("name"),
+                    format!("the names {other:?} and {:?} hash to the same node id; rename one", m.name),
+                ));
+            }
+            members.push(NodeInfo {
+                name: m.name.clone(),
+                address: m.address.clone(),
+                role: m.role,
+            });
+        }
+        if !members.iter().any(|m| m.role == NodeRole::Member) {
+            return Err(err("members".into(), "expected at least one member with role \"member\"; all are witnesses".into()));
+        }
+        let Some(me) = members.iter().find(|m| m.name == raw.node.name).cloned() else {
+            return Err(err(
+                "members".into(),
+                format!(
+                    "expected this node ({:?}, from node.name) in the member list, found only {}",
+                    raw.node.name,
+                    members.iter().map(|m| format!("{:?}", m.name)).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        };
+        if me.role != raw.node.role {
+            return Err(err(
+                "node.role".into(),
+                format!(
+                    "expected the role the member list gives {:?} ({}), got {}",
+                    me.name, me.role, raw.node.role
+                ),
+            ));
+        }
+
+        let defaults = Timing::default();
+        let timing = Timing {
+            heartbeat_interval: raw.timing.heartbeat_interval.unwrap_or(defaults.heartbeat_interval),
+            election_timeout: raw.timing.election_timeout.unwrap_or(defaults.election_timeout),
+            lease: raw.timing.lease.unwrap_or(defaults.lease),
+            clock_drift_margin: raw.timing.clock_drift_margin.unwrap_or(defaults.clock_drift_margin),
+        };
+        timing.validate().map_err(|(key, message)| err(format!("timing.{key}"), message))?;
+
+        let snapshot_after_entries = raw.storage.snapshot_after_entries.unwrap_or(DEFAULT_SNAPSHOT_AFTER_ENTRIES);
+        if snapshot_after_entries == 0 {
+            return Err(err("storage.snapshot_after_entries".into(), "expected a number greater than 0, got 0".into()));
+        }
+
+        if let Some(level) = &raw.log.level {
+            let ok = ["error", "warn", "info", "debug", "trace"];
+            if !ok.contains(&level.as_str()) {
+                return Err(err(
+                    "log.level".into(),
+                    format!("expected one of {}, got {level:?} (use RUST_LOG for per-module filters)", ok.join(", ")),
+                ));
+            }
+        }
+
+        Ok(NodeConfig {
+            cluster: raw.cluster.name,
+            join: raw.cluster.join,
+            node_id: node_id(&me.name),
+            node: me,
+            data_dir: raw.node.data_dir,
+            grpc_listen,
+            dns_listen,
+            members,
+            timing,
+            snapshot_after_entries,
+            log_level: raw.log.level,
+            log_format: raw.log.format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[cluster]
+name = "demo"
+
+[node]
+name = "site-a"
+role = "member"
+data_dir = "/var/lib/tandem"
+grpc_listen = "127.0.0.1:7401"
+dns_listen = "127.0.0.1:5301"
+
+[[members]]
+name = "site-a"
+address = "127.0.0.1:7401"
+
+[[members]]
+name = "site-b"
+address = "127.0.0.1:7402"
+
+[[members]]
+name = "witness"
+address = "127.0.0.1:7403"
+role = "witness"
+
+[timing]
+heartbeat_interval = "50ms"
+lease = "3s"
+"#;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::parse(text, "site-a.toml")
+    }
+
+    fn refused(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.cluster, "demo");
+        assert_eq!(c.node.name, "site-a");
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(c.members[2].role, NodeRole::Witness);
+        assert_eq!(c.timing.lease, Duration::from_secs(3));
+        assert_eq!(c.timing.election_timeout, Timing::default().election_timeout);
+        assert_eq!(c.node_id, node_id("site-a"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let msg = refused(&GOOD.replace("lease = \"3s\"", "lease = \"3s\"\nleese = \"1s\""));
+        assert!(msg.starts_with("site-a.toml: "), "{msg}");
+        assert!(msg.contains("unknown field `leese`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_is_refused() {
+        let msg = refused(&GOOD.replace("\"50ms\"", "\"fast\""));
+        assert!(msg.contains("heartbeat_interval"), "{msg}");
+        assert!(msg.contains("expected a duration such as \"150ms\""), "{msg}");
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        let msg = refused(&GOOD.replace("grpc_listen = \"127.0.0.1:7401\"", "grpc_listen = \"localhost\""));
+        assert!(msg.contains("key `node.grpc_listen`: expected IP:PORT"), "{msg}");
+        let msg = refused(&GOOD.replace("\"127.0.0.1:7402\"", "\"127.0.0.1:99999\""));
+        assert!(msg.contains("key `members[1].address`: expected HOST:PORT"), "{msg}");
+        let msg = refused(&GOOD.replace("\"127.0.0.1:7402\"", "\"300.1.1.1:7402\""));
+        assert!(msg.contains("members[1].address"), "{msg}");
+        assert!(check_peer_address("node1.example:7400").is_ok());
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let msg = refused(&GOOD.replace("name = \"site-b\"", "name = \"site-a\""));
+        assert!(msg.contains("key `members[1].name`: expected unique member names, \"site-a\" is listed twice"), "{msg}");
+    }
+
+    #[test]
+    fn node_missing_from_its_member_list_is_refused() {
+        let msg = refused(&GOOD.replace("name = \"site-a\"\naddress", "name = \"site-c\"\naddress"));
+        assert!(msg.contains("key `members`: expected this node (\"site-a\", from node.name) in the member list"), "{msg}");
+    }
+
+    #[test]
+    fn role_must_match_member_list() {
+        let msg = refused(&GOOD.replace("role = \"member\"", "role = \"witness\""));
+        assert!(msg.contains("key `node.role`"), "{msg}");
+        let msg = refused(&GOOD.replace("role = \"member\"", "role = \"boss\""));
+        assert!(msg.contains("unknown variant `boss`"), "{msg}");
+    }
+
+    #[test]
+    fn unsafe_timing_is_refused() {
+        let msg = refused(&GOOD.replace("lease = \"3s\"", "lease = \"200ms\""));
+        assert!(msg.contains("key `timing.lease`: expected more than"), "{msg}");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let msg = refused(&GOOD.replace("name = \"demo\"", "name = \"Demo Cluster\""));
+        assert!(msg.contains("key `cluster.name`"), "{msg}");
+    }
+
+    #[test]
+    fn the_shipped_examples_parse() {
+        for (file, text) in [
+            ("site-a.toml", include_str!("../../../deploy/examples/site-a.toml")),
+            ("site-b.toml", include_str!("../../../deploy/examples/site-b.toml")),
+            ("witness.toml", include_str!("../../../deploy/examples/witness.toml")),
+        ] {
+            let c = NodeConfig::parse(text, file).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.members.len(), 3, "{file}");
+        }
+    }
+}
