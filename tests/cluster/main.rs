@@ -1,1 +1,12 @@
-fn main() {}
+//! End-to-end tests: real `tandem` agent processes on loopback, driven
+//! through the real CLI.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod config;
+mod durability;
+mod election;
+mod grpc;
+mod membership;

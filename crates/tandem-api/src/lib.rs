@@ -1,1 +1,17 @@
+//! The network face of a Tandem node: the gRPC services (`tandem.v1.Tandem`
+//! for operators and dashboards, `tandem.v1.Peer` for node-to-node traffic)
+//! and the lease runtime behind heartbeats.
+//!
+//! This is the only crate that converts between protobuf and core types.
+//! Decisions (liveness, lease grants, membership rules) are the core's; this
+//! crate feeds them the clock and the Raft metrics and carries out the result.
 
+pub mod clock;
+pub mod convert;
+pub mod liveness;
+pub mod node;
+pub mod peer;
+pub mod service;
+pub mod status;
+
+pub use node::NodeContext;

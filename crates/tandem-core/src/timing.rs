@@ -38,8 +38,9 @@ pub struct Timing {
     /// How often a node sends a heartbeat to the coordinator, and how often
     /// the coordinator sends Raft heartbeats to the other voters.
     pub heartbeat_interval: Duration,
-    /// Minimum time without a coordinator before a voter starts an election
-    /// (the maximum is twice this).
+    /// The randomised part of the wait before a voter starts an election: a
+    /// voter that last heard from the coordinator waits twice this (Raft's
+    /// leader lease), then a random time between this and twice this.
     pub election_timeout: Duration,
     /// How long a granted lease lasts, counted by the node from the moment it
     /// sent the heartbeat that earned it.
@@ -53,7 +54,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             heartbeat_interval: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(150),
+            election_timeout: Duration::from_millis(100),
             lease: Duration::from_millis(2000),
             clock_drift_margin: Duration::from_millis(200),
         }
@@ -136,7 +137,7 @@ mod tests {
         };
         let (key, msg) = t.validate().unwrap_err();
         assert_eq!(key, "heartbeat_interval");
-        assert!(msg.contains("election_timeout (150ms)"), "{msg}");
+        assert!(msg.contains("election_timeout (100ms)"), "{msg}");
     }
 
     #[test]

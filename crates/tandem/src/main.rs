@@ -1,1 +1,204 @@
-fn main() {}
+//! `tandem`: the node agent and the operator CLI in one binary.
+
+mod agent;
+mod bench;
+mod client;
+mod cluster;
+mod demo;
+mod logging;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tandem: a failover cluster manager.
+#[derive(Parser)]
+#[command(name = "tandem", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent with a configuration file.
+    Agent {
+        /// The node's configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log format; overrides `log.format` of the configuration.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// Show the cluster as a node sees it.
+    Status {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+        /// Keep printing the status on every change (a server stream).
+        #[arg(long, short)]
+        watch: bool,
+    },
+    /// List, add or remove cluster members.
+    Members {
+        #[command(subcommand)]
+        command: Option<MembersCommand>,
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Record an operator's note in the replicated event log.
+    Annotate {
+        /// The note, e.g. "starting maintenance on rack 3".
+        message: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show the replicated event log.
+    Events {
+        /// Only events with this sequence number or later.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
+    Demo(demo::DemoArgs),
+    /// Measure failover time, commit latency and idle cost on a local cluster.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// List the members (the default).
+    List,
+    /// Add a node: it joins as a learner, catches up, then becomes a voter.
+    Add {
+        name: String,
+        /// HOST:PORT of the new node's gRPC listener.
+        address: String,
+        /// Add the node as a witness (votes, hosts nothing).
+        #[arg(long)]
+        witness: bool,
+        /// How long the new node may take to catch up before the change is rolled back.
+        #[arg(long, value_parser = humantime_duration, default_value = "60s")]
+        catch_up_timeout: Duration,
+    },
+    /// Remove a node through joint consensus.
+    Remove { name: String },
+}
+
+/// Where to reach the cluster, and how long to wait.
+#[derive(Args, Clone)]
+struct Connection {
+    /// gRPC address of any node, HOST:PORT.
+    #[arg(long, short, env = "TANDEM_ENDPOINT", default_value = "127.0.0.1:7400", global = true)]
+    endpoint: String,
+    /// How long to wait for an answer.
+    #[arg(long, value_parser = humantime_duration, default_value = "10s", global = true)]
+    timeout: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("expected a duration such as \"500ms\" or \"10s\": {e}"))
+}
+
+/// A failure that ends the command: a message for the operator and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// Bad input: configuration, arguments, a refused request.
+    pub fn input(message: impl Into<String>) -> Self {
+        Failure { code: 2, message: message.into() }
+    }
+
+    /// Anything else: unreachable endpoint, I/O, a node that failed.
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Failure { code: 1, message: message.into() }
+    }
+}
+
+pub type Outcome = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Background tasks (streams, Raft) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("tandem: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Agent { config, log_format } => agent::run(&config, log_format).await,
+        Command::Status { conn, output, watch } => {
+            logging::init_cli();
+            client::status(&conn, output, watch).await
+        }
+        Command::Members { command, conn, output } => {
+            logging::init_cli();
+            match command.unwrap_or(MembersCommand::List) {
+                MembersCommand::List => client::members_list(&conn, output).await,
+                MembersCommand::Add {
+                    name,
+                    address,
+                    witness,
+                    catch_up_timeout,
+                } => client::members_add(&conn, name, address, witness, catch_up_timeout).await,
+                MembersCommand::Remove { name } => client::members_remove(&conn, name).await,
+            }
+        }
+        Command::Annotate { message, conn } => {
+            logging::init_cli();
+            client::annotate(&conn, message).await
+        }
+        Command::Events { since, conn, output } => {
+            logging::init_cli();
+            client::events(&conn, since, output).await
+        }
+        Command::Demo(args) => {
+            logging::init_cli();
+            demo::run(args).await
+        }
+        Command::Bench(args) => {
+            logging::init_cli();
+            bench::run(args).await
+        }
+    }
+}

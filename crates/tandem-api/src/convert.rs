@@ -1,0 +1,46 @@
+//! Conversions between core types and protobuf.
+
+use tandem_core::NodeRole;
+use tandem_core::lease::NodeState;
+use tandem_core::state::{Event, EventKind};
+use tandem_proto::v1 as pb;
+
+pub fn role_to_pb(role: NodeRole) -> pb::NodeRole {
+    match role {
+        NodeRole::Member => pb::NodeRole::Member,
+        NodeRole::Witness => pb::NodeRole::Witness,
+    }
+}
+
+pub fn role_from_pb(role: i32) -> Option<NodeRole> {
+    match pb::NodeRole::try_from(role).ok()? {
+        pb::NodeRole::Member | pb::NodeRole::Unspecified => Some(NodeRole::Member),
+        pb::NodeRole::Witness => Some(NodeRole::Witness),
+    }
+}
+
+pub fn state_to_pb(state: NodeState) -> pb::NodeState {
+    match state {
+        NodeState::Up => pb::NodeState::Up,
+        NodeState::Suspect => pb::NodeState::Suspect,
+        NodeState::Down => pb::NodeState::Down,
+    }
+}
+
+pub fn event_kind_str(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::NodeAdded => "node_added",
+        EventKind::NodeRemoved => "node_removed",
+        EventKind::Note => "note",
+    }
+}
+
+pub fn event_to_pb(e: &Event) -> pb::Event {
+    pb::Event {
+        seq: e.seq,
+        at_unix_ms: e.at_unix_ms,
+        actor: e.actor.clone(),
+        kind: event_kind_str(e.kind).to_string(),
+        message: e.message.clone(),
+    }
+}

@@ -1,0 +1,388 @@
+//! The lease runtime: heartbeats out, heartbeats in, and the liveness view.
+//!
+//! Every node sends a heartbeat to the coordinator each heartbeat interval.
+//! The coordinator grants a lease when the core says it may
+//! ([`tandem_core::lease::may_grant_lease`]) and replies with its view of every
+//! node, so that any node can report who is up. The arithmetic is the core's
+//! ([`tandem_core::lease`]); this module feeds it the clock and Raft's metrics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tandem_core::lease::{LeaseTable, NodeState, liveness, may_grant_lease};
+use tandem_core::{Millis, NodeId, Timing};
+use tandem_proto::v1::peer_client::PeerClient;
+use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, NodeView};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::node::NodeContext;
+
+/// One node as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewEntry {
+    pub id: NodeId,
+    /// Age of the last heartbeat the coordinator acknowledged.
+    pub age: Option<Duration>,
+    pub state: NodeState,
+    pub version: String,
+}
+
+impl ViewEntry {
+    /// Whether the node holds a lease: its last acknowledged heartbeat is
+    /// younger than one lease.
+    pub fn lease_valid(&self, timing: &Timing) -> bool {
+        self.age.is_some_and(|a| a <= timing.lease)
+    }
+}
+
+/// This node's state while it is the coordinator of `term`.
+struct CoordinatorSide {
+    term: u64,
+    table: LeaseTable,
+    versions: BTreeMap<NodeId, String>,
+}
+
+/// The last view a coordinator sent this node.
+struct ReceivedView {
+    at: Millis,
+    nodes: Vec<ViewEntry>,
+}
+
+/// What Raft last said about the quorum, and when we read it.
+#[derive(Clone, Copy)]
+struct QuorumObservation {
+    observed_at: Millis,
+    since_quorum_ack: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Inner {
+    coordinator: Option<CoordinatorSide>,
+    view: Option<ReceivedView>,
+    lease_until: Option<Millis>,
+    quorum: Option<QuorumObservation>,
+}
+
+/// Lease and liveness bookkeeping of one node. Shared by the heartbeat loop,
+/// the peer service and the status builders.
+pub struct Liveness {
+    timing: Timing,
+    inner: Mutex<Inner>,
+    /// Bumped whenever leases or views change, for status watchers.
+    changed: watch::Sender<u64>,
+}
+
+impl Liveness {
+    pub fn new(timing: Timing) -> Self {
+        Liveness {
+            timing,
+            inner: Mutex::new(Inner::default()),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Notified on every change of leases or views.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Follows Raft: starts a fresh lease table when this node becomes the
+    /// coordinator of a new term (dating the election no earlier than now,
+    /// which only makes the successor wait longer), drops it when it stops
+    /// being the coordinator, and records the quorum's age.
+    pub fn observe_raft(&self, now: Millis, leader_term: Option<u64>, since_quorum_ack_ms: Option<u64>) {
+        let mut inner = self.lock();
+        inner.quorum = Some(QuorumObservation {
+            observed_at: now,
+            since_quorum_ack: since_quorum_ack_ms.map(Duration::from_millis),
+        });
+        match (leader_term, &inner.coordinator) {
+            (Some(term), Some(c)) if c.term == term => {}
+            (Some(term), _) => {
+                info!(term, "became coordinator; leases granted by a predecessor are honoured until they certainly expired");
+                inner.coordinator = Some(CoordinatorSide {
+                    term,
+                    table: LeaseTable::new(now),
+                    versions: BTreeMap::new(),
+                });
+                drop(inner);
+                self.bump();
+            }
+            (None, Some(c)) => {
+                info!(term = c.term, "no longer coordinator");
+                inner.coordinator = None;
+                drop(inner);
+                self.bump();
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The coordinator's answer to a heartbeat received at `now`.
+    ///
+    /// `members` are the nodes of the current membership. Refuses (without a
+    /// lease) when this node is not the coordinator, when the sender is not a
+    /// member, or when no quorum acknowledged this coordinator recently.
+    pub fn grant(
+        &self,
+        now: Millis,
+        node: NodeId,
+        version: &str,
+        members: &BTreeSet<NodeId>,
+    ) -> Result<Vec<ViewEntry>, String> {
+        let mut inner = self.lock();
+        // Raft's figure was computed before we observed it: age it by the time since.
+        let since_quorum = inner
+            .quorum
+            .and_then(|q| q.since_quorum_ack.map(|d| d + now.since(q.observed_at)));
+        let Some(side) = inner.coordinator.as_mut() else {
+            return Err("this node is not the coordinator".into());
+        };
+        if !members.contains(&node) {
+            return Err(format!("node id {node} is not a member of this cluster"));
+        }
+        if !may_grant_lease(since_quorum, &self.timing) {
+            return Err(format!(
+                "no quorum acknowledged this coordinator within the election timeout (last {})",
+                since_quorum.map_or("never".into(), |d| format!("{} ms ago", d.as_millis()))
+            ));
+        }
+        let before = side.table.state(node, now, &self.timing);
+        side.table.record_grant(node, now);
+        if side.versions.get(&node).map(String::as_str) != Some(version) {
+            side.versions.insert(node, version.to_string());
+        }
+        let view = coordinator_view(side, now, members, &self.timing);
+        drop(inner);
+        if before != NodeState::Up {
+            self.bump();
+        }
+        Ok(view)
+    }
+
+    /// Records the coordinator's reply to a heartbeat this node sent at `sent_at`.
+    pub fn record_reply(&self, now: Millis, sent_at: Millis, reply: &HeartbeatReply) {
+        let mut inner = self.lock();
+        let had_lease = inner.lease_until.is_some_and(|t| t > now);
+        if reply.granted {
+            let until = sent_at.plus(Duration::from_millis(reply.lease_ms));
+            if inner.lease_until.is_none_or(|t| t < until) {
+                inner.lease_until = Some(until);
+            }
+        }
+        let nodes: Vec<ViewEntry> = reply.nodes.iter().map(view_entry_from_pb).collect();
+        let changed = inner.view.as_ref().is_none_or(|v| !same_states(&v.nodes, &nodes)) || had_lease != reply.granted;
+        inner.view = Some(ReceivedView { at: now, nodes });
+        drop(inner);
+        if changed {
+            self.bump();
+        }
+    }
+
+    /// Whether this node holds a lease at `now`.
+    pub fn own_lease_valid(&self, now: Millis) -> bool {
+        self.lock().lease_until.is_some_and(|t| t > now)
+    }
+
+    /// Every member's state at `now` and whether the view is fresh: taken
+    /// from this node's lease table when it is the coordinator, else from the
+    /// coordinator's last reply, aged by the time since (a view older than a
+    /// lease is not fresh).
+    pub fn view(&self, now: Millis, members: &BTreeSet<NodeId>) -> (Vec<ViewEntry>, bool) {
+        let inner = self.lock();
+        if let Some(side) = &inner.coordinator {
+            return (coordinator_view(side, now, members, &self.timing), true);
+        }
+        let Some(view) = &inner.view else {
+            let unknown = members
+                .iter()
+                .map(|&id| ViewEntry {
+                    id,
+                    age: None,
+                    state: NodeState::Suspect,
+                    version: String::new(),
+                })
+                .collect();
+            return (unknown, false);
+        };
+        let elapsed = now.since(view.at);
+        let nodes = members
+            .iter()
+            .map(|&id| match view.nodes.iter().find(|e| e.id == id) {
+                Some(e) => {
+                    let age = e.age.map(|a| a + elapsed);
+                    let aged = age.map_or(e.state, |a| liveness(a, &self.timing));
+                    ViewEntry {
+                        id,
+                        age,
+                        state: e.state.max(aged),
+                        version: e.version.clone(),
+                    }
+                }
+                None => ViewEntry {
+                    id,
+                    age: None,
+                    state: NodeState::Suspect,
+                    version: String::new(),
+                },
+            })
+            .collect();
+        (nodes, elapsed <= self.timing.lease)
+    }
+}
+
+fn same_states(a: &[ViewEntry], b: &[ViewEntry]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.id == y.id && x.state == y.state && x.version == y.version)
+}
+
+fn coordinator_view(side: &CoordinatorSide, now: Millis, members: &BTreeSet<NodeId>, timing: &Timing) -> Vec<ViewEntry> {
+    members
+        .iter()
+        .map(|&id| ViewEntry {
+            id,
+            age: side.table.age(id, now),
+            state: side.table.state(id, now, timing),
+            version: side.versions.get(&id).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn view_entry_from_pb(v: &NodeView) -> ViewEntry {
+    ViewEntry {
+        id: v.node_id,
+        age: v.age_ms.map(Duration::from_millis),
+        state: match v.state.as_str() {
+            "up" => NodeState::Up,
+            "down" => NodeState::Down,
+            _ => NodeState::Suspect,
+        },
+        version: v.version.clone(),
+    }
+}
+
+fn view_entry_to_pb(e: &ViewEntry) -> NodeView {
+    NodeView {
+        node_id: e.id,
+        age_ms: e.age.map(tandem_core::timing::duration_ms),
+        state: e.state.as_str().to_string(),
+        version: e.version.clone(),
+    }
+}
+
+/// The voter and learner ids of the current membership.
+pub fn member_ids(ctx: &NodeContext) -> BTreeSet<NodeId> {
+    let metrics = ctx.raft.metrics();
+    let m = metrics.borrow();
+    m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
+}
+
+/// The coordinator's side of a heartbeat (also used for its own heartbeat).
+pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatReply {
+    let now = ctx.clock.now();
+    let term = ctx.raft.metrics().borrow().current_term;
+    if req.cluster != ctx.cluster {
+        return refusal(term, format!("this node belongs to cluster {:?}, not {:?}", ctx.cluster, req.cluster));
+    }
+    if !ctx.is_coordinator() {
+        return refusal(term, "this node is not the coordinator".into());
+    }
+    match ctx.liveness.grant(now, req.node_id, &req.version, &member_ids(ctx)) {
+        Ok(view) => HeartbeatReply {
+            granted: true,
+            lease_ms: tandem_core::timing::duration_ms(ctx.timing.lease),
+            refusal: String::new(),
+            term,
+            nodes: view.iter().map(view_entry_to_pb).collect(),
+        },
+        Err(reason) => refusal(term, reason),
+    }
+}
+
+fn refusal(term: u64, reason: String) -> HeartbeatReply {
+    HeartbeatReply {
+        granted: false,
+        lease_ms: 0,
+        refusal: reason,
+        term,
+        nodes: Vec::new(),
+    }
+}
+
+/// Sends this node's heartbeat to the coordinator every heartbeat interval
+/// until `shutdown` fires.
+pub async fn run_heartbeats(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ctx.timing.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_refusal = String::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some((coordinator, info)) = ctx.coordinator() else {
+            continue;
+        };
+        let request = HeartbeatRequest {
+            cluster: ctx.cluster.clone(),
+            node_id: ctx.id,
+            node: ctx.me.name.clone(),
+            version: tandem_core::VERSION.to_string(),
+            applied_index: ctx.state.borrow().last_applied.map_or(0, |l| l.index),
+        };
+        let sent_at = ctx.clock.now();
+        let reply = if coordinator == ctx.id {
+            handle_heartbeat(&ctx, &request)
+        } else {
+            match send_heartbeat(&ctx, &info.address, request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(coordinator = %info.name, error = %e, "heartbeat not acknowledged");
+                    continue;
+                }
+            }
+        };
+        if !reply.granted && reply.refusal != last_refusal {
+            warn!(coordinator = %info.name, reason = %reply.refusal, "lease not granted");
+        }
+        last_refusal = reply.refusal.clone();
+        ctx.liveness.record_reply(ctx.clock.now(), sent_at, &reply);
+    }
+}
+
+async fn send_heartbeat(ctx: &NodeContext, address: &str, request: HeartbeatRequest) -> Result<HeartbeatReply, String> {
+    let channel = ctx.channels.get(address).map_err(|e| e.to_string())?;
+    let mut req = tonic::Request::new(request);
+    req.set_timeout(ctx.timing.election_timeout);
+    PeerClient::new(channel)
+        .heartbeat(req)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.message().to_string())
+}
+
+/// Feeds Raft's metrics to [`Liveness::observe_raft`] until `shutdown`.
+pub async fn follow_raft(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
+    let mut metrics = ctx.raft.metrics();
+    loop {
+        let (leader_term, quorum) = {
+            let m = metrics.borrow_and_update();
+            let leading = m.state.is_leader() && m.current_leader == Some(ctx.id);
+            (leading.then_some(m.current_term), m.millis_since_quorum_ack)
+        };
+        ctx.liveness.observe_raft(ctx.clock.now(), leader_term, quorum);
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! What every service of a node shares.
+
+use std::sync::Arc;
+
+use tandem_core::{NodeId, NodeInfo, Timing};
+use tandem_raft::Raft;
+use tandem_raft::network::Channels;
+use tandem_raft::store::AppliedState;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::liveness::Liveness;
+
+/// The running node as the services see it. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub cluster: String,
+    pub me: NodeInfo,
+    pub id: NodeId,
+    pub timing: Timing,
+    pub raft: Raft,
+    /// The applied cluster state, updated after every apply.
+    pub state: watch::Receiver<Arc<AppliedState>>,
+    pub channels: Channels,
+    pub clock: Clock,
+    pub liveness: Arc<Liveness>,
+}
+
+impl NodeContext {
+    /// The member record of node `id` in the current Raft membership.
+    pub fn member(&self, id: NodeId) -> Option<NodeInfo> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// The coordinator's id and member record, as far as this node knows.
+    pub fn coordinator(&self) -> Option<(NodeId, NodeInfo)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, info))
+    }
+
+    /// True while this node is the coordinator (the Raft leader).
+    pub fn is_coordinator(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.current_leader == Some(self.id) && m.state.is_leader()
+    }
+}

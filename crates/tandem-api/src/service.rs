@@ -1,0 +1,363 @@
+//! `tandem.v1.Tandem`: the operator and dashboard API.
+//!
+//! Reads answer from this node's local state. Writes must be carried out by
+//! the coordinator: a node that is not the coordinator forwards them there,
+//! once (a forwarded request that lands on a non-coordinator is refused with
+//! `UNAVAILABLE` so the caller can retry when the election is over).
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use openraft::ChangeMembers;
+use openraft::error::{ClientWriteError, RaftError};
+use tandem_core::config::{check_peer_address, valid_name};
+use tandem_core::lease::NodeState;
+use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
+use tandem_core::state::{Command, validate_note};
+use tandem_core::{NodeId, NodeInfo};
+use tandem_proto::v1 as pb;
+use tandem_proto::v1::tandem_client::TandemClient;
+use tandem_proto::v1::tandem_server::Tandem;
+
+use tokio::sync::Mutex;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::clock::unix_ms;
+use crate::convert::{event_to_pb, role_from_pb};
+use crate::liveness::member_ids;
+use crate::node::NodeContext;
+use crate::status;
+
+/// Marks a request forwarded by another node, so it is never forwarded twice.
+const FORWARDED: &str = "x-tandem-forwarded";
+const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
+const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct TandemService {
+    ctx: NodeContext,
+    /// Serialises membership changes made through this node.
+    membership_lock: Arc<Mutex<()>>,
+}
+
+impl TandemService {
+    pub fn new(ctx: NodeContext) -> Self {
+        TandemService {
+            ctx,
+            membership_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// `Ok(None)`: carry the request out here. `Ok(Some(client))`: forward it
+    /// with this client to the coordinator.
+    fn route<T>(&self, req: &Request<T>) -> Result<Option<TandemClient<tonic::transport::Channel>>, Status> {
+        if self.ctx.is_coordinator() {
+            return Ok(None);
+        }
+        if req.metadata().contains_key(FORWARDED) {
+            return Err(Status::unavailable("the coordinator changed while the request was forwarded; retry"));
+        }
+        let Some((_, coordinator)) = self.ctx.coordinator() else {
+            return Err(Status::unavailable("there is no coordinator right now (election in progress, or no majority); retry"));
+        };
+        let channel = self
+            .ctx
+            .channels
+            .get(&coordinator.address)
+            .map_err(|e| Status::unavailable(format!("cannot reach coordinator {}: {e}", coordinator.name)))?;
+        Ok(Some(TandemClient::new(channel)))
+    }
+
+    fn up_nodes(&self) -> BTreeSet<NodeId> {
+        let (view, _) = self.ctx.liveness.view(self.ctx.clock.now(), &member_ids(&self.ctx));
+        view.iter().filter(|e| e.state == NodeState::Up).map(|e| e.id).collect()
+    }
+
+    fn voters(&self) -> BTreeSet<NodeId> {
+        self.ctx.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+    }
+
+    fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        let metrics = self.ctx.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect()
+    }
+
+    async fn propose(&self, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
+        let r = self.ctx.raft.client_write(command).await.map_err(write_error)?;
+        Ok((r.log_id.index, r.data))
+    }
+
+    async fn add_member_here(&self, req: pb::AddMemberRequest) -> Result<pb::MemberChangeReply, Status> {
+        let role = role_from_pb(req.role).ok_or_else(|| Status::invalid_argument(format!("unknown role {}", req.role)))?;
+        if !valid_name(&req.name) {
+            return Err(Status::invalid_argument(format!(
+                "name {:?}: expected 1 to 63 lowercase letters, digits or '-'",
+                req.name
+            )));
+        }
+        check_peer_address(&req.address).map_err(|e| Status::invalid_argument(format!("address: {e}")))?;
+        let _guard = self.membership_lock.lock().await;
+        let id = node_id(&req.name);
+        for (other_id, other) in self.members() {
+            if other.name == req.name || other_id == id {
+                return Err(Status::already_exists(MembershipRefusal::AlreadyMember(req.name).to_string()));
+            }
+            if other.address == req.address {
+                return Err(Status::already_exists(format!(
+                    "address {} is already used by member {:?}",
+                    req.address, other.name
+                )));
+            }
+        }
+        let voters = self.voters();
+        let mut new_voters = voters.clone();
+        new_voters.insert(id);
+        // The new node counts as up: it must catch up before it becomes a voter.
+        let mut up = self.up_nodes();
+        up.insert(id);
+        check_voter_change(&voters, &new_voters, &up).map_err(|e| Status::failed_precondition(e.to_string()))?;
+
+        let node = NodeInfo {
+            name: req.name.clone(),
+            address: req.address.clone(),
+            role,
+        };
+        let catch_up = match req.catch_up_timeout_ms {
+            0 => DEFAULT_CATCH_UP,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        info!(node = %node, "adding node as a learner");
+        let added = tokio::time::timeout(catch_up, self.ctx.raft.add_learner(id, node.clone(), true)).await;
+        let failure = match added {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(write_error(e)),
+            Err(_) => Some(Status::deadline_exceeded(format!(
+                "node {:?} did not catch up within {} ms; is it running at {} with `join = true` and the same cluster name?",
+                req.name,
+                catch_up.as_millis(),
+                req.address
+            ))),
+        };
+        if let Some(status) = failure {
+            warn!(node = %node, error = %status.message(), "add failed; removing the learner again");
+            if let Err(e) = self
+                .ctx
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+            {
+                warn!(node = %node, error = %e, "could not remove the learner after a failed add");
+                return Err(Status::new(
+                    status.code(),
+                    format!("{}; removing the learner again failed too: {e}", status.message()),
+                ));
+            }
+            return Err(Status::new(status.code(), format!("{} (the change was rolled back)", status.message())));
+        }
+        info!(node = %node, "learner caught up; promoting to voter");
+        let r = self
+            .ctx
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_error)?;
+        let mut log_index = r.log_id.index;
+        match self
+            .propose(Command::NodeAdded {
+                node,
+                actor: actor(&req.actor),
+                at_unix_ms: unix_ms(),
+            })
+            .await
+        {
+            Ok((i, _)) => log_index = i,
+            Err(e) => warn!(error = %e.message(), "node added, but its event could not be recorded"),
+        }
+        Ok(pb::MemberChangeReply {
+            voters: self.voter_names(),
+            log_index,
+        })
+    }
+
+    async fn remove_member_here(&self, req: pb::RemoveMemberRequest) -> Result<pb::MemberChangeReply, Status> {
+        let _guard = self.membership_lock.lock().await;
+        let members = self.members();
+        let Some((id, node)) = members.iter().find(|(_, n)| n.name == req.name).cloned() else {
+            let names: Vec<_> = members.iter().map(|(_, n)| n.name.as_str()).collect();
+            return Err(Status::not_found(format!(
+                "{}; members are {}",
+                MembershipRefusal::NotMember(req.name.clone()),
+                names.join(", ")
+            )));
+        };
+        let voters = self.voters();
+        let change = if voters.contains(&id) {
+            let mut new_voters = voters.clone();
+            new_voters.remove(&id);
+            if new_voters.is_empty() {
+                return Err(Status::failed_precondition(MembershipRefusal::NoVoterLeft(req.name).to_string()));
+            }
+            check_voter_change(&voters, &new_voters, &self.up_nodes())
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        info!(node = %node, "removing node");
+        let r = self.ctx.raft.change_membership(change, false).await.map_err(write_error)?;
+        let mut log_index = r.log_id.index;
+        match self
+            .propose(Command::NodeRemoved {
+                node,
+                actor: actor(&req.actor),
+                at_unix_ms: unix_ms(),
+            })
+            .await
+        {
+            Ok((i, _)) => log_index = i,
+            // Removing the coordinator itself ends its term: the event is lost, the change is not.
+            Err(e) => warn!(error = %e.message(), "node removed, but its event could not be recorded"),
+        }
+        Ok(pb::MemberChangeReply {
+            voters: self.voter_names(),
+            log_index,
+        })
+    }
+
+    fn voter_names(&self) -> Vec<String> {
+        let metrics = self.ctx.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| n.name.clone()))
+            .collect()
+    }
+}
+
+fn actor(given: &str) -> String {
+    if given.trim().is_empty() { "unknown".to_string() } else { given.to_string() }
+}
+
+/// Maps a Raft write error to a gRPC status that tells the caller what to do.
+fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
+            "this node stopped being the coordinator{}; retry",
+            f.leader_node.map(|n| format!(" ({} is now)", n.name)).unwrap_or_default()
+        )),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => Status::failed_precondition(c.to_string()),
+        RaftError::Fatal(f) => Status::internal(format!("raft stopped: {f}")),
+    }
+}
+
+fn forward_metadata<T>(inner: T) -> Request<T> {
+    let mut r = Request::new(inner);
+    r.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    r
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Tandem for TandemService {
+    async fn get_status(&self, _req: Request<pb::GetStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        Ok(Response::new(status::build(&self.ctx)))
+    }
+
+    type WatchStatusStream = StatusStream;
+
+    async fn watch_status(
+        &self,
+        req: Request<pb::WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let max_interval = match req.get_ref().max_interval_ms {
+            0 => DEFAULT_WATCH_INTERVAL,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let mut metrics = ctx.raft.metrics();
+            let mut state = ctx.state.clone();
+            let mut liveness = ctx.liveness.subscribe();
+            // States also change as heartbeats age, without any event.
+            let mut poll = tokio::time::interval(ctx.timing.heartbeat_interval * 2);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last: Option<(pb::ClusterStatus, tokio::time::Instant)> = None;
+            loop {
+                let s = status::build(&ctx);
+                let sig = status::significant(&s);
+                let due = last
+                    .as_ref()
+                    .is_none_or(|(prev, at)| *prev != sig || at.elapsed() >= max_interval);
+                if due {
+                    if tx.send(Ok(s)).await.is_err() {
+                        return;
+                    }
+                    last = Some((sig, tokio::time::Instant::now()));
+                }
+                tokio::select! {
+                    r = metrics.changed() => if r.is_err() { return },
+                    r = state.changed() => if r.is_err() { return },
+                    r = liveness.changed() => if r.is_err() { return },
+                    _ = poll.tick() => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::MemberChangeReply>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            return c.add_member(forward_metadata(req.into_inner())).await;
+        }
+        self.add_member_here(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MemberChangeReply>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            return c.remove_member(forward_metadata(req.into_inner())).await;
+        }
+        self.remove_member_here(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn annotate(&self, req: Request<pb::AnnotateRequest>) -> Result<Response<pb::AnnotateReply>, Status> {
+        validate_note(&req.get_ref().message).map_err(Status::invalid_argument)?;
+        if let Some(mut c) = self.route(&req)? {
+            return c.annotate(forward_metadata(req.into_inner())).await;
+        }
+        let req = req.into_inner();
+        let (log_index, applied) = self
+            .propose(Command::Note {
+                message: req.message,
+                actor: actor(&req.actor),
+                at_unix_ms: unix_ms(),
+            })
+            .await?;
+        Ok(Response::new(pb::AnnotateReply {
+            event_seq: applied.event_seq.unwrap_or_default(),
+            log_index,
+        }))
+    }
+
+    async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsReply>, Status> {
+        let since = req.get_ref().since_seq;
+        let state = self.ctx.state.borrow().clone();
+        let events = state.cluster.events.iter().filter(|e| e.seq >= since).map(event_to_pb).collect();
+        Ok(Response::new(pb::ListEventsReply { events }))
+    }
+}
+
+/// Keeps the type used by the generated server in one place.
+pub type Server = tandem_proto::v1::tandem_server::TandemServer<TandemService>;
+

@@ -1,0 +1,208 @@
+//! `tandem agent`: wires the core, Raft, storage and the services into a
+//! running node, and takes it down cleanly on SIGTERM or SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Config, SnapshotPolicy};
+use tandem_api::NodeContext;
+use tandem_api::clock::Clock;
+use tandem_api::liveness::{Liveness, follow_raft, run_heartbeats};
+use tandem_api::peer::PeerService;
+use tandem_api::service::TandemService;
+use tandem_core::NodeRole;
+use tandem_core::config::{LogFormat, NodeConfig};
+use tandem_core::timing::duration_ms;
+use tandem_proto::v1::peer_server::PeerServer;
+use tandem_proto::v1::tandem_server::TandemServer;
+use tandem_raft::network::{Channels, Network};
+use tandem_raft::store::{Identity, OpenError, Store};
+use tandem_raft::Raft;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{error, info, warn};
+
+use crate::{Failure, LogFormatArg, Outcome};
+
+/// Reads and validates a configuration file; relative `data_dir`s are taken
+/// from the file's directory.
+pub fn load_config(path: &Path) -> Result<NodeConfig, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::input(format!("{}: cannot read the configuration file: {e}", path.display())))?;
+    let mut config = NodeConfig::parse(&text, &path.display().to_string()).map_err(|e| Failure::input(e.to_string()))?;
+    if config.data_dir.is_relative() {
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        config.data_dir = base.join(&config.data_dir);
+    }
+    Ok(config)
+}
+
+fn raft_config(config: &NodeConfig) -> Result<Config, Failure> {
+    let t = &config.timing;
+    Config {
+        cluster_name: config.cluster.clone(),
+        heartbeat_interval: duration_ms(t.heartbeat_interval),
+        election_timeout_min: duration_ms(t.election_timeout),
+        election_timeout_max: duration_ms(t.election_timeout_max()),
+        install_snapshot_timeout: duration_ms(t.lease).max(1000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: config.snapshot_after_entries.min(1000),
+        // A witness votes but never campaigns: it must not become coordinator.
+        enable_elect: config.node.role != NodeRole::Witness,
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|e| Failure::input(format!("timing: {e}")))
+}
+
+pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
+    let config = load_config(path)?;
+    let json = match log_format {
+        Some(f) => f == LogFormatArg::Json,
+        None => config.log_format == LogFormat::Json,
+    };
+    crate::logging::init_agent(config.log_level.as_deref(), json);
+
+    let identity = Identity {
+        cluster: config.cluster.clone(),
+        node_name: config.node.name.clone(),
+        node_id: config.node_id,
+    };
+    let store = Store::open(&config.data_dir, &identity).map_err(|e| match e {
+        OpenError::WrongIdentity { .. } => Failure::input(format!("{}: key `node.data_dir`: {e}", path.display())),
+        OpenError::Storage { .. } => Failure::runtime(e.to_string()),
+    })?;
+    let initialized = store.has_raft_state().map_err(|e| Failure::runtime(e.to_string()))?;
+
+    let listener = TcpListener::bind(config.grpc_listen).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "; another process (another tandem agent?) already listens there"
+        } else {
+            ""
+        };
+        Failure::runtime(format!(
+            "cannot listen on {} (key `node.grpc_listen` of {}): {e}{hint}",
+            config.grpc_listen,
+            path.display()
+        ))
+    })?;
+
+    let raft_config = Arc::new(raft_config(&config)?);
+    let state_machine = store
+        .state_machine()
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot load the state machine from {}: {e}", config.data_dir.display())))?;
+    let state = state_machine.subscribe();
+    let channels = Channels::default();
+    let raft = Raft::new(
+        config.node_id,
+        raft_config,
+        Network::new(config.cluster.clone(), channels.clone()),
+        store.log_store(),
+        state_machine,
+    )
+    .await
+    .map_err(|e| Failure::runtime(format!("cannot start Raft: {e}")))?;
+
+    let ctx = NodeContext {
+        cluster: config.cluster.clone(),
+        me: config.node.clone(),
+        id: config.node_id,
+        timing: config.timing,
+        raft: raft.clone(),
+        state,
+        channels,
+        clock: Clock::new(),
+        liveness: Arc::new(Liveness::new(config.timing)),
+    };
+
+    info!(
+        cluster = %config.cluster,
+        node = %config.node.name,
+        role = %config.node.role,
+        grpc = %config.grpc_listen,
+        data_dir = %config.data_dir.display(),
+        version = tandem_core::VERSION,
+        "agent starting"
+    );
+
+    // Bootstrap exactly once: only a member that never held Raft state, and
+    // never a node meant to join. Every initial member does it with the same
+    // member list, which Raft accepts even when they all start at once.
+    if initialized {
+        info!("Raft state found; resuming (no bootstrap)");
+    } else if config.join {
+        info!("empty data directory and join = true: waiting to be added with `tandem members add`");
+    } else if config.node.role == NodeRole::Witness {
+        // Raft campaigns right after initialising, whatever `enable_elect`
+        // says; a witness must never lead, so it leaves the bootstrap to the
+        // members and receives the membership from them.
+        info!("witness with an empty data directory: waiting for a member to bootstrap the cluster");
+    } else {
+        match raft.initialize(config.members_by_id()).await {
+            Ok(()) => info!(members = config.members.len(), "bootstrapped the cluster from the initial members"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => info!(reason = %e, "already bootstrapped"),
+            Err(e) => return Err(Failure::runtime(format!("cannot bootstrap the cluster: {e}"))),
+        }
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown_rx.clone()));
+    let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown_rx.clone()));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<TandemServer<TandemService>>().await;
+    health_reporter.set_serving::<PeerServer<PeerService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Failure::runtime(format!("cannot build the reflection service: {e}")))?;
+
+    let mut signal_rx = shutdown_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(TandemServer::new(TandemService::new(ctx.clone())))
+        .add_service(PeerServer::new(PeerService::new(ctx.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = signal_rx.wait_for(|stop| *stop).await;
+        });
+    let server = tokio::spawn(server);
+    info!("serving");
+
+    let signal = wait_for_signal().await;
+    info!(signal, "shutting down: no new requests, stopping Raft, flushing storage");
+    let _ = shutdown_tx.send(true);
+    let _ = heartbeats.await;
+    let _ = follower.await;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
+        Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
+        Err(_) => warn!("gRPC server did not drain within 5 s"),
+    }
+    if let Err(e) = raft.shutdown().await {
+        error!(error = %e, "Raft did not shut down cleanly");
+    }
+    // Every write was fsync'ed as it was made; dropping the store closes the file.
+    drop(store);
+    info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the only way to stop is to be killed.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,243 @@
+//! A cluster of local agent processes on loopback, for `tandem demo` and
+//! `tandem bench`: writes the configuration files, starts and stops the
+//! agents, and watches their status.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tandem_core::NodeRole;
+use tandem_proto::v1 as pb;
+use tokio::process::{Child, Command};
+
+use crate::Failure;
+use crate::client::connect_to;
+
+/// One node of the local cluster.
+pub struct LocalNode {
+    pub name: String,
+    pub address: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalNode {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<LocalNode>,
+}
+
+/// Asks the kernel for a free loopback port. Another process could take it
+/// before the agent binds it; the agent then says so and exits.
+fn free_port() -> Result<u16, Failure> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Failure::runtime(format!("cannot find a free loopback port: {e}")))
+}
+
+/// The configuration of one demo node. Same timing defaults as production.
+fn config_text(cluster: &str, me: &str, role: NodeRole, data_dir: &Path, grpc: SocketAddr, dns: SocketAddr, members: &[(String, NodeRole, String)]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "# Written by `tandem demo`: a local cluster on loopback, for trying Tandem out.");
+    let _ = writeln!(t, "# See deploy/examples/ for an annotated production configuration.\n");
+    let _ = writeln!(t, "[cluster]\nname = \"{cluster}\"\n");
+    let _ = writeln!(
+        t,
+        "[node]\nname = \"{me}\"\nrole = \"{role}\"\ndata_dir = {:?}\ngrpc_listen = \"{grpc}\"\ndns_listen = \"{dns}\"\n",
+        data_dir.display().to_string()
+    );
+    for (name, role, address) in members {
+        let _ = writeln!(t, "[[members]]\nname = \"{name}\"\naddress = \"{address}\"\nrole = \"{role}\"\n");
+    }
+    t
+}
+
+impl LocalCluster {
+    pub const NAMES: [(&'static str, NodeRole); 3] =
+        [("site-a", NodeRole::Member), ("site-b", NodeRole::Member), ("witness", NodeRole::Witness)];
+
+    /// Writes `DIR/site-a.toml`, `DIR/site-b.toml` and `DIR/witness.toml`
+    /// with free loopback ports, or reuses them when they are already there
+    /// (the cluster's membership lives in its data, so the addresses must stay).
+    pub fn prepare(dir: &Path, cluster: &str) -> Result<(LocalCluster, bool), Failure> {
+        let dir = std::path::absolute(dir).map_err(|e| Failure::input(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Failure::runtime(format!("cannot create {}: {e}", dir.display())))?;
+        let paths: Vec<PathBuf> = Self::NAMES.iter().map(|(n, _)| dir.join(format!("{n}.toml"))).collect();
+        let reused = paths.iter().all(|p| p.exists());
+        let mut nodes = Vec::new();
+        if reused {
+            for (path, (name, _)) in paths.iter().zip(Self::NAMES) {
+                let config = crate::agent::load_config(path)?;
+                nodes.push(LocalNode {
+                    name: name.to_string(),
+                    address: config.node.address.clone(),
+                    config: path.clone(),
+                    log: dir.join(format!("{name}.log")),
+                    child: None,
+                });
+            }
+            return Ok((LocalCluster { dir, nodes }, true));
+        }
+        let mut ports = Vec::new();
+        for _ in 0..Self::NAMES.len() {
+            ports.push((free_port()?, free_port()?));
+        }
+        let members: Vec<(String, NodeRole, String)> = Self::NAMES
+            .iter()
+            .zip(&ports)
+            .map(|((n, r), (grpc, _))| (n.to_string(), *r, format!("127.0.0.1:{grpc}")))
+            .collect();
+        for (((name, role), (grpc, dns)), path) in Self::NAMES.iter().zip(&ports).zip(&paths) {
+            let grpc_addr = SocketAddr::from(([127, 0, 0, 1], *grpc));
+            let dns_addr = SocketAddr::from(([127, 0, 0, 1], *dns));
+            let text = config_text(cluster, name, *role, &dir.join(format!("{name}-data")), grpc_addr, dns_addr, &members);
+            std::fs::write(path, text).map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
+            nodes.push(LocalNode {
+                name: name.to_string(),
+                address: grpc_addr.to_string(),
+                config: path.clone(),
+                log: dir.join(format!("{name}.log")),
+                child: None,
+            });
+        }
+        Ok((LocalCluster { dir, nodes }, false))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&LocalNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    fn node_mut(&mut self, name: &str) -> Result<&mut LocalNode, Failure> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| Failure::runtime(format!("no local node {name}")))
+    }
+
+    /// Starts the agent of `name` as a child process, its log appended to `DIR/NAME.log`.
+    pub fn start(&mut self, name: &str) -> Result<u32, Failure> {
+        let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the tandem binary: {e}")))?;
+        let node = self.node_mut(name)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", node.log.display())))?;
+        let log_err = log.try_clone().map_err(|e| Failure::runtime(e.to_string()))?;
+        let child = Command::new(exe)
+            .arg("agent")
+            .arg("--config")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Failure::runtime(format!("cannot start the agent of {name}: {e}")))?;
+        let pid = child.id().unwrap_or(0);
+        node.child = Some(child);
+        Ok(pid)
+    }
+
+    pub fn start_all(&mut self) -> Result<(), Failure> {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in names {
+            self.start(&n)?;
+        }
+        Ok(())
+    }
+
+    /// `kill -9` of the agent of `name`, as a crash or power loss would.
+    pub async fn kill9(&mut self, name: &str) -> Result<(), Failure> {
+        let node = self.node_mut(name)?;
+        if let Some(mut child) = node.child.take() {
+            child.start_kill().map_err(|e| Failure::runtime(format!("cannot kill {name}: {e}")))?;
+            let _ = child.wait().await;
+        }
+        Ok(())
+    }
+
+    /// Stops every agent with SIGTERM and waits for it (up to `grace`,
+    /// then SIGKILL).
+    pub async fn stop_all(&mut self, grace: Duration) {
+        for node in &self.nodes {
+            if let Some(pid) = node.pid().and_then(|p| i32::try_from(p).ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+        }
+    }
+
+    /// The status each running node reports now (`None` where it did not answer).
+    pub async fn statuses(&self, timeout: Duration) -> Vec<(String, Option<pb::ClusterStatus>)> {
+        let asks = self.nodes.iter().filter(|n| n.running()).map(|n| async move {
+            let status = async {
+                let mut c = connect_to(&n.address, timeout).await.ok()?;
+                c.get_status(pb::GetStatusRequest {}).await.ok().map(|r| r.into_inner())
+            };
+            (n.name.clone(), tokio::time::timeout(timeout, status).await.ok().flatten())
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// Polls the running nodes until `done` returns a value, or `timeout`.
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&[(String, Option<pb::ClusterStatus>)]) -> Option<T>,
+    ) -> Result<T, Failure> {
+        let start = Instant::now();
+        loop {
+            let statuses = self.statuses(Duration::from_millis(500)).await;
+            if let Some(v) = done(&statuses) {
+                return Ok(v);
+            }
+            if start.elapsed() > timeout {
+                return Err(Failure::runtime(format!(
+                    "timed out after {} waiting for {what}; agent logs are in {}",
+                    humantime::format_duration(timeout),
+                    self.dir.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The coordinator all answering nodes agree on, with the term, if they do.
+pub fn agreed_coordinator(statuses: &[(String, Option<pb::ClusterStatus>)]) -> Option<(String, u64)> {
+    let mut agreed: Option<(String, u64)> = None;
+    for (_, s) in statuses {
+        let s = s.as_ref()?;
+        let c = s.coordinator.clone()?;
+        match &agreed {
+            None => agreed = Some((c, s.term)),
+            Some((a, t)) if *a == c && *t == s.term => {}
+            Some(_) => return None,
+        }
+    }
+    agreed
+}

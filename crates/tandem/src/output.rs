@@ -1,0 +1,108 @@
+//! How the CLI prints: human tables and the stable JSON documented in the README.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+use tandem_proto::v1 as pb;
+
+pub fn role_name(role: i32) -> &'static str {
+    match pb::NodeRole::try_from(role) {
+        Ok(pb::NodeRole::Witness) => "witness",
+        Ok(pb::NodeRole::Member) => "member",
+        _ => "unknown",
+    }
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match pb::NodeState::try_from(state) {
+        Ok(pb::NodeState::Up) => "up",
+        Ok(pb::NodeState::Suspect) => "suspect",
+        Ok(pb::NodeState::Down) => "down",
+        _ => "unknown",
+    }
+}
+
+/// The stable JSON form of a status (see README, "Status JSON").
+pub fn status_json(s: &pb::ClusterStatus) -> Value {
+    json!({
+        "cluster": s.cluster,
+        "coordinator": s.coordinator,
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "answered_by": s.answered_by,
+        "view_fresh": s.view_fresh,
+        "at_unix_ms": s.at_unix_ms,
+        "nodes": s.nodes.iter().map(|n| json!({
+            "name": n.name,
+            "role": role_name(n.role),
+            "state": state_name(n.state),
+            "address": n.address,
+            "voter": n.voter,
+            "lease_valid": n.lease_valid,
+            "last_heartbeat_age_ms": n.last_heartbeat_age_ms,
+            "version": n.version,
+            "matched_index": n.matched_index,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn age(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 10_000 => format!("{ms}ms"),
+        Some(ms) => format!("{}s", ms / 1000),
+    }
+}
+
+/// A human table of a status.
+pub fn status_table(s: &pb::ClusterStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster {}  coordinator {}  term {}  commit {}  (as seen by {}{})",
+        s.cluster,
+        s.coordinator.as_deref().unwrap_or("none"),
+        s.term,
+        s.commit_index,
+        s.answered_by,
+        if s.view_fresh { "" } else { "; no recent word from a coordinator" }
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:<8} {:<8} {:<6} {:<10} {:<8} {:<22} {}",
+        "NODE", "ROLE", "STATE", "LEASE", "HEARTBEAT", "VOTER", "ADDRESS", "VERSION"
+    );
+    for n in &s.nodes {
+        let marker = if s.coordinator.as_deref() == Some(n.name.as_str()) { "*" } else { "" };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<8} {:<8} {:<6} {:<10} {:<8} {:<22} {}",
+            format!("{}{marker}", n.name),
+            role_name(n.role),
+            state_name(n.state),
+            if n.lease_valid { "valid" } else { "-" },
+            age(n.last_heartbeat_age_ms),
+            if n.voter { "voter" } else { "learner" },
+            n.address,
+            if n.version.is_empty() { "-" } else { &n.version }
+        );
+    }
+    out
+}
+
+pub fn event_json(e: &pb::Event) -> Value {
+    json!({
+        "seq": e.seq,
+        "at_unix_ms": e.at_unix_ms,
+        "actor": e.actor,
+        "kind": e.kind,
+        "message": e.message,
+    })
+}
+
+/// `2026-11-22T11:13:09.123Z` from Unix milliseconds.
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -1,0 +1,81 @@
+use crate::support::*;
+
+#[test]
+fn three_nodes_elect_exactly_one_coordinator_and_report_stable_json() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    let coordinator = c.wait_for_agreed_coordinator(None);
+    assert_ne!(coordinator, "witness", "a witness must never be coordinator");
+
+    // Every node answers for itself, with the documented JSON fields.
+    for name in ["site-a", "site-b", "witness"] {
+        let s = c.status(name).unwrap();
+        assert_eq!(s["cluster"], "test");
+        assert_eq!(s["coordinator"], coordinator.as_str());
+        assert_eq!(s["answered_by"], name);
+        assert!(s["term"].as_u64().unwrap() >= 1);
+        let nodes = s["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 3);
+        for n in nodes {
+            for key in ["name", "role", "state", "address", "voter", "lease_valid", "version"] {
+                assert!(!n[key].is_null(), "{key} missing in {n}");
+            }
+            assert_eq!(n["voter"], true);
+        }
+        assert_eq!(node_in(&s, "witness").unwrap()["role"], "witness");
+        assert_eq!(node_in(&s, "site-a").unwrap()["address"], c.node("site-a").address.as_str());
+    }
+
+    // The table form names the coordinator too.
+    let out = c.cli("site-b", &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("coordinator {coordinator}")), "{}", stdout(&out));
+}
+
+#[test]
+fn after_kill9_of_the_coordinator_survivors_elect_another_and_the_old_one_rejoins() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    let first = c.wait_for_agreed_coordinator(None);
+    c.kill9(&first);
+
+    let second = c.wait_for_agreed_coordinator(Some(&first));
+    assert_ne!(second, "witness");
+
+    // Every survivor shows the dead node down once its lease certainly expired.
+    c.wait_for("the killed coordinator shown down by every survivor", |c| {
+        c.running()
+            .iter()
+            .all(|n| {
+                c.status(n)
+                    .is_some_and(|s| node_in(&s, &first).is_some_and(|d| d["state"] == "down" && d["lease_valid"] == false))
+            })
+            .then_some(())
+    });
+
+    // Written while the old coordinator is away: it must catch up on it.
+    let out = c.cli(&second, &["annotate", "written while the old coordinator was down"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    c.start(&first);
+    c.wait_for("the old coordinator back up and caught up", |c| {
+        let theirs = c.status(&second)?;
+        let mine = c.status(&first)?;
+        let up = node_in(&theirs, &first)?["state"] == "up";
+        let caught_up = mine["applied_index"].as_u64()? >= theirs["commit_index"].as_u64()?;
+        (up && caught_up && mine["coordinator"] == second.as_str()).then_some(())
+    });
+    let events = c.cli(&first, &["events", "--output", "json"]);
+    assert!(stdout(&events).contains("written while the old coordinator was down"), "{}", stdout(&events));
+}
+
+#[test]
+fn sigterm_stops_an_agent_cleanly_with_exit_code_0() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    assert_eq!(c.sigterm("site-b"), Some(0), "{}", c.logs_tail());
+    let log = std::fs::read_to_string(&c.node("site-b").log).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}

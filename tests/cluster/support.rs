@@ -1,0 +1,275 @@
+//! Shared helpers: a cluster of real `tandem` agent processes on loopback.
+//!
+//! Every process a test starts is killed when its `TestCluster` is dropped,
+//! also when the test fails; data lives in a temporary directory that goes
+//! with it.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
+
+/// How long any wait in a test may take before the test fails. Generous:
+/// CI machines are shared; figures come from `tandem bench`, not from tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct TestNode {
+    pub name: String,
+    pub role: &'static str,
+    pub address: String,
+    pub dns: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<TestNode>,
+    /// The initial member list, as written in every node's configuration.
+    members: Vec<(String, &'static str, String)>,
+}
+
+impl TestCluster {
+    /// Writes configurations for `nodes` (name, role), all initial members.
+    pub fn new(nodes: &[(&str, &'static str)]) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let members: Vec<(String, &'static str, String)> = nodes
+            .iter()
+            .map(|(n, r)| (n.to_string(), *r, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut c = TestCluster {
+            dir,
+            nodes: Vec::new(),
+            members,
+        };
+        for (name, role, address) in c.members.clone() {
+            c.write_node(&name, role, &address, false, &c.members.clone());
+        }
+        c
+    }
+
+    /// A three-node cluster: site-a, site-b and a witness.
+    pub fn three() -> TestCluster {
+        TestCluster::new(&[("site-a", "member"), ("site-b", "member"), ("witness", "witness")])
+    }
+
+    /// Writes the configuration of a node that will be added with
+    /// `tandem members add` (join = true) and returns its address.
+    pub fn add_joiner(&mut self, name: &str, role: &'static str) -> String {
+        let address = format!("127.0.0.1:{}", free_port());
+        let mut members = self.members.clone();
+        members.push((name.to_string(), role, address.clone()));
+        self.write_node(name, role, &address, true, &members);
+        address
+    }
+
+    fn write_node(&mut self, name: &str, role: &'static str, address: &str, join: bool, members: &[(String, &'static str, String)]) {
+        let dns = format!("127.0.0.1:{}", free_port());
+        let data = self.dir.path().join(format!("{name}-data"));
+        let mut text = format!(
+            "[cluster]\nname = \"test\"\njoin = {join}\n\n[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{}\"\ngrpc_listen = \"{address}\"\ndns_listen = \"{dns}\"\n\n",
+            data.display()
+        );
+        for (n, r, a) in members {
+            text.push_str(&format!("[[members]]\nname = \"{n}\"\naddress = \"{a}\"\nrole = \"{r}\"\n\n"));
+        }
+        text.push_str("[log]\nlevel = \"debug\"\n");
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        self.nodes.push(TestNode {
+            name: name.to_string(),
+            role,
+            address: address.to_string(),
+            dns,
+            config,
+            log: self.dir.path().join(format!("{name}.log")),
+            child: None,
+        });
+    }
+
+    pub fn node(&self, name: &str) -> &TestNode {
+        self.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    fn node_mut(&mut self, name: &str) -> &mut TestNode {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    pub fn start(&mut self, name: &str) {
+        let node = self.node_mut(name);
+        assert!(node.child.is_none(), "{name} already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
+        let child = Command::new(BIN)
+            .args(["agent", "--config"])
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in names {
+            self.start(&n);
+        }
+    }
+
+    pub fn running(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.name.clone()).collect()
+    }
+
+    /// `kill -9` of a node's agent.
+    pub fn kill9(&mut self, name: &str) {
+        let mut child = self.node_mut(name).child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub fn sigterm(&mut self, name: &str) -> Option<i32> {
+        let mut child = self.node_mut(name).child.take().unwrap();
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if start.elapsed() > WAIT {
+                child.kill().unwrap();
+                panic!("{name} did not stop within {WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the CLI against `name`'s endpoint.
+    pub fn cli(&self, name: &str, args: &[&str]) -> Output {
+        tandem(&[args, &["--endpoint", &self.node(name).address, "--timeout", "5s"]].concat())
+    }
+
+    /// `tandem status --output json` against a node, None if it did not answer.
+    pub fn status(&self, name: &str) -> Option<Value> {
+        let out = tandem(&["status", "--output", "json", "--timeout", "1s", "--endpoint", &self.node(name).address]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Polls until `f` returns Some, or fails the test after [`WAIT`] with
+    /// the last statuses and the agents' logs.
+    pub fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&TestCluster) -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            if start.elapsed() > WAIT {
+                let statuses: Vec<_> = self.running().iter().map(|n| (n.clone(), self.status(n))).collect();
+                panic!("timed out waiting for {what}; statuses: {statuses:#?}\n{}", self.logs_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The coordinator every running node agrees on, once all of them do
+    /// and every running node is up in the reported view.
+    pub fn wait_for_agreed_coordinator(&self, excluding: Option<&str>) -> String {
+        self.wait_for("one coordinator agreed by every running node", |c| {
+            let running = c.running();
+            let statuses: Vec<Value> = running.iter().map(|n| c.status(n)).collect::<Option<_>>()?;
+            let first = statuses[0]["coordinator"].as_str()?.to_string();
+            let term = statuses[0]["term"].as_u64()?;
+            let agreed = statuses
+                .iter()
+                .all(|s| s["coordinator"].as_str() == Some(first.as_str()) && s["term"].as_u64() == Some(term));
+            let all_up = statuses.iter().all(|s| {
+                running
+                    .iter()
+                    .all(|r| node_in(s, r).is_some_and(|n| n["state"] == "up"))
+            });
+            (agreed && all_up && Some(first.as_str()) != excluding).then_some(first)
+        })
+    }
+
+    pub fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            out.push_str(&format!("--- {} log (last 30 lines) ---\n{tail}\n", n.name));
+        }
+        out
+    }
+
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-data"))
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Runs the `tandem` binary with `args` and a hard deadline.
+pub fn tandem(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The entry of node `name` in a status JSON.
+pub fn node_in<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["nodes"].as_array()?.iter().find(|n| n["name"] == name)
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
