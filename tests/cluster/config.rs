@@ -29,7 +29,8 @@ role = "witness"
 "#;
 
 fn good() -> String {
-    GOOD.replace("GRPC", &free_port().to_string()).replace("DNS", &free_port().to_string())
+    GOOD.replace("GRPC", &free_port().to_string())
+        .replace("DNS", &free_port().to_string())
 }
 
 /// Runs the agent on `text`; it must exit with `code` and say all of `expected`.
@@ -48,20 +49,32 @@ fn refused(text: &str, code: i32, expected: &[&str]) {
 
 #[test]
 fn unknown_key_is_refused() {
-    refused(&good().replace("[node]\n", "[node]\ncolour = \"blue\"\n"), 2, &["unknown field `colour`", "expected one of"]);
+    refused(
+        &good().replace("[node]\n", "[node]\ncolour = \"blue\"\n"),
+        2,
+        &["unknown field `colour`", "expected one of"],
+    );
 }
 
 #[test]
 fn bad_address_is_refused() {
     let text = good().replace("address = \"127.0.0.1:1\"", "address = \"127.0.0.1\"");
-    refused(&text, 2, &["key `members[1].address`", "expected HOST:PORT", "\"127.0.0.1\""]);
+    refused(
+        &text,
+        2,
+        &["key `members[1].address`", "expected HOST:PORT", "\"127.0.0.1\""],
+    );
     let text = good().replace("dns_listen = \"127.0.0.1:", "dns_listen = \"nowhere:");
     refused(&text, 2, &["key `node.dns_listen`", "expected IP:PORT"]);
 }
 
 #[test]
 fn duplicate_names_are_refused() {
-    refused(&good().replace("name = \"site-b\"", "name = \"witness\""), 2, &["key `members[2].name`", "listed twice"]);
+    refused(
+        &good().replace("name = \"site-b\"", "name = \"witness\""),
+        2,
+        &["key `members[2].name`", "listed twice"],
+    );
 }
 
 #[test]
@@ -69,21 +82,37 @@ fn node_missing_from_its_member_list_is_refused() {
     refused(
         &good().replace("[node]\nname = \"site-a\"", "[node]\nname = \"site-z\""),
         2,
-        &["key `members`", "expected this node (\"site-z\"", "found only \"site-a\", \"site-b\", \"witness\""],
+        &[
+            "key `members`",
+            "expected this node (\"site-z\"",
+            "found only \"site-a\", \"site-b\", \"witness\"",
+        ],
     );
 }
 
 #[test]
 fn bad_duration_and_unsafe_timing_are_refused() {
-    refused(&format!("{}\n[timing]\nlease = \"soon\"\n", good()), 2, &["lease", "expected a duration such as"]);
-    refused(&format!("{}\n[timing]\nlease = \"100ms\"\n", good()), 2, &["key `timing.lease`", "expected more than"]);
+    refused(
+        &format!("{}\n[timing]\nlease = \"soon\"\n", good()),
+        2,
+        &["lease", "expected a duration such as"],
+    );
+    refused(
+        &format!("{}\n[timing]\nlease = \"100ms\"\n", good()),
+        2,
+        &["key `timing.lease`", "expected more than"],
+    );
 }
 
 #[test]
 fn missing_file_is_refused() {
     let out = tandem(&["agent", "--config", "/nonexistent/tandem.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("/nonexistent/tandem.toml: cannot read"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/tandem.toml: cannot read"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -110,7 +139,9 @@ fn a_taken_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let text = GOOD.replace("GRPC", &port.to_string()).replace("DNS", &free_port().to_string());
+    let text = GOOD
+        .replace("GRPC", &port.to_string())
+        .replace("DNS", &free_port().to_string());
     let path = write(dir.path(), "node.toml", &text);
     let out = tandem(&["agent", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -127,7 +158,10 @@ fn an_unreachable_endpoint_is_a_one_line_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains(&format!("cannot reach a Tandem node at 127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach a Tandem node at 127.0.0.1:{port}")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -23,13 +23,20 @@ fn three_nodes_elect_exactly_one_coordinator_and_report_stable_json() {
             assert_eq!(n["voter"], true);
         }
         assert_eq!(node_in(&s, "witness").unwrap()["role"], "witness");
-        assert_eq!(node_in(&s, "site-a").unwrap()["address"], c.node("site-a").address.as_str());
+        assert_eq!(
+            node_in(&s, "site-a").unwrap()["address"],
+            c.node("site-a").address.as_str()
+        );
     }
 
     // The table form names the coordinator too.
     let out = c.cli("site-b", &["status"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains(&format!("coordinator {coordinator}")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("coordinator {coordinator}")),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -47,8 +54,9 @@ fn after_kill9_of_the_coordinator_survivors_elect_another_and_the_old_one_rejoin
         c.running()
             .iter()
             .all(|n| {
-                c.status(n)
-                    .is_some_and(|s| node_in(&s, &first).is_some_and(|d| d["state"] == "down" && d["lease_valid"] == false))
+                c.status(n).is_some_and(|s| {
+                    node_in(&s, &first).is_some_and(|d| d["state"] == "down" && d["lease_valid"] == false)
+                })
             })
             .then_some(())
     });
@@ -66,7 +74,11 @@ fn after_kill9_of_the_coordinator_survivors_elect_another_and_the_old_one_rejoin
         (up && caught_up && mine["coordinator"] == second.as_str()).then_some(())
     });
     let events = c.cli(&first, &["events", "--output", "json"]);
-    assert!(stdout(&events).contains("written while the old coordinator was down"), "{}", stdout(&events));
+    assert!(
+        stdout(&events).contains("written while the old coordinator was down"),
+        "{}",
+        stdout(&events)
+    );
 }
 
 #[test]

@@ -8,9 +8,16 @@ fn health_and_reflection_are_served() {
     c.start_all();
     c.wait_for_agreed_coordinator(None);
     let address = format!("http://{}", c.node("solo").address);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(address).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(address)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
 
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let reply = health
@@ -20,12 +27,15 @@ fn health_and_reflection_are_served() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
 
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut reflection = ServerReflectionClient::new(channel);
         let request = ServerReflectionRequest {
             host: String::new(),

@@ -10,7 +10,10 @@ fn a_node_added_becomes_a_voter_and_a_node_removed_leaves() {
     let address = c.add_joiner("site-c", "member");
     c.start("site-c");
     // Asked of a follower: the request is forwarded to the coordinator.
-    let out = c.cli(follower, &["members", "add", "site-c", &address, "--catch-up-timeout", "30s"]);
+    let out = c.cli(
+        follower,
+        &["members", "add", "site-c", &address, "--catch-up-timeout", "30s"],
+    );
     assert!(out.status.success(), "{}\n{}", stderr(&out), c.logs_tail());
     assert!(stdout(&out).contains("added site-c as a voter"), "{}", stdout(&out));
 
@@ -35,12 +38,18 @@ fn a_node_added_becomes_a_voter_and_a_node_removed_leaves() {
     c.wait_for("site-c gone from every remaining node's status", |c| {
         ["site-a", "site-b", "witness"]
             .iter()
-            .all(|n| c.status(n).is_some_and(|s| node_in(&s, "site-c").is_none() && s["nodes"].as_array().unwrap().len() == 3))
+            .all(|n| {
+                c.status(n)
+                    .is_some_and(|s| node_in(&s, "site-c").is_none() && s["nodes"].as_array().unwrap().len() == 3)
+            })
             .then_some(())
     });
 
     let events = stdout(&c.cli("witness", &["events"]));
-    assert!(events.contains("node_added") && events.contains("node_removed"), "{events}");
+    assert!(
+        events.contains("node_added") && events.contains("node_removed"),
+        "{events}"
+    );
 }
 
 #[test]
@@ -80,11 +89,15 @@ fn adding_a_node_that_never_catches_up_is_rolled_back() {
     let coordinator = c.wait_for_agreed_coordinator(None);
     // Nobody listens at this address.
     let address = format!("127.0.0.1:{}", free_port());
-    let out = c.cli(&coordinator, &["members", "add", "ghost", &address, "--catch-up-timeout", "2s"]);
+    let out = c.cli(
+        &coordinator,
+        &["members", "add", "ghost", &address, "--catch-up-timeout", "2s"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("did not catch up"), "{}", stderr(&out));
     assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
     c.wait_for("the ghost learner removed again", |c| {
-        c.status(&coordinator).and_then(|s| node_in(&s, "ghost").is_none().then_some(()))
+        c.status(&coordinator)
+            .and_then(|s| node_in(&s, "ghost").is_none().then_some(()))
     });
 }

@@ -76,7 +76,14 @@ impl TestCluster {
         address
     }
 
-    fn write_node(&mut self, name: &str, role: &'static str, address: &str, join: bool, members: &[(String, &'static str, String)]) {
+    fn write_node(
+        &mut self,
+        name: &str,
+        role: &'static str,
+        address: &str,
+        join: bool,
+        members: &[(String, &'static str, String)],
+    ) {
         let dns = format!("127.0.0.1:{}", free_port());
         let data = self.dir.path().join(format!("{name}-data"));
         let mut text = format!(
@@ -84,7 +91,9 @@ impl TestCluster {
             data.display()
         );
         for (n, r, a) in members {
-            text.push_str(&format!("[[members]]\nname = \"{n}\"\naddress = \"{a}\"\nrole = \"{r}\"\n\n"));
+            text.push_str(&format!(
+                "[[members]]\nname = \"{n}\"\naddress = \"{a}\"\nrole = \"{r}\"\n\n"
+            ));
         }
         text.push_str("[log]\nlevel = \"debug\"\n");
         let config = self.dir.path().join(format!("{name}.toml"));
@@ -111,7 +120,11 @@ impl TestCluster {
     pub fn start(&mut self, name: &str) {
         let node = self.node_mut(name);
         assert!(node.child.is_none(), "{name} already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
         let child = Command::new(BIN)
             .args(["agent", "--config"])
             .arg(&node.config)
@@ -131,7 +144,11 @@ impl TestCluster {
     }
 
     pub fn running(&self) -> Vec<String> {
-        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.name.clone()).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     /// `kill -9` of a node's agent.
@@ -165,7 +182,15 @@ impl TestCluster {
 
     /// `tandem status --output json` against a node, None if it did not answer.
     pub fn status(&self, name: &str) -> Option<Value> {
-        let out = tandem(&["status", "--output", "json", "--timeout", "1s", "--endpoint", &self.node(name).address]);
+        let out = tandem(&[
+            "status",
+            "--output",
+            "json",
+            "--timeout",
+            "1s",
+            "--endpoint",
+            &self.node(name).address,
+        ]);
         if !out.status.success() {
             return None;
         }
@@ -182,7 +207,10 @@ impl TestCluster {
             }
             if start.elapsed() > WAIT {
                 let statuses: Vec<_> = self.running().iter().map(|n| (n.clone(), self.status(n))).collect();
-                panic!("timed out waiting for {what}; statuses: {statuses:#?}\n{}", self.logs_tail());
+                panic!(
+                    "timed out waiting for {what}; statuses: {statuses:#?}\n{}",
+                    self.logs_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

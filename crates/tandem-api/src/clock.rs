@@ -30,6 +30,6 @@ impl Default for Clock {
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| tandem_core::timing::duration_ms(d))
+        .map(tandem_core::timing::duration_ms)
         .unwrap_or(0)
 }

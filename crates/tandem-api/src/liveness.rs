@@ -109,7 +109,10 @@ impl Liveness {
         match (leader_term, &inner.coordinator) {
             (Some(term), Some(c)) if c.term == term => {}
             (Some(term), _) => {
-                info!(term, "became coordinator; leases granted by a predecessor are honoured until they certainly expired");
+                info!(
+                    term,
+                    "became coordinator; leases granted by a predecessor are honoured until they certainly expired"
+                );
                 inner.coordinator = Some(CoordinatorSide {
                     term,
                     table: LeaseTable::new(now),
@@ -242,10 +245,18 @@ impl Liveness {
 }
 
 fn same_states(a: &[ViewEntry], b: &[ViewEntry]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.id == y.id && x.state == y.state && x.version == y.version)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.id == y.id && x.state == y.state && x.version == y.version)
 }
 
-fn coordinator_view(side: &CoordinatorSide, now: Millis, members: &BTreeSet<NodeId>, timing: &Timing) -> Vec<ViewEntry> {
+fn coordinator_view(
+    side: &CoordinatorSide,
+    now: Millis,
+    members: &BTreeSet<NodeId>,
+    timing: &Timing,
+) -> Vec<ViewEntry> {
     members
         .iter()
         .map(|&id| ViewEntry {
@@ -291,7 +302,10 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatR
     let now = ctx.clock.now();
     let term = ctx.raft.metrics().borrow().current_term;
     if req.cluster != ctx.cluster {
-        return refusal(term, format!("this node belongs to cluster {:?}, not {:?}", ctx.cluster, req.cluster));
+        return refusal(
+            term,
+            format!("this node belongs to cluster {:?}, not {:?}", ctx.cluster, req.cluster),
+        );
     }
     if !ctx.is_coordinator() {
         return refusal(term, "this node is not the coordinator".into());

@@ -33,15 +33,27 @@ fn status(e: InboundError) -> Status {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.inbound.append_entries(req.get_ref()).await.map(Response::new).map_err(status)
+        self.inbound
+            .append_entries(req.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(status)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.inbound.vote(req.get_ref()).await.map(Response::new).map_err(status)
+        self.inbound
+            .vote(req.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(status)
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.inbound.install_snapshot(req.get_ref()).await.map(Response::new).map_err(status)
+        self.inbound
+            .install_snapshot(req.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(status)
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {

@@ -59,10 +59,14 @@ impl TandemService {
             return Ok(None);
         }
         if req.metadata().contains_key(FORWARDED) {
-            return Err(Status::unavailable("the coordinator changed while the request was forwarded; retry"));
+            return Err(Status::unavailable(
+                "the coordinator changed while the request was forwarded; retry",
+            ));
         }
         let Some((_, coordinator)) = self.ctx.coordinator() else {
-            return Err(Status::unavailable("there is no coordinator right now (election in progress, or no majority); retry"));
+            return Err(Status::unavailable(
+                "there is no coordinator right now (election in progress, or no majority); retry",
+            ));
         };
         let channel = self
             .ctx
@@ -78,13 +82,24 @@ impl TandemService {
     }
 
     fn voters(&self) -> BTreeSet<NodeId> {
-        self.ctx.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+        self.ctx
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     fn members(&self) -> Vec<(NodeId, NodeInfo)> {
         let metrics = self.ctx.raft.metrics();
         let m = metrics.borrow();
-        m.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect()
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
     }
 
     async fn propose(&self, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
@@ -93,7 +108,8 @@ impl TandemService {
     }
 
     async fn add_member_here(&self, req: pb::AddMemberRequest) -> Result<pb::MemberChangeReply, Status> {
-        let role = role_from_pb(req.role).ok_or_else(|| Status::invalid_argument(format!("unknown role {}", req.role)))?;
+        let role =
+            role_from_pb(req.role).ok_or_else(|| Status::invalid_argument(format!("unknown role {}", req.role)))?;
         if !valid_name(&req.name) {
             return Err(Status::invalid_argument(format!(
                 "name {:?}: expected 1 to 63 lowercase letters, digits or '-'",
@@ -105,7 +121,9 @@ impl TandemService {
         let id = node_id(&req.name);
         for (other_id, other) in self.members() {
             if other.name == req.name || other_id == id {
-                return Err(Status::already_exists(MembershipRefusal::AlreadyMember(req.name).to_string()));
+                return Err(Status::already_exists(
+                    MembershipRefusal::AlreadyMember(req.name).to_string(),
+                ));
             }
             if other.address == req.address {
                 return Err(Status::already_exists(format!(
@@ -132,11 +150,10 @@ impl TandemService {
             ms => Duration::from_millis(u64::from(ms)),
         };
         info!(node = %node, "adding node as a learner");
-        let added = tokio::time::timeout(catch_up, self.ctx.raft.add_learner(id, node.clone(), true)).await;
-        let failure = match added {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(write_error(e)),
-            Err(_) => Some(Status::deadline_exceeded(format!(
+        let failure = match self.add_learner_and_wait(id, &node, catch_up).await {
+            Ok(()) => None,
+            Err(Some(status)) => Some(status),
+            Err(None) => Some(Status::deadline_exceeded(format!(
                 "node {:?} did not catch up within {} ms; is it running at {} with `join = true` and the same cluster name?",
                 req.name,
                 catch_up.as_millis(),
@@ -157,7 +174,10 @@ impl TandemService {
                     format!("{}; removing the learner again failed too: {e}", status.message()),
                 ));
             }
-            return Err(Status::new(status.code(), format!("{} (the change was rolled back)", status.message())));
+            return Err(Status::new(
+                status.code(),
+                format!("{} (the change was rolled back)", status.message()),
+            ));
         }
         info!(node = %node, "learner caught up; promoting to voter");
         let r = self
@@ -184,6 +204,40 @@ impl TandemService {
         })
     }
 
+    /// Adds `node` as a learner and waits until its log has caught up with
+    /// the entry that added it. `Err(None)`: it did not within `catch_up`.
+    /// (openraft's own blocking `add_learner` gives up after a short fixed
+    /// time and reports success anyway, so Tandem waits itself.)
+    async fn add_learner_and_wait(
+        &self,
+        id: NodeId,
+        node: &NodeInfo,
+        catch_up: Duration,
+    ) -> Result<(), Option<Status>> {
+        let added = self
+            .ctx
+            .raft
+            .add_learner(id, node.clone(), false)
+            .await
+            .map_err(|e| Some(write_error(e)))?;
+        let target = added.log_id.index;
+        self.ctx
+            .raft
+            .wait(Some(catch_up))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id))
+                        .is_some_and(|matched| matched.is_some_and(|l| l.index >= target))
+                },
+                "learner caught up",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|_| None)
+    }
+
     async fn remove_member_here(&self, req: pb::RemoveMemberRequest) -> Result<pb::MemberChangeReply, Status> {
         let _guard = self.membership_lock.lock().await;
         let members = self.members();
@@ -200,7 +254,9 @@ impl TandemService {
             let mut new_voters = voters.clone();
             new_voters.remove(&id);
             if new_voters.is_empty() {
-                return Err(Status::failed_precondition(MembershipRefusal::NoVoterLeft(req.name).to_string()));
+                return Err(Status::failed_precondition(
+                    MembershipRefusal::NoVoterLeft(req.name).to_string(),
+                ));
             }
             check_voter_change(&voters, &new_voters, &self.up_nodes())
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -209,7 +265,12 @@ impl TandemService {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
         info!(node = %node, "removing node");
-        let r = self.ctx.raft.change_membership(change, false).await.map_err(write_error)?;
+        let r = self
+            .ctx
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
         let mut log_index = r.log_id.index;
         match self
             .propose(Command::NodeRemoved {
@@ -241,7 +302,11 @@ impl TandemService {
 }
 
 fn actor(given: &str) -> String {
-    if given.trim().is_empty() { "unknown".to_string() } else { given.to_string() }
+    if given.trim().is_empty() {
+        "unknown".to_string()
+    } else {
+        given.to_string()
+    }
 }
 
 /// Maps a Raft write error to a gRPC status that tells the caller what to do.
@@ -249,7 +314,9 @@ fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
             "this node stopped being the coordinator{}; retry",
-            f.leader_node.map(|n| format!(" ({} is now)", n.name)).unwrap_or_default()
+            f.leader_node
+                .map(|n| format!(" ({} is now)", n.name))
+                .unwrap_or_default()
         )),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => Status::failed_precondition(c.to_string()),
         RaftError::Fatal(f) => Status::internal(format!("raft stopped: {f}")),
@@ -258,7 +325,8 @@ fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
 
 fn forward_metadata<T>(inner: T) -> Request<T> {
     let mut r = Request::new(inner);
-    r.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    r.metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     r
 }
 
@@ -353,11 +421,16 @@ impl Tandem for TandemService {
     async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsReply>, Status> {
         let since = req.get_ref().since_seq;
         let state = self.ctx.state.borrow().clone();
-        let events = state.cluster.events.iter().filter(|e| e.seq >= since).map(event_to_pb).collect();
+        let events = state
+            .cluster
+            .events
+            .iter()
+            .filter(|e| e.seq >= since)
+            .map(event_to_pb)
+            .collect();
         Ok(Response::new(pb::ListEventsReply { events }))
     }
 }
 
 /// Keeps the type used by the generated server in one place.
 pub type Server = tandem_proto::v1::tandem_server::TandemServer<TandemService>;
-

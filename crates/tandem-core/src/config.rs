@@ -161,13 +161,14 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
 
-const NAME_EXPECTED: &str =
-    "expected 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'";
+const NAME_EXPECTED: &str = "expected 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'";
 
 /// Checks a peer address: `HOST:PORT` with an IP address or a host name and
 /// a port from 1 to 65535.
@@ -183,9 +184,7 @@ pub fn check_peer_address(address: &str) -> Result<(), String> {
     let host_ok = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     if port_ok && host_ok {
@@ -210,13 +209,22 @@ impl NodeConfig {
         })?;
 
         if !valid_name(&raw.cluster.name) {
-            return Err(err("cluster.name".into(), format!("{NAME_EXPECTED}, got {:?}", raw.cluster.name)));
+            return Err(err(
+                "cluster.name".into(),
+                format!("{NAME_EXPECTED}, got {:?}", raw.cluster.name),
+            ));
         }
         if !valid_name(&raw.node.name) {
-            return Err(err("node.name".into(), format!("{NAME_EXPECTED}, got {:?}", raw.node.name)));
+            return Err(err(
+                "node.name".into(),
+                format!("{NAME_EXPECTED}, got {:?}", raw.node.name),
+            ));
         }
         if raw.node.data_dir.as_os_str().is_empty() {
-            return Err(err("node.data_dir".into(), "expected a directory path, got an empty string".into()));
+            return Err(err(
+                "node.data_dir".into(),
+                "expected a directory path, got an empty string".into(),
+            ));
         }
         let listen = |key: &str, value: &str| {
             value.parse::<SocketAddr>().map_err(|_| {
@@ -248,7 +256,10 @@ impl NodeConfig {
                 return Err(err(key("name"), format!("{NAME_EXPECTED}, got {:?}", m.name)));
             }
             if !names.insert(m.name.as_str()) {
-                return Err(err(key("name"), format!("expected unique member names, {:?} is listed twice", m.name)));
+                return Err(err(
+                    key("name"),
+                    format!("expected unique member names, {:?} is listed twice", m.name),
+                ));
             }
             check_peer_address(&m.address).map_err(|e| err(key("address"), e))?;
             if !addresses.insert(m.address.as_str()) {
@@ -260,7 +271,10 @@ impl NodeConfig {
             if let Some(other) = ids.insert(node_id(&m.name), m.name.as_str()) {
                 return Err(err(
                     key("name"),
-                    format!("the names {other:?} and {:?} hash to the same node id; rename one", m.name),
+                    format!(
+                        "the names {other:?} and {:?} hash to the same node id; rename one",
+                        m.name
+                    ),
                 ));
             }
             members.push(NodeInfo {
@@ -270,7 +284,10 @@ impl NodeConfig {
             });
         }
         if !members.iter().any(|m| m.role == NodeRole::Member) {
-            return Err(err("members".into(), "expected at least one member with role \"member\"; all are witnesses".into()));
+            return Err(err(
+                "members".into(),
+                "expected at least one member with role \"member\"; all are witnesses".into(),
+            ));
         }
         let Some(me) = members.iter().find(|m| m.name == raw.node.name).cloned() else {
             return Err(err(
@@ -278,7 +295,11 @@ impl NodeConfig {
                 format!(
                     "expected this node ({:?}, from node.name) in the member list, found only {}",
                     raw.node.name,
-                    members.iter().map(|m| format!("{:?}", m.name)).collect::<Vec<_>>().join(", ")
+                    members
+                        .iter()
+                        .map(|m| format!("{:?}", m.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -299,11 +320,19 @@ impl NodeConfig {
             lease: raw.timing.lease.unwrap_or(defaults.lease),
             clock_drift_margin: raw.timing.clock_drift_margin.unwrap_or(defaults.clock_drift_margin),
         };
-        timing.validate().map_err(|(key, message)| err(format!("timing.{key}"), message))?;
+        timing
+            .validate()
+            .map_err(|(key, message)| err(format!("timing.{key}"), message))?;
 
-        let snapshot_after_entries = raw.storage.snapshot_after_entries.unwrap_or(DEFAULT_SNAPSHOT_AFTER_ENTRIES);
+        let snapshot_after_entries = raw
+            .storage
+            .snapshot_after_entries
+            .unwrap_or(DEFAULT_SNAPSHOT_AFTER_ENTRIES);
         if snapshot_after_entries == 0 {
-            return Err(err("storage.snapshot_after_entries".into(), "expected a number greater than 0, got 0".into()));
+            return Err(err(
+                "storage.snapshot_after_entries".into(),
+                "expected a number greater than 0, got 0".into(),
+            ));
         }
 
         if let Some(level) = &raw.log.level {
@@ -311,7 +340,10 @@ impl NodeConfig {
             if !ok.contains(&level.as_str()) {
                 return Err(err(
                     "log.level".into(),
-                    format!("expected one of {}, got {level:?} (use RUST_LOG for per-module filters)", ok.join(", ")),
+                    format!(
+                        "expected one of {}, got {level:?} (use RUST_LOG for per-module filters)",
+                        ok.join(", ")
+                    ),
                 ));
             }
         }
@@ -414,13 +446,19 @@ lease = "3s"
     #[test]
     fn duplicate_names_are_refused() {
         let msg = refused(&GOOD.replace("name = \"site-b\"", "name = \"site-a\""));
-        assert!(msg.contains("key `members[1].name`: expected unique member names, \"site-a\" is listed twice"), "{msg}");
+        assert!(
+            msg.contains("key `members[1].name`: expected unique member names, \"site-a\" is listed twice"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn node_missing_from_its_member_list_is_refused() {
         let msg = refused(&GOOD.replace("name = \"site-a\"\naddress", "name = \"site-c\"\naddress"));
-        assert!(msg.contains("key `members`: expected this node (\"site-a\", from node.name) in the member list"), "{msg}");
+        assert!(
+            msg.contains("key `members`: expected this node (\"site-a\", from node.name) in the member list"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -66,8 +66,7 @@ impl fmt::Display for NodeInfo {
 pub fn node_id(name: &str) -> NodeId {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    name.bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+    name.bytes().fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
 /// Why a membership change is refused.
@@ -144,7 +143,10 @@ mod tests {
 
     #[test]
     fn removing_a_node_when_one_of_three_is_down_keeps_a_majority() {
-        assert_eq!(check_voter_change(&set(&[1, 2, 3]), &set(&[1, 2]), &set(&[1, 2])), Ok(()));
+        assert_eq!(
+            check_voter_change(&set(&[1, 2, 3]), &set(&[1, 2]), &set(&[1, 2])),
+            Ok(())
+        );
     }
 
     #[test]

@@ -86,15 +86,21 @@ impl ClusterState {
     /// recorded as it is rather than rejected, so every node stays identical.
     pub fn apply(&mut self, command: &Command) -> Applied {
         let (kind, message, actor, at_unix_ms) = match command {
-            Command::NodeAdded { node, actor, at_unix_ms } => {
-                (EventKind::NodeAdded, format!("node {node} joined"), actor, *at_unix_ms)
-            }
-            Command::NodeRemoved { node, actor, at_unix_ms } => {
-                (EventKind::NodeRemoved, format!("node {node} left"), actor, *at_unix_ms)
-            }
-            Command::Note { message, actor, at_unix_ms } => {
-                (EventKind::Note, message.clone(), actor, *at_unix_ms)
-            }
+            Command::NodeAdded {
+                node,
+                actor,
+                at_unix_ms,
+            } => (EventKind::NodeAdded, format!("node {node} joined"), actor, *at_unix_ms),
+            Command::NodeRemoved {
+                node,
+                actor,
+                at_unix_ms,
+            } => (EventKind::NodeRemoved, format!("node {node} left"), actor, *at_unix_ms),
+            Command::Note {
+                message,
+                actor,
+                at_unix_ms,
+            } => (EventKind::Note, message.clone(), actor, *at_unix_ms),
         };
         let seq = self.record(kind, message, actor.clone(), at_unix_ms);
         Applied { event_seq: Some(seq) }
@@ -174,7 +180,11 @@ mod tests {
     #[test]
     fn notes_are_checked() {
         assert!(validate_note("  ").is_err());
-        assert!(validate_note(&"x".repeat(NOTE_MAX_BYTES + 1)).unwrap_err().contains("at most 1024"));
+        assert!(
+            validate_note(&"x".repeat(NOTE_MAX_BYTES + 1))
+                .unwrap_err()
+                .contains("at most 1024")
+        );
         assert!(validate_note("rack 3 maintenance").is_ok());
     }
 

@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn lease_must_outlive_a_coordinator_change() {
         let t = Timing {
-            lease: Duration::from_millis(300),
+            lease: Duration::from_millis(250),
             ..Timing::default()
         };
         assert_eq!(t.validate().unwrap_err().0, "lease");

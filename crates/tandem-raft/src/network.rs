@@ -83,7 +83,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerConnection {
             cluster: self.cluster.clone(),
             target,
-            client: self.channels.get(&node.address).map(PeerClient::new).map_err(|e| e.to_string()),
+            client: self
+                .channels
+                .get(&node.address)
+                .map(PeerClient::new)
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -126,7 +130,12 @@ impl PeerConnection {
             Method::InstallSnapshot => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| {
-            let err = TransportError(format!("{} to node {}: {}", method.name(), self.target, status.message()));
+            let err = TransportError(format!(
+                "{} to node {}: {}",
+                method.name(),
+                self.target,
+                status.message()
+            ));
             match status.code() {
                 tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                     RPCError::Unreachable(Unreachable::new(&err))
@@ -134,8 +143,8 @@ impl PeerConnection {
                 _ => RPCError::Network(NetworkError::new(&err)),
             }
         })?;
-        let decoded: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&reply.into_inner().json)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let decoded: Result<Resp, RaftError<u64, E>> =
+            serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
     }
 }

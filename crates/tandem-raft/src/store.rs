@@ -27,12 +27,12 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
 };
 use redb::{
-    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -140,16 +140,12 @@ impl Store {
             .create(&path)
             .map_err(|e| match e {
                 DatabaseError::DatabaseAlreadyOpen => storage_error(
-                    "another process has it open (is another Tandem node using this data directory?)"
-                        .to_owned(),
+                    "another process has it open (is another Tandem node using this data directory?)".to_owned(),
                 ),
                 e => storage_error(e.to_string()),
             })?;
         match claim(&db, identity) {
-            Ok(None) => Ok(Store {
-                db: Arc::new(db),
-                path,
-            }),
+            Ok(None) => Ok(Store { db: Arc::new(db), path }),
             Ok(Some(found)) => Err(OpenError::WrongIdentity {
                 dir: data_dir.to_owned(),
                 found: Box::new(found),
@@ -161,9 +157,7 @@ impl Store {
 
     /// The Raft log and vote.
     pub fn log_store(&self) -> LogStore {
-        LogStore {
-            db: self.db.clone(),
-        }
+        LogStore { db: self.db.clone() }
     }
 
     /// The state machine as last applied before the node stopped. Installing
@@ -191,9 +185,7 @@ impl Store {
         let has_state = || -> Result<bool, DbError> {
             let txn = self.db.begin_read()?;
             let meta = txn.open_table(META)?;
-            Ok(!txn.open_table(LOG)?.is_empty()?
-                || meta.get(VOTE)?.is_some()
-                || meta.get(LAST_PURGED)?.is_some())
+            Ok(!txn.open_table(LOG)?.is_empty()? || meta.get(VOTE)?.is_some() || meta.get(LAST_PURGED)?.is_some())
         };
         has_state().map_err(|e| OpenError::Storage {
             path: self.path.clone(),
@@ -272,11 +264,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let vote = *vote;
-        write(&self.db, move |txn| {
-            put_json(&mut txn.open_table(META)?, VOTE, &vote)
-        })
-        .await
-        .map_err(io_error(StorageIOError::write_vote))
+        write(&self.db, move |txn| put_json(&mut txn.open_table(META)?, VOTE, &vote))
+            .await
+            .map_err(io_error(StorageIOError::write_vote))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -285,10 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io_error(StorageIOError::read_vote))
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<u64>>,
-    ) -> Result<(), StorageError<u64>> {
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
         write(&self.db, move |txn| {
             put_json(&mut txn.open_table(META)?, COMMITTED, &committed)
         })
@@ -305,11 +292,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(io_error(StorageIOError::read_logs))
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<u64>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -333,8 +316,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         write(&self.db, move |txn| {
-            txn.open_table(LOG)?
-                .retain_in(log_id.index.., |_, _| false)?;
+            txn.open_table(LOG)?.retain_in(log_id.index.., |_, _| false)?;
             Ok(())
         })
         .await
@@ -344,8 +326,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         write(&self.db, move |txn| {
             put_json(&mut txn.open_table(META)?, LAST_PURGED, &log_id)?;
-            txn.open_table(LOG)?
-                .retain_in(..=log_id.index, |_, _| false)?;
+            txn.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
             Ok(())
         })
         .await
@@ -418,8 +399,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let to_store = next.clone();
         write(&self.db, move |txn| {
             let bytes = encode(&*to_store, "applied state")?;
-            txn.open_table(STATE_MACHINE)?
-                .insert(APPLIED, bytes.as_slice())?;
+            txn.open_table(STATE_MACHINE)?.insert(APPLIED, bytes.as_slice())?;
             Ok(())
         })
         .await
@@ -432,9 +412,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -445,9 +423,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<u64>> {
         let signature = meta.signature();
         let data = snapshot.into_inner();
-        let state: AppliedState = serde_json::from_slice(&data).map_err(|e| {
-            StorageIOError::read_snapshot(Some(signature.clone()), AnyError::new(&e))
-        })?;
+        let state: AppliedState = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), AnyError::new(&e)))?;
         if state.last_applied != meta.last_log_id || state.last_membership != meta.last_membership {
             return Err(StorageIOError::read_snapshot(
                 Some(signature),
@@ -458,8 +435,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta = meta.clone();
         write(&self.db, move |txn| {
             // The snapshot data is exactly the state machine record.
-            txn.open_table(STATE_MACHINE)?
-                .insert(APPLIED, data.as_slice())?;
+            txn.open_table(STATE_MACHINE)?.insert(APPLIED, data.as_slice())?;
             let mut snapshots = txn.open_table(SNAPSHOT)?;
             put_json(&mut snapshots, SNAPSHOT_META, &meta)?;
             snapshots.insert(SNAPSHOT_DATA, data.as_slice())?;
@@ -471,9 +447,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
         read(&self.db, |txn| {
             let snapshots = txn.open_table(SNAPSHOT)?;
             let Some(meta) = get_json(&snapshots, SNAPSHOT_META)? else {
@@ -543,10 +517,7 @@ enum DbError {
         error: serde_json::Error,
     },
     #[error("{what} in the database is corrupt: {error}")]
-    Corrupt {
-        what: String,
-        error: serde_json::Error,
-    },
+    Corrupt { what: String, error: serde_json::Error },
     #[error("{0} is missing from the database")]
     Missing(&'static str),
     #[error("database task failed: {0}")]
@@ -572,9 +543,7 @@ from_redb_errors!(
 
 /// Converts a [`DbError`] with one of the `StorageIOError` constructors, e.g.
 /// `io_error(StorageIOError::read_logs)`.
-fn io_error(
-    kind: impl FnOnce(AnyError) -> StorageIOError<u64>,
-) -> impl FnOnce(DbError) -> StorageError<u64> {
+fn io_error(kind: impl FnOnce(AnyError) -> StorageIOError<u64>) -> impl FnOnce(DbError) -> StorageError<u64> {
     move |e| kind(AnyError::new(&e)).into()
 }
 
@@ -685,9 +654,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path(), &identity("prod", "site-b")).unwrap());
 
-        let err = Store::open(dir.path(), &identity("demo", "site-a"))
-            .err()
-            .unwrap();
+        let err = Store::open(dir.path(), &identity("demo", "site-a")).err().unwrap();
         assert!(matches!(err, OpenError::WrongIdentity { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
@@ -703,9 +670,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            err.contains(
-                "node \"site-b\" of cluster \"prod\", not to node \"site-a\" of cluster \"prod\""
-            ),
+            err.contains("node \"site-b\" of cluster \"prod\", not to node \"site-a\" of cluster \"prod\""),
             "{err}"
         );
 
@@ -713,10 +678,7 @@ mod tests {
             node_id: 2,
             ..identity("prod", "site-b")
         };
-        let err = Store::open(dir.path(), &other_id)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = Store::open(dir.path(), &other_id).err().unwrap().to_string();
         assert!(err.contains("(id 1)") && err.contains("(id 2)"), "{err}");
 
         // The rightful owner still gets in.
@@ -727,14 +689,11 @@ mod tests {
     fn a_second_open_of_the_same_directory_is_refused_while_the_first_is_open() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path(), &identity("prod", "site-a")).unwrap();
-        let err = Store::open(dir.path(), &identity("prod", "site-a"))
-            .err()
-            .unwrap();
+        let err = Store::open(dir.path(), &identity("prod", "site-a")).err().unwrap();
         assert!(matches!(err, OpenError::Storage { .. }), "{err:?}");
         let message = err.to_string();
         assert!(
-            message.contains(&dir.path().join(DB_FILE).display().to_string())
-                && message.contains("another process"),
+            message.contains(&dir.path().join(DB_FILE).display().to_string()) && message.contains("another process"),
             "{message}"
         );
     }
@@ -765,10 +724,7 @@ mod tests {
         };
         let membership = Entry {
             log_id: log_id(1, 1),
-            payload: EntryPayload::Membership(Membership::new(
-                vec![BTreeSet::from([1])],
-                BTreeMap::from([(1, node)]),
-            )),
+            payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, node)]))),
         };
         let vote = Vote::new_committed(1, 1);
 
@@ -785,12 +741,7 @@ mod tests {
             let mut sm = store.state_machine().await.unwrap();
             let mut applied = sm.subscribe();
             sm.apply([membership, note(2), note(3)]).await.unwrap();
-            let snapshot = sm
-                .get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .unwrap();
+            let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
             assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 3)));
             let replies = sm.apply([note(4)]).await.unwrap();
             assert_eq!(replies[0].event_seq, Some(2));

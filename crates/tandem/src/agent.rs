@@ -16,9 +16,9 @@ use tandem_core::config::{LogFormat, NodeConfig};
 use tandem_core::timing::duration_ms;
 use tandem_proto::v1::peer_server::PeerServer;
 use tandem_proto::v1::tandem_server::TandemServer;
+use tandem_raft::Raft;
 use tandem_raft::network::{Channels, Network};
 use tandem_raft::store::{Identity, OpenError, Store};
-use tandem_raft::Raft;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -31,9 +31,13 @@ use crate::{Failure, LogFormatArg, Outcome};
 pub fn load_config(path: &Path) -> Result<NodeConfig, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::input(format!("{}: cannot read the configuration file: {e}", path.display())))?;
-    let mut config = NodeConfig::parse(&text, &path.display().to_string()).map_err(|e| Failure::input(e.to_string()))?;
+    let mut config =
+        NodeConfig::parse(&text, &path.display().to_string()).map_err(|e| Failure::input(e.to_string()))?;
     if config.data_dir.is_relative() {
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         config.data_dir = base.join(&config.data_dir);
     }
     Ok(config)
@@ -90,10 +94,12 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     })?;
 
     let raft_config = Arc::new(raft_config(&config)?);
-    let state_machine = store
-        .state_machine()
-        .await
-        .map_err(|e| Failure::runtime(format!("cannot load the state machine from {}: {e}", config.data_dir.display())))?;
+    let state_machine = store.state_machine().await.map_err(|e| {
+        Failure::runtime(format!(
+            "cannot load the state machine from {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     let state = state_machine.subscribe();
     let channels = Channels::default();
     let raft = Raft::new(
@@ -142,7 +148,10 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         info!("witness with an empty data directory: waiting for a member to bootstrap the cluster");
     } else {
         match raft.initialize(config.members_by_id()).await {
-            Ok(()) => info!(members = config.members.len(), "bootstrapped the cluster from the initial members"),
+            Ok(()) => info!(
+                members = config.members.len(),
+                "bootstrapped the cluster from the initial members"
+            ),
             Err(RaftError::APIError(InitializeError::NotAllowed(e))) => info!(reason = %e, "already bootstrapped"),
             Err(e) => return Err(Failure::runtime(format!("cannot bootstrap the cluster: {e}"))),
         }
@@ -174,7 +183,10 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     info!("serving");
 
     let signal = wait_for_signal().await;
-    info!(signal, "shutting down: no new requests, stopping Raft, flushing storage");
+    info!(
+        signal,
+        "shutting down: no new requests, stopping Raft, flushing storage"
+    );
     let _ = shutdown_tx.send(true);
     let _ = heartbeats.await;
     let _ = follower.await;

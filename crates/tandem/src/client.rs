@@ -8,8 +8,8 @@ use tandem_proto::v1 as pb;
 use tandem_proto::v1::tandem_client::TandemClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::output::{event_json, role_name, rfc3339_ms, state_name, status_json, status_table};
-use crate::{Connection, Failure, OutputFormat, Outcome};
+use crate::output::{event_json, rfc3339_ms, role_name, state_name, status_json, status_table};
+use crate::{Connection, Failure, Outcome, OutputFormat};
 
 /// Connects to the node at `conn.endpoint`; an unreachable endpoint is a
 /// one-line error with exit code 1.
@@ -54,7 +54,9 @@ pub fn failed(context: &str, s: tonic::Status) -> Failure {
 
 /// Username and host of whoever runs the CLI, for the event log.
 pub fn actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -148,12 +150,25 @@ pub async fn members_list(conn: &Connection, output: OutputFormat) -> Outcome {
     Ok(())
 }
 
-pub async fn members_add(conn: &Connection, name: String, address: String, witness: bool, catch_up: Duration) -> Outcome {
+pub async fn members_add(
+    conn: &Connection,
+    name: String,
+    address: String,
+    witness: bool,
+    catch_up: Duration,
+) -> Outcome {
     check_peer_address(&address).map_err(|e| Failure::input(format!("address: {e}")))?;
     // The call waits for the catch-up; give it that long plus the usual timeout.
     let mut client = connect_to(&conn.endpoint, conn.timeout + catch_up).await?;
-    let role = if witness { pb::NodeRole::Witness } else { pb::NodeRole::Member };
-    eprintln!("adding {name} ({address}) as a learner; waiting for it to catch up (up to {})", humantime::format_duration(catch_up));
+    let role = if witness {
+        pb::NodeRole::Witness
+    } else {
+        pb::NodeRole::Member
+    };
+    eprintln!(
+        "adding {name} ({address}) as a learner; waiting for it to catch up (up to {})",
+        humantime::format_duration(catch_up)
+    );
     let reply = client
         .add_member(pb::AddMemberRequest {
             name: name.clone(),
@@ -165,7 +180,11 @@ pub async fn members_add(conn: &Connection, name: String, address: String, witne
         .await
         .map_err(|e| failed(&format!("cannot add {name}"), e))?
         .into_inner();
-    println!("added {name} as a voter at log index {}; voters: {}", reply.log_index, reply.voters.join(", "));
+    println!(
+        "added {name} as a voter at log index {}; voters: {}",
+        reply.log_index,
+        reply.voters.join(", ")
+    );
     Ok(())
 }
 
@@ -179,14 +198,21 @@ pub async fn members_remove(conn: &Connection, name: String) -> Outcome {
         .await
         .map_err(|e| failed(&format!("cannot remove {name}"), e))?
         .into_inner();
-    println!("removed {name} at log index {}; voters: {}", reply.log_index, reply.voters.join(", "));
+    println!(
+        "removed {name} at log index {}; voters: {}",
+        reply.log_index,
+        reply.voters.join(", ")
+    );
     Ok(())
 }
 
 pub async fn annotate(conn: &Connection, message: String) -> Outcome {
     let mut client = connect(conn).await?;
     let reply = client
-        .annotate(pb::AnnotateRequest { message, actor: actor() })
+        .annotate(pb::AnnotateRequest {
+            message,
+            actor: actor(),
+        })
         .await
         .map_err(|e| failed("annotate", e))?
         .into_inner();
@@ -204,7 +230,14 @@ pub async fn events(conn: &Connection, since: u64, output: OutputFormat) -> Outc
     for e in &reply.events {
         match output {
             OutputFormat::Json => println!("{}", event_json(e)),
-            OutputFormat::Table => println!("{:>5}  {}  {:<13} {:<24} {}", e.seq, rfc3339_ms(e.at_unix_ms), e.kind, e.actor, e.message),
+            OutputFormat::Table => println!(
+                "{:>5}  {}  {:<13} {:<24} {}",
+                e.seq,
+                rfc3339_ms(e.at_unix_ms),
+                e.kind,
+                e.actor,
+                e.message
+            ),
         }
     }
     Ok(())

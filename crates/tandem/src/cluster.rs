@@ -51,9 +51,20 @@ fn free_port() -> Result<u16, Failure> {
 }
 
 /// The configuration of one demo node. Same timing defaults as production.
-fn config_text(cluster: &str, me: &str, role: NodeRole, data_dir: &Path, grpc: SocketAddr, dns: SocketAddr, members: &[(String, NodeRole, String)]) -> String {
+fn config_text(
+    cluster: &str,
+    me: &str,
+    role: NodeRole,
+    data_dir: &Path,
+    grpc: SocketAddr,
+    dns: SocketAddr,
+    members: &[(String, NodeRole, String)],
+) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "# Written by `tandem demo`: a local cluster on loopback, for trying Tandem out.");
+    let _ = writeln!(
+        t,
+        "# Written by `tandem demo`: a local cluster on loopback, for trying Tandem out."
+    );
     let _ = writeln!(t, "# See deploy/examples/ for an annotated production configuration.\n");
     let _ = writeln!(t, "[cluster]\nname = \"{cluster}\"\n");
     let _ = writeln!(
@@ -62,14 +73,20 @@ fn config_text(cluster: &str, me: &str, role: NodeRole, data_dir: &Path, grpc: S
         data_dir.display().to_string()
     );
     for (name, role, address) in members {
-        let _ = writeln!(t, "[[members]]\nname = \"{name}\"\naddress = \"{address}\"\nrole = \"{role}\"\n");
+        let _ = writeln!(
+            t,
+            "[[members]]\nname = \"{name}\"\naddress = \"{address}\"\nrole = \"{role}\"\n"
+        );
     }
     t
 }
 
 impl LocalCluster {
-    pub const NAMES: [(&'static str, NodeRole); 3] =
-        [("site-a", NodeRole::Member), ("site-b", NodeRole::Member), ("witness", NodeRole::Witness)];
+    pub const NAMES: [(&'static str, NodeRole); 3] = [
+        ("site-a", NodeRole::Member),
+        ("site-b", NodeRole::Member),
+        ("witness", NodeRole::Witness),
+    ];
 
     /// Writes `DIR/site-a.toml`, `DIR/site-b.toml` and `DIR/witness.toml`
     /// with free loopback ports, or reuses them when they are already there
@@ -105,8 +122,17 @@ impl LocalCluster {
         for (((name, role), (grpc, dns)), path) in Self::NAMES.iter().zip(&ports).zip(&paths) {
             let grpc_addr = SocketAddr::from(([127, 0, 0, 1], *grpc));
             let dns_addr = SocketAddr::from(([127, 0, 0, 1], *dns));
-            let text = config_text(cluster, name, *role, &dir.join(format!("{name}-data")), grpc_addr, dns_addr, &members);
-            std::fs::write(path, text).map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
+            let text = config_text(
+                cluster,
+                name,
+                *role,
+                &dir.join(format!("{name}-data")),
+                grpc_addr,
+                dns_addr,
+                &members,
+            );
+            std::fs::write(path, text)
+                .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
             nodes.push(LocalNode {
                 name: name.to_string(),
                 address: grpc_addr.to_string(),
@@ -131,7 +157,8 @@ impl LocalCluster {
 
     /// Starts the agent of `name` as a child process, its log appended to `DIR/NAME.log`.
     pub fn start(&mut self, name: &str) -> Result<u32, Failure> {
-        let exe = std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the tandem binary: {e}")))?;
+        let exe =
+            std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the tandem binary: {e}")))?;
         let node = self.node_mut(name)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -166,7 +193,9 @@ impl LocalCluster {
     pub async fn kill9(&mut self, name: &str) -> Result<(), Failure> {
         let node = self.node_mut(name)?;
         if let Some(mut child) = node.child.take() {
-            child.start_kill().map_err(|e| Failure::runtime(format!("cannot kill {name}: {e}")))?;
+            child
+                .start_kill()
+                .map_err(|e| Failure::runtime(format!("cannot kill {name}: {e}")))?;
             let _ = child.wait().await;
         }
         Ok(())
@@ -181,11 +210,11 @@ impl LocalCluster {
             }
         }
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                }
+            if let Some(mut child) = node.child.take()
+                && tokio::time::timeout(grace, child.wait()).await.is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
             }
         }
     }
@@ -197,7 +226,10 @@ impl LocalCluster {
                 let mut c = connect_to(&n.address, timeout).await.ok()?;
                 c.get_status(pb::GetStatusRequest {}).await.ok().map(|r| r.into_inner())
             };
-            (n.name.clone(), tokio::time::timeout(timeout, status).await.ok().flatten())
+            (
+                n.name.clone(),
+                tokio::time::timeout(timeout, status).await.ok().flatten(),
+            )
         });
         futures::future::join_all(asks).await
     }

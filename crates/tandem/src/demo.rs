@@ -39,12 +39,14 @@ fn remove_demo_files(dir: &std::path::Path) -> Outcome {
         for file in [format!("{name}.toml"), format!("{name}.log")] {
             let p = dir.join(file);
             if p.exists() {
-                std::fs::remove_file(&p).map_err(|e| Failure::runtime(format!("cannot remove {}: {e}", p.display())))?;
+                std::fs::remove_file(&p)
+                    .map_err(|e| Failure::runtime(format!("cannot remove {}: {e}", p.display())))?;
             }
         }
         let data = dir.join(format!("{name}-data"));
         if data.exists() {
-            std::fs::remove_dir_all(&data).map_err(|e| Failure::runtime(format!("cannot remove {}: {e}", data.display())))?;
+            std::fs::remove_dir_all(&data)
+                .map_err(|e| Failure::runtime(format!("cannot remove {}: {e}", data.display())))?;
         }
     }
     Ok(())
@@ -57,7 +59,10 @@ pub async fn run(args: DemoArgs) -> Outcome {
     let (mut cluster, reused) = LocalCluster::prepare(&args.dir, "demo")?;
     let configs: Vec<String> = cluster.nodes.iter().map(|n| n.config.display().to_string()).collect();
     if args.configs_only {
-        println!("{} the configuration of three nodes:", if reused { "Kept" } else { "Wrote" });
+        println!(
+            "{} the configuration of three nodes:",
+            if reused { "Kept" } else { "Wrote" }
+        );
         for c in &configs {
             println!("  {c}");
         }
@@ -106,7 +111,11 @@ impl Narrator {
 
     /// Narrates the view of the first node that answered with a coordinator.
     fn look(&mut self, statuses: &[(String, Option<pb::ClusterStatus>)]) {
-        let Some(s) = statuses.iter().filter_map(|(_, s)| s.as_ref()).find(|s| s.coordinator.is_some()) else {
+        let Some(s) = statuses
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .find(|s| s.coordinator.is_some())
+        else {
             return;
         };
         if s.coordinator != self.coordinator {
@@ -143,7 +152,9 @@ async fn scenario(cluster: &mut LocalCluster, args: &DemoArgs) -> Outcome {
         .wait_for(args.timeout, "a coordinator with every node up", |st| {
             narrator.look(st);
             let agreed = agreed_coordinator(st)?;
-            st.iter().all(|(_, s)| s.as_ref().is_some_and(|s| all_up(s, count))).then_some(agreed)
+            st.iter()
+                .all(|(_, s)| s.as_ref().is_some_and(|s| all_up(s, count)))
+                .then_some(agreed)
         })
         .await?;
     println!("  elected {coordinator} after {} ms\n", narrator.ms());
@@ -160,7 +171,10 @@ async fn scenario(cluster: &mut LocalCluster, args: &DemoArgs) -> Outcome {
             agreed_coordinator(st).filter(|(c, _)| *c != victim)
         })
         .await?;
-    println!("  {successor} took over as coordinator (term {term}) {} ms after the kill", narrator.ms());
+    println!(
+        "  {successor} took over as coordinator (term {term}) {} ms after the kill",
+        narrator.ms()
+    );
     println!("  waiting until every survivor shows {victim} down (its lease certainly expired)...");
     cluster
         .wait_for(args.timeout, &format!("{victim} shown down"), |st| {
@@ -168,13 +182,18 @@ async fn scenario(cluster: &mut LocalCluster, args: &DemoArgs) -> Outcome {
             st.iter()
                 .all(|(_, s)| {
                     s.as_ref().is_some_and(|s| {
-                        s.nodes.iter().any(|n| n.name == victim && n.state == pb::NodeState::Down as i32)
+                        s.nodes
+                            .iter()
+                            .any(|n| n.name == victim && n.state == pb::NodeState::Down as i32)
                     })
                 })
                 .then_some(())
         })
         .await?;
-    println!("  {victim} is down on every survivor, {} ms after the kill\n", narrator.ms());
+    println!(
+        "  {victim} is down on every survivor, {} ms after the kill\n",
+        narrator.ms()
+    );
     print_table(cluster).await;
 
     println!("3. Restarting {victim}; it rejoins as a follower and catches up.");

@@ -12,8 +12,14 @@ pub fn init_agent(level: Option<&str>, json: bool) {
         Ok(v) if !v.trim().is_empty() => EnvFilter::new(v),
         _ => EnvFilter::new(format!("{},{QUIET}", level.unwrap_or("info"))),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Logging for CLI commands: warnings only unless RUST_LOG says otherwise.

@@ -99,7 +99,13 @@ enum MembersCommand {
 #[derive(Args, Clone)]
 struct Connection {
     /// gRPC address of any node, HOST:PORT.
-    #[arg(long, short, env = "TANDEM_ENDPOINT", default_value = "127.0.0.1:7400", global = true)]
+    #[arg(
+        long,
+        short,
+        env = "TANDEM_ENDPOINT",
+        default_value = "127.0.0.1:7400",
+        global = true
+    )]
     endpoint: String,
     /// How long to wait for an answer.
     #[arg(long, value_parser = humantime_duration, default_value = "10s", global = true)]
@@ -132,12 +138,18 @@ pub struct Failure {
 impl Failure {
     /// Bad input: configuration, arguments, a refused request.
     pub fn input(message: impl Into<String>) -> Self {
-        Failure { code: 2, message: message.into() }
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
     }
 
     /// Anything else: unreachable endpoint, I/O, a node that failed.
     pub fn runtime(message: impl Into<String>) -> Self {
-        Failure { code: 1, message: message.into() }
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 

@@ -66,15 +66,23 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
         s.term,
         s.commit_index,
         s.answered_by,
-        if s.view_fresh { "" } else { "; no recent word from a coordinator" }
+        if s.view_fresh {
+            ""
+        } else {
+            "; no recent word from a coordinator"
+        }
     );
     let _ = writeln!(
         out,
-        "{:<14} {:<8} {:<8} {:<6} {:<10} {:<8} {:<22} {}",
-        "NODE", "ROLE", "STATE", "LEASE", "HEARTBEAT", "VOTER", "ADDRESS", "VERSION"
+        "{:<14} {:<8} {:<8} {:<6} {:<10} {:<8} {:<22} VERSION",
+        "NODE", "ROLE", "STATE", "LEASE", "HEARTBEAT", "VOTER", "ADDRESS"
     );
     for n in &s.nodes {
-        let marker = if s.coordinator.as_deref() == Some(n.name.as_str()) { "*" } else { "" };
+        let marker = if s.coordinator.as_deref() == Some(n.name.as_str()) {
+            "*"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "{:<14} {:<8} {:<8} {:<6} {:<10} {:<8} {:<22} {}",
