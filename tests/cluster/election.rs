@@ -5,7 +5,8 @@ fn three_nodes_elect_exactly_one_coordinator_and_report_stable_json() {
     let mut c = TestCluster::three();
     c.start_all();
     let coordinator = c.wait_for_agreed_coordinator(None);
-    assert_ne!(coordinator, "witness", "a witness must never be coordinator");
+    // Members campaign first; the witness only when no member can (see below).
+    assert_ne!(coordinator, "witness", "a member is preferred as coordinator");
 
     // Every node answers for itself, with the documented JSON fields.
     for name in ["site-a", "site-b", "witness"] {
@@ -90,4 +91,30 @@ fn sigterm_stops_an_agent_cleanly_with_exit_code_0() {
     let log = std::fs::read_to_string(&c.node("site-b").log).unwrap();
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn the_witness_takes_over_when_the_only_surviving_member_is_behind() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    let x = c.wait_for_agreed_coordinator(None);
+    let y = if x == "site-a" { "site-b" } else { "site-a" };
+    c.kill9(y);
+    // Committed by x and the witness while y is away: y's log falls behind.
+    for i in 0..3 {
+        let out = c.cli(&x, &["annotate", &format!("while {y} was away {i}")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    c.kill9(&x);
+    c.start(y);
+    // y cannot win an election with a stale log; the witness can and must.
+    let coordinator = c.wait_for_agreed_coordinator(Some(&x));
+    assert_eq!(coordinator, "witness", "{}", c.logs_tail());
+    let events = c.wait_for("y caught up from the witness", |c| {
+        let text = stdout(&c.cli(y, &["events"]));
+        text.contains("while").then_some(text)
+    });
+    assert_eq!(events.matches(&format!("while {y} was away")).count(), 3, "{events}");
+    let log = std::fs::read_to_string(&c.node("witness").log).unwrap();
+    assert!(log.contains("campaigning"), "the witness says why it campaigned: {log}");
 }

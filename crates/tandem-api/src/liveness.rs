@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tandem_core::lease::{LeaseTable, NodeState, liveness, may_grant_lease};
+use tandem_core::lease::{LeaseTable, NodeState, liveness, may_grant_lease, witness_should_campaign};
 use tandem_core::{Millis, NodeId, Timing};
 use tandem_proto::v1::peer_client::PeerClient;
 use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, NodeView};
@@ -62,6 +62,8 @@ struct Inner {
     coordinator: Option<CoordinatorSide>,
     view: Option<ReceivedView>,
     lease_until: Option<Millis>,
+    /// When a coordinator last granted this node a lease.
+    last_granted: Option<Millis>,
     quorum: Option<QuorumObservation>,
 }
 
@@ -178,6 +180,7 @@ impl Liveness {
         let mut inner = self.lock();
         let had_lease = inner.lease_until.is_some_and(|t| t > now);
         if reply.granted {
+            inner.last_granted = Some(now);
             let until = sent_at.plus(Duration::from_millis(reply.lease_ms));
             if inner.lease_until.is_none_or(|t| t < until) {
                 inner.lease_until = Some(until);
@@ -190,6 +193,11 @@ impl Liveness {
         if changed {
             self.bump();
         }
+    }
+
+    /// How long since a coordinator last granted this node a lease.
+    pub fn since_last_grant(&self, now: Millis) -> Option<Duration> {
+        self.lock().last_granted.map(|t| now.since(t))
     }
 
     /// Whether this node holds a lease at `now`.
@@ -397,6 +405,43 @@ pub async fn follow_raft(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
         tokio::select! {
             r = metrics.changed() => if r.is_err() { return },
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// On a witness: campaigns when no member can become coordinator (see
+/// [`witness_should_campaign`]), until `shutdown`.
+pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
+    let started = ctx.clock.now();
+    let mut campaigning = false;
+    loop {
+        // Jittered, so that the witness and a hopeless member do not keep colliding.
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()) % tandem_core::timing::duration_ms(ctx.timing.election_timeout).max(1));
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.timing.election_timeout + Duration::from_millis(jitter)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = ctx.clock.now();
+        let quiet = ctx.liveness.since_last_grant(now).unwrap_or_else(|| now.since(started));
+        // Not yet part of a cluster: nothing to lead.
+        let should = !ctx.is_coordinator()
+            && !member_ids(&ctx).is_empty()
+            && witness_should_campaign(quiet, &ctx.timing);
+        if should && !campaigning {
+            warn!(
+                quiet_ms = tandem_core::timing::duration_ms(quiet),
+                "no coordinator has answered this witness for longer than a lease; campaigning, since no member \
+                 seems able to (a witness may coordinate but never hosts services)"
+            );
+        }
+        if !should && campaigning {
+            info!("a coordinator answers again; the witness stops campaigning");
+        }
+        campaigning = should;
+        if should && let Err(e) = ctx.raft.trigger().elect().await {
+            warn!(error = %e, "could not start an election");
         }
     }
 }

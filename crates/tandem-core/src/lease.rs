@@ -80,6 +80,20 @@ pub fn may_grant_lease(since_quorum_ack: Option<Duration>, timing: &Timing) -> b
     since_quorum_ack.is_some_and(|age| age < timing.election_timeout)
 }
 
+/// Whether a witness should campaign to become coordinator.
+///
+/// A witness never campaigns on Raft's timer, so members are preferred. But
+/// when the only surviving member's log is behind (it restarted just before
+/// the other member was lost), no member can win an election and the
+/// witness, which holds the whole log, is the only node that can lead. It
+/// campaigns while no coordinator has granted it a lease for longer than
+/// [`Timing::lease_expired_after`] (`quiet`). It keeps trying every election
+/// timeout or so: the hopeless member keeps raising its term, and the witness
+/// learns the new term only from the member's refusals.
+pub fn witness_should_campaign(quiet: Duration, timing: &Timing) -> bool {
+    quiet > timing.lease_expired_after()
+}
+
 /// Liveness from the age of the last granted heartbeat.
 pub fn liveness(age: Duration, timing: &Timing) -> NodeState {
     if age <= timing.suspect_after() {
@@ -192,6 +206,13 @@ mod tests {
         assert_eq!(table.state(1, Millis(5_100), &T), NodeState::Up);
         assert!(!table.lease_certainly_expired(1, Millis(7_200), &T));
         assert!(table.lease_certainly_expired(1, Millis(7_201), &T));
+    }
+
+    #[test]
+    fn witness_campaigns_only_after_a_silent_lease() {
+        let ms = Duration::from_millis;
+        assert!(!witness_should_campaign(ms(2200), &T));
+        assert!(witness_should_campaign(ms(2201), &T));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
@@ -68,11 +68,19 @@ impl Channels {
 pub struct Network {
     cluster: String,
     channels: Channels,
+    retry_after: Duration,
 }
 
 impl Network {
-    pub fn new(cluster: String, channels: Channels) -> Self {
-        Network { cluster, channels }
+    /// `retry_after`: how long openraft waits before it calls an unreachable
+    /// peer again. openraft's default is 500 ms; a restarted node then lags
+    /// that long before it catches up, and a node that lags cannot be elected.
+    pub fn new(cluster: String, channels: Channels, retry_after: Duration) -> Self {
+        Network {
+            cluster,
+            channels,
+            retry_after,
+        }
     }
 }
 
@@ -82,6 +90,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> PeerConnection {
         PeerConnection {
             cluster: self.cluster.clone(),
+            retry_after: self.retry_after,
             target,
             client: self
                 .channels
@@ -95,6 +104,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Raft RPCs to one peer.
 pub struct PeerConnection {
     cluster: String,
+    retry_after: Duration,
     target: u64,
     /// An address that cannot even form a URI is kept as an error and
     /// reported on every call, so the node stays up and says why.
@@ -189,6 +199,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
         self.call(Method::Vote, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.retry_after))
     }
 }
 

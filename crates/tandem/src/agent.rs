@@ -8,7 +8,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use tandem_api::NodeContext;
 use tandem_api::clock::Clock;
-use tandem_api::liveness::{Liveness, follow_raft, run_heartbeats};
+use tandem_api::liveness::{Liveness, follow_raft, run_heartbeats, run_witness_fallback};
 use tandem_api::peer::PeerService;
 use tandem_api::service::TandemService;
 use tandem_core::NodeRole;
@@ -53,7 +53,8 @@ fn raft_config(config: &NodeConfig) -> Result<Config, Failure> {
         install_snapshot_timeout: duration_ms(t.lease).max(1000),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
         max_in_snapshot_log_to_keep: config.snapshot_after_entries.min(1000),
-        // A witness votes but never campaigns: it must not become coordinator.
+        // A witness votes but does not campaign on Raft's timer, so a member
+        // becomes coordinator whenever one can (see run_witness_fallback).
         enable_elect: config.node.role != NodeRole::Witness,
         ..Config::default()
     }
@@ -105,7 +106,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let raft = Raft::new(
         config.node_id,
         raft_config,
-        Network::new(config.cluster.clone(), channels.clone()),
+        Network::new(config.cluster.clone(), channels.clone(), config.timing.heartbeat_interval * 2),
         store.log_store(),
         state_machine,
     )
@@ -160,6 +161,8 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown_rx.clone()));
     let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown_rx.clone()));
+    let fallback = (config.node.role == NodeRole::Witness)
+        .then(|| tokio::spawn(run_witness_fallback(ctx.clone(), shutdown_rx.clone())));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<TandemServer<TandemService>>().await;
@@ -190,6 +193,9 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let _ = shutdown_tx.send(true);
     let _ = heartbeats.await;
     let _ = follower.await;
+    if let Some(f) = fallback {
+        let _ = f.await;
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
