@@ -418,7 +418,9 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
         // Jittered, so that the witness and a hopeless member do not keep colliding.
         let jitter = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::from(d.subsec_nanos()) % tandem_core::timing::duration_ms(ctx.timing.election_timeout).max(1));
+            .map_or(0, |d| {
+                u64::from(d.subsec_nanos()) % tandem_core::timing::duration_ms(ctx.timing.election_timeout).max(1)
+            });
         tokio::select! {
             _ = tokio::time::sleep(ctx.timing.election_timeout + Duration::from_millis(jitter)) => {}
             _ = shutdown.changed() => return,
@@ -426,9 +428,8 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
         let now = ctx.clock.now();
         let quiet = ctx.liveness.since_last_grant(now).unwrap_or_else(|| now.since(started));
         // Not yet part of a cluster: nothing to lead.
-        let should = !ctx.is_coordinator()
-            && !member_ids(&ctx).is_empty()
-            && witness_should_campaign(quiet, &ctx.timing);
+        let should =
+            !ctx.is_coordinator() && !member_ids(&ctx).is_empty() && witness_should_campaign(quiet, &ctx.timing);
         if should && !campaigning {
             warn!(
                 quiet_ms = tandem_core::timing::duration_ms(quiet),

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod lease;
 pub mod membership;
+pub mod spec;
 pub mod state;
 pub mod timing;
 

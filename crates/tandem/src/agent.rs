@@ -106,7 +106,11 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let raft = Raft::new(
         config.node_id,
         raft_config,
-        Network::new(config.cluster.clone(), channels.clone(), config.timing.heartbeat_interval * 2),
+        Network::new(
+            config.cluster.clone(),
+            channels.clone(),
+            config.timing.heartbeat_interval * 2,
+        ),
         store.log_store(),
         state_machine,
     )

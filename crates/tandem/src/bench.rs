@@ -138,7 +138,9 @@ async fn failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) ->
                 }
             }
             if start.elapsed() > timeout {
-                return Err(Failure::runtime(format!("run {run}: no new coordinator within {timeout:?}")));
+                return Err(Failure::runtime(format!(
+                    "run {run}: no new coordinator within {timeout:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
@@ -202,8 +204,15 @@ async fn idle(cluster: &LocalCluster, duration: Duration) -> Outcome {
         .flatten()
         .filter(|t| *t > 0)
         .unwrap_or(100) as f64;
-    println!("idle: sampling the three agents for {}", humantime::format_duration(duration));
-    let pids: Vec<(String, u32)> = cluster.nodes.iter().filter_map(|n| Some((n.name.clone(), n.pid()?))).collect();
+    println!(
+        "idle: sampling the three agents for {}",
+        humantime::format_duration(duration)
+    );
+    let pids: Vec<(String, u32)> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n.name.clone(), n.pid()?)))
+        .collect();
     let before: Vec<Option<(u64, u64)>> = pids.iter().map(|(_, p)| proc_sample(*p)).collect();
     let start = Instant::now();
     let mut rss_peak = vec![0u64; pids.len()];
