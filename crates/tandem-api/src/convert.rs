@@ -32,6 +32,10 @@ pub fn event_kind_str(kind: EventKind) -> &'static str {
         EventKind::NodeAdded => "node_added",
         EventKind::NodeRemoved => "node_removed",
         EventKind::Note => "note",
+        EventKind::SpecApplied => "spec_applied",
+        EventKind::Assignment => "assignment",
+        EventKind::Resource => "resource",
+        EventKind::FailuresCleared => "failures_cleared",
     }
 }
 

@@ -8,7 +8,9 @@
 
 pub mod clock;
 pub mod convert;
+pub mod executor;
 pub mod liveness;
+pub mod manager;
 pub mod node;
 pub mod peer;
 pub mod service;

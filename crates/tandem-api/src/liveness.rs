@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tandem_core::lease::{LeaseTable, NodeState, liveness, may_grant_lease, witness_should_campaign};
+use tandem_core::timing::duration_ms;
 use tandem_core::{Millis, NodeId, Timing};
 use tandem_proto::v1::peer_client::PeerClient;
 use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, NodeView};
@@ -50,21 +51,16 @@ struct ReceivedView {
     nodes: Vec<ViewEntry>,
 }
 
-/// What Raft last said about the quorum, and when we read it.
-#[derive(Clone, Copy)]
-struct QuorumObservation {
-    observed_at: Millis,
-    since_quorum_ack: Option<Duration>,
-}
-
 #[derive(Default)]
 struct Inner {
     coordinator: Option<CoordinatorSide>,
     view: Option<ReceivedView>,
     lease_until: Option<Millis>,
-    /// When a coordinator last granted this node a lease.
-    last_granted: Option<Millis>,
-    quorum: Option<QuorumObservation>,
+    /// When a coordinator last answered this node's heartbeat at all.
+    last_reply: Option<Millis>,
+    /// The term and start time of the last successful quorum confirmation
+    /// round while this node was coordinator.
+    confirmed: Option<(u64, Millis)>,
 }
 
 /// Lease and liveness bookkeeping of one node. Shared by the heartbeat loop,
@@ -101,13 +97,9 @@ impl Liveness {
     /// Follows Raft: starts a fresh lease table when this node becomes the
     /// coordinator of a new term (dating the election no earlier than now,
     /// which only makes the successor wait longer), drops it when it stops
-    /// being the coordinator, and records the quorum's age.
-    pub fn observe_raft(&self, now: Millis, leader_term: Option<u64>, since_quorum_ack_ms: Option<u64>) {
+    /// being the coordinator.
+    pub fn observe_raft(&self, now: Millis, leader_term: Option<u64>) {
         let mut inner = self.lock();
-        inner.quorum = Some(QuorumObservation {
-            observed_at: now,
-            since_quorum_ack: since_quorum_ack_ms.map(Duration::from_millis),
-        });
         match (leader_term, &inner.coordinator) {
             (Some(term), Some(c)) if c.term == term => {}
             (Some(term), _) => {
@@ -133,33 +125,45 @@ impl Liveness {
         }
     }
 
-    /// The coordinator's answer to a heartbeat received at `now`.
+    /// Records a successful quorum confirmation round of `term` that started
+    /// at `started_at`.
+    pub fn confirm_quorum(&self, term: u64, started_at: Millis) {
+        let mut inner = self.lock();
+        if inner
+            .confirmed
+            .is_none_or(|(t, at)| t < term || (t == term && at < started_at))
+        {
+            inner.confirmed = Some((term, started_at));
+        }
+    }
+
+    /// The coordinator's answer to a heartbeat received at `now`, while this
+    /// node leads `term`.
     ///
     /// `members` are the nodes of the current membership. Refuses (without a
-    /// lease) when this node is not the coordinator, when the sender is not a
-    /// member, or when no quorum acknowledged this coordinator recently.
+    /// lease) when the sender is not a member, or when no quorum confirmed
+    /// this coordinator recently in this term.
     pub fn grant(
         &self,
         now: Millis,
+        term: u64,
         node: NodeId,
         version: &str,
         members: &BTreeSet<NodeId>,
     ) -> Result<Vec<ViewEntry>, String> {
+        self.observe_raft(now, Some(term));
         let mut inner = self.lock();
-        // Raft's figure was computed before we observed it: age it by the time since.
-        let since_quorum = inner
-            .quorum
-            .and_then(|q| q.since_quorum_ack.map(|d| d + now.since(q.observed_at)));
+        let since_confirmed = inner.confirmed.filter(|(t, _)| *t == term).map(|(_, at)| now.since(at));
         let Some(side) = inner.coordinator.as_mut() else {
             return Err("this node is not the coordinator".into());
         };
         if !members.contains(&node) {
             return Err(format!("node id {node} is not a member of this cluster"));
         }
-        if !may_grant_lease(since_quorum, &self.timing) {
+        if !may_grant_lease(since_confirmed, &self.timing) {
             return Err(format!(
-                "no quorum acknowledged this coordinator within the election timeout (last {})",
-                since_quorum.map_or("never".into(), |d| format!("{} ms ago", d.as_millis()))
+                "no quorum confirmed this coordinator recently (last confirmation {})",
+                since_confirmed.map_or("none in this term".into(), |d| format!("{} ms ago", d.as_millis()))
             ));
         }
         let before = side.table.state(node, now, &self.timing);
@@ -176,28 +180,46 @@ impl Liveness {
     }
 
     /// Records the coordinator's reply to a heartbeat this node sent at `sent_at`.
+    ///
+    /// The lease runs from `sent_at`, for the shorter of what was granted and
+    /// this node's own configured lease. The coordinator's view is dated
+    /// `sent_at` too, so ages read from it are never understated.
     pub fn record_reply(&self, now: Millis, sent_at: Millis, reply: &HeartbeatReply) {
         let mut inner = self.lock();
         let had_lease = inner.lease_until.is_some_and(|t| t > now);
+        inner.last_reply = Some(now);
         if reply.granted {
-            inner.last_granted = Some(now);
-            let until = sent_at.plus(Duration::from_millis(reply.lease_ms));
+            let lease = Duration::from_millis(reply.lease_ms).min(self.timing.lease);
+            let until = sent_at.plus(lease);
             if inner.lease_until.is_none_or(|t| t < until) {
                 inner.lease_until = Some(until);
             }
         }
-        let nodes: Vec<ViewEntry> = reply.nodes.iter().map(view_entry_from_pb).collect();
-        let changed = inner.view.as_ref().is_none_or(|v| !same_states(&v.nodes, &nodes)) || had_lease != reply.granted;
-        inner.view = Some(ReceivedView { at: now, nodes });
+        let mut changed = had_lease != reply.granted;
+        // A refusal carries no view: keep the last one, and let it age.
+        if reply.granted {
+            let nodes: Vec<ViewEntry> = reply.nodes.iter().map(view_entry_from_pb).collect();
+            changed |= inner.view.as_ref().is_none_or(|v| !same_states(&v.nodes, &nodes));
+            inner.view = Some(ReceivedView { at: sent_at, nodes });
+        }
         drop(inner);
         if changed {
             self.bump();
         }
     }
 
-    /// How long since a coordinator last granted this node a lease.
-    pub fn since_last_grant(&self, now: Millis) -> Option<Duration> {
-        self.lock().last_granted.map(|t| now.since(t))
+    /// On the coordinator of `term`: whether no lease of `node` can still be
+    /// valid. Elsewhere, or for another term, always false (this node cannot know).
+    pub fn lease_certainly_expired(&self, term: u64, node: NodeId, now: Millis) -> bool {
+        self.lock()
+            .coordinator
+            .as_ref()
+            .is_some_and(|c| c.term == term && c.table.lease_certainly_expired(node, now, &self.timing))
+    }
+
+    /// How long since a coordinator last answered this node's heartbeat.
+    pub fn since_last_reply(&self, now: Millis) -> Option<Duration> {
+        self.lock().last_reply.map(|t| now.since(t))
     }
 
     /// Whether this node holds a lease at `now`.
@@ -318,10 +340,30 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatR
     if !ctx.is_coordinator() {
         return refusal(term, "this node is not the coordinator".into());
     }
-    match ctx.liveness.grant(now, req.node_id, &req.version, &member_ids(ctx)) {
+    let t = &ctx.timing;
+    let theirs = (req.lease_ms, req.clock_drift_margin_ms, req.election_timeout_ms);
+    let ours = (
+        duration_ms(t.lease),
+        duration_ms(t.clock_drift_margin),
+        duration_ms(t.election_timeout),
+    );
+    if theirs != ours {
+        return refusal(
+            term,
+            format!(
+                "timing differs from the coordinator's (lease, clock_drift_margin, election_timeout in ms: \
+                 {theirs:?} on {}, {ours:?} on the coordinator); every node needs the same [timing]",
+                req.node
+            ),
+        );
+    }
+    match ctx
+        .liveness
+        .grant(now, term, req.node_id, &req.version, &member_ids(ctx))
+    {
         Ok(view) => HeartbeatReply {
             granted: true,
-            lease_ms: tandem_core::timing::duration_ms(ctx.timing.lease),
+            lease_ms: duration_ms(ctx.timing.lease),
             refusal: String::new(),
             term,
             nodes: view.iter().map(view_entry_to_pb).collect(),
@@ -360,6 +402,9 @@ pub async fn run_heartbeats(ctx: NodeContext, mut shutdown: watch::Receiver<bool
             node: ctx.me.name.clone(),
             version: tandem_core::VERSION.to_string(),
             applied_index: ctx.state.borrow().last_applied.map_or(0, |l| l.index),
+            lease_ms: duration_ms(ctx.timing.lease),
+            clock_drift_margin_ms: duration_ms(ctx.timing.clock_drift_margin),
+            election_timeout_ms: duration_ms(ctx.timing.election_timeout),
         };
         let sent_at = ctx.clock.now();
         let reply = if coordinator == ctx.id {
@@ -392,19 +437,46 @@ async fn send_heartbeat(ctx: &NodeContext, address: &str, request: HeartbeatRequ
         .map_err(|s| s.message().to_string())
 }
 
-/// Feeds Raft's metrics to [`Liveness::observe_raft`] until `shutdown`.
+/// Feeds Raft's leadership to [`Liveness::observe_raft`] until `shutdown`.
+/// Uses the server metrics, which change only when leadership or membership does.
 pub async fn follow_raft(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
-    let mut metrics = ctx.raft.metrics();
+    let mut metrics = ctx.raft.server_metrics();
     loop {
-        let (leader_term, quorum) = {
+        let leader_term = {
             let m = metrics.borrow_and_update();
             let leading = m.state.is_leader() && m.current_leader == Some(ctx.id);
-            (leading.then_some(m.current_term), m.millis_since_quorum_ack)
+            leading.then_some(m.vote.leader_id().term)
         };
-        ctx.liveness.observe_raft(ctx.clock.now(), leader_term, quorum);
+        ctx.liveness.observe_raft(ctx.clock.now(), leader_term);
         tokio::select! {
             r = metrics.changed() => if r.is_err() { return },
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// While this node is coordinator, asks a quorum to confirm it every
+/// [`Timing::quorum_check_interval`]; leases are granted only on a recent
+/// confirmation. The start time of each round is what counts, so a pause of
+/// this process (SIGSTOP, a frozen VM) can only make confirmations look older.
+pub async fn confirm_quorum(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ctx.timing.quorum_check_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if !ctx.is_coordinator() {
+            continue;
+        }
+        let term = ctx.raft.metrics().borrow().current_term;
+        let started_at = ctx.clock.now();
+        let round = tokio::time::timeout(ctx.timing.quorum_staleness(), ctx.raft.ensure_linearizable()).await;
+        if let Ok(Ok(_)) = round {
+            ctx.liveness.confirm_quorum(term, started_at);
+        } else {
+            debug!(term, "quorum confirmation failed");
         }
     }
 }
@@ -426,7 +498,7 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
             _ = shutdown.changed() => return,
         }
         let now = ctx.clock.now();
-        let quiet = ctx.liveness.since_last_grant(now).unwrap_or_else(|| now.since(started));
+        let quiet = ctx.liveness.since_last_reply(now).unwrap_or_else(|| now.since(started));
         // Not yet part of a cluster: nothing to lead.
         let should =
             !ctx.is_coordinator() && !member_ids(&ctx).is_empty() && witness_should_campaign(quiet, &ctx.timing);

@@ -24,6 +24,8 @@ pub struct NodeContext {
     pub channels: Channels,
     pub clock: Clock,
     pub liveness: Arc<Liveness>,
+    /// Where OCF resource agents live (normally /usr/lib/ocf).
+    pub ocf_root: std::path::PathBuf,
 }
 
 impl NodeContext {

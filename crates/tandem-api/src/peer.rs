@@ -1,7 +1,8 @@
 //! `tandem.v1.Peer`: Raft RPCs and heartbeats from other nodes.
 
+use tandem_core::state::Command;
 use tandem_proto::v1::peer_server::Peer;
-use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, RaftMessage};
+use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, RaftMessage, ReportReply};
 use tandem_raft::network::{Inbound, InboundError};
 use tonic::{Request, Response, Status};
 
@@ -54,6 +55,33 @@ impl Peer for PeerService {
             .await
             .map(Response::new)
             .map_err(status)
+    }
+
+    async fn report(&self, req: Request<RaftMessage>) -> Result<Response<ReportReply>, Status> {
+        let msg = req.into_inner();
+        if msg.cluster != self.ctx.cluster {
+            return Err(Status::failed_precondition(format!(
+                "message from cluster {:?}, this node belongs to cluster {:?}",
+                msg.cluster, self.ctx.cluster
+            )));
+        }
+        let command: Command = serde_json::from_slice(&msg.json)
+            .map_err(|e| Status::invalid_argument(format!("undecodable report: {e}")))?;
+        if !matches!(command, Command::Report { .. }) {
+            return Err(Status::invalid_argument("only reports are accepted from peers"));
+        }
+        if !self.ctx.is_coordinator() {
+            return Err(Status::unavailable("this node is not the coordinator"));
+        }
+        let r = self
+            .ctx
+            .raft
+            .client_write(command)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(ReportReply {
+            log_index: r.log_id.index,
+        }))
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {

@@ -16,6 +16,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tandem_core::config::{check_peer_address, valid_name};
 use tandem_core::lease::NodeState;
 use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
+use tandem_core::spec::{Spec, diff};
 use tandem_core::state::{Command, validate_note};
 use tandem_core::{NodeId, NodeInfo};
 use tandem_proto::v1 as pb;
@@ -416,6 +417,96 @@ impl Tandem for TandemService {
             event_seq: applied.event_seq.unwrap_or_default(),
             log_index,
         }))
+    }
+
+    async fn apply_spec(&self, req: Request<pb::ApplySpecRequest>) -> Result<Response<pb::ApplySpecReply>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            return c.apply_spec(forward_metadata(req.into_inner())).await;
+        }
+        let req = req.into_inner();
+        let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
+        let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
+        let spec = Spec::parse(&req.spec, file, &members).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        for g in &spec.groups {
+            for r in &g.resources {
+                tandem_agents::validate(r, &self.ctx.ocf_root).await.map_err(|e| {
+                    Status::invalid_argument(format!("{file}: group {:?}: resource {:?}: {e}", g.name, r.name))
+                })?;
+            }
+        }
+        let (current, version) = {
+            let s = self.ctx.state.borrow();
+            (s.cluster.spec.clone(), s.cluster.spec_version)
+        };
+        let changes = diff(&current, &spec);
+        if req.dry_run {
+            return Ok(Response::new(pb::ApplySpecReply {
+                version,
+                changes,
+                applied: false,
+            }));
+        }
+        let (_, applied) = self
+            .propose(Command::ApplySpec {
+                spec,
+                source: req.spec,
+                expected_version: version,
+                summary: changes.clone(),
+                actor: actor(&req.actor),
+                at_unix_ms: unix_ms(),
+            })
+            .await?;
+        if let Some(why) = applied.rejected {
+            return Err(Status::aborted(why));
+        }
+        Ok(Response::new(pb::ApplySpecReply {
+            version: version + 1,
+            changes,
+            applied: true,
+        }))
+    }
+
+    async fn get_spec(&self, _req: Request<pb::GetSpecRequest>) -> Result<Response<pb::GetSpecReply>, Status> {
+        let s = self.ctx.state.borrow();
+        Ok(Response::new(pb::GetSpecReply {
+            version: s.cluster.spec_version,
+            spec: s.cluster.spec_source.clone(),
+        }))
+    }
+
+    async fn cleanup_resource(
+        &self,
+        req: Request<pb::CleanupResourceRequest>,
+    ) -> Result<Response<pb::CleanupResourceReply>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            return c.cleanup_resource(forward_metadata(req.into_inner())).await;
+        }
+        let req = req.into_inner();
+        let group = (!req.group.is_empty()).then_some(req.group);
+        let node = (!req.node.is_empty()).then_some(req.node);
+        {
+            let s = self.ctx.state.borrow();
+            if let Some(g) = &group
+                && s.cluster.spec.group(g).is_none()
+                && !s.cluster.groups.contains_key(g)
+            {
+                return Err(Status::not_found(format!("no group named {g:?}")));
+            }
+        }
+        if let Some(n) = &node
+            && !self.members().iter().any(|(_, m)| &m.name == n)
+        {
+            return Err(Status::not_found(format!("no member named {n:?}")));
+        }
+        let (log_index, _) = self
+            .propose(Command::ClearFailures {
+                group,
+                node,
+                actor: actor(&req.actor),
+                at_unix_ms: unix_ms(),
+            })
+            .await?;
+        Ok(Response::new(pb::CleanupResourceReply { log_index }))
     }
 
     async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsReply>, Status> {

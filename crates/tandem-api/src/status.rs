@@ -1,5 +1,7 @@
 //! The cluster status as one node sees it, built from local state only.
 
+use tandem_core::groups::{GroupState, Phase};
+use tandem_core::spec::GroupKind;
 use tandem_proto::v1 as pb;
 
 use crate::clock::unix_ms;
@@ -60,7 +62,14 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
             })
         })
         .collect();
+    drop(m);
+    let (groups, spec_version, fencing_needed) = groups(ctx);
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
     pb::ClusterStatus {
+        groups,
+        spec_version,
+        fencing_needed,
         cluster: ctx.cluster.clone(),
         coordinator: m
             .current_leader
@@ -86,4 +95,107 @@ pub fn significant(s: &pb::ClusterStatus) -> pb::ClusterStatus {
         n.matched_index = None;
     }
     s
+}
+
+/// Every group's status, derived from the replicated state and the local
+/// placement plan (for the reasons a group is blocked).
+fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::HashMap<String, String>) {
+    let plan = crate::manager::current_plan(ctx);
+    let state = ctx.state.borrow().clone();
+    let c = &state.cluster;
+    let now = crate::clock::unix_ms();
+    let mut names: Vec<String> = c.spec.groups.iter().map(|g| g.name.clone()).collect();
+    for n in c.groups.keys() {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let out = names
+        .iter()
+        .map(|name| {
+            let spec = c.spec.groups.iter().find(|g| &g.name == name);
+            let gs = c.groups.get(name).cloned().unwrap_or_default();
+            let kind = spec.map_or(GroupKind::Exclusive, |g| g.kind);
+            let blocked = plan.blocked.get(name).cloned().unwrap_or_default();
+            let state = group_state(&gs, &blocked);
+            let timeout = spec.map_or(std::time::Duration::ZERO, |g| g.failure_timeout);
+            let mut resources = Vec::new();
+            for (node, report) in &gs.reports {
+                if !gs.assigned.contains(node) && report.phase == Phase::Stopped {
+                    continue;
+                }
+                for r in &report.resources {
+                    let horizon = if timeout.is_zero() {
+                        0
+                    } else {
+                        now.saturating_sub(tandem_core::timing::duration_ms(timeout))
+                    };
+                    let failures = gs.failures.get(node).map_or(0, |l| {
+                        l.iter()
+                            .filter(|f| f.resource == r.name && f.at_unix_ms >= horizon)
+                            .count()
+                    });
+                    resources.push(pb::ResourceStatus {
+                        name: r.name.clone(),
+                        node: node.clone(),
+                        last_action: r.action.clone(),
+                        result: r.result.clone(),
+                        failures: u32::try_from(failures).unwrap_or(u32::MAX),
+                    });
+                }
+            }
+            pb::GroupStatus {
+                name: name.clone(),
+                kind: match kind {
+                    GroupKind::Exclusive => "exclusive".into(),
+                    GroupKind::Clone => "clone".into(),
+                },
+                state: state.into(),
+                primary: (kind == GroupKind::Exclusive)
+                    .then(|| gs.assigned.iter().next().cloned())
+                    .flatten(),
+                nodes: gs.assigned.iter().cloned().collect(),
+                epoch: gs.epoch,
+                blocked_reason: if state == "blocked" { blocked } else { String::new() },
+                reason: gs.reason.clone(),
+                resources,
+            }
+        })
+        .collect();
+    (out, c.spec_version, c.fencing_needed.clone().into_iter().collect())
+}
+
+/// starting, running, stopping, stopped, failed or blocked.
+fn group_state(gs: &GroupState, blocked: &str) -> &'static str {
+    let reports: Vec<_> = gs.assigned.iter().map(|n| gs.reports.get(n)).collect();
+    let elsewhere_stopping = gs
+        .reports
+        .iter()
+        .any(|(n, r)| !gs.assigned.contains(n) && !matches!(r.phase, Phase::Stopped));
+    if gs.reports.values().any(|r| r.phase == Phase::StopFailed) {
+        return "blocked";
+    }
+    if gs.assigned.is_empty() {
+        if !blocked.is_empty() {
+            return "blocked";
+        }
+        return if elsewhere_stopping { "stopping" } else { "stopped" };
+    }
+    let current = |r: &&Option<&tandem_core::groups::NodeReport>| r.is_some_and(|r| r.epoch == gs.epoch);
+    if reports
+        .iter()
+        .any(|r| current(&r) && r.is_some_and(|r| r.phase == Phase::Failed))
+    {
+        return "failed";
+    }
+    if reports
+        .iter()
+        .all(|r| current(&r) && r.is_some_and(|r| r.phase == Phase::Running))
+    {
+        return "running";
+    }
+    if elsewhere_stopping {
+        return "stopping";
+    }
+    "starting"
 }

@@ -9,13 +9,17 @@
 //! always gives its lease up first, whatever the rate difference of the two
 //! clocks within the margin.
 //!
-//! A coordinator grants leases only while a quorum of voters acknowledged it
-//! within one election timeout ([`may_grant_lease`]). A newly elected
-//! coordinator knows nothing of what its predecessor granted; the predecessor
-//! may still have granted a lease up to one election timeout after the new
-//! election (its last quorum acknowledgement cannot be later than the election),
-//! so the successor treats a node it has not heard from as certainly without a
-//! lease only [`Timing::predecessor_grace`] after its own election.
+//! A coordinator grants leases only while a quorum of voters confirmed it as
+//! coordinator recently: a confirmation round started less than
+//! [`Timing::quorum_staleness`] ago ([`may_grant_lease`]; the time is taken
+//! *before* the round is sent, so a pause of the process only makes it look
+//! older). A newly elected coordinator knows nothing of what its predecessor
+//! granted; the predecessor's last confirmation cannot be later than the new
+//! election (a voter of the new majority would have had to confirm it after
+//! voting), so it may still have granted a lease up to
+//! `quorum_staleness` after that election, and the successor treats a node it
+//! has not heard from as certainly without a lease only
+//! [`Timing::predecessor_grace`] after its own election.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,26 +62,37 @@ impl fmt::Display for NodeState {
 impl Timing {
     /// Heartbeats older than this make a node `suspect`: two were missed.
     pub fn suspect_after(&self) -> Duration {
-        self.heartbeat_interval * 3
+        self.heartbeat_interval.saturating_mul(3)
     }
 
     /// After this long without granting a node a lease, the coordinator
     /// knows that lease has expired.
     pub fn lease_expired_after(&self) -> Duration {
-        self.lease + self.clock_drift_margin
+        self.lease.saturating_add(self.clock_drift_margin)
+    }
+
+    /// How often the coordinator asks a quorum to confirm it.
+    pub fn quorum_check_interval(&self) -> Duration {
+        self.election_timeout
+    }
+
+    /// The oldest quorum confirmation on which a lease may still be granted.
+    pub fn quorum_staleness(&self) -> Duration {
+        self.election_timeout.saturating_mul(2)
     }
 
     /// How long a new coordinator waits from its election before it treats a
     /// node it has not heard from as certainly without a lease.
     pub fn predecessor_grace(&self) -> Duration {
-        self.lease_expired_after() + self.election_timeout
+        self.lease_expired_after().saturating_add(self.quorum_staleness())
     }
 }
 
-/// Whether a coordinator may grant or renew leases now, given how long ago a
-/// quorum of voters last acknowledged it (`None`: never, or unknown).
-pub fn may_grant_lease(since_quorum_ack: Option<Duration>, timing: &Timing) -> bool {
-    since_quorum_ack.is_some_and(|age| age < timing.election_timeout)
+/// Whether a coordinator may grant or renew leases now, given how long ago
+/// its last successful quorum confirmation round started (`None`: none yet in
+/// its term).
+pub fn may_grant_lease(since_confirmed: Option<Duration>, timing: &Timing) -> bool {
+    since_confirmed.is_some_and(|age| age < timing.quorum_staleness())
 }
 
 /// Whether a witness should campaign to become coordinator.
@@ -86,8 +101,9 @@ pub fn may_grant_lease(since_quorum_ack: Option<Duration>, timing: &Timing) -> b
 /// when the only surviving member's log is behind (it restarted just before
 /// the other member was lost), no member can win an election and the
 /// witness, which holds the whole log, is the only node that can lead. It
-/// campaigns while no coordinator has granted it a lease for longer than
-/// [`Timing::lease_expired_after`] (`quiet`). It keeps trying every election
+/// campaigns while no coordinator has answered its heartbeats (granted or
+/// not) for longer than [`Timing::lease_expired_after`] (`quiet`); a
+/// coordinator that answers, even with a refusal, is not deposed. It keeps trying every election
 /// timeout or so: the hopeless member keeps raising its term, and the witness
 /// learns the new term only from the member's refusals.
 pub fn witness_should_campaign(quiet: Duration, timing: &Timing) -> bool {
@@ -191,11 +207,11 @@ mod tests {
     #[test]
     fn new_coordinator_waits_for_predecessor_leases() {
         let table = LeaseTable::new(Millis(10_000));
-        // 2350 ms = lease + drift + election timeout.
-        assert!(!table.lease_certainly_expired(7, Millis(12_350), &T));
-        assert_eq!(table.state(7, Millis(12_350), &T), NodeState::Suspect);
-        assert!(table.lease_certainly_expired(7, Millis(12_351), &T));
-        assert_eq!(table.state(7, Millis(12_351), &T), NodeState::Down);
+        // 2500 ms = lease + drift + quorum staleness (2 x election timeout).
+        assert!(!table.lease_certainly_expired(7, Millis(12_500), &T));
+        assert_eq!(table.state(7, Millis(12_500), &T), NodeState::Suspect);
+        assert!(table.lease_certainly_expired(7, Millis(12_501), &T));
+        assert_eq!(table.state(7, Millis(12_501), &T), NodeState::Down);
     }
 
     #[test]
@@ -218,7 +234,8 @@ mod tests {
     #[test]
     fn grants_need_a_recent_quorum() {
         assert!(may_grant_lease(Some(Duration::from_millis(40)), &T));
-        assert!(!may_grant_lease(Some(Duration::from_millis(150)), &T));
+        assert!(may_grant_lease(Some(Duration::from_millis(299)), &T));
+        assert!(!may_grant_lease(Some(Duration::from_millis(300)), &T));
         assert!(!may_grant_lease(None, &T));
     }
 
@@ -244,6 +261,34 @@ mod tests {
             let node_lease_end_real = sent + 2000 + slowdown;
             if table.lease_certainly_expired(9, Millis(now), &T) {
                 prop_assert!(now > node_lease_end_real);
+            }
+        }
+
+        /// The successor's side of invariant 2. A deposed coordinator's last
+        /// quorum confirmation round started no later than the successor's
+        /// election (`confirmed <= elected`), and it grants only while that
+        /// confirmation is younger than the staleness bound. Whatever lease it
+        /// granted, the successor, which never heard from the node, treats the
+        /// lease as expired only after the node (on a clock drifting within
+        /// the margin) gave it up.
+        #[test]
+        fn a_successor_honours_every_lease_its_predecessor_could_grant(
+            elected in 1_000u64..100_000,
+            confirmed_before in 0u64..1_000,
+            grant_after_confirm in 0u64..300,
+            transit in 0u64..200,
+            slowdown in 0u64..=200,
+            check_after in 0u64..10_000,
+        ) {
+            let confirmed = elected - confirmed_before;
+            prop_assume!(may_grant_lease(Some(Duration::from_millis(grant_after_confirm)), &T));
+            let granted = confirmed + grant_after_confirm;
+            let sent = granted.saturating_sub(transit);
+            let node_lease_end_real = sent + 2000 + slowdown;
+            let successor = LeaseTable::new(Millis(elected));
+            let now = elected + check_after;
+            if successor.lease_certainly_expired(9, Millis(now), &T) {
+                prop_assert!(now > node_lease_end_real, "now {} lease end {}", now, node_lease_end_real);
             }
         }
 

@@ -11,8 +11,10 @@
 //! * [`membership`]: node identities and the rules for membership changes.
 
 pub mod config;
+pub mod groups;
 pub mod lease;
 pub mod membership;
+pub mod placement;
 pub mod spec;
 pub mod state;
 pub mod timing;

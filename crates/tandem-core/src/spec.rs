@@ -1,12 +1,22 @@
 //! The declarative spec: service groups, their resources and placement.
 //!
 //! Applied with `tandem apply -f FILE`, validated in full before it is
-//! committed ([`Spec::parse`]), versioned in the cluster state.
+//! committed ([`Spec::parse`]), versioned in the cluster state. The file
+//! format is TOML; `deploy/examples/spec.toml` shows and explains every key.
+//!
+//! Parsing has two steps, as for the node configuration: a raw serde form that
+//! refuses unknown keys (so a typo never falls back to a default), then
+//! semantic validation. Every problem is a [`SpecError`] naming the file, the
+//! group, the resource and the field, and saying what is expected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::valid_name;
+use crate::membership::{NodeInfo, NodeRole};
 
 /// The whole spec, as committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -105,4 +115,1795 @@ pub enum AgentSpec {
     },
     /// A systemd unit, through systemctl.
     Systemd { unit: String },
+}
+
+impl GroupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Exclusive => "exclusive",
+            GroupKind::Clone => "clone",
+        }
+    }
+}
+
+impl fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `agent` value as written in the spec: `exec`, `ocf:PROVIDER:TYPE` or
+/// `systemd:UNIT`.
+impl fmt::Display for AgentSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentSpec::Process { .. } | AgentSpec::Commands { .. } => f.write_str("exec"),
+            AgentSpec::Ocf { provider, agent, .. } => write!(f, "ocf:{provider}:{agent}"),
+            AgentSpec::Systemd { unit } => write!(f, "systemd:{unit}"),
+        }
+    }
+}
+
+/// Failures on one node before a group leaves it, unless the spec says otherwise.
+pub const DEFAULT_MIGRATION_THRESHOLD: u32 = 3;
+/// How long a failure counts, unless the spec says otherwise.
+pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a started resource is monitored, unless the spec says otherwise.
+pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(10);
+/// The highest score a `prefer` entry may carry (scores are added up by
+/// placement; the bound keeps sums far from overflow).
+pub const MAX_SCORE: i64 = 1_000_000;
+
+/// A spec problem: which file, where (group, resource, field), what is expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// The file as the caller named it.
+    pub file: String,
+    /// The group concerned, by the name the file gives it.
+    pub group: Option<String>,
+    /// The resource concerned, within `group`.
+    pub resource: Option<String>,
+    /// The key within the group or resource, dotted (`timeouts.start`,
+    /// `prefer[1].node`, `params.ip`); empty when the file could not be read
+    /// as a spec at all (TOML syntax, unknown or missing key, wrong type), in
+    /// which case `message` is toml's own, showing the line.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if let Some(group) = &self.group {
+            write!(f, "group {group:?}: ")?;
+        }
+        if let Some(resource) = &self.resource {
+            write!(f, "resource {resource:?}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "field `{}`: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    #[serde(default)]
+    groups: Vec<RawGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    #[serde(default)]
+    kind: GroupKind,
+    #[serde(default)]
+    prefer: Vec<RawPrefer>,
+    #[serde(default)]
+    avoid: Vec<String>,
+    #[serde(default)]
+    anti_affinity: Vec<String>,
+    #[serde(default)]
+    after: Vec<String>,
+    #[serde(default)]
+    fail_back: bool,
+    migration_threshold: Option<u32>,
+    failure_timeout: Option<String>,
+    #[serde(default)]
+    resources: Vec<RawResource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrefer {
+    node: String,
+    score: i64,
+}
+
+/// Every key any agent class takes; which ones a resource may use depends on
+/// its `agent` and is checked after parsing, with a message saying why.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    name: String,
+    agent: String,
+    monitor_interval: Option<String>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    // ocf
+    params: Option<BTreeMap<String, toml::Value>>,
+    // exec, supervised process
+    command: Option<String>,
+    args: Option<Vec<String>>,
+    env: Option<BTreeMap<String, toml::Value>>,
+    workdir: Option<String>,
+    user: Option<String>,
+    // exec, three commands
+    start: Option<String>,
+    stop: Option<String>,
+    monitor: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    start: Option<String>,
+    stop: Option<String>,
+    monitor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Validation.
+
+const NAME_EXPECTED: &str = "expected 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'";
+const AGENT_EXPECTED: &str = r#"expected one of "exec", "ocf:PROVIDER:TYPE", "systemd:UNIT""#;
+const EXEC_FORMS: &str = "`command` (a supervised process) or `start`, `stop` and `monitor` (three commands)";
+
+/// Where in the file a check is: builds [`SpecError`]s.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    file: &'a str,
+    group: Option<&'a str>,
+    resource: Option<&'a str>,
+}
+
+impl<'a> At<'a> {
+    fn group(self, group: &'a str) -> Self {
+        At {
+            group: Some(group),
+            ..self
+        }
+    }
+
+    fn resource(self, resource: &'a str) -> Self {
+        At {
+            resource: Some(resource),
+            ..self
+        }
+    }
+
+    fn err(self, field: impl Into<String>, message: impl Into<String>) -> SpecError {
+        SpecError {
+            file: self.file.to_string(),
+            group: self.group.map(str::to_string),
+            resource: self.resource.map(str::to_string),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `a, b, c`, or `none` for an empty list.
+fn known<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let list: Vec<&str> = names.into_iter().collect();
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+impl Spec {
+    /// Parses and validates a spec file; `file` is used only in error
+    /// messages. `nodes`: the cluster's current members (name, role), used to
+    /// refuse unknown node names in `prefer`/`avoid`, and a witness in
+    /// `prefer` (witnesses never host groups).
+    ///
+    /// An empty file is the empty spec ([`Spec::default`]). The first problem
+    /// found is returned.
+    pub fn parse(text: &str, file: &str, nodes: &[NodeInfo]) -> Result<Spec, SpecError> {
+        let at = At {
+            file,
+            group: None,
+            resource: None,
+        };
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            // toml's message names the key and shows the offending line.
+            at.err("", e.to_string().trim_end().replace('\n', "\n  "))
+        })?;
+
+        // Names first: the other checks refer to groups by name.
+        let mut names = BTreeSet::new();
+        for g in &raw.groups {
+            let at = at.group(&g.name);
+            if !valid_name(&g.name) {
+                return Err(at.err("name", format!("{NAME_EXPECTED}, got {:?}", g.name)));
+            }
+            if !names.insert(g.name.as_str()) {
+                return Err(at.err(
+                    "name",
+                    format!("expected unique group names, {:?} is listed twice", g.name),
+                ));
+            }
+        }
+
+        let groups = raw
+            .groups
+            .iter()
+            .map(|g| group(at.group(&g.name), g, &names, nodes))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if let Some(cycle) = find_after_cycle(&groups) {
+            return Err(at.group(&cycle[0]).err(
+                "after",
+                format!(
+                    "expected no cycle in `after`, found {} (A -> B: A starts after B)",
+                    cycle.join(" -> ")
+                ),
+            ));
+        }
+        Ok(Spec { groups })
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<&GroupSpec> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+fn group(at: At<'_>, g: &RawGroup, groups: &BTreeSet<&str>, nodes: &[NodeInfo]) -> Result<GroupSpec, SpecError> {
+    let all_nodes = || known(nodes.iter().map(|n| n.name.as_str()));
+    let member_nodes = || {
+        known(
+            nodes
+                .iter()
+                .filter(|n| n.role == NodeRole::Member)
+                .map(|n| n.name.as_str()),
+        )
+    };
+
+    let mut prefer = Vec::with_capacity(g.prefer.len());
+    for (i, p) in g.prefer.iter().enumerate() {
+        let field = format!("prefer[{i}].node");
+        match nodes.iter().find(|n| n.name == p.node) {
+            None => {
+                return Err(at.err(
+                    field,
+                    format!(
+                        "expected a node of the cluster (known: {}), got {:?}",
+                        all_nodes(),
+                        p.node
+                    ),
+                ));
+            }
+            Some(n) if n.role == NodeRole::Witness => {
+                return Err(at.err(
+                    field,
+                    format!(
+                        "expected a member node (known: {}), got the witness {:?}: witnesses never host groups",
+                        member_nodes(),
+                        p.node
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        if prefer.iter().any(|(node, _)| *node == p.node) {
+            return Err(at.err(
+                field,
+                format!(
+                    "expected each node at most once in prefer, {:?} is listed twice",
+                    p.node
+                ),
+            ));
+        }
+        if !(0..=MAX_SCORE).contains(&p.score) {
+            return Err(at.err(
+                format!("prefer[{i}].score"),
+                format!(
+                    "expected a score from 0 to {MAX_SCORE}, got {} (to keep the group off a node, list it in avoid)",
+                    p.score
+                ),
+            ));
+        }
+        prefer.push((p.node.clone(), p.score));
+    }
+
+    let mut avoid: Vec<String> = Vec::with_capacity(g.avoid.len());
+    for (i, node) in g.avoid.iter().enumerate() {
+        let field = format!("avoid[{i}]");
+        if !nodes.iter().any(|n| n.name == *node) {
+            return Err(at.err(
+                field,
+                format!("expected a node of the cluster (known: {}), got {node:?}", all_nodes()),
+            ));
+        }
+        if avoid.contains(node) {
+            return Err(at.err(
+                field,
+                format!("expected each node at most once in avoid, {node:?} is listed twice"),
+            ));
+        }
+        if prefer.iter().any(|(p, _)| p == node) {
+            return Err(at.err(
+                field,
+                format!("expected a node in prefer or in avoid, not both; {node:?} is in both"),
+            ));
+        }
+        avoid.push(node.clone());
+    }
+
+    let anti_affinity = group_refs(at, "anti_affinity", &g.anti_affinity, &g.name, groups)?;
+    let after = group_refs(at, "after", &g.after, &g.name, groups)?;
+
+    let migration_threshold = g.migration_threshold.unwrap_or(DEFAULT_MIGRATION_THRESHOLD);
+    if migration_threshold == 0 {
+        return Err(at.err(
+            "migration_threshold",
+            "expected a number of failures of 1 or more, got 0",
+        ));
+    }
+    let failure_timeout = duration(
+        at,
+        "failure_timeout",
+        g.failure_timeout.as_deref(),
+        DEFAULT_FAILURE_TIMEOUT,
+        ZeroIs::Allowed,
+    )?;
+
+    if g.resources.is_empty() {
+        return Err(at.err("resources", "expected at least one [[groups.resources]] entry"));
+    }
+    let mut resources: Vec<ResourceSpec> = Vec::with_capacity(g.resources.len());
+    for r in &g.resources {
+        let at = at.resource(&r.name);
+        if !valid_name(&r.name) {
+            return Err(at.err("name", format!("{NAME_EXPECTED}, got {:?}", r.name)));
+        }
+        if resources.iter().any(|other| other.name == r.name) {
+            return Err(at.err(
+                "name",
+                format!(
+                    "expected unique resource names within a group, {:?} is listed twice",
+                    r.name
+                ),
+            ));
+        }
+        resources.push(resource(at, r)?);
+    }
+
+    Ok(GroupSpec {
+        name: g.name.clone(),
+        kind: g.kind,
+        resources,
+        placement: Placement {
+            prefer,
+            avoid,
+            anti_affinity,
+            fail_back: g.fail_back,
+        },
+        migration_threshold,
+        failure_timeout,
+        after,
+    })
+}
+
+/// Checks a list of group names (`anti_affinity`, `after`).
+fn group_refs(
+    at: At<'_>,
+    key: &str,
+    refs: &[String],
+    me: &str,
+    groups: &BTreeSet<&str>,
+) -> Result<Vec<String>, SpecError> {
+    let mut out: Vec<String> = Vec::with_capacity(refs.len());
+    for (i, name) in refs.iter().enumerate() {
+        let field = format!("{key}[{i}]");
+        if name == me {
+            return Err(at.err(
+                field,
+                format!("expected the name of another group, got the group's own name {name:?}"),
+            ));
+        }
+        if !groups.contains(name.as_str()) {
+            let others = known(groups.iter().copied().filter(|g| *g != me));
+            return Err(at.err(
+                field,
+                format!("expected the name of another group of this spec (known: {others}), got {name:?}"),
+            ));
+        }
+        if out.contains(name) {
+            return Err(at.err(
+                field,
+                format!("expected each group at most once in {key}, {name:?} is listed twice"),
+            ));
+        }
+        out.push(name.clone());
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ZeroIs {
+    Allowed,
+    Refused,
+}
+
+/// Parses an optional duration (humantime: "500ms", "20s", "10m", "1h 30m").
+/// Non-zero durations must be at least 1ms: decisions count whole milliseconds.
+fn duration(
+    at: At<'_>,
+    field: &str,
+    text: Option<&str>,
+    default: Duration,
+    zero: ZeroIs,
+) -> Result<Duration, SpecError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(text).map_err(|_| {
+        at.err(
+            field,
+            format!(
+                "expected a duration such as \"{}\", got {text:?}",
+                humantime::format_duration(default)
+            ),
+        )
+    })?;
+    if d.is_zero() {
+        if zero == ZeroIs::Refused {
+            return Err(at.err(field, format!("expected a duration greater than zero, got {text:?}")));
+        }
+    } else if d < Duration::from_millis(1) {
+        return Err(at.err(field, format!("expected a duration of at least 1ms, got {text:?}")));
+    }
+    Ok(d)
+}
+
+fn resource(at: At<'_>, r: &RawResource) -> Result<ResourceSpec, SpecError> {
+    let agent = agent(at, r)?;
+    let defaults = ActionTimeouts::default();
+    let timeouts = ActionTimeouts {
+        start: duration(
+            at,
+            "timeouts.start",
+            r.timeouts.start.as_deref(),
+            defaults.start,
+            ZeroIs::Refused,
+        )?,
+        stop: duration(
+            at,
+            "timeouts.stop",
+            r.timeouts.stop.as_deref(),
+            defaults.stop,
+            ZeroIs::Refused,
+        )?,
+        monitor: duration(
+            at,
+            "timeouts.monitor",
+            r.timeouts.monitor.as_deref(),
+            defaults.monitor,
+            ZeroIs::Refused,
+        )?,
+    };
+    let monitor_interval = duration(
+        at,
+        "monitor_interval",
+        r.monitor_interval.as_deref(),
+        DEFAULT_MONITOR_INTERVAL,
+        ZeroIs::Refused,
+    )?;
+    Ok(ResourceSpec {
+        name: r.name.clone(),
+        agent,
+        timeouts,
+        monitor_interval,
+    })
+}
+
+/// Turns `agent` and the class-specific keys into an [`AgentSpec`], refusing
+/// keys that belong to another class.
+fn agent(at: At<'_>, r: &RawResource) -> Result<AgentSpec, SpecError> {
+    let present = [
+        ("params", r.params.is_some()),
+        ("command", r.command.is_some()),
+        ("args", r.args.is_some()),
+        ("env", r.env.is_some()),
+        ("workdir", r.workdir.is_some()),
+        ("user", r.user.is_some()),
+        ("start", r.start.is_some()),
+        ("stop", r.stop.is_some()),
+        ("monitor", r.monitor.is_some()),
+    ];
+    // The first key present that `allowed` does not list.
+    let foreign = |allowed: &[&str]| {
+        present
+            .iter()
+            .find(|(key, there)| *there && !allowed.contains(key))
+            .map(|(key, _)| *key)
+    };
+    let owner = |key: &str| if key == "params" { "ocf" } else { "exec" };
+
+    let agent = r.agent.as_str();
+    if agent == "exec" {
+        if let Some(key) = foreign(&["command", "args", "env", "workdir", "user", "start", "stop", "monitor"]) {
+            return Err(at.err(
+                key,
+                format!(
+                    "not a key of exec resources (`{key}` is for {} resources); exec takes {EXEC_FORMS}",
+                    owner(key)
+                ),
+            ));
+        }
+        return exec(at, r);
+    }
+    if let Some(rest) = agent.strip_prefix("ocf:") {
+        let part_ok = |p: &str| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        let Some((provider, kind)) = rest.split_once(':').filter(|(p, t)| part_ok(p) && part_ok(t)) else {
+            return Err(at.err(
+                "agent",
+                format!(
+                    "expected \"ocf:PROVIDER:TYPE\", PROVIDER and TYPE made of letters, digits, '_', '-' or '.' \
+                     (for example \"ocf:heartbeat:IPaddr2\"), got {agent:?}"
+                ),
+            ));
+        };
+        if let Some(key) = foreign(&["params"]) {
+            return Err(at.err(
+                key,
+                format!(
+                    "not a key of ocf resources (`{key}` is for {} resources); ocf takes `params`",
+                    owner(key)
+                ),
+            ));
+        }
+        let mut params = BTreeMap::new();
+        for (name, value) in r.params.iter().flatten() {
+            let field = format!("params.{name}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(at.err(
+                    field,
+                    format!(
+                        "expected a parameter name of letters, digits and '_' (passed as OCF_RESKEY_NAME), got {name:?}"
+                    ),
+                ));
+            }
+            params.insert(name.clone(), scalar(at, &field, value)?);
+        }
+        return Ok(AgentSpec::Ocf {
+            provider: provider.to_string(),
+            agent: kind.to_string(),
+            params,
+        });
+    }
+    if let Some(unit) = agent.strip_prefix("systemd:") {
+        let unit_ok = !unit.is_empty()
+            && unit.len() <= 255
+            && !unit.starts_with('-')
+            && unit
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b));
+        if !unit_ok {
+            return Err(at.err(
+                "agent",
+                format!(
+                    "expected \"systemd:UNIT\", UNIT a unit name of letters, digits, ':', '-', '_', '.', '\\' or '@', \
+                     not starting with '-' (for example \"systemd:nginx.service\"), got {agent:?}"
+                ),
+            ));
+        }
+        if let Some(key) = foreign(&[]) {
+            return Err(at.err(
+                key,
+                format!(
+                    "not a key of systemd resources (`{key}` is for {} resources); systemd takes none, \
+                     configure the unit itself",
+                    owner(key)
+                ),
+            ));
+        }
+        return Ok(AgentSpec::Systemd { unit: unit.to_string() });
+    }
+    Err(at.err("agent", format!("{AGENT_EXPECTED}, got {agent:?}")))
+}
+
+/// An `exec` resource: a supervised process or three commands.
+fn exec(at: At<'_>, r: &RawResource) -> Result<AgentSpec, SpecError> {
+    let commands = [("start", &r.start), ("stop", &r.stop), ("monitor", &r.monitor)];
+    let any_command = commands.iter().any(|(_, c)| c.is_some());
+    match (&r.command, any_command) {
+        (Some(_), true) => Err(at.err("command", format!("expected either {EXEC_FORMS}, not both"))),
+        (None, false) => Err(at.err(
+            "command",
+            format!("expected either {EXEC_FORMS} on an exec resource, found neither"),
+        )),
+        (Some(command), false) => {
+            if command.trim().is_empty() {
+                return Err(at.err(
+                    "command",
+                    "expected a program to run (such as \"/usr/bin/python3\"), got an empty string",
+                ));
+            }
+            no_nul(at, "command", command)?;
+            let args = r.args.clone().unwrap_or_default();
+            for (i, arg) in args.iter().enumerate() {
+                no_nul(at, &format!("args[{i}]"), arg)?;
+            }
+            let mut env = BTreeMap::new();
+            for (name, value) in r.env.iter().flatten() {
+                let field = format!("env.{name}");
+                let name_ok = name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !name_ok {
+                    return Err(at.err(
+                        field,
+                        format!(
+                            "expected a variable name of letters, digits and '_', not starting with a digit, got {name:?}"
+                        ),
+                    ));
+                }
+                if name.starts_with("TANDEM_") {
+                    return Err(at.err(
+                        field,
+                        format!(
+                            "expected a name not starting with TANDEM_ (reserved for what Tandem passes, such as \
+                             the epoch), got {name:?}"
+                        ),
+                    ));
+                }
+                env.insert(name.clone(), scalar(at, &field, value)?);
+            }
+            if let Some(workdir) = &r.workdir {
+                if !workdir.starts_with('/') {
+                    return Err(at.err(
+                        "workdir",
+                        format!("expected an absolute directory path, got {workdir:?}"),
+                    ));
+                }
+                no_nul(at, "workdir", workdir)?;
+            }
+            if let Some(user) = &r.user {
+                let user_ok = !user.is_empty() && !user.bytes().any(|b| b.is_ascii_whitespace() || b == b':' || b == 0);
+                if !user_ok {
+                    return Err(at.err("user", format!("expected a user name or a numeric uid, got {user:?}")));
+                }
+            }
+            Ok(AgentSpec::Process {
+                command: command.clone(),
+                args,
+                env,
+                workdir: r.workdir.clone(),
+                user: r.user.clone(),
+            })
+        }
+        (None, true) => {
+            if let Some((missing, _)) = commands.iter().find(|(_, c)| c.is_none()) {
+                return Err(at.err(
+                    *missing,
+                    format!("expected `start`, `stop` and `monitor` together, `{missing}` is missing"),
+                ));
+            }
+            let process_keys = [
+                ("args", r.args.is_some()),
+                ("env", r.env.is_some()),
+                ("workdir", r.workdir.is_some()),
+                ("user", r.user.is_some()),
+            ];
+            if let Some((key, _)) = process_keys.iter().find(|(_, there)| *there) {
+                return Err(at.err(
+                    *key,
+                    format!(
+                        "`{key}` applies only to an exec resource with `command` (a supervised process), \
+                         not to one with `start`, `stop` and `monitor`"
+                    ),
+                ));
+            }
+            let text = |key: &str, command: &Option<String>| {
+                let command = command.as_deref().unwrap_or_default();
+                if command.trim().is_empty() {
+                    return Err(at.err(key, "expected a shell command, got an empty string"));
+                }
+                no_nul(at, key, command)?;
+                Ok(command.to_string())
+            };
+            let start = text("start", &r.start)?;
+            let stop = text("stop", &r.stop)?;
+            let monitor = text("monitor", &r.monitor)?;
+            Ok(AgentSpec::Commands { start, stop, monitor })
+        }
+    }
+}
+
+/// A parameter or environment value: strings as they are, integers and
+/// booleans in their TOML spelling (`cidr_netmask = 24` is "24").
+fn scalar(at: At<'_>, field: &str, value: &toml::Value) -> Result<String, SpecError> {
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => {
+            return Err(at.err(
+                field,
+                format!(
+                    "expected a string, an integer or a boolean, got {} {}",
+                    if other.is_array() { "an" } else { "a" },
+                    other.type_str()
+                ),
+            ));
+        }
+    };
+    no_nul(at, field, &text)?;
+    Ok(text)
+}
+
+/// Text handed to the operating system cannot hold a NUL byte.
+fn no_nul(at: At<'_>, field: &str, text: &str) -> Result<(), SpecError> {
+    if text.contains('\0') {
+        return Err(at.err(field, "expected text without NUL bytes"));
+    }
+    Ok(())
+}
+
+/// A cycle in `after`, as group names from its first group back to it.
+fn find_after_cycle(groups: &[GroupSpec]) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    fn visit(
+        i: usize,
+        groups: &[GroupSpec],
+        index: &HashMap<&str, usize>,
+        marks: &mut [Mark],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        marks[i] = Mark::OnPath;
+        path.push(i);
+        for dep in &groups[i].after {
+            let Some(&j) = index.get(dep.as_str()) else {
+                continue;
+            };
+            match marks[j] {
+                Mark::OnPath => {
+                    let from = path.iter().position(|&k| k == j).unwrap_or(0);
+                    let mut cycle: Vec<String> = path[from..].iter().map(|&k| groups[k].name.clone()).collect();
+                    cycle.push(groups[j].name.clone());
+                    return Some(cycle);
+                }
+                Mark::New => {
+                    if let Some(cycle) = visit(j, groups, index, marks, path) {
+                        return Some(cycle);
+                    }
+                }
+                Mark::Done => {}
+            }
+        }
+        path.pop();
+        marks[i] = Mark::Done;
+        None
+    }
+
+    let index: HashMap<&str, usize> = groups.iter().enumerate().map(|(i, g)| (g.name.as_str(), i)).collect();
+    let mut marks = vec![Mark::New; groups.len()];
+    let mut path = Vec::new();
+    (0..groups.len()).find_map(|i| {
+        if marks[i] == Mark::New {
+            visit(i, groups, &index, &mut marks, &mut path)
+        } else {
+            None
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Diff.
+
+/// Human-readable change list from `old` to `new`, for `tandem apply` to show
+/// before it commits: removed groups first, then added and changed groups in
+/// the new spec's order. Empty when the specs are equal (group order aside,
+/// which carries no meaning).
+///
+/// Lines look like `+ group web (exclusive, 2 resources)`, `- group old`,
+/// `~ group web: placement changed (prefer [site-a=100] -> [site-b=100])`,
+/// `~ group web: + resource cache (exec)`, `~ group web: resource app: command
+/// changed`. Values that may hold secrets (commands, arguments, environment
+/// and parameter values) are never shown, only which ones changed.
+pub fn diff(old: &Spec, new: &Spec) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in &old.groups {
+        if new.group(&g.name).is_none() {
+            out.push(format!("- group {}", g.name));
+        }
+    }
+    for g in &new.groups {
+        match old.group(&g.name) {
+            None => {
+                let n = g.resources.len();
+                out.push(format!(
+                    "+ group {} ({}, {n} resource{})",
+                    g.name,
+                    g.kind,
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
+            Some(before) => diff_group(before, g, &mut out),
+        }
+    }
+    out
+}
+
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+fn dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn diff_group(old: &GroupSpec, new: &GroupSpec, out: &mut Vec<String>) {
+    let p = format!("~ group {}: ", new.name);
+    if old.kind != new.kind {
+        out.push(format!("{p}kind {} -> {}", old.kind, new.kind));
+    }
+
+    let (a, b) = (&old.placement, &new.placement);
+    let mut placement = Vec::new();
+    if a.prefer != b.prefer {
+        let prefer = |v: &[(String, i64)]| list(&v.iter().map(|(n, s)| format!("{n}={s}")).collect::<Vec<_>>());
+        placement.push(format!("prefer {} -> {}", prefer(&a.prefer), prefer(&b.prefer)));
+    }
+    if a.avoid != b.avoid {
+        placement.push(format!("avoid {} -> {}", list(&a.avoid), list(&b.avoid)));
+    }
+    if a.anti_affinity != b.anti_affinity {
+        placement.push(format!(
+            "anti_affinity {} -> {}",
+            list(&a.anti_affinity),
+            list(&b.anti_affinity)
+        ));
+    }
+    if a.fail_back != b.fail_back {
+        placement.push(format!("fail_back {} -> {}", a.fail_back, b.fail_back));
+    }
+    if !placement.is_empty() {
+        out.push(format!("{p}placement changed ({})", placement.join(", ")));
+    }
+
+    if old.migration_threshold != new.migration_threshold {
+        out.push(format!(
+            "{p}migration_threshold {} -> {}",
+            old.migration_threshold, new.migration_threshold
+        ));
+    }
+    if old.failure_timeout != new.failure_timeout {
+        out.push(format!(
+            "{p}failure_timeout {} -> {}",
+            dur(old.failure_timeout),
+            dur(new.failure_timeout)
+        ));
+    }
+    if old.after != new.after {
+        out.push(format!("{p}after {} -> {}", list(&old.after), list(&new.after)));
+    }
+
+    let find = |g: &'_ GroupSpec, name: &str| g.resources.iter().find(|r| r.name == name).cloned();
+    for r in &old.resources {
+        if find(new, &r.name).is_none() {
+            out.push(format!("{p}- resource {}", r.name));
+        }
+    }
+    for r in &new.resources {
+        match find(old, &r.name) {
+            None => out.push(format!("{p}+ resource {} ({})", r.name, r.agent)),
+            Some(before) => diff_resource(&format!("{p}resource {}: ", r.name), &before, r, out),
+        }
+    }
+    // Start order of the resources both versions have.
+    let kept = |from: &GroupSpec, other: &GroupSpec| -> Vec<String> {
+        from.resources
+            .iter()
+            .filter(|r| other.resources.iter().any(|o| o.name == r.name))
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    let (before, after) = (kept(old, new), kept(new, old));
+    if before != after {
+        out.push(format!("{p}resource order {} -> {}", list(&before), list(&after)));
+    }
+}
+
+fn diff_resource(p: &str, old: &ResourceSpec, new: &ResourceSpec, out: &mut Vec<String>) {
+    /// Names of map keys added, removed or changed, as `what NAME added`...
+    fn map_changes(
+        p: &str,
+        what: &str,
+        a: &BTreeMap<String, String>,
+        b: &BTreeMap<String, String>,
+        out: &mut Vec<String>,
+    ) {
+        let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for key in keys {
+            match (a.get(key), b.get(key)) {
+                (None, Some(_)) => out.push(format!("{p}{what} {key} added")),
+                (Some(_), None) => out.push(format!("{p}{what} {key} removed")),
+                (Some(x), Some(y)) if x != y => out.push(format!("{p}{what} {key} changed")),
+                _ => {}
+            }
+        }
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_string());
+
+    match (&old.agent, &new.agent) {
+        (
+            AgentSpec::Process {
+                command: c1,
+                args: a1,
+                env: e1,
+                workdir: w1,
+                user: u1,
+            },
+            AgentSpec::Process {
+                command: c2,
+                args: a2,
+                env: e2,
+                workdir: w2,
+                user: u2,
+            },
+        ) => {
+            if c1 != c2 {
+                out.push(format!("{p}command changed"));
+            }
+            if a1 != a2 {
+                out.push(format!("{p}args changed"));
+            }
+            map_changes(p, "env", e1, e2, out);
+            if w1 != w2 {
+                out.push(format!("{p}workdir {} -> {}", opt(w1), opt(w2)));
+            }
+            if u1 != u2 {
+                out.push(format!("{p}user {} -> {}", opt(u1), opt(u2)));
+            }
+        }
+        (
+            AgentSpec::Commands {
+                start: s1,
+                stop: t1,
+                monitor: m1,
+            },
+            AgentSpec::Commands {
+                start: s2,
+                stop: t2,
+                monitor: m2,
+            },
+        ) => {
+            for (what, x, y) in [("start", s1, s2), ("stop", t1, t2), ("monitor", m1, m2)] {
+                if x != y {
+                    out.push(format!("{p}{what} command changed"));
+                }
+            }
+        }
+        (
+            AgentSpec::Ocf {
+                provider: p1,
+                agent: k1,
+                params: q1,
+            },
+            AgentSpec::Ocf {
+                provider: p2,
+                agent: k2,
+                params: q2,
+            },
+        ) => {
+            if (p1, k1) != (p2, k2) {
+                out.push(format!("{p}agent {} -> {}", old.agent, new.agent));
+            }
+            map_changes(p, "param", q1, q2, out);
+        }
+        (a, b) if a != b => out.push(format!("{p}agent {} -> {}", agent_label(a), agent_label(b))),
+        _ => {}
+    }
+
+    let (a, b) = (&old.timeouts, &new.timeouts);
+    for (what, x, y) in [
+        ("start", a.start, b.start),
+        ("stop", a.stop, b.stop),
+        ("monitor", a.monitor, b.monitor),
+    ] {
+        if x != y {
+            out.push(format!("{p}timeouts.{what} {} -> {}", dur(x), dur(y)));
+        }
+    }
+    if old.monitor_interval != new.monitor_interval {
+        out.push(format!(
+            "{p}monitor_interval {} -> {}",
+            dur(old.monitor_interval),
+            dur(new.monitor_interval)
+        ));
+    }
+}
+
+/// The agent, telling the two `exec` forms apart.
+fn agent_label(agent: &AgentSpec) -> String {
+    match agent {
+        AgentSpec::Process { .. } => "exec (command)".to_string(),
+        AgentSpec::Commands { .. } => "exec (start/stop/monitor)".to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> Vec<NodeInfo> {
+        let node = |name: &str, role| NodeInfo {
+            name: name.to_string(),
+            address: format!("{name}:7400"),
+            role,
+        };
+        vec![
+            node("site-a", NodeRole::Member),
+            node("site-b", NodeRole::Member),
+            node("witness", NodeRole::Witness),
+        ]
+    }
+
+    fn parse(text: &str) -> Result<Spec, SpecError> {
+        Spec::parse(text, "spec.toml", &nodes())
+    }
+
+    fn refused(text: &str) -> SpecError {
+        match parse(text) {
+            Ok(spec) => panic!("accepted: {spec:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Asserts where the error points and that its message contains `expected`.
+    #[track_caller]
+    fn assert_refused(text: &str, group: Option<&str>, resource: Option<&str>, field: &str, expected: &str) {
+        let e = refused(text);
+        assert_eq!(e.group.as_deref(), group, "{e}");
+        assert_eq!(e.resource.as_deref(), resource, "{e}");
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains(expected), "{e}");
+    }
+
+    /// One group `web` with one supervised process, plus `group_keys` and
+    /// `resource_keys` (TOML lines) added to the group and the resource.
+    fn web(group_keys: &str, resource_keys: &str) -> String {
+        format!(
+            "[[groups]]\nname = \"web\"\n{group_keys}\n\
+             [[groups.resources]]\nname = \"app\"\nagent = \"exec\"\ncommand = \"/bin/app\"\n{resource_keys}\n"
+        )
+    }
+
+    /// One group `web` with one resource made of `resource` (TOML lines).
+    fn web_resource(resource: &str) -> String {
+        format!("[[groups]]\nname = \"web\"\n[[groups.resources]]\nname = \"app\"\n{resource}\n")
+    }
+
+    const EXAMPLE: &str = include_str!("../../../deploy/examples/spec.toml");
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let spec = Spec::parse(EXAMPLE, "spec.toml", &nodes()).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = spec.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["web", "batch", "node-exporter"]);
+
+        let web = spec.group("web").unwrap();
+        assert_eq!(web.kind, GroupKind::Exclusive);
+        assert_eq!(
+            web.placement.prefer,
+            [("site-a".to_string(), 100), ("site-b".to_string(), 50)]
+        );
+        assert_eq!(web.resources.len(), 2);
+        let vip = &web.resources[0];
+        assert_eq!(vip.name, "vip");
+        assert_eq!(vip.monitor_interval, Duration::from_secs(5));
+        let AgentSpec::Ocf {
+            provider,
+            agent,
+            params,
+        } = &vip.agent
+        else {
+            panic!("{:?}", vip.agent)
+        };
+        assert_eq!((provider.as_str(), agent.as_str()), ("heartbeat", "IPaddr2"));
+        assert_eq!(params["ip"], "198.18.0.10");
+        assert_eq!(vip.agent.to_string(), "ocf:heartbeat:IPaddr2");
+        let AgentSpec::Process { command, env, user, .. } = &web.resources[1].agent else {
+            panic!("{:?}", web.resources[1].agent)
+        };
+        assert_eq!(command, "/usr/bin/python3");
+        assert_eq!(env["MODE"], "prod");
+        assert_eq!(user.as_deref(), Some("www-data"));
+
+        let batch = spec.group("batch").unwrap();
+        assert!(matches!(batch.resources[0].agent, AgentSpec::Commands { .. }));
+        assert_eq!(batch.after, ["web"]);
+        assert_eq!(batch.placement.anti_affinity, ["web"]);
+        assert_eq!(batch.failure_timeout, Duration::ZERO);
+        assert_eq!(batch.migration_threshold, 1);
+        assert_eq!(batch.resources[0].timeouts.start, Duration::from_secs(60));
+        assert_eq!(batch.resources[0].timeouts.monitor, Duration::from_secs(10));
+
+        let clone = spec.group("node-exporter").unwrap();
+        assert_eq!(clone.kind, GroupKind::Clone);
+        assert_eq!(
+            clone.resources[0].agent,
+            AgentSpec::Systemd {
+                unit: "prometheus-node-exporter.service".into()
+            }
+        );
+        assert!(spec.group("nope").is_none());
+    }
+
+    #[test]
+    fn empty_file_is_the_empty_spec() {
+        assert_eq!(parse("").unwrap(), Spec::default());
+        assert_eq!(parse("# nothing yet\n\n").unwrap(), Spec::default());
+        assert_eq!(parse("groups = []").unwrap(), Spec::default());
+        // And the empty spec is valid with any member list, even none.
+        assert_eq!(Spec::parse("", "spec.toml", &[]).unwrap(), Spec::default());
+    }
+
+    #[test]
+    fn defaults_are_applied() {
+        let spec = parse(&web("", "")).unwrap();
+        let g = &spec.groups[0];
+        assert_eq!(g.kind, GroupKind::Exclusive);
+        assert_eq!(g.placement, Placement::default());
+        assert_eq!(g.migration_threshold, DEFAULT_MIGRATION_THRESHOLD);
+        assert_eq!(g.failure_timeout, Duration::from_secs(600));
+        assert!(g.after.is_empty());
+        let r = &g.resources[0];
+        assert_eq!(r.timeouts, ActionTimeouts::default());
+        assert_eq!(r.monitor_interval, Duration::from_secs(10));
+        assert_eq!(
+            r.agent,
+            AgentSpec::Process {
+                command: "/bin/app".into(),
+                args: vec![],
+                env: BTreeMap::new(),
+                workdir: None,
+                user: None,
+            }
+        );
+    }
+
+    #[test]
+    fn display_names_file_group_resource_and_field() {
+        let e = refused(&web("", "timeouts = { start = \"soon\" }"));
+        assert_eq!(
+            e.to_string(),
+            "spec.toml: group \"web\": resource \"app\": field `timeouts.start`: \
+             expected a duration such as \"20s\", got \"soon\""
+        );
+        let e = refused(&web("migration_threshold = 0", ""));
+        assert_eq!(
+            e.to_string(),
+            "spec.toml: group \"web\": field `migration_threshold`: expected a number of failures of 1 or more, got 0"
+        );
+    }
+
+    #[test]
+    fn toml_errors_carry_tomls_message_with_the_line() {
+        let e = refused(&web("", "comand = \"/bin/app\""));
+        assert_eq!((e.group.as_deref(), e.field.as_str()), (None, ""));
+        let msg = e.to_string();
+        assert!(msg.starts_with("spec.toml: "), "{msg}");
+        assert!(msg.contains("unknown field `comand`"), "{msg}");
+        assert!(msg.contains("line 8"), "{msg}");
+
+        let msg = refused("[[groups]\nname = \"web\"").to_string();
+        assert!(msg.starts_with("spec.toml: "), "{msg}");
+        assert!(msg.contains("line 1"), "{msg}");
+
+        let msg = refused(&web("kind = \"clon\"", "")).to_string();
+        assert!(msg.contains("unknown variant `clon`"), "{msg}");
+        let msg = refused(&web("priority = 1", "")).to_string();
+        assert!(msg.contains("unknown field `priority`"), "{msg}");
+        let msg = refused(&web("", "timeouts = { start = \"1s\", restart = \"1s\" }")).to_string();
+        assert!(msg.contains("unknown field `restart`"), "{msg}");
+        let msg = refused("[[groups]]\n[[groups.resources]]\nname = \"a\"\nagent = \"exec\"\n").to_string();
+        assert!(msg.contains("missing field `name`"), "{msg}");
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        assert_refused(
+            &web("", "").replace("name = \"web\"", "name = \"Web\""),
+            Some("Web"),
+            None,
+            "name",
+            "expected 1 to 63 lowercase letters",
+        );
+        assert_refused(
+            &web("", "").replace("name = \"app\"", "name = \"my_app\""),
+            Some("web"),
+            Some("my_app"),
+            "name",
+            "got \"my_app\"",
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let twice = format!("{}{}", web("", ""), web("", ""));
+        assert_refused(
+            &twice,
+            Some("web"),
+            None,
+            "name",
+            "expected unique group names, \"web\" is listed twice",
+        );
+        let text = web("", "") + "[[groups.resources]]\nname = \"app\"\nagent = \"systemd:app.service\"\n";
+        assert_refused(
+            &text,
+            Some("web"),
+            Some("app"),
+            "name",
+            "expected unique resource names within a group, \"app\" is listed twice",
+        );
+    }
+
+    #[test]
+    fn a_group_needs_resources() {
+        assert_refused(
+            "[[groups]]\nname = \"web\"\n",
+            Some("web"),
+            None,
+            "resources",
+            "expected at least one [[groups.resources]] entry",
+        );
+    }
+
+    #[test]
+    fn unknown_agents_are_refused() {
+        for agent in ["docker", "exec:app", "ocf", "lsb:legacy"] {
+            assert_refused(
+                &web_resource(&format!("agent = \"{agent}\"")),
+                Some("web"),
+                Some("app"),
+                "agent",
+                &format!("expected one of \"exec\", \"ocf:PROVIDER:TYPE\", \"systemd:UNIT\", got \"{agent}\""),
+            );
+        }
+        for agent in [
+            "ocf:heartbeat",
+            "ocf::IPaddr2",
+            "ocf:a:b:c",
+            "ocf:../x:y",
+            "ocf:heartbeat:..",
+        ] {
+            assert_refused(
+                &web_resource(&format!("agent = \"{agent}\"")),
+                Some("web"),
+                Some("app"),
+                "agent",
+                "expected \"ocf:PROVIDER:TYPE\"",
+            );
+        }
+        for agent in ["systemd:", "systemd:--now", "systemd:a b.service", "systemd:../x"] {
+            assert_refused(
+                &web_resource(&format!("agent = \"{agent}\"")),
+                Some("web"),
+                Some("app"),
+                "agent",
+                "expected \"systemd:UNIT\"",
+            );
+        }
+        let spec = parse(&web_resource("agent = \"systemd:getty@tty1.service\"")).unwrap();
+        assert_eq!(
+            spec.groups[0].resources[0].agent.to_string(),
+            "systemd:getty@tty1.service"
+        );
+    }
+
+    #[test]
+    fn exec_needs_exactly_one_form() {
+        assert_refused(
+            &web("", "start = \"x\"\nstop = \"y\"\nmonitor = \"z\""),
+            Some("web"),
+            Some("app"),
+            "command",
+            "expected either `command` (a supervised process) or `start`, `stop` and `monitor` (three commands), \
+             not both",
+        );
+        assert_refused(
+            &web_resource("agent = \"exec\""),
+            Some("web"),
+            Some("app"),
+            "command",
+            "found neither",
+        );
+        assert_refused(
+            &web_resource("agent = \"exec\"\nstart = \"a\"\nmonitor = \"c\""),
+            Some("web"),
+            Some("app"),
+            "stop",
+            "expected `start`, `stop` and `monitor` together, `stop` is missing",
+        );
+        assert_refused(
+            &web_resource("agent = \"exec\"\nstart = \"a\"\nstop = \"b\"\nmonitor = \"  \""),
+            Some("web"),
+            Some("app"),
+            "monitor",
+            "expected a shell command, got an empty string",
+        );
+        assert_refused(
+            &web_resource("agent = \"exec\"\ncommand = \"\""),
+            Some("web"),
+            Some("app"),
+            "command",
+            "expected a program to run",
+        );
+        let spec = parse(&web_resource(
+            "agent = \"exec\"\nstart = \"a\"\nstop = \"b\"\nmonitor = \"c\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            spec.groups[0].resources[0].agent,
+            AgentSpec::Commands {
+                start: "a".into(),
+                stop: "b".into(),
+                monitor: "c".into()
+            }
+        );
+    }
+
+    #[test]
+    fn keys_of_another_agent_class_are_refused() {
+        assert_refused(
+            &web("", "params = { ip = \"10.0.0.1\" }"),
+            Some("web"),
+            Some("app"),
+            "params",
+            "not a key of exec resources (`params` is for ocf resources)",
+        );
+        assert_refused(
+            &web_resource("agent = \"ocf:heartbeat:IPaddr2\"\ncommand = \"/bin/ip\""),
+            Some("web"),
+            Some("app"),
+            "command",
+            "not a key of ocf resources (`command` is for exec resources); ocf takes `params`",
+        );
+        assert_refused(
+            &web_resource("agent = \"systemd:app.service\"\nenv = { A = \"1\" }"),
+            Some("web"),
+            Some("app"),
+            "env",
+            "not a key of systemd resources",
+        );
+        assert_refused(
+            &web_resource("agent = \"systemd:app.service\"\nparams = { a = \"1\" }"),
+            Some("web"),
+            Some("app"),
+            "params",
+            "not a key of systemd resources (`params` is for ocf resources)",
+        );
+        assert_refused(
+            &web_resource("agent = \"exec\"\nstart = \"a\"\nstop = \"b\"\nmonitor = \"c\"\nenv = { A = \"1\" }"),
+            Some("web"),
+            Some("app"),
+            "env",
+            "`env` applies only to an exec resource with `command`",
+        );
+    }
+
+    #[test]
+    fn process_details_are_checked() {
+        assert_refused(
+            &web("", "workdir = \"srv/app\""),
+            Some("web"),
+            Some("app"),
+            "workdir",
+            "expected an absolute directory path, got \"srv/app\"",
+        );
+        assert_refused(
+            &web("", "user = \"www data\""),
+            Some("web"),
+            Some("app"),
+            "user",
+            "expected a user name or a numeric uid",
+        );
+        assert_refused(
+            &web("", "env = { \"1X\" = \"a\" }"),
+            Some("web"),
+            Some("app"),
+            "env.1X",
+            "expected a variable name",
+        );
+        assert_refused(
+            &web("", "env = { TANDEM_EPOCH = \"7\" }"),
+            Some("web"),
+            Some("app"),
+            "env.TANDEM_EPOCH",
+            "reserved",
+        );
+        assert_refused(
+            &web("", "env = { A = [1] }"),
+            Some("web"),
+            Some("app"),
+            "env.A",
+            "expected a string, an integer or a boolean, got an array",
+        );
+        assert_refused(
+            &web("", "args = [\"a\\u0000b\"]"),
+            Some("web"),
+            Some("app"),
+            "args[0]",
+            "NUL",
+        );
+        let spec = parse(&web("", "env = { PORT = 8080, DEBUG = false }")).unwrap();
+        let AgentSpec::Process { env, .. } = &spec.groups[0].resources[0].agent else {
+            panic!()
+        };
+        assert_eq!((env["PORT"].as_str(), env["DEBUG"].as_str()), ("8080", "false"));
+    }
+
+    #[test]
+    fn ocf_params_are_checked_and_scalars_accepted() {
+        let vip = |params: &str| web_resource(&format!("agent = \"ocf:heartbeat:IPaddr2\"\nparams = {params}"));
+        let spec = parse(&vip("{ ip = \"10.0.0.1\", cidr_netmask = 24, lvs_support = true }")).unwrap();
+        let AgentSpec::Ocf { params, .. } = &spec.groups[0].resources[0].agent else {
+            panic!()
+        };
+        assert_eq!(params["cidr_netmask"], "24");
+        assert_eq!(params["lvs_support"], "true");
+        assert_refused(
+            &vip("{ \"ip-addr\" = \"10.0.0.1\" }"),
+            Some("web"),
+            Some("app"),
+            "params.ip-addr",
+            "expected a parameter name of letters, digits and '_'",
+        );
+        assert_refused(
+            &vip("{ ratio = 1.5 }"),
+            Some("web"),
+            Some("app"),
+            "params.ratio",
+            "got a float",
+        );
+        // An ocf resource without params is fine.
+        assert!(parse(&web_resource("agent = \"ocf:heartbeat:Dummy\"")).is_ok());
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        assert_refused(
+            &web("", "monitor_interval = \"often\""),
+            Some("web"),
+            Some("app"),
+            "monitor_interval",
+            "expected a duration such as \"10s\", got \"often\"",
+        );
+        assert_refused(
+            &web("failure_timeout = \"later\"", ""),
+            Some("web"),
+            None,
+            "failure_timeout",
+            "expected a duration such as \"10m\", got \"later\"",
+        );
+        for key in ["start", "stop", "monitor"] {
+            assert_refused(
+                &web("", &format!("timeouts = {{ {key} = \"0s\" }}")),
+                Some("web"),
+                Some("app"),
+                &format!("timeouts.{key}"),
+                "expected a duration greater than zero, got \"0s\"",
+            );
+        }
+        assert_refused(
+            &web("", "monitor_interval = \"0ms\""),
+            Some("web"),
+            Some("app"),
+            "monitor_interval",
+            "expected a duration greater than zero",
+        );
+        assert_refused(
+            &web("", "monitor_interval = \"500us\""),
+            Some("web"),
+            Some("app"),
+            "monitor_interval",
+            "expected a duration of at least 1ms",
+        );
+        // Zero is allowed where it means "never".
+        let spec = parse(&web("failure_timeout = \"0s\"", "timeouts = { stop = \"1m 30s\" }")).unwrap();
+        assert_eq!(spec.groups[0].failure_timeout, Duration::ZERO);
+        assert_eq!(spec.groups[0].resources[0].timeouts.stop, Duration::from_secs(90));
+        assert_eq!(spec.groups[0].resources[0].timeouts.start, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn migration_threshold_zero_is_refused() {
+        assert_refused(
+            &web("migration_threshold = 0", ""),
+            Some("web"),
+            None,
+            "migration_threshold",
+            "expected a number of failures of 1 or more, got 0",
+        );
+        assert_eq!(
+            parse(&web("migration_threshold = 1", "")).unwrap().groups[0].migration_threshold,
+            1
+        );
+    }
+
+    #[test]
+    fn placement_nodes_are_checked() {
+        assert_refused(
+            &web("prefer = [{ node = \"site-c\", score = 10 }]", ""),
+            Some("web"),
+            None,
+            "prefer[0].node",
+            "expected a node of the cluster (known: site-a, site-b, witness), got \"site-c\"",
+        );
+        assert_refused(
+            &web("avoid = [\"site-a\", \"site-z\"]", ""),
+            Some("web"),
+            None,
+            "avoid[1]",
+            "expected a node of the cluster (known: site-a, site-b, witness), got \"site-z\"",
+        );
+        assert_refused(
+            &web("prefer = [{ node = \"witness\", score = 10 }]", ""),
+            Some("web"),
+            None,
+            "prefer[0].node",
+            "expected a member node (known: site-a, site-b), got the witness \"witness\": witnesses never host",
+        );
+        assert_refused(
+            &web("prefer = [{ node = \"site-a\", score = 10 }]\navoid = [\"site-a\"]", ""),
+            Some("web"),
+            None,
+            "avoid[0]",
+            "expected a node in prefer or in avoid, not both; \"site-a\" is in both",
+        );
+        assert_refused(
+            &web(
+                "prefer = [{ node = \"site-a\", score = 10 }, { node = \"site-a\", score = 20 }]",
+                "",
+            ),
+            Some("web"),
+            None,
+            "prefer[1].node",
+            "expected each node at most once in prefer, \"site-a\" is listed twice",
+        );
+        assert_refused(
+            &web("avoid = [\"site-b\", \"site-b\"]", ""),
+            Some("web"),
+            None,
+            "avoid[1]",
+            "listed twice",
+        );
+        assert_refused(
+            &web("prefer = [{ node = \"site-a\", score = -5 }]", ""),
+            Some("web"),
+            None,
+            "prefer[0].score",
+            "expected a score from 0 to 1000000, got -5",
+        );
+        // Avoiding the witness is pointless but harmless.
+        assert!(parse(&web("avoid = [\"witness\"]", "")).is_ok());
+        // With no known nodes, the message says so.
+        let e = Spec::parse(&web("avoid = [\"site-a\"]", ""), "spec.toml", &[]).unwrap_err();
+        assert!(e.message.contains("(known: none)"), "{e}");
+    }
+
+    #[test]
+    fn group_references_are_checked() {
+        let two = |web_keys: &str| format!("{}{}", web(web_keys, ""), web("", "").replace("\"web\"", "\"db\""));
+        assert!(parse(&two("after = [\"db\"]\nanti_affinity = [\"db\"]")).is_ok());
+        for key in ["after", "anti_affinity"] {
+            assert_refused(
+                &two(&format!("{key} = [\"dbx\"]")),
+                Some("web"),
+                None,
+                &format!("{key}[0]"),
+                "expected the name of another group of this spec (known: db), got \"dbx\"",
+            );
+            assert_refused(
+                &two(&format!("{key} = [\"db\", \"web\"]")),
+                Some("web"),
+                None,
+                &format!("{key}[1]"),
+                "expected the name of another group, got the group's own name \"web\"",
+            );
+            assert_refused(
+                &two(&format!("{key} = [\"db\", \"db\"]")),
+                Some("web"),
+                None,
+                &format!("{key}[1]"),
+                "listed twice",
+            );
+        }
+    }
+
+    #[test]
+    fn a_cycle_in_after_is_refused_with_its_path() {
+        let group = |name: &str, after: &str| web(&format!("after = [{after}]"), "").replace("\"web\"", name);
+        let text = [
+            group("\"a\"", ""),
+            group("\"b\"", "\"c\""),
+            group("\"c\"", "\"d\""),
+            group("\"d\"", "\"a\", \"b\""),
+        ]
+        .concat();
+        let e = refused(&text);
+        assert_eq!((e.group.as_deref(), e.field.as_str()), (Some("b"), "after"));
+        assert!(
+            e.message
+                .contains("expected no cycle in `after`, found b -> c -> d -> b"),
+            "{e}"
+        );
+        let text = [group("\"a\"", "\"b\""), group("\"b\"", "\"a\"")].concat();
+        assert!(refused(&text).to_string().contains("found a -> b -> a"));
+        // A diamond is no cycle.
+        let text = [
+            group("\"a\"", ""),
+            group("\"b\"", "\"a\""),
+            group("\"c\"", "\"a\""),
+            group("\"d\"", "\"b\", \"c\""),
+        ]
+        .concat();
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn diff_of_equal_specs_is_empty() {
+        let spec = parse(EXAMPLE).unwrap();
+        assert!(diff(&spec, &spec).is_empty());
+        assert!(diff(&Spec::default(), &Spec::default()).is_empty());
+        // Group order carries no meaning.
+        let mut reversed = spec.clone();
+        reversed.groups.reverse();
+        assert!(diff(&spec, &reversed).is_empty());
+    }
+
+    #[test]
+    fn diff_lists_added_and_removed_groups() {
+        let spec = parse(EXAMPLE).unwrap();
+        assert_eq!(
+            diff(&Spec::default(), &spec),
+            [
+                "+ group web (exclusive, 2 resources)",
+                "+ group batch (exclusive, 1 resource)",
+                "+ group node-exporter (clone, 1 resource)",
+            ]
+        );
+        assert_eq!(
+            diff(&spec, &Spec::default()),
+            ["- group web", "- group batch", "- group node-exporter"]
+        );
+    }
+
+    #[test]
+    fn diff_lists_group_changes() {
+        let old = parse(EXAMPLE).unwrap();
+        let new_text = EXAMPLE
+            .replace(
+                "prefer = [{ node = \"site-a\", score = 100 }, { node = \"site-b\", score = 50 }]",
+                "prefer = [{ node = \"site-b\", score = 100 }]",
+            )
+            .replace("fail_back = false", "fail_back = true")
+            .replace("migration_threshold = 3", "migration_threshold = 5")
+            .replace("kind = \"clone\"", "kind = \"exclusive\"")
+            .replace("failure_timeout = \"0s\"", "failure_timeout = \"1h\"")
+            .replace("after = [\"web\"]", "after = []");
+        let new = parse(&new_text).unwrap();
+        assert_eq!(
+            diff(&old, &new),
+            [
+                "~ group web: placement changed (prefer [site-a=100, site-b=50] -> [site-b=100], \
+                 fail_back false -> true)",
+                "~ group web: migration_threshold 3 -> 5",
+                "~ group batch: failure_timeout 0s -> 1h",
+                "~ group batch: after [web] -> []",
+                "~ group node-exporter: kind clone -> exclusive",
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_lists_resource_changes() {
+        let old = parse(EXAMPLE).unwrap();
+        let mut new = old.clone();
+        {
+            let web = &mut new.groups[0];
+            // vip: a parameter changed, one added; a timeout changed.
+            let AgentSpec::Ocf { params, .. } = &mut web.resources[0].agent else {
+                panic!()
+            };
+            params.insert("ip".into(), "198.18.0.11".into());
+            params.insert("nic".into(), "eth0".into());
+            web.resources[0].timeouts.start = Duration::from_secs(30);
+            // app: command and an env value changed, moved before vip.
+            let AgentSpec::Process { command, env, .. } = &mut web.resources[1].agent else {
+                panic!()
+            };
+            *command = "/usr/bin/python3.12".into();
+            env.insert("MODE".into(), "staging".into());
+            web.resources.swap(0, 1);
+            web.resources.push(ResourceSpec {
+                name: "cache".into(),
+                agent: AgentSpec::Systemd {
+                    unit: "redis.service".into(),
+                },
+                timeouts: ActionTimeouts::default(),
+                monitor_interval: DEFAULT_MONITOR_INTERVAL,
+            });
+            // batch: one of the three commands changed.
+            let AgentSpec::Commands { monitor, .. } = &mut new.groups[1].resources[0].agent else {
+                panic!()
+            };
+            *monitor = "true".into();
+            // node-exporter: the resource replaced by another of another class.
+            let exporter = &mut new.groups[2].resources[0];
+            exporter.agent = AgentSpec::Process {
+                command: "/usr/bin/node_exporter".into(),
+                args: vec![],
+                env: BTreeMap::new(),
+                workdir: None,
+                user: None,
+            };
+            exporter.monitor_interval = Duration::from_secs(10);
+        }
+        assert_eq!(
+            diff(&old, &new),
+            [
+                "~ group web: resource app: command changed",
+                "~ group web: resource app: env MODE changed",
+                "~ group web: resource vip: param ip changed",
+                "~ group web: resource vip: param nic added",
+                "~ group web: resource vip: timeouts.start 20s -> 30s",
+                "~ group web: + resource cache (systemd:redis.service)",
+                "~ group web: resource order [vip, app] -> [app, vip]",
+                "~ group batch: resource legacy: monitor command changed",
+                "~ group node-exporter: resource exporter: agent systemd:prometheus-node-exporter.service -> \
+                 exec (command)",
+                "~ group node-exporter: resource exporter: monitor_interval 30s -> 10s",
+            ]
+        );
+        let mut fewer = old.clone();
+        fewer.groups[0].resources.remove(0);
+        assert_eq!(diff(&old, &fewer), ["~ group web: - resource vip"]);
+        // Secrets stay out of the change list.
+        assert!(diff(&old, &new).iter().all(|line| !line.contains("staging")));
+    }
+
+    #[test]
+    fn serde_json_round_trip() {
+        let spec = parse(EXAMPLE).unwrap();
+        let json = serde_json::to_string(&spec).unwrap();
+        let back: Spec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, spec);
+        assert!(json.contains("\"class\":\"ocf\""), "{json}");
+    }
 }

@@ -9,11 +9,13 @@
 //! Membership itself lives in Raft's membership configuration; this state
 //! keeps what Raft does not: the cluster's name and a bounded event log.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::groups::{GroupState, NodeReport, Phase};
 use crate::membership::NodeInfo;
+use crate::spec::Spec;
 
 /// How many events the replicated log keeps; older ones are dropped.
 pub const EVENT_LOG_CAPACITY: usize = 1000;
@@ -44,6 +46,42 @@ pub enum Command {
         actor: String,
         at_unix_ms: u64,
     },
+    /// Replaces the spec, if its version is still `expected_version` (so two
+    /// operators applying at once cannot silently overwrite each other).
+    ApplySpec {
+        spec: Spec,
+        /// The TOML text as the operator wrote it, for `tandem spec show`.
+        source: String,
+        expected_version: u64,
+        summary: Vec<String>,
+        actor: String,
+        at_unix_ms: u64,
+    },
+    /// The coordinator's placement decision: `group` runs on `nodes` from
+    /// `epoch` on. Ignored unless `epoch` is exactly the next one, so a
+    /// decision made on a stale view never applies.
+    Assign {
+        group: String,
+        nodes: BTreeSet<String>,
+        epoch: u64,
+        reason: String,
+        at_unix_ms: u64,
+    },
+    /// What a node did with a group.
+    Report {
+        node: String,
+        group: String,
+        report: NodeReport,
+        /// A resource that failed (counted towards the migration threshold).
+        failed_resource: Option<String>,
+    },
+    /// Forgets failure counts (`tandem resource cleanup`).
+    ClearFailures {
+        group: Option<String>,
+        node: Option<String>,
+        actor: String,
+        at_unix_ms: u64,
+    },
 }
 
 /// What applying a command returned.
@@ -51,6 +89,8 @@ pub enum Command {
 pub struct Applied {
     /// Sequence number of the event the command recorded, if any.
     pub event_seq: Option<u64>,
+    /// Why the command changed nothing (a stale spec version or epoch).
+    pub rejected: Option<String>,
 }
 
 /// One entry of the replicated event log.
@@ -71,6 +111,10 @@ pub enum EventKind {
     NodeAdded,
     NodeRemoved,
     Note,
+    SpecApplied,
+    Assignment,
+    Resource,
+    FailuresCleared,
 }
 
 /// Everything the state machine holds besides Raft's own membership.
@@ -78,6 +122,13 @@ pub enum EventKind {
 pub struct ClusterState {
     pub events: VecDeque<Event>,
     pub next_event_seq: u64,
+    pub spec: Spec,
+    pub spec_source: String,
+    /// Raised by every applied spec; 0 before the first.
+    pub spec_version: u64,
+    pub groups: BTreeMap<String, GroupState>,
+    /// Nodes that must be fenced before their groups start elsewhere, and why.
+    pub fencing_needed: BTreeMap<String, String>,
 }
 
 impl ClusterState {
@@ -90,26 +141,151 @@ impl ClusterState {
                 node,
                 actor,
                 at_unix_ms,
-            } => (EventKind::NodeAdded, format!("node {node} joined"), actor, *at_unix_ms),
+            } => (
+                EventKind::NodeAdded,
+                format!("node {node} joined"),
+                actor.clone(),
+                *at_unix_ms,
+            ),
             Command::NodeRemoved {
                 node,
                 actor,
                 at_unix_ms,
-            } => (EventKind::NodeRemoved, format!("node {node} left"), actor, *at_unix_ms),
+            } => (
+                EventKind::NodeRemoved,
+                format!("node {node} left"),
+                actor.clone(),
+                *at_unix_ms,
+            ),
             Command::Note {
                 message,
                 actor,
                 at_unix_ms,
-            } => (EventKind::Note, message.clone(), actor, *at_unix_ms),
+            } => (EventKind::Note, message.clone(), actor.clone(), *at_unix_ms),
+            Command::ApplySpec {
+                spec,
+                source,
+                expected_version,
+                summary,
+                actor,
+                at_unix_ms,
+            } => {
+                if *expected_version != self.spec_version {
+                    return rejected(format!(
+                        "the spec changed meanwhile (version {} now, {} expected); review and apply again",
+                        self.spec_version, expected_version
+                    ));
+                }
+                self.spec = spec.clone();
+                self.spec_source = source.clone();
+                self.spec_version += 1;
+                let changes = if summary.is_empty() {
+                    "no changes".to_string()
+                } else {
+                    summary.join("; ")
+                };
+                let message = format!("spec version {} applied: {changes}", self.spec_version);
+                (EventKind::SpecApplied, message, actor.clone(), *at_unix_ms)
+            }
+            Command::Assign {
+                group,
+                nodes,
+                epoch,
+                reason,
+                at_unix_ms,
+            } => {
+                let state = self.groups.entry(group.clone()).or_default();
+                if *epoch != state.epoch + 1 {
+                    return rejected(format!(
+                        "stale decision for {group}: epoch {epoch}, current {}",
+                        state.epoch
+                    ));
+                }
+                state.epoch = *epoch;
+                state.assigned = nodes.clone();
+                state.reason = reason.clone();
+                let on = if nodes.is_empty() {
+                    "no node".to_string()
+                } else {
+                    nodes.iter().cloned().collect::<Vec<_>>().join(", ")
+                };
+                let message = format!("{group} assigned to {on} (epoch {epoch}): {reason}");
+                (EventKind::Assignment, message, "coordinator".to_string(), *at_unix_ms)
+            }
+            Command::Report {
+                node,
+                group,
+                report,
+                failed_resource,
+            } => {
+                let state = self.groups.entry(group.clone()).or_default();
+                let previous = state.reports.insert(node.clone(), report.clone());
+                if let Some(resource) = failed_resource {
+                    state.record_failure(node, resource, report.at_unix_ms);
+                }
+                if report.phase == Phase::StopFailed {
+                    self.fencing_needed
+                        .insert(node.clone(), format!("a stop of {group} failed or timed out"));
+                }
+                let phase_changed = previous.is_none_or(|p| p.phase != report.phase || p.epoch != report.epoch);
+                if !phase_changed && failed_resource.is_none() {
+                    return Applied::default();
+                }
+                let detail = report
+                    .resources
+                    .iter()
+                    .filter(|r| r.result != "ok")
+                    .map(|r| format!("{} {}: {}", r.name, r.action, r.result))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let message = format!(
+                    "{group} on {node}: {} (epoch {}){}",
+                    report.phase,
+                    report.epoch,
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" - {detail}")
+                    }
+                );
+                (EventKind::Resource, message, format!("node:{node}"), report.at_unix_ms)
+            }
+            Command::ClearFailures {
+                group,
+                node,
+                actor,
+                at_unix_ms,
+            } => {
+                for (name, state) in &mut self.groups {
+                    if group.as_ref().is_some_and(|g| g != name) {
+                        continue;
+                    }
+                    match node {
+                        Some(n) => {
+                            state.failures.remove(n);
+                        }
+                        None => state.failures.clear(),
+                    }
+                }
+                let message = format!(
+                    "failure counts cleared for {} on {}",
+                    group.as_deref().unwrap_or("every group"),
+                    node.as_deref().unwrap_or("every node")
+                );
+                (EventKind::FailuresCleared, message, actor.clone(), *at_unix_ms)
+            }
         };
-        let seq = self.record(kind, message, actor.clone(), at_unix_ms);
-        Applied { event_seq: Some(seq) }
+        let seq = self.record(kind, message, actor, at_unix_ms);
+        Applied {
+            event_seq: Some(seq),
+            rejected: None,
+        }
     }
 
     fn record(&mut self, kind: EventKind, message: String, actor: String, at_unix_ms: u64) -> u64 {
         let seq = self.next_event_seq;
-        self.next_event_seq += 1;
-        if self.events.len() == EVENT_LOG_CAPACITY {
+        self.next_event_seq = self.next_event_seq.saturating_add(1);
+        while self.events.len() >= EVENT_LOG_CAPACITY {
             self.events.pop_front();
         }
         self.events.push_back(Event {
@@ -120,6 +296,13 @@ impl ClusterState {
             message,
         });
         seq
+    }
+}
+
+fn rejected(reason: String) -> Applied {
+    Applied {
+        event_seq: None,
+        rejected: Some(reason),
     }
 }
 

@@ -64,7 +64,7 @@ impl Default for Timing {
 impl Timing {
     /// The upper end of the randomised election timeout.
     pub fn election_timeout_max(&self) -> Duration {
-        self.election_timeout * 2
+        self.election_timeout.saturating_mul(2)
     }
 
     /// Checks the relations between the values. The error names the setting
@@ -80,6 +80,23 @@ impl Timing {
                 return Err((key, "expected a duration greater than zero".into()));
             }
         }
+        for (key, value) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("election_timeout", self.election_timeout),
+            ("lease", self.lease),
+            ("clock_drift_margin", self.clock_drift_margin),
+        ] {
+            if value > MAX_TIMING {
+                return Err((
+                    key,
+                    format!(
+                        "expected at most {}, got {}",
+                        fmt_duration(MAX_TIMING),
+                        fmt_duration(value)
+                    ),
+                ));
+            }
+        }
         if self.heartbeat_interval >= self.election_timeout {
             return Err((
                 "heartbeat_interval",
@@ -90,7 +107,7 @@ impl Timing {
                 ),
             ));
         }
-        let lease_min = self.election_timeout_max() + self.heartbeat_interval;
+        let lease_min = self.election_timeout_max().saturating_add(self.heartbeat_interval);
         if self.lease <= lease_min {
             return Err((
                 "lease",
@@ -114,6 +131,10 @@ impl Timing {
         Ok(())
     }
 }
+
+/// The longest timing value accepted: longer ones are mistakes, and keeping
+/// them bounded keeps all timing arithmetic far from overflow.
+pub const MAX_TIMING: Duration = Duration::from_secs(3600);
 
 /// Formats a duration the way configuration files write it (`150ms`, `2s`).
 pub fn fmt_duration(d: Duration) -> String {
@@ -147,6 +168,20 @@ mod tests {
             ..Timing::default()
         };
         assert_eq!(t.validate().unwrap_err().0, "lease");
+    }
+
+    #[test]
+    fn absurd_values_are_refused_not_overflowed() {
+        let t = Timing {
+            election_timeout: Duration::from_secs(u64::MAX / 4),
+            ..Timing::default()
+        };
+        assert_eq!(t.validate().unwrap_err().0, "election_timeout");
+        let t = Timing {
+            lease: Duration::from_secs(u64::MAX),
+            ..Timing::default()
+        };
+        assert!(t.validate().unwrap_err().1.contains("expected at most 1h"));
     }
 
     #[test]

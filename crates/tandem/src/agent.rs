@@ -8,7 +8,9 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use tandem_api::NodeContext;
 use tandem_api::clock::Clock;
-use tandem_api::liveness::{Liveness, follow_raft, run_heartbeats, run_witness_fallback};
+use tandem_api::executor::{ExecutorConfig, run_executor};
+use tandem_api::liveness::{Liveness, confirm_quorum, follow_raft, run_heartbeats, run_witness_fallback};
+use tandem_api::manager::run_manager;
 use tandem_api::peer::PeerService;
 use tandem_api::service::TandemService;
 use tandem_core::NodeRole;
@@ -127,6 +129,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         channels,
         clock: Clock::new(),
         liveness: Arc::new(Liveness::new(config.timing)),
+        ocf_root: ocf_root(),
     };
 
     info!(
@@ -165,6 +168,16 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown_rx.clone()));
     let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown_rx.clone()));
+    let confirmer = tokio::spawn(confirm_quorum(ctx.clone(), shutdown_rx.clone()));
+    let manager = tokio::spawn(run_manager(ctx.clone(), shutdown_rx.clone()));
+    // A witness hosts nothing, so it runs no executor.
+    let executor = (config.node.role == NodeRole::Member).then(|| {
+        let exec_config = ExecutorConfig {
+            state_dir: config.data_dir.join("run"),
+            ocf_root: ctx.ocf_root.clone(),
+        };
+        tokio::spawn(run_executor(ctx.clone(), exec_config, shutdown_rx.clone()))
+    });
     let fallback = (config.node.role == NodeRole::Witness)
         .then(|| tokio::spawn(run_witness_fallback(ctx.clone(), shutdown_rx.clone())));
 
@@ -197,6 +210,11 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let _ = shutdown_tx.send(true);
     let _ = heartbeats.await;
     let _ = follower.await;
+    let _ = confirmer.await;
+    let _ = manager.await;
+    if let Some(e) = executor {
+        let _ = e.await;
+    }
     if let Some(f) = fallback {
         let _ = f.await;
     }
@@ -213,6 +231,13 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     drop(store);
     info!("stopped");
     Ok(())
+}
+
+/// Where OCF agents live: `OCF_ROOT` if set, else the standard /usr/lib/ocf.
+fn ocf_root() -> PathBuf {
+    std::env::var_os("OCF_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/ocf"))
 }
 
 /// Waits for SIGTERM or SIGINT and names it.

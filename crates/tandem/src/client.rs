@@ -242,3 +242,66 @@ pub async fn events(conn: &Connection, since: u64, output: OutputFormat) -> Outc
     }
     Ok(())
 }
+
+pub async fn apply(conn: &Connection, file: &std::path::Path, dry_run: bool) -> Outcome {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::input(format!("{}: cannot read the spec: {e}", file.display())))?;
+    let mut client = connect(conn).await?;
+    let reply = client
+        .apply_spec(pb::ApplySpecRequest {
+            spec: text,
+            file: file.display().to_string(),
+            dry_run,
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed(if dry_run { "spec diff" } else { "apply" }, e))?
+        .into_inner();
+    if reply.changes.is_empty() {
+        println!("no changes (spec version {})", reply.version);
+    } else {
+        for c in &reply.changes {
+            println!("{c}");
+        }
+        if reply.applied {
+            println!("applied as spec version {}", reply.version);
+        } else {
+            println!("(not applied; the spec in force is version {})", reply.version);
+        }
+    }
+    Ok(())
+}
+
+pub async fn spec_show(conn: &Connection) -> Outcome {
+    let mut client = connect(conn).await?;
+    let reply = client
+        .get_spec(pb::GetSpecRequest {})
+        .await
+        .map_err(|e| failed("spec show", e))?
+        .into_inner();
+    if reply.version == 0 {
+        println!("# no spec applied yet");
+    } else {
+        println!("# spec version {}", reply.version);
+        print!("{}", reply.spec);
+    }
+    Ok(())
+}
+
+pub async fn cleanup(conn: &Connection, group: Option<String>, node: Option<String>) -> Outcome {
+    let mut client = connect(conn).await?;
+    client
+        .cleanup_resource(pb::CleanupResourceRequest {
+            group: group.clone().unwrap_or_default(),
+            node: node.clone().unwrap_or_default(),
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed("cleanup", e))?;
+    println!(
+        "failure counts cleared for {} on {}",
+        group.as_deref().unwrap_or("every group"),
+        node.as_deref().unwrap_or("every node")
+    );
+    Ok(())
+}

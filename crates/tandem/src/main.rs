@@ -69,6 +69,28 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// Validate a spec file in full and commit it; prints what changes.
+    Apply {
+        /// The spec file (TOML).
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show the current spec, or what a spec file would change.
+    Spec {
+        #[command(subcommand)]
+        command: SpecCommand,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Resource operations.
+    Resource {
+        #[command(subcommand)]
+        command: ResourceCommand,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
     Demo(demo::DemoArgs),
     /// Measure failover time, commit latency and idle cost on a local cluster.
@@ -93,6 +115,28 @@ enum MembersCommand {
     },
     /// Remove a node through joint consensus.
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum SpecCommand {
+    /// Print the spec in force with its version.
+    Show,
+    /// Show what applying FILE would change, without applying it.
+    Diff {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResourceCommand {
+    /// Forget failure counts (all, or of one group and/or node).
+    Cleanup {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 /// Where to reach the cluster, and how long to wait.
@@ -211,6 +255,23 @@ async fn run(cli: Cli) -> Outcome {
         Command::Events { since, conn, output } => {
             logging::init_cli();
             client::events(&conn, since, output).await
+        }
+        Command::Apply { file, conn } => {
+            logging::init_cli();
+            client::apply(&conn, &file, false).await
+        }
+        Command::Spec { command, conn } => {
+            logging::init_cli();
+            match command {
+                SpecCommand::Show => client::spec_show(&conn).await,
+                SpecCommand::Diff { file } => client::apply(&conn, &file, true).await,
+            }
+        }
+        Command::Resource { command, conn } => {
+            logging::init_cli();
+            match command {
+                ResourceCommand::Cleanup { group, node } => client::cleanup(&conn, group, node).await,
+            }
         }
         Command::Demo(args) => {
             logging::init_cli();

@@ -44,6 +44,25 @@ pub fn status_json(s: &pb::ClusterStatus) -> Value {
             "version": n.version,
             "matched_index": n.matched_index,
         })).collect::<Vec<_>>(),
+        "spec_version": s.spec_version,
+        "fencing_needed": s.fencing_needed,
+        "groups": s.groups.iter().map(|g| json!({
+            "name": g.name,
+            "kind": g.kind,
+            "state": g.state,
+            "primary": g.primary,
+            "nodes": g.nodes,
+            "epoch": g.epoch,
+            "blocked_reason": g.blocked_reason,
+            "reason": g.reason,
+            "resources": g.resources.iter().map(|r| json!({
+                "name": r.name,
+                "node": r.node,
+                "last_action": r.last_action,
+                "result": r.result,
+                "failures": r.failures,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -95,6 +114,44 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
             n.address,
             if n.version.is_empty() { "-" } else { &n.version }
         );
+    }
+    if !s.groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<14} {:<10} {:<9} {:<14} {:<6} WHY",
+            "GROUP", "KIND", "STATE", "ON", "EPOCH"
+        );
+        for g in &s.groups {
+            let why = if g.blocked_reason.is_empty() {
+                &g.reason
+            } else {
+                &g.blocked_reason
+            };
+            let _ = writeln!(
+                out,
+                "{:<14} {:<10} {:<9} {:<14} {:<6} {}",
+                g.name,
+                g.kind,
+                g.state,
+                if g.nodes.is_empty() {
+                    "-".to_string()
+                } else {
+                    g.nodes.join(",")
+                },
+                g.epoch,
+                why
+            );
+            for r in &g.resources {
+                let _ = writeln!(
+                    out,
+                    "  {:<12} {:<10} {:<8} {} (failures {})",
+                    r.name, r.node, r.last_action, r.result, r.failures
+                );
+            }
+        }
+    }
+    for (node, why) in &s.fencing_needed {
+        let _ = writeln!(out, "needs fencing: {node}: {why}");
     }
     out
 }

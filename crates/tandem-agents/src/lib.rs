@@ -1,0 +1,306 @@
+//! Tandem's resource agents: how a node starts, stops and monitors one
+//! resource of the spec.
+//!
+//! Classes (see [`tandem_core::spec::AgentSpec`]):
+//!
+//! * `exec`, supervised process ([`AgentSpec::Process`]): Tandem spawns the
+//!   program itself, in its own process group, and keeps
+//!   `STATE_DIR/GROUP/RESOURCE.pid` (pid and kernel start time, so a reused pid
+//!   is never mistaken for it) so that a restarted agent finds it again. Its
+//!   output goes to `STATE_DIR/GROUP/RESOURCE.log` (a file, not a pipe, so the
+//!   process outlives the agent without a broken pipe) and from there, line by
+//!   line, to tracing.
+//! * `exec`, three commands ([`AgentSpec::Commands`]): `/bin/sh -c`.
+//! * `ocf` ([`AgentSpec::Ocf`]): Open Cluster Framework agents under
+//!   `OCF_ROOT/resource.d/PROVIDER/TYPE`.
+//! * `systemd` ([`AgentSpec::Systemd`]): through `systemctl`.
+//!
+//! Every action runs as a child process in its own process group, with stdin
+//! null and both output streams captured line by line into tracing. An action
+//! that outlives its timeout has its whole process group killed (SIGKILL) and
+//! reports [`Outcome::TimedOut`]. Every process gets `TANDEM_EPOCH`,
+//! `TANDEM_NODE`, `TANDEM_GROUP` and `TANDEM_RESOURCE`.
+//!
+//! Nothing here panics on what an agent prints or how it exits.
+
+mod exec;
+mod ocf;
+mod output;
+mod process;
+mod systemd;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tandem_core::spec::{AgentSpec, ResourceSpec};
+use tokio::process::Command;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::exec::{End, describe};
+use crate::output::LogCtx;
+
+/// A resource agent action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Start,
+    Stop,
+    Monitor,
+}
+
+impl Action {
+    /// `start`, `stop`, `monitor`: also the OCF action names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Monitor => "monitor",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an action found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// start/stop succeeded; monitor: running.
+    Ok,
+    /// monitor only: cleanly not running (OCF 7, systemd inactive, exec
+    /// monitor exit 7, supervised process never started).
+    NotRunning,
+    /// The action failed (OCF generic/other codes, supervised process exited,
+    /// ...), with a reason naming the exit code or signal.
+    Failed(String),
+    /// The action exceeded its timeout; its whole process group was killed
+    /// (SIGKILL).
+    TimedOut,
+    /// The resource cannot run on this node at all (OCF agent missing, OCF 5
+    /// or 6, systemd not running here, unknown user, ...): never retried here.
+    Unavailable(String),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::NotRunning => f.write_str("not running"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+            Outcome::TimedOut => f.write_str("timed out"),
+            Outcome::Unavailable(why) => write!(f, "unavailable: {why}"),
+        }
+    }
+}
+
+/// The result of one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionResult {
+    pub outcome: Outcome,
+    /// Wall time of the action, on the monotonic clock.
+    pub duration: Duration,
+    /// The last lines (up to 20) of the action's combined stdout/stderr (for a
+    /// supervised process: of its log), for status and events.
+    pub output_tail: String,
+}
+
+/// Identity handed to every agent process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Env {
+    pub group: String,
+    pub resource: String,
+    pub epoch: u64,
+    pub node: String,
+}
+
+/// Runs the actions of one resource on this node. One action at a time
+/// (`&mut self`); keep one `Runner` per resource for the life of the agent,
+/// so that a supervised process's exit status can be reported.
+pub struct Runner {
+    spec: ResourceSpec,
+    state_dir: PathBuf,
+    ocf_root: PathBuf,
+    supervisor: process::Supervisor,
+}
+
+impl Runner {
+    /// `state_dir`: a per-node directory Tandem owns (e.g. `DATA_DIR/run`);
+    /// the runner keeps pid files there so a supervised process survives an
+    /// agent restart and is found again by monitor/stop (no duplicate
+    /// starts). OCF agents get `state_dir/ocf-tmp` as `HA_RSCTMP`.
+    /// `ocf_root`: normally `/usr/lib/ocf`.
+    pub fn new(spec: &ResourceSpec, state_dir: &Path, ocf_root: &Path) -> Runner {
+        Runner {
+            spec: spec.clone(),
+            state_dir: state_dir.to_path_buf(),
+            ocf_root: ocf_root.to_path_buf(),
+            supervisor: process::Supervisor::default(),
+        }
+    }
+
+    /// The resource spec this runner drives.
+    pub fn spec(&self) -> &ResourceSpec {
+        &self.spec
+    }
+
+    /// Runs `action`, within `spec.timeouts.{start,stop,monitor}`.
+    pub async fn run(&mut self, action: Action, env: &Env) -> ActionResult {
+        let began = Instant::now();
+        let timeout = match action {
+            Action::Start => self.spec.timeouts.start,
+            Action::Stop => self.spec.timeouts.stop,
+            Action::Monitor => self.spec.timeouts.monitor,
+        };
+        let ctx = LogCtx {
+            group: env.group.clone(),
+            resource: env.resource.clone(),
+            action: action.as_str(),
+            quiet: false,
+        };
+        debug!(group = %env.group, resource = %env.resource, action = action.as_str(), agent = %self.spec.agent, "action begins");
+        let (outcome, output_tail) = if let Err(why) = check_names(env) {
+            (Outcome::Unavailable(why), String::new())
+        } else {
+            match &self.spec.agent {
+                AgentSpec::Process {
+                    command,
+                    args,
+                    env: vars,
+                    workdir,
+                    user,
+                } => {
+                    let proc = process::Proc {
+                        command,
+                        args,
+                        env: vars,
+                        workdir: workdir.as_deref(),
+                        user: user.as_deref(),
+                    };
+                    self.supervisor
+                        .run(&proc, &self.state_dir, action, env, timeout, &ctx)
+                        .await
+                }
+                AgentSpec::Commands { start, stop, monitor } => {
+                    let script = match action {
+                        Action::Start => start,
+                        Action::Stop => stop,
+                        Action::Monitor => monitor,
+                    };
+                    commands(script, action, env, timeout, &ctx).await
+                }
+                AgentSpec::Ocf {
+                    provider,
+                    agent,
+                    params,
+                } => {
+                    let call = ocf::Call {
+                        ocf_root: &self.ocf_root,
+                        state_dir: &self.state_dir,
+                        provider,
+                        agent,
+                        params,
+                        monitor_interval: self.spec.monitor_interval,
+                    };
+                    call.run(action, env, timeout, &ctx).await
+                }
+                AgentSpec::Systemd { unit } => systemd::run(unit, action, env, timeout, &ctx).await,
+            }
+        };
+        let duration = began.elapsed();
+        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        // The caller reports results (with the epoch); this is for tracing an action's life.
+        debug!(group = %env.group, resource = %env.resource, action = action.as_str(), outcome = %outcome, duration_ms = ms, "action done");
+        ActionResult {
+            outcome,
+            duration,
+            output_tail,
+        }
+    }
+}
+
+/// Group and resource names become file names under the state directory.
+/// The spec parser already restricts them; this is the last line of defence.
+fn check_names(env: &Env) -> Result<(), String> {
+    for (what, name) in [("group", &env.group), ("resource", &env.resource)] {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+            return Err(format!("{what} name {name:?} cannot be used as a file name"));
+        }
+    }
+    Ok(())
+}
+
+/// Adds the TANDEM_ variables (set last: a spec cannot override them).
+pub(crate) fn tandem_env(cmd: &mut Command, env: &Env) {
+    cmd.env("TANDEM_EPOCH", env.epoch.to_string())
+        .env("TANDEM_NODE", &env.node)
+        .env("TANDEM_GROUP", &env.group)
+        .env("TANDEM_RESOURCE", &env.resource);
+}
+
+/// The `exec` class with three shell commands.
+async fn commands(script: &str, action: Action, env: &Env, timeout: Duration, ctx: &LogCtx) -> (Outcome, String) {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(script);
+    tandem_env(&mut cmd, env);
+    let ran = exec::run(cmd, timeout, ctx, false).await;
+    let outcome = match ran.end {
+        End::Exited(status) => match status.code() {
+            Some(0) => Outcome::Ok,
+            Some(7) if action == Action::Monitor => Outcome::NotRunning,
+            _ => Outcome::Failed(describe(status)),
+        },
+        End::TimedOut => Outcome::TimedOut,
+        End::SpawnError(e) => Outcome::Unavailable(format!("cannot run /bin/sh: {e}")),
+        End::WaitError(e) => Outcome::Failed(format!("waiting for the action failed: {e}")),
+    };
+    (outcome, ran.tail)
+}
+
+/// Checks a resource before a spec is committed, on the node that validates
+/// it:
+///
+/// * ocf: the agent file exists and is executable, and its meta-data lists
+///   no `required="1"` parameter the spec leaves out (unknown parameters are
+///   fine);
+/// * exec, supervised process: the command exists (absolute path, or found
+///   on PATH) and the user exists;
+/// * exec, commands: none is empty;
+/// * systemd: nothing (checked when run: the unit may exist only on the
+///   nodes that host it).
+///
+/// The error says what is wrong.
+pub async fn validate(spec: &ResourceSpec, ocf_root: &Path) -> Result<(), String> {
+    match &spec.agent {
+        AgentSpec::Process { command, user, .. } => process::validate(command, user.as_deref()).await,
+        AgentSpec::Commands { start, stop, monitor } => {
+            for (what, script) in [("start", start), ("stop", stop), ("monitor", monitor)] {
+                if script.trim().is_empty() {
+                    return Err(format!("the {what} command is empty"));
+                }
+            }
+            Ok(())
+        }
+        AgentSpec::Ocf {
+            provider,
+            agent,
+            params,
+        } => ocf::validate(ocf_root, provider, agent, params, &spec.name).await,
+        AgentSpec::Systemd { unit } => {
+            if unit.is_empty() || unit.starts_with('-') || unit.contains('/') {
+                Err(format!("{unit:?} is not a systemd unit name"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether `path` is a regular file with an execute bit.
+pub(crate) fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -1,0 +1,420 @@
+//! The node side of the resource manager: carries out the committed
+//! assignments on this node, monitors what runs, restarts in place, and
+//! reports every result back to the coordinator.
+//!
+//! One task per group. A group runs here only while it is assigned to this
+//! node and, for an exclusive group, while this node holds a lease: a node
+//! whose lease lapses stops its exclusive groups by itself, before the
+//! coordinator may reassign them (invariant 3).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use std::time::Duration;
+
+use tandem_agents::{Action, ActionResult, Env, Outcome, Runner};
+use tandem_core::groups::{NodeReport, Phase, ResourceReport};
+use tandem_core::spec::{GroupKind, GroupSpec};
+use tandem_core::state::Command;
+use tandem_proto::v1::RaftMessage;
+use tandem_proto::v1::peer_client::PeerClient;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::clock::unix_ms;
+use crate::node::NodeContext;
+
+/// Where the executor keeps its runtime files and finds OCF agents.
+#[derive(Clone)]
+pub struct ExecutorConfig {
+    pub state_dir: PathBuf,
+    pub ocf_root: PathBuf,
+}
+
+/// Starts and ends a task per group as groups appear in the spec.
+pub async fn run_executor(ctx: NodeContext, config: ExecutorConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    let mut state = ctx.state.clone();
+    loop {
+        let names: Vec<String> = {
+            let s = state.borrow_and_update();
+            let mut names: Vec<String> = s.cluster.spec.groups.iter().map(|g| g.name.clone()).collect();
+            // Groups that left the spec but may still run here: their task stops them.
+            names.extend(s.cluster.groups.keys().cloned());
+            names
+        };
+        tasks.retain(|_, t| !t.is_finished());
+        for name in names {
+            if let std::collections::btree_map::Entry::Vacant(slot) = tasks.entry(name) {
+                let task = GroupTask::new(ctx.clone(), slot.key().clone(), &config);
+                slot.insert(tokio::spawn(task.run(shutdown.clone())));
+            }
+        }
+        tokio::select! {
+            r = state.changed() => if r.is_err() { break },
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (_, t) in tasks {
+        let _ = t.await;
+    }
+}
+
+struct GroupTask {
+    ctx: NodeContext,
+    name: String,
+    state_dir: PathBuf,
+    ocf_root: PathBuf,
+    /// The spec the runners were built from.
+    spec: Option<GroupSpec>,
+    runners: Vec<Runner>,
+    /// How many resources, from the first, are started.
+    started: usize,
+    next_monitor: Vec<Instant>,
+    phase: Phase,
+    /// The epoch this node last acted on.
+    epoch: u64,
+    last: BTreeMap<String, ResourceReport>,
+    /// A report not yet committed; resent until it is.
+    pending: Option<Command>,
+    /// A stop failed: nothing more is done until an operator or fencing intervenes.
+    stuck: bool,
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    match o {
+        Outcome::Ok => "ok".into(),
+        Outcome::NotRunning => "not running".into(),
+        Outcome::Failed(r) => format!("failed: {r}"),
+        Outcome::TimedOut => "timed out".into(),
+        Outcome::Unavailable(r) => format!("unavailable: {r}"),
+    }
+}
+
+impl GroupTask {
+    fn new(ctx: NodeContext, name: String, config: &ExecutorConfig) -> Self {
+        GroupTask {
+            ctx,
+            name,
+            state_dir: config.state_dir.clone(),
+            ocf_root: config.ocf_root.clone(),
+            spec: None,
+            runners: Vec::new(),
+            started: 0,
+            next_monitor: Vec::new(),
+            phase: Phase::Stopped,
+            epoch: 0,
+            last: BTreeMap::new(),
+            pending: None,
+            stuck: false,
+        }
+    }
+
+    fn env(&self, resource: &str) -> Env {
+        Env {
+            group: self.name.clone(),
+            resource: resource.to_string(),
+            epoch: self.epoch,
+            node: self.ctx.me.name.clone(),
+        }
+    }
+
+    fn build_runners(&mut self, spec: &GroupSpec) {
+        let dir: &Path = &self.state_dir;
+        self.runners = spec
+            .resources
+            .iter()
+            .map(|r| Runner::new(r, dir, &self.ocf_root))
+            .collect();
+        self.next_monitor = vec![Instant::now(); spec.resources.len()];
+        self.spec = Some(spec.clone());
+    }
+
+    /// What the committed state asks of this node: run the group (with its
+    /// spec and epoch) or not.
+    fn desired(&self) -> (Option<GroupSpec>, u64, bool) {
+        let s = self.ctx.state.borrow();
+        let spec = s.cluster.spec.groups.iter().find(|g| g.name == self.name).cloned();
+        let Some(gs) = s.cluster.groups.get(&self.name) else {
+            return (spec, 0, false);
+        };
+        let assigned = gs.assigned.contains(&self.ctx.me.name);
+        let lease_ok = self.ctx.liveness.own_lease_valid(self.ctx.clock.now());
+        let run = match &spec {
+            Some(g) if assigned => g.kind == GroupKind::Clone || lease_ok,
+            _ => false,
+        };
+        (spec, gs.epoch, run)
+    }
+
+    async fn act(&mut self, index: usize, action: Action) -> ActionResult {
+        let name = self
+            .spec
+            .as_ref()
+            .map(|s| s.resources[index].name.clone())
+            .unwrap_or_default();
+        let env = self.env(&name);
+        let result = self.runners[index].run(action, &env).await;
+        let action_name = match action {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Monitor => "monitor",
+        };
+        self.last.insert(
+            name.clone(),
+            ResourceReport {
+                name: name.clone(),
+                action: action_name.into(),
+                result: outcome_text(&result.outcome),
+                at_unix_ms: unix_ms(),
+            },
+        );
+        if !matches!(result.outcome, Outcome::Ok | Outcome::NotRunning) || action != Action::Monitor {
+            info!(
+                group = %self.name,
+                resource = %name,
+                action = action_name,
+                epoch = self.epoch,
+                result = %outcome_text(&result.outcome),
+                duration_ms = result.duration.as_millis() as u64,
+                "resource action"
+            );
+        }
+        result
+    }
+
+    fn report(&mut self, phase: Phase, failed_resource: Option<String>) {
+        self.phase = phase;
+        let resources = self
+            .spec
+            .as_ref()
+            .map(|s| {
+                s.resources
+                    .iter()
+                    .filter_map(|r| self.last.get(&r.name).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.pending = Some(Command::Report {
+            node: self.ctx.me.name.clone(),
+            group: self.name.clone(),
+            report: NodeReport {
+                epoch: self.epoch,
+                phase,
+                resources,
+                at_unix_ms: unix_ms(),
+            },
+            failed_resource,
+        });
+    }
+
+    /// Sends the pending report to the coordinator (or proposes it here).
+    async fn flush(&mut self) {
+        let Some(command) = self.pending.clone() else { return };
+        if send_report(&self.ctx, &command).await.is_ok() {
+            self.pending = None;
+        }
+    }
+
+    /// Stops resources in reverse order down to `keep` started ones.
+    /// Returns false when a stop failed (the node then needs fencing).
+    async fn stop_down_to(&mut self, keep: usize) -> bool {
+        while self.started > keep {
+            let i = self.started - 1;
+            let r = self.act(i, Action::Stop).await;
+            // Unavailable: the agent cannot run here at all, so nothing of it runs.
+            if !matches!(r.outcome, Outcome::Ok | Outcome::NotRunning | Outcome::Unavailable(_)) {
+                warn!(group = %self.name, resource = i, "stop failed; this node must be fenced before the group runs elsewhere");
+                return false;
+            }
+            self.started = i;
+        }
+        true
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut state = self.ctx.state.clone();
+        let mut liveness = self.ctx.liveness.subscribe();
+        // Find out what already runs here (after an agent restart).
+        let (spec, _, _) = self.desired();
+        if let Some(spec) = spec {
+            self.build_runners(&spec);
+            for i in 0..self.runners.len() {
+                let r = self.act(i, Action::Monitor).await;
+                if r.outcome == Outcome::Ok {
+                    self.started = i + 1;
+                }
+            }
+            if self.started > 0 {
+                info!(group = %self.name, started = self.started, "found the group partly or fully running");
+                self.phase = Phase::Running;
+            }
+        }
+        // The cluster may remember this node running the group from before a
+        // restart; nothing runs now, so say so, or the group could never
+        // move to a third node.
+        let stale = {
+            let s = self.ctx.state.borrow();
+            s.cluster
+                .groups
+                .get(&self.name)
+                .and_then(|g| g.reports.get(&self.ctx.me.name))
+                .is_some_and(|r| r.phase != Phase::Stopped)
+        };
+        if stale && self.started == 0 {
+            self.report(Phase::Stopped, None);
+        }
+        loop {
+            self.step().await;
+            self.flush().await;
+            let wake = self.next_monitor.iter().take(self.started).min().copied();
+            let retry = if self.pending.is_some() {
+                Some(Instant::now() + self.ctx.timing.heartbeat_interval * 2)
+            } else {
+                None
+            };
+            let until = [wake, retry].into_iter().flatten().min();
+            tokio::select! {
+                r = state.changed() => if r.is_err() { break },
+                r = liveness.changed() => if r.is_err() { break },
+                _ = async { match until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+                _ = shutdown.changed() => break,
+            }
+            let gone = !self.ctx.state.borrow().cluster.groups.contains_key(&self.name)
+                && self.ctx.state.borrow().cluster.spec.group(&self.name).is_none();
+            if gone && self.started == 0 {
+                break;
+            }
+        }
+        // Shutting down the agent leaves services running: a restarted agent
+        // finds them again; the lease rules cover a node that does not return.
+    }
+
+    async fn step(&mut self) {
+        if self.stuck {
+            return;
+        }
+        let (spec, epoch, run) = self.desired();
+        // A changed resource list: stop everything under the old spec first.
+        if let Some(new) = &spec
+            && self.spec.as_ref().is_some_and(|old| old.resources != new.resources)
+            && self.started > 0
+        {
+            self.phase = Phase::Stopping;
+            if !self.stop_down_to(0).await {
+                self.stuck = true;
+                self.report(Phase::StopFailed, None);
+                return;
+            }
+        }
+        if let Some(new) = &spec
+            && (self.spec.as_ref() != Some(new) || self.runners.is_empty())
+            && self.started == 0
+        {
+            self.build_runners(new);
+        }
+        let total = self.runners.len();
+        if run {
+            if epoch != self.epoch {
+                self.epoch = epoch;
+            }
+            if self.started < total {
+                if self.phase != Phase::Starting {
+                    self.report(Phase::Starting, None);
+                    self.flush().await;
+                }
+                while self.started < total {
+                    let i = self.started;
+                    let r = self.act(i, Action::Start).await;
+                    if r.outcome != Outcome::Ok {
+                        let name = self.spec.as_ref().map(|s| s.resources[i].name.clone());
+                        // Undo a partial start (the failed one included).
+                        self.started = i + 1;
+                        let ok = self.stop_down_to(0).await;
+                        if !ok {
+                            self.stuck = true;
+                            self.report(Phase::StopFailed, name);
+                        } else {
+                            self.report(Phase::Failed, name);
+                        }
+                        return;
+                    }
+                    self.started = i + 1;
+                    let interval = self
+                        .spec
+                        .as_ref()
+                        .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
+                    self.next_monitor[i] = Instant::now() + interval;
+                }
+                self.report(Phase::Running, None);
+                return;
+            }
+            // Running: monitor what is due.
+            for i in 0..self.started {
+                if Instant::now() < self.next_monitor[i] {
+                    continue;
+                }
+                let r = self.act(i, Action::Monitor).await;
+                let interval = self
+                    .spec
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
+                self.next_monitor[i] = Instant::now() + interval;
+                if r.outcome != Outcome::Ok {
+                    let name = self.spec.as_ref().map(|s| s.resources[i].name.clone());
+                    warn!(group = %self.name, resource = ?name, result = %outcome_text(&r.outcome), "monitor failed; restarting in place");
+                    // Restart in place: stop it and everything after it, start again next step.
+                    let ok = self.stop_down_to(i).await;
+                    if !ok {
+                        self.stuck = true;
+                        self.report(Phase::StopFailed, name);
+                        return;
+                    }
+                    self.started = i;
+                    self.report(Phase::Failed, name);
+                    return;
+                }
+            }
+        } else if self.started > 0 || self.phase != Phase::Stopped {
+            if self.started > 0 {
+                self.epoch = epoch;
+                self.report(Phase::Stopping, None);
+                self.flush().await;
+            }
+            if self.stop_down_to(0).await {
+                self.report(Phase::Stopped, None);
+            } else {
+                self.stuck = true;
+                self.report(Phase::StopFailed, None);
+            }
+        }
+    }
+}
+
+/// Commits a report: proposed here on the coordinator, else sent to it.
+pub async fn send_report(ctx: &NodeContext, command: &Command) -> Result<(), String> {
+    if ctx.is_coordinator() {
+        return ctx
+            .raft
+            .client_write(command.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let Some((_, coordinator)) = ctx.coordinator() else {
+        return Err("no coordinator".into());
+    };
+    let channel = ctx.channels.get(&coordinator.address).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(command).map_err(|e| e.to_string())?;
+    let mut req = tonic::Request::new(RaftMessage {
+        cluster: ctx.cluster.clone(),
+        json,
+    });
+    req.set_timeout(Duration::from_secs(5));
+    PeerClient::new(channel)
+        .report(req)
+        .await
+        .map(|_| ())
+        .map_err(|s| s.message().to_string())
+}

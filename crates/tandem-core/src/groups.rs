@@ -1,0 +1,126 @@
+//! The replicated state of service groups: assignments with their epochs,
+//! what each node reported, and failure counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::timing::duration_ms;
+
+/// Failures kept per node and group; older ones are dropped first.
+pub const FAILURES_KEPT: usize = 64;
+
+/// What a node says it is doing with a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Running,
+    Stopping,
+    /// Every resource stopped: the node runs nothing of the group.
+    Stopped,
+    /// A resource failed; the node is recovering or gave up.
+    Failed,
+    /// A stop failed or timed out: the node may still run part of the
+    /// group and must be fenced before the group starts elsewhere.
+    StopFailed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::StopFailed => "stop_failed",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last action on one resource, as its node reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceReport {
+    pub name: String,
+    /// start, stop or monitor.
+    pub action: String,
+    /// ok, not running, failed: ..., timed out, unavailable: ...
+    pub result: String,
+    pub at_unix_ms: u64,
+}
+
+/// What one node last reported about one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The group epoch the node acted on.
+    pub epoch: u64,
+    pub phase: Phase,
+    pub resources: Vec<ResourceReport>,
+    pub at_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub resource: String,
+    pub at_unix_ms: u64,
+}
+
+/// The replicated state of one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GroupState {
+    /// Raised on every assignment: the fencing token handed to the service.
+    pub epoch: u64,
+    /// Nodes the group should run on now (at most one for exclusive groups).
+    pub assigned: BTreeSet<String>,
+    /// Why the coordinator made the current assignment.
+    pub reason: String,
+    pub reports: BTreeMap<String, NodeReport>,
+    pub failures: BTreeMap<String, Vec<Failure>>,
+}
+
+impl GroupState {
+    /// Failures on `node` younger than `timeout` at `now_unix_ms` (zero
+    /// timeout: all of them count).
+    pub fn failure_count(&self, node: &str, now_unix_ms: u64, timeout: Duration) -> u32 {
+        let Some(list) = self.failures.get(node) else { return 0 };
+        let horizon = if timeout.is_zero() {
+            0
+        } else {
+            now_unix_ms.saturating_sub(duration_ms(timeout))
+        };
+        let n = list.iter().filter(|f| f.at_unix_ms >= horizon).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    pub fn record_failure(&mut self, node: &str, resource: &str, at_unix_ms: u64) {
+        let list = self.failures.entry(node.to_string()).or_default();
+        if list.len() == FAILURES_KEPT {
+            list.remove(0);
+        }
+        list.push(Failure {
+            resource: resource.to_string(),
+            at_unix_ms,
+        });
+    }
+
+    /// Nodes that may still run some of the group: assigned now, or whose
+    /// last report is anything but `stopped`.
+    pub fn may_run(&self) -> BTreeSet<String> {
+        let mut nodes = self.assigned.clone();
+        for (node, r) in &self.reports {
+            if r.phase != Phase::Stopped {
+                nodes.insert(node.clone());
+            }
+        }
+        nodes
+    }
+}

@@ -1,0 +1,708 @@
+//! Where each group should run: a pure, deterministic function of the spec,
+//! the replicated group state and the coordinator's view of the nodes.
+//!
+//! The coordinator calls [`plan`] on every pass and commits each
+//! [`Decision`] through Raft with a new epoch. Safety lives here:
+//!
+//! * a witness never hosts anything;
+//! * an exclusive group is assigned to a node only when every other node that
+//!   may still run it is known stopped: it reported `stopped`, or its lease
+//!   has certainly expired (invariant 2) and no stop of it failed;
+//! * otherwise the group is first unassigned (so its holder stops it), or
+//!   stays blocked with the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::groups::{GroupState, Phase};
+use crate::lease::NodeState;
+use crate::membership::NodeRole;
+use crate::spec::{GroupKind, GroupSpec, Spec};
+
+/// One node as the coordinator sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub name: String,
+    pub role: NodeRole,
+    pub state: NodeState,
+    /// No lease of this node, from this coordinator or a predecessor, can
+    /// still be valid.
+    pub lease_expired: bool,
+    /// Drained by an operator: nothing new lands there, what runs moves away.
+    pub standby: bool,
+}
+
+/// A change of assignment to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub group: String,
+    pub assign: BTreeSet<String>,
+    /// Why, in words for the operator ("site-a is down; moving to site-b").
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub decisions: Vec<Decision>,
+    /// Groups that cannot be placed as desired, and why.
+    pub blocked: BTreeMap<String, String>,
+}
+
+struct Ctx<'a> {
+    spec: &'a Spec,
+    groups: &'a BTreeMap<String, GroupState>,
+    fencing_needed: &'a BTreeMap<String, String>,
+    nodes: &'a BTreeMap<&'a str, &'a NodeFacts>,
+    now_unix_ms: u64,
+}
+
+impl Ctx<'_> {
+    fn state(&self, group: &str) -> Option<&GroupState> {
+        self.groups.get(group)
+    }
+
+    fn failures(&self, g: &GroupSpec, node: &str) -> u32 {
+        self.state(&g.name)
+            .map_or(0, |s| s.failure_count(node, self.now_unix_ms, g.failure_timeout))
+    }
+
+    /// Why `node` may not host `g` given the planned assignments (`None`: it may).
+    fn unfit(&self, g: &GroupSpec, node: &str, planned: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
+        let Some(facts) = self.nodes.get(node) else {
+            return Some(format!("{node} is not a member"));
+        };
+        if facts.role == NodeRole::Witness {
+            return Some(format!("{node} is a witness"));
+        }
+        if facts.standby {
+            return Some(format!("{node} is in standby"));
+        }
+        if let Some(reason) = self.fencing_needed.get(node) {
+            return Some(format!("{node} needs fencing ({reason})"));
+        }
+        if g.placement.avoid.iter().any(|a| a == node) {
+            return Some(format!("{node} is avoided"));
+        }
+        let failures = self.failures(g, node);
+        if failures >= g.migration_threshold {
+            return Some(format!(
+                "{node} reached the migration threshold ({failures} failures >= {})",
+                g.migration_threshold
+            ));
+        }
+        for other in self.spec.groups.iter().filter(|o| o.name != g.name) {
+            let conflict =
+                g.placement.anti_affinity.contains(&other.name) || other.placement.anti_affinity.contains(&g.name);
+            if conflict && planned.get(&other.name).is_some_and(|n| n.contains(node)) {
+                return Some(format!("{node} runs {} (anti-affinity)", other.name));
+            }
+        }
+        None
+    }
+
+    /// Why `node` cannot start `g` now (stricter than staying: it must be up).
+    fn not_eligible(&self, g: &GroupSpec, node: &str, planned: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
+        if let Some(r) = self.unfit(g, node, planned) {
+            return Some(r);
+        }
+        match self.nodes.get(node).map(|f| f.state) {
+            Some(NodeState::Up) => None,
+            Some(s) => Some(format!("{node} is {s}")),
+            None => Some(format!("{node} is not a member")),
+        }
+    }
+
+    /// Why `node` cannot keep `g` (a suspect node keeps it: moving on a late
+    /// heartbeat would stop a healthy service for nothing).
+    fn must_leave(&self, g: &GroupSpec, node: &str, planned: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
+        if let Some(r) = self.unfit(g, node, planned) {
+            return Some(r);
+        }
+        let facts = self.nodes.get(node)?;
+        if facts.lease_expired || facts.state == NodeState::Down {
+            return Some(format!("{node} is down"));
+        }
+        None
+    }
+
+    fn score(g: &GroupSpec, node: &str) -> i64 {
+        g.placement
+            .prefer
+            .iter()
+            .find(|(n, _)| n == node)
+            .map_or(0, |(_, s)| *s)
+    }
+
+    /// The best node to start `g` on, highest score first, then by name.
+    fn best(&self, g: &GroupSpec, planned: &BTreeMap<String, BTreeSet<String>>) -> Result<String, String> {
+        let mut reasons = Vec::new();
+        let mut best: Option<(i64, &str)> = None;
+        for name in self.nodes.keys() {
+            match self.not_eligible(g, name, planned) {
+                Some(r) => reasons.push(r),
+                None => {
+                    let s = Self::score(g, name);
+                    if best.is_none_or(|(bs, _)| s > bs) {
+                        best = Some((s, name));
+                    }
+                }
+            }
+        }
+        best.map(|(_, n)| n.to_string())
+            .ok_or_else(|| format!("no eligible node: {}", reasons.join("; ")))
+    }
+
+    /// Why `node` may not be considered stopped for `g` (`None`: it is).
+    fn not_known_stopped(&self, g: &str, node: &str) -> Option<String> {
+        let report = self.state(g).and_then(|s| s.reports.get(node));
+        if let Some(reason) = self.fencing_needed.get(node) {
+            return Some(format!("{node} needs fencing ({reason})"));
+        }
+        if report.is_some_and(|r| r.phase == Phase::StopFailed) {
+            return Some(format!("a stop of {g} failed on {node}; it needs fencing"));
+        }
+        if report.is_some_and(|r| r.phase == Phase::Stopped) {
+            return None;
+        }
+        if self.nodes.get(node).is_none_or(|f| f.lease_expired) {
+            // Its lease is over: it stopped itself (invariant 3), or it is
+            // no member any more.
+            return None;
+        }
+        Some(format!("waiting for {node} to stop {g}"))
+    }
+
+    /// Whether `g`'s prerequisites run somewhere.
+    fn waiting_for(&self, g: &GroupSpec) -> Option<String> {
+        g.after
+            .iter()
+            .find(|dep| {
+                let Some(s) = self.state(dep) else { return true };
+                !s.assigned.iter().any(|n| {
+                    s.reports
+                        .get(n)
+                        .is_some_and(|r| r.epoch == s.epoch && r.phase == Phase::Running)
+                })
+            })
+            .map(|dep| format!("waiting for group {dep} to run"))
+    }
+}
+
+/// The assignment changes to commit now, and the groups that are blocked.
+pub fn plan(
+    spec: &Spec,
+    groups: &BTreeMap<String, GroupState>,
+    fencing_needed: &BTreeMap<String, String>,
+    nodes: &[NodeFacts],
+    now_unix_ms: u64,
+) -> Plan {
+    let by_name: BTreeMap<&str, &NodeFacts> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let ctx = Ctx {
+        spec,
+        groups,
+        fencing_needed,
+        nodes: &by_name,
+        now_unix_ms,
+    };
+    let mut planned: BTreeMap<String, BTreeSet<String>> =
+        groups.iter().map(|(n, s)| (n.clone(), s.assigned.clone())).collect();
+    let mut out = Plan::default();
+
+    // Groups that left the spec stop everywhere.
+    for (name, s) in groups {
+        if spec.group(name).is_none() && !s.assigned.is_empty() {
+            out.decisions.push(Decision {
+                group: name.clone(),
+                assign: BTreeSet::new(),
+                reason: "removed from the spec".into(),
+            });
+            planned.insert(name.clone(), BTreeSet::new());
+        }
+    }
+
+    for g in &spec.groups {
+        let current = planned.get(&g.name).cloned().unwrap_or_default();
+        let (target, reason) = match g.kind {
+            GroupKind::Exclusive => exclusive_target(&ctx, g, &current, &planned),
+            GroupKind::Clone => clone_target(&ctx, g, &current, &planned),
+        };
+        let (target, reason) = match (g.kind, target) {
+            (GroupKind::Exclusive, Some(t)) if !t.is_empty() && t != current => {
+                // Fence before recover: everyone else that may run it must be known stopped.
+                let may_run = ctx.state(&g.name).map(GroupState::may_run).unwrap_or_default();
+                let obstacle = may_run
+                    .iter()
+                    .filter(|n| !t.contains(*n))
+                    .find_map(|n| ctx.not_known_stopped(&g.name, n));
+                match obstacle {
+                    None => (Some(t), reason),
+                    Some(why) if !current.is_empty() => {
+                        (Some(BTreeSet::new()), format!("{reason}; stopping it first ({why})"))
+                    }
+                    Some(why) => {
+                        out.blocked.insert(g.name.clone(), why);
+                        (None, reason)
+                    }
+                }
+            }
+            (_, t) => (t, reason),
+        };
+        match target {
+            Some(t) if t != current => {
+                if t.is_empty() && g.kind == GroupKind::Exclusive {
+                    out.blocked.entry(g.name.clone()).or_insert_with(|| reason.clone());
+                }
+                planned.insert(g.name.clone(), t.clone());
+                out.decisions.push(Decision {
+                    group: g.name.clone(),
+                    assign: t,
+                    reason,
+                });
+            }
+            Some(_) => {}
+            None => {
+                if !reason.is_empty() {
+                    out.blocked.entry(g.name.clone()).or_insert(reason);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `(Some(target), reason)` to change to `target`; `(None, reason)` to keep
+/// the current assignment (a non-empty reason says why nothing better is possible).
+fn exclusive_target(
+    ctx: &Ctx<'_>,
+    g: &GroupSpec,
+    current: &BTreeSet<String>,
+    planned: &BTreeMap<String, BTreeSet<String>>,
+) -> (Option<BTreeSet<String>>, String) {
+    let holder = current.iter().next().cloned();
+    if let Some(x) = &holder {
+        if let Some(why) = ctx.must_leave(g, x, planned) {
+            return match ctx.best(g, planned) {
+                Ok(y) => (Some(BTreeSet::from([y.clone()])), format!("{why}; moving to {y}")),
+                Err(none) => (Some(BTreeSet::new()), format!("{why}; {none}")),
+            };
+        }
+        if g.placement.fail_back
+            && let Ok(y) = ctx.best(g, planned)
+            && Ctx::score(g, &y) > Ctx::score(g, x)
+        {
+            let running = ctx
+                .state(&g.name)
+                .and_then(|s| s.reports.get(x).map(|r| (r, s.epoch)))
+                .is_some_and(|(r, e)| r.epoch == e && r.phase == Phase::Running);
+            if running {
+                return (
+                    Some(BTreeSet::from([y.clone()])),
+                    format!(
+                        "failing back to {y} (score {} > {})",
+                        Ctx::score(g, &y),
+                        Ctx::score(g, x)
+                    ),
+                );
+            }
+        }
+        return (None, String::new());
+    }
+    if let Some(why) = ctx.waiting_for(g) {
+        return (None, why);
+    }
+    match ctx.best(g, planned) {
+        Ok(y) => (Some(BTreeSet::from([y.clone()])), format!("placing on {y}")),
+        Err(none) => (None, none),
+    }
+}
+
+fn clone_target(
+    ctx: &Ctx<'_>,
+    g: &GroupSpec,
+    current: &BTreeSet<String>,
+    planned: &BTreeMap<String, BTreeSet<String>>,
+) -> (Option<BTreeSet<String>>, String) {
+    if let Some(why) = ctx.waiting_for(g) {
+        return if current.is_empty() {
+            (None, why)
+        } else {
+            (Some(BTreeSet::new()), why)
+        };
+    }
+    let mut target = BTreeSet::new();
+    for name in ctx.nodes.keys() {
+        let keep = current.contains(*name) && ctx.must_leave(g, name, planned).is_none();
+        if keep || ctx.not_eligible(g, name, planned).is_none() {
+            target.insert(name.to_string());
+        }
+    }
+    let reason = format!(
+        "running on every eligible node: {}",
+        target.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    (Some(target), reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::groups::{NodeReport, Phase};
+    use crate::spec::{ActionTimeouts, AgentSpec, Placement, ResourceSpec};
+
+    fn node(name: &str, role: NodeRole, state: NodeState) -> NodeFacts {
+        NodeFacts {
+            name: name.into(),
+            role,
+            state,
+            lease_expired: state == NodeState::Down,
+            standby: false,
+        }
+    }
+
+    fn resource(name: &str) -> ResourceSpec {
+        ResourceSpec {
+            name: name.into(),
+            agent: AgentSpec::Commands {
+                start: "true".into(),
+                stop: "true".into(),
+                monitor: "true".into(),
+            },
+            timeouts: ActionTimeouts::default(),
+            monitor_interval: Duration::from_secs(10),
+        }
+    }
+
+    fn group(name: &str, kind: GroupKind, prefer: &[(&str, i64)]) -> GroupSpec {
+        GroupSpec {
+            name: name.into(),
+            kind,
+            resources: vec![resource("r")],
+            placement: Placement {
+                prefer: prefer.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+                ..Placement::default()
+            },
+            migration_threshold: 3,
+            failure_timeout: Duration::ZERO,
+            after: Vec::new(),
+        }
+    }
+
+    fn three() -> Vec<NodeFacts> {
+        vec![
+            node("site-a", NodeRole::Member, NodeState::Up),
+            node("site-b", NodeRole::Member, NodeState::Up),
+            node("witness", NodeRole::Witness, NodeState::Up),
+        ]
+    }
+
+    fn report(epoch: u64, phase: Phase) -> NodeReport {
+        NodeReport {
+            epoch,
+            phase,
+            resources: Vec::new(),
+            at_unix_ms: 0,
+        }
+    }
+
+    fn assigned(epoch: u64, node: &str, phase: Phase) -> GroupState {
+        GroupState {
+            epoch,
+            assigned: BTreeSet::from([node.to_string()]),
+            reports: BTreeMap::from([(node.to_string(), report(epoch, phase))]),
+            ..GroupState::default()
+        }
+    }
+
+    fn names(s: &[&str]) -> BTreeSet<String> {
+        s.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_new_exclusive_group_goes_to_the_best_scored_member() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[("site-b", 10), ("site-a", 100)])],
+        };
+        let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &three(), 0);
+        assert_eq!(p.decisions.len(), 1);
+        assert_eq!(p.decisions[0].assign, names(&["site-a"]));
+    }
+
+    #[test]
+    fn a_down_primary_is_replaced_once_its_lease_expired() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[("site-a", 100), ("site-b", 50)])],
+        };
+        let groups = BTreeMap::from([("web".to_string(), assigned(3, "site-a", Phase::Running))]);
+        let mut nodes = three();
+        // Suspect: stays put.
+        nodes[0].state = NodeState::Suspect;
+        assert!(plan(&spec, &groups, &BTreeMap::new(), &nodes, 0).decisions.is_empty());
+        // Down but lease not certainly expired (a new coordinator's grace): unassign only.
+        nodes[0].state = NodeState::Down;
+        let p = plan(&spec, &groups, &BTreeMap::new(), &nodes, 0);
+        assert_eq!(p.decisions[0].assign, BTreeSet::new(), "{p:?}");
+        assert!(
+            p.decisions[0].reason.contains("waiting for site-a to stop web"),
+            "{p:?}"
+        );
+        // Lease certainly expired: straight to site-b.
+        nodes[0].lease_expired = true;
+        let p = plan(&spec, &groups, &BTreeMap::new(), &nodes, 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+        assert!(
+            p.decisions[0].reason.contains("site-a is down; moving to site-b"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn repeated_failures_move_the_group_after_it_stopped() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[("site-a", 100)])],
+        };
+        let mut gs = assigned(1, "site-a", Phase::Failed);
+        for _ in 0..3 {
+            gs.record_failure("site-a", "r", 1);
+        }
+        let mut groups = BTreeMap::from([("web".to_string(), gs)]);
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 10);
+        assert_eq!(p.decisions[0].assign, BTreeSet::new(), "first stop it on site-a: {p:?}");
+        // site-a stopped it under the empty assignment.
+        let g = groups.get_mut("web").unwrap();
+        g.epoch = 2;
+        g.assigned.clear();
+        g.reports.insert("site-a".into(), report(2, Phase::Stopped));
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 10);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+    }
+
+    #[test]
+    fn a_failed_stop_blocks_the_group_until_fenced() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[])],
+        };
+        let mut gs = assigned(1, "site-a", Phase::StopFailed);
+        gs.assigned.clear();
+        let groups = BTreeMap::from([("web".to_string(), gs)]);
+        let fencing = BTreeMap::from([("site-a".to_string(), "a stop of web failed".to_string())]);
+        let mut nodes = three();
+        nodes[0].lease_expired = true;
+        let p = plan(&spec, &groups, &fencing, &nodes, 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert!(p.blocked["web"].contains("site-a needs fencing"), "{p:?}");
+    }
+
+    #[test]
+    fn no_member_left_blocks_with_every_reason() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[])],
+        };
+        let nodes = vec![
+            node("site-a", NodeRole::Member, NodeState::Down),
+            node("witness", NodeRole::Witness, NodeState::Up),
+        ];
+        let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &nodes, 0);
+        assert!(p.decisions.is_empty());
+        let why = &p.blocked["web"];
+        assert!(
+            why.contains("site-a is down") && why.contains("witness is a witness"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn clones_run_on_every_eligible_member_and_anti_affinity_is_kept() {
+        let mut db = group("db", GroupKind::Exclusive, &[("site-a", 10)]);
+        db.placement.anti_affinity = vec!["web".into()];
+        let spec = Spec {
+            groups: vec![
+                group("agent", GroupKind::Clone, &[]),
+                db,
+                group("web", GroupKind::Exclusive, &[("site-a", 100)]),
+            ],
+        };
+        let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &three(), 0);
+        let by: BTreeMap<_, _> = p
+            .decisions
+            .iter()
+            .map(|d| (d.group.as_str(), d.assign.clone()))
+            .collect();
+        assert_eq!(by["agent"], names(&["site-a", "site-b"]));
+        assert_eq!(by["db"], names(&["site-a"]));
+        assert_eq!(
+            by["web"],
+            names(&["site-b"]),
+            "anti-affinity with db wins over the score"
+        );
+    }
+
+    #[test]
+    fn fail_back_only_when_asked_and_only_from_a_running_group() {
+        let mut g = group("web", GroupKind::Exclusive, &[("site-a", 100), ("site-b", 50)]);
+        let groups = BTreeMap::from([("web".to_string(), assigned(4, "site-b", Phase::Running))]);
+        let spec = Spec {
+            groups: vec![g.clone()],
+        };
+        assert!(plan(&spec, &groups, &BTreeMap::new(), &three(), 0).decisions.is_empty());
+        g.placement.fail_back = true;
+        let spec = Spec { groups: vec![g] };
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 0);
+        // site-b still runs it: stop it there first.
+        assert_eq!(p.decisions[0].assign, BTreeSet::new(), "{p:?}");
+        assert!(p.decisions[0].reason.contains("failing back to site-a"), "{p:?}");
+    }
+
+    #[test]
+    fn after_waits_for_its_prerequisite_to_run() {
+        let mut web = group("web", GroupKind::Exclusive, &[]);
+        web.after = vec!["db".into()];
+        let spec = Spec {
+            groups: vec![group("db", GroupKind::Exclusive, &[]), web],
+        };
+        let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &three(), 0);
+        assert_eq!(p.decisions.len(), 1);
+        assert_eq!(p.blocked["web"], "waiting for group db to run");
+        let groups = BTreeMap::from([("db".to_string(), assigned(1, "site-a", Phase::Running))]);
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 0);
+        assert_eq!(p.decisions.len(), 1);
+        assert_eq!(p.decisions[0].group, "web");
+    }
+
+    fn arb_phase() -> impl Strategy<Value = Phase> {
+        prop_oneof![
+            Just(Phase::Starting),
+            Just(Phase::Running),
+            Just(Phase::Stopping),
+            Just(Phase::Stopped),
+            Just(Phase::Failed),
+            Just(Phase::StopFailed),
+        ]
+    }
+
+    fn arb_state() -> impl Strategy<Value = NodeState> {
+        prop_oneof![Just(NodeState::Up), Just(NodeState::Suspect), Just(NodeState::Down)]
+    }
+
+    const NAMES: [&str; 5] = ["n0", "n1", "n2", "n3", "n4"];
+
+    prop_compose! {
+        fn arb_node(i: usize)(witness in prop::bool::weighted(0.2), state in arb_state(),
+                              expired in any::<bool>(), standby in prop::bool::weighted(0.2)) -> NodeFacts {
+            NodeFacts {
+                name: NAMES[i].into(),
+                role: if witness { NodeRole::Witness } else { NodeRole::Member },
+                state,
+                // A down node may or may not have certainly lost its lease; an up one has not.
+                lease_expired: expired && state == NodeState::Down,
+                standby,
+            }
+        }
+    }
+
+    prop_compose! {
+        fn arb_world()(
+            nodes in (arb_node(0), arb_node(1), arb_node(2), arb_node(3), arb_node(4)),
+            kinds in prop::collection::vec(prop::bool::weighted(0.3), 1..6),
+            scores in prop::collection::vec(prop::collection::vec(-5i64..100, 5), 6),
+            avoid in prop::collection::vec(prop::option::of(0usize..5), 6),
+            holders in prop::collection::vec(prop::option::of(0usize..5), 6),
+            reports in prop::collection::vec(prop::collection::vec(prop::option::of(arb_phase()), 5), 6),
+            failures in prop::collection::vec(prop::collection::vec(0u32..5, 5), 6),
+            fencing in prop::collection::vec(prop::bool::weighted(0.1), 5),
+        ) -> (Spec, BTreeMap<String, GroupState>, BTreeMap<String, String>, Vec<NodeFacts>) {
+            let nodes = vec![nodes.0, nodes.1, nodes.2, nodes.3, nodes.4];
+            let mut spec = Spec::default();
+            let mut groups = BTreeMap::new();
+            for (gi, clone) in kinds.iter().enumerate() {
+                let name = format!("g{gi}");
+                let kind = if *clone { GroupKind::Clone } else { GroupKind::Exclusive };
+                let prefer: Vec<(&str, i64)> = NAMES.iter().zip(&scores[gi]).map(|(n, s)| (*n, *s)).collect();
+                let mut g = group(&name, kind, &prefer);
+                g.placement.avoid = avoid[gi].map(|i| NAMES[i].to_string()).into_iter().collect();
+                spec.groups.push(g);
+                let mut gs = GroupState { epoch: 5, ..GroupState::default() };
+                if let Some(h) = holders[gi] {
+                    gs.assigned.insert(NAMES[h].to_string());
+                }
+                for (ni, phase) in reports[gi].iter().enumerate() {
+                    if let Some(p) = phase {
+                        gs.reports.insert(NAMES[ni].to_string(), report(5, *p));
+                    }
+                    for _ in 0..failures[gi][ni] {
+                        gs.record_failure(NAMES[ni], "r", 1);
+                    }
+                }
+                groups.insert(name, gs);
+            }
+            let fencing = NAMES.iter().zip(&fencing).filter(|(_, f)| **f)
+                .map(|(n, _)| (n.to_string(), "stop failed".to_string())).collect();
+            (spec, groups, fencing, nodes)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn placement_keeps_the_safety_rules((spec, groups, fencing, nodes) in arb_world()) {
+            let p = plan(&spec, &groups, &fencing, &nodes, 10);
+            prop_assert_eq!(&p, &plan(&spec, &groups, &fencing, &nodes, 10), "deterministic");
+            let facts: BTreeMap<&str, &NodeFacts> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+            for d in &p.decisions {
+                let g = spec.group(&d.group).unwrap();
+                let gs = &groups[&d.group];
+                for n in &d.assign {
+                    let f = facts[n.as_str()];
+                    prop_assert!(f.role == NodeRole::Member, "witness {} used for {}", n, d.group);
+                    let new = !gs.assigned.contains(n);
+                    if new {
+                        prop_assert!(!f.standby, "new assignment to standby {}", n);
+                        prop_assert!(f.state == NodeState::Up, "new assignment to {} {}", f.state, n);
+                        prop_assert!(!g.placement.avoid.contains(n), "avoided {}", n);
+                        prop_assert!(!fencing.contains_key(n), "{} needs fencing", n);
+                    }
+                }
+                if g.kind == GroupKind::Exclusive {
+                    prop_assert!(d.assign.len() <= 1, "exclusive {} on {:?}", d.group, d.assign);
+                    // Fence before recover.
+                    if let Some(y) = d.assign.iter().next() {
+                        for m in gs.may_run().iter().filter(|m| *m != y) {
+                            let r = gs.reports.get(m).map(|r| r.phase);
+                            let stopped = r == Some(Phase::Stopped)
+                                || (facts[m.as_str()].lease_expired && !fencing.contains_key(m) && r != Some(Phase::StopFailed));
+                            prop_assert!(stopped, "{} moved to {} while {} may run it ({:?})", d.group, y, m, r);
+                        }
+                    }
+                }
+            }
+            // Standby and witness holders are emptied.
+            for g in &spec.groups {
+                let holders = &groups[&g.name].assigned;
+                for h in holders {
+                    let f = facts[h.as_str()];
+                    if f.standby || f.role == NodeRole::Witness {
+                        let d = p.decisions.iter().find(|d| d.group == g.name);
+                        prop_assert!(d.is_some_and(|d| !d.assign.contains(h)), "{} kept on {}", g.name, h);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn fresh_exclusive_groups_go_to_the_highest_score(scores in prop::collection::vec(-5i64..100, 3)) {
+            let nodes: Vec<NodeFacts> = NAMES[..3].iter().map(|n| node(n, NodeRole::Member, NodeState::Up)).collect();
+            let prefer: Vec<(&str, i64)> = NAMES[..3].iter().zip(&scores).map(|(n, s)| (*n, *s)).collect();
+            let spec = Spec { groups: vec![group("g", GroupKind::Exclusive, &prefer)] };
+            let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &nodes, 0);
+            let best = *scores.iter().max().unwrap();
+            let chosen = p.decisions[0].assign.iter().next().unwrap().clone();
+            let i = NAMES.iter().position(|n| *n == chosen).unwrap();
+            prop_assert_eq!(scores[i], best);
+            // Ties go to the first name.
+            prop_assert!(scores[..i].iter().all(|s| *s < best));
+        }
+    }
+}
