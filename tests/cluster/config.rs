@@ -119,7 +119,7 @@ fn missing_file_is_refused() {
 fn data_directory_of_another_node_is_refused() {
     let mut c = TestCluster::three();
     c.start("site-a");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    c.wait_for_log("site-a", "serving");
     assert_eq!(c.sigterm("site-a"), Some(0));
     // site-b pointed at site-a's data directory.
     let text = std::fs::read_to_string(&c.node("site-b").config)
@@ -130,7 +130,10 @@ fn data_directory_of_another_node_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("key `node.data_dir`"), "{err}");
-    assert!(err.contains("belongs to node \"site-a\" of cluster \"test\""), "{err}");
+    assert!(
+        err.contains(&format!("belongs to node \"site-a\" of cluster \"{}\"", c.cluster)),
+        "{err}"
+    );
     assert!(err.contains("not to node \"site-b\""), "{err}");
 }
 

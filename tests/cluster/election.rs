@@ -10,8 +10,8 @@ fn three_nodes_elect_exactly_one_coordinator_and_report_stable_json() {
 
     // Every node answers for itself, with the documented JSON fields.
     for name in ["site-a", "site-b", "witness"] {
-        let s = c.status(name).unwrap();
-        assert_eq!(s["cluster"], "test");
+        let s = c.status_of(name);
+        assert_eq!(s["cluster"], c.cluster.as_str());
         assert_eq!(s["coordinator"], coordinator.as_str());
         assert_eq!(s["answered_by"], name);
         assert!(s["term"].as_u64().unwrap() >= 1);
@@ -63,8 +63,7 @@ fn after_kill9_of_the_coordinator_survivors_elect_another_and_the_old_one_rejoin
     });
 
     // Written while the old coordinator is away: it must catch up on it.
-    let out = c.cli(&second, &["annotate", "written while the old coordinator was down"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    c.cli_ok(&second, &["annotate", "written while the old coordinator was down"]);
 
     c.start(&first);
     c.wait_for("the old coordinator back up and caught up", |c| {
@@ -87,6 +86,7 @@ fn sigterm_stops_an_agent_cleanly_with_exit_code_0() {
     let mut c = TestCluster::three();
     c.start_all();
     c.wait_for_agreed_coordinator(None);
+    c.wait_for_log("site-b", "serving");
     assert_eq!(c.sigterm("site-b"), Some(0), "{}", c.logs_tail());
     let log = std::fs::read_to_string(&c.node("site-b").log).unwrap();
     assert!(log.contains("shutting down"), "{log}");
@@ -102,8 +102,7 @@ fn the_witness_takes_over_when_the_only_surviving_member_is_behind() {
     c.kill9(y);
     // Committed by x and the witness while y is away: y's log falls behind.
     for i in 0..3 {
-        let out = c.cli(&x, &["annotate", &format!("while {y} was away {i}")]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        c.cli_ok(&x, &["annotate", &format!("while {y} was away {i}")]);
     }
     c.kill9(&x);
     c.start(y);

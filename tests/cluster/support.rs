@@ -37,6 +37,9 @@ pub struct TestNode {
 
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
+    /// Unique per test, so that agents of concurrent tests never talk to
+    /// each other even if one reuses a port another just released.
+    pub cluster: String,
     pub nodes: Vec<TestNode>,
     /// The initial member list, as written in every node's configuration.
     members: Vec<(String, &'static str, String)>,
@@ -52,6 +55,7 @@ impl TestCluster {
             .collect();
         let mut c = TestCluster {
             dir,
+            cluster: format!("t{}", free_port()),
             nodes: Vec::new(),
             members,
         };
@@ -87,7 +91,8 @@ impl TestCluster {
         let dns = format!("127.0.0.1:{}", free_port());
         let data = self.dir.path().join(format!("{name}-data"));
         let mut text = format!(
-            "[cluster]\nname = \"test\"\njoin = {join}\n\n[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{}\"\ngrpc_listen = \"{address}\"\ndns_listen = \"{dns}\"\n\n",
+            "[cluster]\nname = \"{}\"\njoin = {join}\n\n[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{}\"\ngrpc_listen = \"{address}\"\ndns_listen = \"{dns}\"\n\n",
+            self.cluster,
             data.display()
         );
         for (n, r, a) in members {
@@ -95,6 +100,9 @@ impl TestCluster {
                 "[[members]]\nname = \"{n}\"\naddress = \"{a}\"\nrole = \"{r}\"\n\n"
             ));
         }
+        // Roomier than the defaults: tests share two cores with other tests,
+        // and a spurious election would only make them slower to read.
+        text.push_str("[timing]\nheartbeat_interval = \"100ms\"\nelection_timeout = \"300ms\"\nlease = \"3s\"\n\n");
         text.push_str("[log]\nlevel = \"debug\"\n");
         let config = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
@@ -180,6 +188,39 @@ impl TestCluster {
         tandem(&[args, &["--endpoint", &self.node(name).address, "--timeout", "5s"]].concat())
     }
 
+    /// Runs the CLI against `name` until it succeeds (a write may meet an
+    /// election), failing the test after [`WAIT`].
+    pub fn cli_ok(&self, name: &str, args: &[&str]) -> Output {
+        let start = Instant::now();
+        loop {
+            let out = self.cli(name, args);
+            if out.status.success() {
+                return out;
+            }
+            if out.status.code() == Some(2) || start.elapsed() > WAIT {
+                panic!(
+                    "tandem {args:?} against {name} failed: {}\n{}",
+                    stderr(&out),
+                    self.logs_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The status of `name`, waiting until it answers.
+    pub fn status_of(&self, name: &str) -> Value {
+        self.wait_for(&format!("a status from {name}"), |c| c.status(name))
+    }
+
+    /// Waits until `name`'s log contains `text`.
+    pub fn wait_for_log(&self, name: &str, text: &str) {
+        let log = self.node(name).log.clone();
+        self.wait_for(&format!("{text:?} in the log of {name}"), |_| {
+            std::fs::read_to_string(&log).ok()?.contains(text).then_some(())
+        });
+    }
+
     /// `tandem status --output json` against a node, None if it did not answer.
     pub fn status(&self, name: &str) -> Option<Value> {
         let out = tandem(&[
@@ -263,24 +304,28 @@ impl Drop for TestCluster {
     }
 }
 
-/// Runs the `tandem` binary with `args` and a hard deadline.
+/// Runs the `tandem` binary with `args` and a hard deadline. Output is
+/// drained as it comes, so a chatty command never blocks on a full pipe.
 pub fn tandem(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            break;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            panic!("tandem {args:?} did not finish within 120 s");
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    child.wait_with_output().unwrap()
 }
 
 /// The entry of node `name` in a status JSON.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use openraft::ChangeMembers;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use tandem_core::config::{check_peer_address, valid_name};
 use tandem_core::lease::NodeState;
 use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
@@ -39,16 +39,20 @@ const FORWARDED: &str = "x-tandem-forwarded";
 const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
 const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
+#[derive(Clone)]
 pub struct TandemService {
     ctx: NodeContext,
+    /// Ends status streams when the agent shuts down.
+    shutdown: tokio::sync::watch::Receiver<bool>,
     /// Serialises membership changes made through this node.
     membership_lock: Arc<Mutex<()>>,
 }
 
 impl TandemService {
-    pub fn new(ctx: NodeContext) -> Self {
+    pub fn new(ctx: NodeContext, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
         TandemService {
             ctx,
+            shutdown,
             membership_lock: Arc::new(Mutex::new(())),
         }
     }
@@ -222,21 +226,27 @@ impl TandemService {
             .await
             .map_err(|e| Some(write_error(e)))?;
         let target = added.log_id.index;
-        self.ctx
+        let caught_up = |m: &openraft::RaftMetrics<u64, NodeInfo>| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id))
+                .is_some_and(|matched| matched.is_some_and(|l| l.index >= target))
+        };
+        let me = self.ctx.id;
+        let m = self
+            .ctx
             .raft
             .wait(Some(catch_up))
-            .metrics(
-                |m| {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&id))
-                        .is_some_and(|matched| matched.is_some_and(|l| l.index >= target))
-                },
-                "learner caught up",
-            )
+            .metrics(|m| caught_up(m) || m.current_leader != Some(me), "learner caught up")
             .await
-            .map(|_| ())
-            .map_err(|_| None)
+            .map_err(|_| None)?;
+        if caught_up(&m) {
+            Ok(())
+        } else {
+            Err(Some(Status::unavailable(
+                "this node stopped being the coordinator during the change; retry",
+            )))
+        }
     }
 
     async fn remove_member_here(&self, req: pb::RemoveMemberRequest) -> Result<pb::MemberChangeReply, Status> {
@@ -319,6 +329,9 @@ fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
                 .map(|n| format!(" ({} is now)", n.name))
                 .unwrap_or_default()
         )),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(p))) => {
+            Status::unavailable(format!("another membership change is still in progress ({p}); retry"))
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => Status::failed_precondition(c.to_string()),
         RaftError::Fatal(f) => Status::internal(format!("raft stopped: {f}")),
     }
@@ -351,8 +364,11 @@ impl Tandem for TandemService {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let ctx = self.ctx.clone();
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let mut metrics = ctx.raft.metrics();
+            // Server metrics change only with leadership or membership; the
+            // full metrics change on every Raft message.
+            let mut metrics = ctx.raft.server_metrics();
             let mut state = ctx.state.clone();
             let mut liveness = ctx.liveness.subscribe();
             // States also change as heartbeats age, without any event.
@@ -377,6 +393,7 @@ impl Tandem for TandemService {
                     r = liveness.changed() => if r.is_err() { return },
                     _ = poll.tick() => {}
                     _ = tx.closed() => return,
+                    _ = shutdown.changed() => return,
                 }
             }
         });
@@ -387,7 +404,13 @@ impl Tandem for TandemService {
         if let Some(mut c) = self.route(&req)? {
             return c.add_member(forward_metadata(req.into_inner())).await;
         }
-        self.add_member_here(req.into_inner()).await.map(Response::new)
+        // Detached: a caller that goes away must not cancel a change halfway
+        // (a learner left behind, or a joint configuration).
+        let svc = self.clone();
+        tokio::spawn(async move { svc.add_member_here(req.into_inner()).await })
+            .await
+            .map_err(|e| Status::internal(format!("membership change failed: {e}")))?
+            .map(Response::new)
     }
 
     async fn remove_member(
@@ -397,7 +420,11 @@ impl Tandem for TandemService {
         if let Some(mut c) = self.route(&req)? {
             return c.remove_member(forward_metadata(req.into_inner())).await;
         }
-        self.remove_member_here(req.into_inner()).await.map(Response::new)
+        let svc = self.clone();
+        tokio::spawn(async move { svc.remove_member_here(req.into_inner()).await })
+            .await
+            .map_err(|e| Status::internal(format!("membership change failed: {e}")))?
+            .map(Response::new)
     }
 
     async fn annotate(&self, req: Request<pb::AnnotateRequest>) -> Result<Response<pb::AnnotateReply>, Status> {

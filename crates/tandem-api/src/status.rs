@@ -29,17 +29,10 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
         }
         m.replication.as_ref()?.get(&id)?.as_ref().map(|l| l.index)
     };
+    // What this node applied is certainly committed; a higher commit index
+    // would need the joint-consensus majority rules to report honestly.
     let applied_index = m.last_applied.map_or(0, |l| l.index);
-    // The coordinator knows the commit index: the highest index a majority of
-    // voters hold. Other nodes report what they applied, which they know is
-    // committed.
-    let commit_index = if leading {
-        let mut held: Vec<u64> = voters.iter().map(|&id| matched(id).unwrap_or(0)).collect();
-        held.sort_unstable_by(|a, b| b.cmp(a));
-        held.get(voters.len() / 2).copied().unwrap_or(0).max(applied_index)
-    } else {
-        applied_index
-    };
+    let commit_index = applied_index;
     let nodes = view
         .iter()
         .filter_map(|e| {

@@ -30,6 +30,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{Raft, TypeConfig};
 
+/// The largest gRPC message between peers, both ways.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
 /// How long to wait for a TCP connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 

@@ -19,7 +19,7 @@ use tandem_core::timing::duration_ms;
 use tandem_proto::v1::peer_server::PeerServer;
 use tandem_proto::v1::tandem_server::TandemServer;
 use tandem_raft::Raft;
-use tandem_raft::network::{Channels, Network};
+use tandem_raft::network::{Channels, MAX_MESSAGE, Network};
 use tandem_raft::store::{Identity, OpenError, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -65,6 +65,9 @@ fn raft_config(config: &NodeConfig) -> Result<Config, Failure> {
 }
 
 pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
+    // Installed first, so a SIGTERM during start-up still ends the agent cleanly.
+    let mut signals =
+        Signals::install().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
     let config = load_config(path)?;
     let json = match log_format {
         Some(f) => f == LogFormatArg::Json,
@@ -194,20 +197,41 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(TandemServer::new(TandemService::new(ctx.clone())))
-        .add_service(PeerServer::new(PeerService::new(ctx.clone())))
+        .add_service(TandemServer::new(TandemService::new(ctx.clone(), shutdown_rx.clone())))
+        .add_service(
+            PeerServer::new(PeerService::new(ctx.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = signal_rx.wait_for(|stop| *stop).await;
         });
     let server = tokio::spawn(server);
     info!("serving");
 
-    let signal = wait_for_signal().await;
-    info!(
-        signal,
-        "shutting down: no new requests, stopping Raft, flushing storage"
-    );
+    let mut server = server;
+    let raft_failed = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if raft.metrics().borrow().running_state.is_err() {
+                return;
+            }
+        }
+    };
+    let reason = tokio::select! {
+        signal = signals.next() => signal.to_string(),
+        r = &mut server => format!("the gRPC server stopped ({})", match r {
+            Ok(Ok(())) => "no error".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        }),
+        _ = raft_failed => "Raft stopped with a fatal error".to_string(),
+    };
+    info!(reason = %reason, "shutting down: stopping Raft first so the others elect a coordinator at once, then draining requests");
     let _ = shutdown_tx.send(true);
+    if let Err(e) = raft.shutdown().await {
+        error!(error = %e, "Raft did not shut down cleanly");
+    }
     let _ = heartbeats.await;
     let _ = follower.await;
     let _ = confirmer.await;
@@ -218,19 +242,25 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     if let Some(f) = fallback {
         let _ = f.await;
     }
-    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
-        Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
-        Err(_) => warn!("gRPC server did not drain within 5 s"),
-    }
-    if let Err(e) = raft.shutdown().await {
-        error!(error = %e, "Raft did not shut down cleanly");
+    if !server.is_finished() {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
+            Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
+            Err(_) => {
+                warn!("gRPC server did not drain within 2 s; closing");
+                server.abort();
+            }
+        }
     }
     // Every write was fsync'ed as it was made; dropping the store closes the file.
     drop(store);
     info!("stopped");
-    Ok(())
+    if reason.starts_with("SIG") {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!("agent stopped: {reason}")))
+    }
 }
 
 /// Where OCF agents live: `OCF_ROOT` if set, else the standard /usr/lib/ocf.
@@ -240,16 +270,26 @@ fn ocf_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/ocf"))
 }
 
-/// Waits for SIGTERM or SIGINT and names it.
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the only way to stop is to be killed.
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, the signals that stop an agent cleanly.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next one and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }

@@ -89,7 +89,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
                 BenchCommand::Idle { duration } => idle(&cluster, duration).await,
             }
         } => r,
-        _ = tokio::signal::ctrl_c() => Err(Failure::runtime("interrupted")),
+        signal = crate::cluster::interrupted() => Err(Failure::runtime(format!("interrupted by {signal}"))),
     };
     cluster.stop_all(Duration::from_secs(10)).await;
     result

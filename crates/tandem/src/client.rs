@@ -23,7 +23,11 @@ pub async fn connect_to(address: &str, timeout: Duration) -> Result<TandemClient
         .map_err(|e| Failure::input(format!("endpoint {address:?}: {e}")))?
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A stream (status --watch) notices a vanished node within the timeout.
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(timeout)
+        .keep_alive_while_idle(true);
     let channel = endpoint.connect().await.map_err(|e| {
         Failure::runtime(format!(
             "cannot reach a Tandem node at {address}: {} (is the agent running? set --endpoint or TANDEM_ENDPOINT)",

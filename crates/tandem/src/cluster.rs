@@ -15,7 +15,6 @@ use tandem_proto::v1 as pb;
 use tokio::process::{Child, Command};
 
 use crate::Failure;
-use crate::client::connect_to;
 
 /// One node of the local cluster.
 pub struct LocalNode {
@@ -39,6 +38,8 @@ impl LocalNode {
 pub struct LocalCluster {
     pub dir: PathBuf,
     pub nodes: Vec<LocalNode>,
+    /// One lazily connecting channel per node, reused by every poll.
+    channels: tandem_raft::network::Channels,
 }
 
 /// Asks the kernel for a free loopback port. Another process could take it
@@ -108,7 +109,14 @@ impl LocalCluster {
                     child: None,
                 });
             }
-            return Ok((LocalCluster { dir, nodes }, true));
+            return Ok((
+                LocalCluster {
+                    dir,
+                    nodes,
+                    channels: Default::default(),
+                },
+                true,
+            ));
         }
         let mut ports = Vec::new();
         for _ in 0..Self::NAMES.len() {
@@ -141,7 +149,14 @@ impl LocalCluster {
                 child: None,
             });
         }
-        Ok((LocalCluster { dir, nodes }, false))
+        Ok((
+            LocalCluster {
+                dir,
+                nodes,
+                channels: Default::default(),
+            },
+            false,
+        ))
     }
 
     pub fn node(&self, name: &str) -> Option<&LocalNode> {
@@ -223,7 +238,7 @@ impl LocalCluster {
     pub async fn statuses(&self, timeout: Duration) -> Vec<(String, Option<pb::ClusterStatus>)> {
         let asks = self.nodes.iter().filter(|n| n.running()).map(|n| async move {
             let status = async {
-                let mut c = connect_to(&n.address, timeout).await.ok()?;
+                let mut c = pb::tandem_client::TandemClient::new(self.channels.get(&n.address).ok()?);
                 c.get_status(pb::GetStatusRequest {}).await.ok().map(|r| r.into_inner())
             };
             (
@@ -254,8 +269,27 @@ impl LocalCluster {
                     self.dir.display()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Resolves on Ctrl-C, SIGTERM or SIGHUP: what ends `demo` and `bench`, which
+/// must then stop the agents they started.
+pub async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+        _ = int.recv() => "SIGINT",
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
     cluster.start_all()?;
     let outcome = tokio::select! {
         r = scenario(&mut cluster, &args) => r,
-        _ = tokio::signal::ctrl_c() => { println!("\nCtrl-C"); Ok(()) }
+        signal = crate::cluster::interrupted() => { println!("\n{signal}"); Ok(()) }
     };
     println!("stopping the agents (SIGTERM)...");
     cluster.stop_all(Duration::from_secs(10)).await;
