@@ -10,3 +10,4 @@ mod durability;
 mod election;
 mod grpc;
 mod membership;
+mod resources;
