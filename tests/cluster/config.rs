@@ -187,6 +187,13 @@ fn demo_configs_only_writes_three_valid_configurations() {
         let path = dir.path().join(format!("{name}.toml"));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(&format!("name = \"{name}\"")), "{text}");
-        assert!(text.contains("127.0.0.1:"), "{text}");
+        assert!(text.contains("127.0.0.1"), "distinct loopback addresses: {text}");
     }
+    let spec = std::fs::read_to_string(dir.path().join("spec.toml")).unwrap();
+    assert!(spec.contains("name = \"web\""), "{spec}");
+    assert!(dir.path().join("web.py").exists());
+    assert!(
+        !dir.path().join("site-a-data").exists(),
+        "nothing was started or applied"
+    );
 }

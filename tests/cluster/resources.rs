@@ -197,6 +197,28 @@ fn kill9_of_the_primary_agent_and_its_service_moves_the_group_never_to_the_witne
         assert_eq!(group(&s, "web").unwrap()["nodes"], serde_json::json!(["site-b"]));
     }
     assert!(!c.data_dir("witness").join("run").exists(), "the witness ran nothing");
+
+    // site-a comes back with a stale copy of the state that still assigns web
+    // to it: it must catch up before it acts, never start web a second time.
+    c.start("site-a");
+    c.wait_for("site-a back, up and caught up", |c| {
+        let b = c.status("site-b")?;
+        let a = c.status("site-a")?;
+        let up = node_in(&b, "site-a")?["state"] == "up";
+        (up && a["applied_index"].as_u64()? >= b["applied_index"].as_u64()?).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let starts_on_a = ledger_lines(&ledger)
+        .iter()
+        .filter(|l| l.starts_with("start app site-a"))
+        .count();
+    assert_eq!(
+        starts_on_a,
+        1,
+        "web started again on site-a: {:?}",
+        ledger_lines(&ledger)
+    );
+    wait_running_on(&c, "site-b");
 }
 
 #[test]

@@ -140,7 +140,8 @@ impl GroupTask {
             return (spec, 0, false);
         };
         let assigned = gs.assigned.contains(&self.ctx.me.name);
-        let lease_ok = self.ctx.liveness.own_lease_valid(self.ctx.clock.now());
+        let applied = s.last_applied.map_or(0, |l| l.index);
+        let lease_ok = self.ctx.liveness.may_act(self.ctx.clock.now(), applied);
         let run = match &spec {
             Some(g) if assigned => g.kind == GroupKind::Clone || lease_ok,
             _ => false,
@@ -274,7 +275,14 @@ impl GroupTask {
             } else {
                 None
             };
-            let until = [wake, retry].into_iter().flatten().min();
+            // Invariant 3: an exclusive group stops the moment the lease
+            // lapses, not at the next monitor.
+            let exclusive = self.spec.as_ref().is_some_and(|g| g.kind == GroupKind::Exclusive);
+            let lease_end = (exclusive && self.started > 0)
+                .then(|| self.ctx.liveness.lease_until())
+                .flatten()
+                .map(|t| Instant::now() + t.since(self.ctx.clock.now()));
+            let until = [wake, retry, lease_end].into_iter().flatten().min();
             tokio::select! {
                 r = state.changed() => if r.is_err() { break },
                 r = liveness.changed() => if r.is_err() { break },

@@ -56,6 +56,9 @@ struct Inner {
     coordinator: Option<CoordinatorSide>,
     view: Option<ReceivedView>,
     lease_until: Option<Millis>,
+    /// The coordinator's applied index when it granted the lease: this node
+    /// must have applied that far before it acts on its lease.
+    lease_index: u64,
     /// When a coordinator last answered this node's heartbeat at all.
     last_reply: Option<Millis>,
     /// The term and start time of the last successful quorum confirmation
@@ -194,6 +197,7 @@ impl Liveness {
             if inner.lease_until.is_none_or(|t| t < until) {
                 inner.lease_until = Some(until);
             }
+            inner.lease_index = inner.lease_index.max(reply.applied_index);
         }
         let mut changed = had_lease != reply.granted;
         // A refusal carries no view: keep the last one, and let it age.
@@ -225,6 +229,19 @@ impl Liveness {
     /// Whether this node holds a lease at `now`.
     pub fn own_lease_valid(&self, now: Millis) -> bool {
         self.lock().lease_until.is_some_and(|t| t > now)
+    }
+
+    /// When this node's lease ends, if it holds one.
+    pub fn lease_until(&self) -> Option<Millis> {
+        self.lock().lease_until
+    }
+
+    /// Whether this node may act on its lease: it holds one, and it has
+    /// applied the log at least as far as the coordinator had when granting
+    /// it, so it knows every assignment made before the grant.
+    pub fn may_act(&self, now: Millis, applied_index: u64) -> bool {
+        let inner = self.lock();
+        inner.lease_until.is_some_and(|t| t > now) && applied_index >= inner.lease_index
     }
 
     /// Every member's state at `now` and whether the view is fresh: taken
@@ -362,6 +379,7 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatR
         .grant(now, term, req.node_id, &req.version, &member_ids(ctx))
     {
         Ok(view) => HeartbeatReply {
+            applied_index: ctx.state.borrow().last_applied.map_or(0, |l| l.index),
             granted: true,
             lease_ms: duration_ms(ctx.timing.lease),
             refusal: String::new(),
@@ -374,6 +392,7 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatR
 
 fn refusal(term: u64, reason: String) -> HeartbeatReply {
     HeartbeatReply {
+        applied_index: 0,
         granted: false,
         lease_ms: 0,
         refusal: reason,

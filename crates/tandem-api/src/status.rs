@@ -160,11 +160,6 @@ fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::Ha
 
 /// starting, running, stopping, stopped, failed or blocked.
 fn group_state(gs: &GroupState, blocked: &str) -> &'static str {
-    let reports: Vec<_> = gs.assigned.iter().map(|n| gs.reports.get(n)).collect();
-    let elsewhere_stopping = gs
-        .reports
-        .iter()
-        .any(|(n, r)| !gs.assigned.contains(n) && !matches!(r.phase, Phase::Stopped));
     if gs.reports.values().any(|r| r.phase == Phase::StopFailed) {
         return "blocked";
     }
@@ -172,23 +167,19 @@ fn group_state(gs: &GroupState, blocked: &str) -> &'static str {
         if !blocked.is_empty() {
             return "blocked";
         }
-        return if elsewhere_stopping { "stopping" } else { "stopped" };
+        let stopping = gs.reports.values().any(|r| r.phase != Phase::Stopped);
+        return if stopping { "stopping" } else { "stopped" };
     }
-    let current = |r: &&Option<&tandem_core::groups::NodeReport>| r.is_some_and(|r| r.epoch == gs.epoch);
-    if reports
+    let reports: Vec<_> = gs
+        .assigned
         .iter()
-        .any(|r| current(&r) && r.is_some_and(|r| r.phase == Phase::Failed))
-    {
-        return "failed";
+        .map(|n| gs.reports.get(n).filter(|r| r.epoch == gs.epoch).map(|r| r.phase))
+        .collect();
+    if reports.contains(&Some(Phase::Failed)) {
+        "failed"
+    } else if reports.iter().all(|p| *p == Some(Phase::Running)) {
+        "running"
+    } else {
+        "starting"
     }
-    if reports
-        .iter()
-        .all(|r| current(&r) && r.is_some_and(|r| r.phase == Phase::Running))
-    {
-        return "running";
-    }
-    if elsewhere_stopping {
-        return "stopping";
-    }
-    "starting"
 }

@@ -44,8 +44,8 @@ pub struct LocalCluster {
 
 /// Asks the kernel for a free loopback port. Another process could take it
 /// before the agent binds it; the agent then says so and exits.
-fn free_port() -> Result<u16, Failure> {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port(ip: std::net::Ipv4Addr) -> Result<u16, Failure> {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| Failure::runtime(format!("cannot find a free loopback port: {e}")))
@@ -83,6 +83,12 @@ fn config_text(
 }
 
 impl LocalCluster {
+    /// Node `i` lives on 127.0.0.(11 + i): each node, and each node's
+    /// services, get an address of their own, as on separate machines.
+    pub fn ip(i: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(127, 0, 0, 11 + u8::try_from(i).unwrap_or(0))
+    }
+
     pub const NAMES: [(&'static str, NodeRole); 3] = [
         ("site-a", NodeRole::Member),
         ("site-b", NodeRole::Member),
@@ -119,17 +125,19 @@ impl LocalCluster {
             ));
         }
         let mut ports = Vec::new();
-        for _ in 0..Self::NAMES.len() {
-            ports.push((free_port()?, free_port()?));
+        for i in 0..Self::NAMES.len() {
+            let ip = Self::ip(i);
+            ports.push((free_port(ip)?, free_port(ip)?));
         }
         let members: Vec<(String, NodeRole, String)> = Self::NAMES
             .iter()
             .zip(&ports)
-            .map(|((n, r), (grpc, _))| (n.to_string(), *r, format!("127.0.0.1:{grpc}")))
+            .enumerate()
+            .map(|(i, ((n, r), (grpc, _)))| (n.to_string(), *r, format!("{}:{grpc}", Self::ip(i))))
             .collect();
-        for (((name, role), (grpc, dns)), path) in Self::NAMES.iter().zip(&ports).zip(&paths) {
-            let grpc_addr = SocketAddr::from(([127, 0, 0, 1], *grpc));
-            let dns_addr = SocketAddr::from(([127, 0, 0, 1], *dns));
+        for (i, (((name, role), (grpc, dns)), path)) in Self::NAMES.iter().zip(&ports).zip(&paths).enumerate() {
+            let grpc_addr = SocketAddr::from((Self::ip(i), *grpc));
+            let dns_addr = SocketAddr::from((Self::ip(i), *dns));
             let text = config_text(
                 cluster,
                 name,
@@ -306,4 +314,99 @@ pub fn agreed_coordinator(statuses: &[(String, Option<pb::ClusterStatus>)]) -> O
         }
     }
     agreed
+}
+
+/// The demo's service: a tiny HTTP server that answers with the name of the
+/// node that runs it and its epoch, on that node's own loopback address.
+const WEB_PY: &str = r#"# Written by `tandem demo`: a tiny HTTP service that says which node runs it.
+import http.server, os
+node = os.environ.get("TANDEM_NODE", "?")
+epoch = os.environ.get("TANDEM_EPOCH", "?")
+addresses = ADDRESSES
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{node} (epoch {epoch})\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((addresses[node], PORT), Handler).serve_forever()
+"#;
+
+/// The demo's spec: group `web`, preferring site-a, failing over to site-b.
+pub struct DemoService {
+    pub spec: PathBuf,
+    pub port: u16,
+}
+
+impl DemoService {
+    /// Writes `DIR/spec.toml` and `DIR/web.py`, or reuses them.
+    pub fn prepare(dir: &Path) -> Result<DemoService, Failure> {
+        let spec = dir.join("spec.toml");
+        let script = dir.join("web.py");
+        let write = |p: &Path, text: &str| {
+            std::fs::write(p, text).map_err(|e| Failure::runtime(format!("cannot write {}: {e}", p.display())))
+        };
+        if let Ok(text) = std::fs::read_to_string(&script)
+            && let Some(port) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("# port "))
+                .and_then(|p| p.trim().parse().ok())
+            && spec.exists()
+        {
+            return Ok(DemoService { spec, port });
+        }
+        let port = free_port(LocalCluster::ip(0))?;
+        let addresses = format!(
+            "{{\"site-a\": \"{}\", \"site-b\": \"{}\"}}",
+            LocalCluster::ip(0),
+            LocalCluster::ip(1)
+        );
+        let py = WEB_PY
+            .replace("ADDRESSES", &addresses)
+            .replace("PORT", &port.to_string());
+        write(&script, &format!("{py}# port {port}\n"))?;
+        let text = format!(
+            "# Written by `tandem demo`: the service group of the demo cluster.\n\
+             # Apply changes with: tandem apply -f {spec}\n\n\
+             [[groups]]\n\
+             name = \"web\"\n\
+             kind = \"exclusive\"\n\
+             prefer = [{{ node = \"site-a\", score = 100 }}, {{ node = \"site-b\", score = 50 }}]\n\
+             fail_back = false\n\n\
+             \x20 [[groups.resources]]\n\
+             \x20 name = \"http\"\n\
+             \x20 agent = \"exec\"\n\
+             \x20 command = \"python3\"\n\
+             \x20 args = [\"-u\", {script:?}]\n\
+             \x20 monitor_interval = \"1s\"\n",
+            spec = spec.display(),
+            script = script.display().to_string(),
+        );
+        write(&spec, &text)?;
+        Ok(DemoService { spec, port })
+    }
+
+    /// Asks the service on node `i`'s address; `None` if nothing answers.
+    pub fn ask(&self, i: usize) -> Option<String> {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::from((LocalCluster::ip(i), self.port));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_string())
+    }
+}
+
+impl LocalCluster {
+    /// The pid of the demo service on `node`, from its pid file.
+    pub fn service_pid(&self, node: &str) -> Option<i32> {
+        let text = std::fs::read_to_string(self.dir.join(format!("{node}-data/run/web/http.pid"))).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tandem_proto::v1 as pb;
 
-use crate::cluster::{LocalCluster, agreed_coordinator};
+use crate::cluster::{DemoService, LocalCluster, agreed_coordinator};
 use crate::output::{state_name, status_table};
 use crate::{Failure, Outcome};
 
@@ -35,6 +35,12 @@ pub struct DemoArgs {
 
 /// Removes what the demo writes in `dir`, and nothing else.
 fn remove_demo_files(dir: &std::path::Path) -> Outcome {
+    for file in ["spec.toml", "web.py"] {
+        let p = dir.join(file);
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| Failure::runtime(format!("cannot remove {}: {e}", p.display())))?;
+        }
+    }
     for (name, _) in LocalCluster::NAMES {
         for file in [format!("{name}.toml"), format!("{name}.log")] {
             let p = dir.join(file);
@@ -57,6 +63,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
         remove_demo_files(&args.dir)?;
     }
     let (mut cluster, reused) = LocalCluster::prepare(&args.dir, "demo")?;
+    let service = DemoService::prepare(&cluster.dir)?;
     let configs: Vec<String> = cluster.nodes.iter().map(|n| n.config.display().to_string()).collect();
     if args.configs_only {
         println!(
@@ -66,7 +73,13 @@ pub async fn run(args: DemoArgs) -> Outcome {
         for c in &configs {
             println!("  {c}");
         }
-        println!("Start each with: tandem agent --config FILE");
+        println!("and the service spec: {}", service.spec.display());
+        println!("Start each node with: tandem agent --config FILE");
+        println!(
+            "then apply the spec with: tandem apply -f {} --endpoint {}",
+            service.spec.display(),
+            cluster.nodes[0].address
+        );
         return Ok(());
     }
     println!(
@@ -76,7 +89,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
     );
     cluster.start_all()?;
     let outcome = tokio::select! {
-        r = scenario(&mut cluster, &args) => r,
+        r = scenario(&mut cluster, &service, &args) => r,
         signal = crate::cluster::interrupted() => { println!("\n{signal}"); Ok(()) }
     };
     println!("stopping the agents (SIGTERM)...");
@@ -90,6 +103,7 @@ struct Narrator {
     start: Instant,
     coordinator: Option<String>,
     states: BTreeMap<String, String>,
+    groups: BTreeMap<String, String>,
 }
 
 impl Narrator {
@@ -98,6 +112,7 @@ impl Narrator {
             start: Instant::now(),
             coordinator: None,
             states: BTreeMap::new(),
+            groups: BTreeMap::new(),
         }
     }
 
@@ -136,6 +151,22 @@ impl Narrator {
                 );
             }
         }
+        for g in &s.groups {
+            let on = if g.nodes.is_empty() {
+                "no node".to_string()
+            } else {
+                g.nodes.join(", ")
+            };
+            let why = if g.blocked_reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", g.blocked_reason)
+            };
+            let line = format!("group {} is {} on {on} (epoch {}){why}", g.name, g.state, g.epoch);
+            if self.groups.insert(g.name.clone(), line.clone()).as_deref() != Some(line.as_str()) {
+                println!("  +{:>5} ms  {line}", self.ms());
+            }
+        }
     }
 }
 
@@ -143,7 +174,64 @@ fn all_up(s: &pb::ClusterStatus, count: usize) -> bool {
     s.nodes.len() == count && s.nodes.iter().all(|n| n.state == pb::NodeState::Up as i32)
 }
 
-async fn scenario(cluster: &mut LocalCluster, args: &DemoArgs) -> Outcome {
+fn web_running(st: &[(String, Option<pb::ClusterStatus>)]) -> Option<String> {
+    let mut primary = None;
+    for (_, s) in st {
+        let g = s.as_ref()?.groups.iter().find(|g| g.name == "web")?;
+        if g.state != "running" {
+            return None;
+        }
+        match (&primary, &g.primary) {
+            (None, Some(p)) => primary = Some(p.clone()),
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
+        }
+    }
+    primary
+}
+
+/// Asks the web service on `node`'s address and prints the answer.
+fn ask(service: &DemoService, node: &str) {
+    let i = LocalCluster::NAMES.iter().position(|(n, _)| *n == node).unwrap_or(0);
+    match service.ask(i) {
+        Some(answer) => println!("  http://{}:{}/ answers: {answer}", LocalCluster::ip(i), service.port),
+        None => println!("  http://{}:{}/ does not answer", LocalCluster::ip(i), service.port),
+    }
+}
+
+/// `kill -9` of a node's agent and, if it runs there, of the demo service.
+async fn kill_node(cluster: &mut LocalCluster, node: &str) -> Outcome {
+    let pid = cluster.node(node).and_then(|n| n.pid()).unwrap_or(0);
+    let service = cluster.service_pid(node);
+    cluster.kill9(node).await?;
+    if let Some(s) = service {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s), nix::sys::signal::Signal::SIGKILL);
+        println!("  kill -9 {node}: agent (pid {pid}) and its web service (pid {s}), as a crash of the machine would");
+    } else {
+        println!("  kill -9 {node}: agent (pid {pid})");
+    }
+    Ok(())
+}
+
+async fn wait_back(cluster: &mut LocalCluster, node: &str, narrator: &mut Narrator, args: &DemoArgs) -> Outcome {
+    let count = cluster.nodes.len();
+    println!("  restarting {node}; it rejoins and catches up.");
+    narrator.restart_clock();
+    cluster.start(node)?;
+    cluster
+        .wait_for(args.timeout, &format!("{node} back and caught up"), |st| {
+            narrator.look(st);
+            let coordinator = agreed_coordinator(st)?;
+            let mine = st.iter().find(|(n, _)| n == node)?.1.as_ref()?;
+            let theirs = st.iter().find(|(n, _)| *n == coordinator.0)?.1.as_ref()?;
+            (all_up(theirs, count) && mine.applied_index >= theirs.commit_index).then_some(())
+        })
+        .await?;
+    println!("  {node} is back and caught up after {} ms\n", narrator.ms());
+    Ok(())
+}
+
+async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &DemoArgs) -> Outcome {
     let count = cluster.nodes.len();
     let mut narrator = Narrator::new();
 
@@ -158,12 +246,46 @@ async fn scenario(cluster: &mut LocalCluster, args: &DemoArgs) -> Outcome {
         })
         .await?;
     println!("  elected {coordinator} after {} ms\n", narrator.ms());
+
+    println!(
+        "2. Applying {}: group web, preferring site-a, failing over to site-b.",
+        service.spec.display()
+    );
+    let spec = std::fs::read_to_string(&service.spec)
+        .map_err(|e| Failure::runtime(format!("cannot read {}: {e}", service.spec.display())))?;
+    let address = cluster
+        .node(&coordinator)
+        .map(|n| n.address.clone())
+        .unwrap_or_default();
+    let mut client = crate::client::connect_to(&address, args.timeout).await?;
+    let reply = client
+        .apply_spec(pb::ApplySpecRequest {
+            spec,
+            file: service.spec.display().to_string(),
+            dry_run: false,
+            actor: crate::client::actor(),
+        })
+        .await
+        .map_err(|e| crate::client::failed("apply", e))?
+        .into_inner();
+    for c in &reply.changes {
+        println!("  {c}");
+    }
+    narrator.restart_clock();
+    let mut primary = cluster
+        .wait_for(args.timeout, "web running", |st| {
+            narrator.look(st);
+            web_running(st)
+        })
+        .await?;
+    println!("  web runs on {primary} after {} ms", narrator.ms());
+    ask(service, &primary);
+    println!();
     print_table(cluster).await;
 
+    println!("3. kill -9 of the coordinator, {coordinator}.");
     let victim = coordinator.clone();
-    let pid = cluster.node(&victim).and_then(|n| n.pid()).unwrap_or(0);
-    println!("2. kill -9 {victim} (pid {pid}), the coordinator, as a crash would.");
-    cluster.kill9(&victim).await?;
+    kill_node(cluster, &victim).await?;
     narrator.restart_clock();
     let (successor, term) = cluster
         .wait_for(args.timeout, "a new coordinator", |st| {
@@ -175,6 +297,10 @@ async fn scenario(cluster: &mut LocalCluster, args: &DemoArgs) -> Outcome {
         "  {successor} took over as coordinator (term {term}) {} ms after the kill",
         narrator.ms()
     );
+    if primary == victim {
+        primary = wait_moved(cluster, &mut narrator, &victim, args).await?;
+        ask(service, &primary);
+    }
     println!("  waiting until every survivor shows {victim} down (its lease certainly expired)...");
     cluster
         .wait_for(args.timeout, &format!("{victim} shown down"), |st| {
@@ -195,21 +321,19 @@ async fn scenario(cluster: &mut LocalCluster, args: &DemoArgs) -> Outcome {
         narrator.ms()
     );
     print_table(cluster).await;
+    wait_back(cluster, &victim, &mut narrator, args).await?;
 
-    println!("3. Restarting {victim}; it rejoins as a follower and catches up.");
-    narrator.restart_clock();
-    cluster.start(&victim)?;
-    let victim_name = victim.clone();
-    cluster
-        .wait_for(args.timeout, &format!("{victim} back and caught up"), |st| {
-            narrator.look(st);
-            let coordinator = agreed_coordinator(st)?;
-            let mine = st.iter().find(|(n, _)| *n == victim_name)?.1.as_ref()?;
-            let theirs = st.iter().find(|(n, _)| *n == coordinator.0)?.1.as_ref()?;
-            (all_up(theirs, count) && mine.applied_index >= theirs.commit_index).then_some(())
-        })
-        .await?;
-    println!("  {victim} is back and caught up after {} ms\n", narrator.ms());
+    if primary != victim {
+        println!("4. kill -9 of web's primary, {primary}, with its service.");
+        let old = primary.clone();
+        kill_node(cluster, &old).await?;
+        narrator.restart_clock();
+        primary = wait_moved(cluster, &mut narrator, &old, args).await?;
+        ask(service, &primary);
+        println!();
+        wait_back(cluster, &old, &mut narrator, args).await?;
+    }
+    println!("web stays on {primary}: fail_back = false, so a returning node does not take it back.\n");
     print_table(cluster).await;
 
     if args.once {
@@ -218,6 +342,26 @@ async fn scenario(cluster: &mut LocalCluster, args: &DemoArgs) -> Outcome {
     }
     println!("Live status (Ctrl-C to stop):");
     live(cluster).await
+}
+
+/// Waits until web runs on a node other than `old` and says how long it took.
+async fn wait_moved(
+    cluster: &LocalCluster,
+    narrator: &mut Narrator,
+    old: &str,
+    args: &DemoArgs,
+) -> Result<String, Failure> {
+    let primary = cluster
+        .wait_for(args.timeout, "web running elsewhere", |st| {
+            narrator.look(st);
+            web_running(st).filter(|p| p != old)
+        })
+        .await?;
+    println!(
+        "  web runs on {primary} {} ms after the kill (lease expiry, then a new epoch)",
+        narrator.ms()
+    );
+    Ok(primary)
 }
 
 async fn print_table(cluster: &LocalCluster) {
