@@ -237,9 +237,21 @@ impl GroupTask {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut state = self.ctx.state.clone();
         let mut liveness = self.ctx.liveness.subscribe();
-        // Find out what already runs here (after an agent restart).
+        // Find out what already runs here (after an agent restart), where it
+        // may: the group is assigned here, or this node last reported it as
+        // anything but stopped. Probing every group of a large spec on every
+        // node would spawn thousands of monitor processes for nothing.
         let (spec, _, _) = self.desired();
-        if let Some(spec) = spec {
+        let may_run_here = {
+            let s = self.ctx.state.borrow();
+            s.cluster.groups.get(&self.name).is_some_and(|g| {
+                g.assigned.contains(&self.ctx.me.name)
+                    || g.reports
+                        .get(&self.ctx.me.name)
+                        .is_some_and(|r| r.phase != Phase::Stopped)
+            })
+        };
+        if let Some(spec) = spec.filter(|_| may_run_here) {
             self.build_runners(&spec);
             for i in 0..self.runners.len() {
                 let r = self.act(i, Action::Monitor).await;

@@ -453,7 +453,12 @@ impl Tandem for TandemService {
         let req = req.into_inner();
         let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
         let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-        let spec = Spec::parse(&req.spec, file, &members).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Parsing a large spec is CPU work: keep it off the async workers.
+        let (text, name) = (req.spec.clone(), file.to_string());
+        let spec = tokio::task::spawn_blocking(move || Spec::parse(&text, &name, &members))
+            .await
+            .map_err(|e| Status::internal(format!("spec validation failed: {e}")))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         for g in &spec.groups {
             for r in &g.resources {
                 tandem_agents::validate(r, &self.ctx.ocf_root).await.map_err(|e| {

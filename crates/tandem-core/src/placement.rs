@@ -48,8 +48,10 @@ pub struct Plan {
 }
 
 struct Ctx<'a> {
-    spec: &'a Spec,
     groups: &'a BTreeMap<String, GroupState>,
+    /// For each group, the groups it must not share a node with (both
+    /// directions of every `anti_affinity`), computed once per plan.
+    conflicts: BTreeMap<&'a str, Vec<&'a str>>,
     fencing_needed: &'a BTreeMap<String, String>,
     nodes: &'a BTreeMap<&'a str, &'a NodeFacts>,
     now_unix_ms: u64,
@@ -89,11 +91,9 @@ impl Ctx<'_> {
                 g.migration_threshold
             ));
         }
-        for other in self.spec.groups.iter().filter(|o| o.name != g.name) {
-            let conflict =
-                g.placement.anti_affinity.contains(&other.name) || other.placement.anti_affinity.contains(&g.name);
-            if conflict && planned.get(&other.name).is_some_and(|n| n.contains(node)) {
-                return Some(format!("{node} runs {} (anti-affinity)", other.name));
+        for other in self.conflicts.get(g.name.as_str()).into_iter().flatten() {
+            if planned.get(*other).is_some_and(|n| n.contains(node)) {
+                return Some(format!("{node} runs {other} (anti-affinity)"));
             }
         }
         None
@@ -196,8 +196,15 @@ pub fn plan(
     now_unix_ms: u64,
 ) -> Plan {
     let by_name: BTreeMap<&str, &NodeFacts> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let mut conflicts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for g in &spec.groups {
+        for other in g.placement.anti_affinity.iter().filter(|o| **o != g.name) {
+            conflicts.entry(g.name.as_str()).or_default().push(other.as_str());
+            conflicts.entry(other.as_str()).or_default().push(g.name.as_str());
+        }
+    }
     let ctx = Ctx {
-        spec,
+        conflicts,
         groups,
         fencing_needed,
         nodes: &by_name,

@@ -39,6 +39,24 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         writes: usize,
     },
+    /// From `kill -9` of the primary node (agent and service) to the group
+    /// running on the other member, with the demo's HTTP service.
+    GroupFailover {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+    /// Placement for many resources on many nodes: the pure computation,
+    /// then validating and committing such a spec on a local cluster.
+    Placement {
+        #[arg(long, default_value_t = 50)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+        #[arg(long, default_value_t = 10)]
+        resources_per_group: usize,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// Resident memory and CPU of idle agents.
     Idle {
         /// How long to sample.
@@ -70,6 +88,15 @@ fn report(label: &str, unit: &str, samples: &mut [f64]) {
 }
 
 pub async fn run(args: BenchArgs) -> Outcome {
+    if let BenchCommand::Placement {
+        nodes,
+        groups,
+        resources_per_group,
+        runs,
+    } = args.what
+    {
+        placement_compute(nodes, groups, resources_per_group, runs);
+    }
     let temp;
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -87,6 +114,10 @@ pub async fn run(args: BenchArgs) -> Outcome {
                 BenchCommand::Failover { runs } => failover(&mut cluster, runs, args.timeout).await,
                 BenchCommand::Commit { writes } => commit(&cluster, writes).await,
                 BenchCommand::Idle { duration } => idle(&cluster, duration).await,
+                BenchCommand::GroupFailover { runs } => group_failover(&mut cluster, runs, args.timeout).await,
+                BenchCommand::Placement { groups, resources_per_group, runs, .. } => {
+                    placement_apply(&cluster, groups, resources_per_group, runs).await
+                }
             }
         } => r,
         signal = crate::cluster::interrupted() => Err(Failure::runtime(format!("interrupted by {signal}"))),
@@ -176,6 +207,211 @@ async fn commit(cluster: &LocalCluster, writes: usize) -> Outcome {
         samples.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     report("commit latency", " ms", &mut samples);
+    Ok(())
+}
+
+/// The pure placement computation on a synthetic cluster: every group
+/// prefers three nodes, clones one in ten, anti-affinity between neighbours.
+fn placement_compute(nodes: usize, groups: usize, per_group: usize, runs: usize) {
+    use std::collections::BTreeMap;
+    use tandem_core::NodeRole;
+    use tandem_core::lease::NodeState;
+    use tandem_core::placement::{NodeFacts, plan};
+    use tandem_core::spec::{ActionTimeouts, AgentSpec, GroupKind, GroupSpec, Placement, ResourceSpec, Spec};
+
+    let names: Vec<String> = (0..nodes).map(|i| format!("node-{i}")).collect();
+    let facts: Vec<NodeFacts> = names
+        .iter()
+        .map(|n| NodeFacts {
+            name: n.clone(),
+            role: NodeRole::Member,
+            state: NodeState::Up,
+            lease_expired: false,
+            standby: false,
+        })
+        .collect();
+    let spec = Spec {
+        groups: (0..groups)
+            .map(|g| GroupSpec {
+                name: format!("group-{g}"),
+                kind: if g % 10 == 9 {
+                    GroupKind::Clone
+                } else {
+                    GroupKind::Exclusive
+                },
+                resources: (0..per_group)
+                    .map(|r| ResourceSpec {
+                        name: format!("r{r}"),
+                        agent: AgentSpec::Commands {
+                            start: "true".into(),
+                            stop: "true".into(),
+                            monitor: "true".into(),
+                        },
+                        timeouts: ActionTimeouts::default(),
+                        monitor_interval: Duration::from_secs(10),
+                    })
+                    .collect(),
+                placement: Placement {
+                    prefer: (0..3)
+                        .map(|k| (names[(g + k * 7) % nodes].clone(), 100 - 10 * k as i64))
+                        .collect(),
+                    avoid: Vec::new(),
+                    anti_affinity: if g > 0 {
+                        vec![format!("group-{}", g - 1)]
+                    } else {
+                        Vec::new()
+                    },
+                    fail_back: false,
+                },
+                migration_threshold: 3,
+                failure_timeout: Duration::from_secs(600),
+                after: Vec::new(),
+            })
+            .collect(),
+    };
+    println!(
+        "placement: {} resources in {groups} groups on {nodes} nodes, {runs} runs of the pure computation",
+        groups * per_group
+    );
+    let no_groups = BTreeMap::new();
+    let no_fencing = BTreeMap::new();
+    let mut samples = Vec::with_capacity(runs);
+    let mut decisions = 0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let p = plan(&spec, &no_groups, &no_fencing, &facts, 0);
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        decisions = p.decisions.len();
+    }
+    println!("  {decisions} decisions per run");
+    report("placement compute (fresh cluster)", " ms", &mut samples);
+}
+
+/// Validating and committing a large spec through `ApplySpec` on the local
+/// cluster. Its groups avoid every node, so the figure is the spec's own
+/// cost, not that of starting thousands of processes.
+async fn placement_apply(cluster: &LocalCluster, groups: usize, per_group: usize, runs: usize) -> Outcome {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for g in 0..groups {
+        let _ = writeln!(
+            text,
+            "[[groups]]\nname = \"group-{g}\"\navoid = [\"site-a\", \"site-b\"]"
+        );
+        for r in 0..per_group {
+            let _ = writeln!(
+                text,
+                "[[groups.resources]]\nname = \"r{r}\"\nagent = \"exec\"\nstart = \"true\"\nstop = \"true\"\nmonitor = \"true\""
+            );
+        }
+    }
+    let statuses = cluster.statuses(Duration::from_secs(2)).await;
+    let (coordinator, _) = agreed_coordinator(&statuses).ok_or_else(|| Failure::runtime("no agreed coordinator"))?;
+    let address = cluster
+        .node(&coordinator)
+        .map(|n| n.address.clone())
+        .unwrap_or_default();
+    let mut client = connect_to(&address, Duration::from_secs(120)).await?;
+    println!(
+        "placement: applying a spec of {} resources in {groups} groups ({} KiB of TOML), {runs} runs alternating two versions",
+        groups * per_group,
+        text.len() / 1024
+    );
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..runs {
+        // Alternate so that every apply is a real change.
+        let spec = if run % 2 == 0 {
+            text.clone()
+        } else {
+            text.replace("monitor = \"true\"", "monitor = \"true \"")
+        };
+        let start = Instant::now();
+        client
+            .apply_spec(pb::ApplySpecRequest {
+                spec,
+                file: "bench.toml".into(),
+                dry_run: false,
+                actor: actor(),
+            })
+            .await
+            .map_err(|e| failed("apply", e))?;
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    report("apply (validate, diff, commit on 3 nodes)", " ms", &mut samples);
+    Ok(())
+}
+
+/// From `kill -9` of web's primary (agent and service) until every survivor
+/// reports web running on the other member.
+async fn group_failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) -> Outcome {
+    let service = crate::cluster::DemoService::prepare(&cluster.dir)?;
+    let spec = std::fs::read_to_string(&service.spec).map_err(|e| Failure::runtime(e.to_string()))?;
+    let statuses = cluster.statuses(Duration::from_secs(2)).await;
+    let (coordinator, _) = agreed_coordinator(&statuses).ok_or_else(|| Failure::runtime("no agreed coordinator"))?;
+    let address = cluster
+        .node(&coordinator)
+        .map(|n| n.address.clone())
+        .unwrap_or_default();
+    connect_to(&address, timeout)
+        .await?
+        .apply_spec(pb::ApplySpecRequest {
+            spec,
+            file: service.spec.display().to_string(),
+            dry_run: false,
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed("apply", e))?;
+    println!("group failover: {runs} runs of kill -9 of web's primary (agent and service), default timing");
+    let running_on = |st: &[(String, Option<pb::ClusterStatus>)]| -> Option<String> {
+        let mut on = None;
+        for (_, s) in st {
+            let g = s.as_ref()?.groups.iter().find(|g| g.name == "web")?;
+            if g.state != "running" || (on.is_some() && on != g.primary) {
+                return None;
+            }
+            on = g.primary.clone();
+        }
+        on
+    };
+    let mut samples = Vec::with_capacity(runs);
+    let mut with_coordinator = 0;
+    for run in 1..=runs {
+        wait_stable(cluster, timeout).await?;
+        let primary = cluster.wait_for(timeout, "web running", |st| running_on(st)).await?;
+        let statuses = cluster.statuses(Duration::from_secs(2)).await;
+        let was_coordinator = agreed_coordinator(&statuses).is_some_and(|(c, _)| c == primary);
+        tokio::time::sleep(Duration::from_millis(300 + (run as u64 * 37) % 100)).await;
+        let pid = cluster.service_pid(&primary);
+        cluster.kill9(&primary).await?;
+        if let Some(p) = pid {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+        }
+        let start = Instant::now();
+        let new = cluster
+            .wait_for(timeout, "web running elsewhere", |st| {
+                running_on(st).filter(|p| *p != primary)
+            })
+            .await?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if was_coordinator {
+            with_coordinator += 1;
+        }
+        println!(
+            "  run {run:>3}: {primary}{} killed, web running on {new} after {ms:.0} ms",
+            if was_coordinator { " (also coordinator)" } else { "" }
+        );
+        samples.push(ms);
+        cluster.start(&primary)?;
+    }
+    println!(
+        "  ({with_coordinator} of {runs} runs also lost the coordinator, which adds an election and the predecessor's lease grace)"
+    );
+    report(
+        "group failover (kill -9 to running on the other member)",
+        " ms",
+        &mut samples,
+    );
     Ok(())
 }
 

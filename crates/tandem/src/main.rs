@@ -201,12 +201,10 @@ pub type Outcome = Result<(), Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One worker thread: a node's work is small and I/O-bound, and fewer
-    // threads mean fewer cross-thread wake-ups when idle (`tandem bench idle`:
-    // 0.85-1.4% of a core per agent, against 0.95-1.7% with two workers).
-    // Blocking storage calls run on tokio's blocking pool, not on the worker.
+    // Two worker threads: a CPU-heavy request (validating a large spec) must
+    // never hold up Raft's heartbeats.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
     {
