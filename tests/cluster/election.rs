@@ -117,3 +117,78 @@ fn the_witness_takes_over_when_the_only_surviving_member_is_behind() {
     let log = std::fs::read_to_string(&c.node("witness").log).unwrap();
     assert!(log.contains("campaigning"), "the witness says why it campaigned: {log}");
 }
+
+#[test]
+fn status_watch_streams_at_once_and_on_change_and_logs_can_be_json() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    let coordinator = c.wait_for_agreed_coordinator(None);
+    let follower = ["site-a", "site-b"]
+        .into_iter()
+        .find(|n| *n != coordinator)
+        .unwrap()
+        .to_string();
+    let mut watch = std::process::Command::new(BIN)
+        .args([
+            "status",
+            "--watch",
+            "--output",
+            "json",
+            "--endpoint",
+            &c.node("witness").address,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first: serde_json::Value =
+        serde_json::from_str(&rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).unwrap();
+    assert_eq!(first["answered_by"], "witness");
+    // A change (a node going away) arrives as a new message.
+    c.kill9(&follower);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut saw_change = false;
+    while std::time::Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(5)) else {
+            continue;
+        };
+        let s: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if node_in(&s, &follower).is_some_and(|n| n["state"] != "up") {
+            saw_change = true;
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(saw_change, "the stream reported {follower} no longer up");
+
+    // JSON logs: one object per line.
+    c.sigterm("witness");
+    let log = c.node("witness").log.clone();
+    let config = c.node("witness").config.clone();
+    std::fs::write(&log, "").unwrap();
+    let mut json_agent = std::process::Command::new(BIN)
+        .args(["agent", "--log-format", "json", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    c.wait_for_log("witness", "serving");
+    let _ = json_agent.kill();
+    let _ = json_agent.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
