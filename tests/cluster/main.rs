@@ -10,4 +10,5 @@ mod durability;
 mod election;
 mod grpc;
 mod membership;
+mod netns;
 mod resources;

@@ -80,7 +80,15 @@ struct GroupTask {
     pending: Option<Command>,
     /// A stop failed: nothing more is done until an operator or fencing intervenes.
     stuck: bool,
+    /// After a failure, the next start waits until then (no retry storm).
+    retry_at: Option<Instant>,
+    /// A start found the resource cannot run here; nothing is retried until
+    /// the assignment changes (this epoch).
+    gave_up: Option<u64>,
 }
+
+/// The pause between a failure and the next start on the same node.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 fn outcome_text(o: &Outcome) -> String {
     match o {
@@ -108,6 +116,8 @@ impl GroupTask {
             last: BTreeMap::new(),
             pending: None,
             stuck: false,
+            retry_at: None,
+            gave_up: None,
         }
     }
 
@@ -186,7 +196,14 @@ impl GroupTask {
     }
 
     fn report(&mut self, phase: Phase, failed_resource: Option<String>) {
+        self.report_failure(phase, failed_resource, false);
+    }
+
+    fn report_failure(&mut self, phase: Phase, failed_resource: Option<String>, fatal: bool) {
         self.phase = phase;
+        if failed_resource.is_some() {
+            self.retry_at = Some(Instant::now() + RESTART_DELAY);
+        }
         let resources = self
             .spec
             .as_ref()
@@ -207,6 +224,7 @@ impl GroupTask {
                 at_unix_ms: unix_ms(),
             },
             failed_resource,
+            fatal,
         });
     }
 
@@ -294,7 +312,7 @@ impl GroupTask {
                 .then(|| self.ctx.liveness.lease_until())
                 .flatten()
                 .map(|t| Instant::now() + t.since(self.ctx.clock.now()));
-            let until = [wake, retry, lease_end].into_iter().flatten().min();
+            let until = [wake, retry, lease_end, self.retry_at].into_iter().flatten().min();
             tokio::select! {
                 r = state.changed() => if r.is_err() { break },
                 r = liveness.changed() => if r.is_err() { break },
@@ -339,6 +357,10 @@ impl GroupTask {
             if epoch != self.epoch {
                 self.epoch = epoch;
             }
+            let waiting = self.retry_at.is_some_and(|t| Instant::now() < t) || self.gave_up == Some(epoch);
+            if self.started < total && waiting {
+                return;
+            }
             if self.started < total {
                 if self.phase != Phase::Starting {
                     self.report(Phase::Starting, None);
@@ -349,14 +371,19 @@ impl GroupTask {
                     let r = self.act(i, Action::Start).await;
                     if r.outcome != Outcome::Ok {
                         let name = self.spec.as_ref().map(|s| s.resources[i].name.clone());
+                        let fatal = matches!(r.outcome, Outcome::Unavailable(_));
+                        if fatal {
+                            warn!(group = %self.name, resource = ?name, epoch, "cannot run on this node; not retrying here");
+                            self.gave_up = Some(epoch);
+                        }
                         // Undo a partial start (the failed one included).
                         self.started = i + 1;
                         let ok = self.stop_down_to(0).await;
                         if !ok {
                             self.stuck = true;
-                            self.report(Phase::StopFailed, name);
+                            self.report_failure(Phase::StopFailed, name, fatal);
                         } else {
-                            self.report(Phase::Failed, name);
+                            self.report_failure(Phase::Failed, name, fatal);
                         }
                         return;
                     }

@@ -72,6 +72,10 @@ pub struct NodeReport {
 pub struct Failure {
     pub resource: String,
     pub at_unix_ms: u64,
+    /// The resource cannot run on that node at all (an OCF agent missing or
+    /// not configured there): the group leaves the node at once.
+    #[serde(default)]
+    pub fatal: bool,
 }
 
 /// The replicated state of one group.
@@ -97,11 +101,14 @@ impl GroupState {
         } else {
             now_unix_ms.saturating_sub(duration_ms(timeout))
         };
-        let n = list.iter().filter(|f| f.at_unix_ms >= horizon).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
+        let recent = list.iter().filter(|f| f.at_unix_ms >= horizon);
+        if recent.clone().any(|f| f.fatal) {
+            return u32::MAX;
+        }
+        u32::try_from(recent.count()).unwrap_or(u32::MAX)
     }
 
-    pub fn record_failure(&mut self, node: &str, resource: &str, at_unix_ms: u64) {
+    pub fn record_failure(&mut self, node: &str, resource: &str, at_unix_ms: u64, fatal: bool) {
         let list = self.failures.entry(node.to_string()).or_default();
         if list.len() == FAILURES_KEPT {
             list.remove(0);
@@ -109,6 +116,7 @@ impl GroupState {
         list.push(Failure {
             resource: resource.to_string(),
             at_unix_ms,
+            fatal,
         });
     }
 

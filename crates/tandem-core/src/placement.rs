@@ -472,7 +472,7 @@ mod tests {
         };
         let mut gs = assigned(1, "site-a", Phase::Failed);
         for _ in 0..3 {
-            gs.record_failure("site-a", "r", 1);
+            gs.record_failure("site-a", "r", 1, false);
         }
         let mut groups = BTreeMap::from([("web".to_string(), gs)]);
         let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 10);
@@ -563,6 +563,19 @@ mod tests {
     }
 
     #[test]
+    fn a_fatal_failure_moves_the_group_at_once() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[("site-a", 100)])],
+        };
+        let mut gs = assigned(1, "site-a", Phase::Failed);
+        gs.record_failure("site-a", "r", 1, true);
+        gs.reports.insert("site-a".into(), report(1, Phase::Stopped));
+        let groups = BTreeMap::from([("web".to_string(), gs)]);
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 10);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+    }
+
+    #[test]
     fn after_waits_for_its_prerequisite_to_run() {
         let mut web = group("web", GroupKind::Exclusive, &[]);
         web.after = vec!["db".into()];
@@ -639,7 +652,7 @@ mod tests {
                         gs.reports.insert(NAMES[ni].to_string(), report(5, *p));
                     }
                     for _ in 0..failures[gi][ni] {
-                        gs.record_failure(NAMES[ni], "r", 1);
+                        gs.record_failure(NAMES[ni], "r", 1, false);
                     }
                 }
                 groups.insert(name, gs);

@@ -74,6 +74,9 @@ pub enum Command {
         report: NodeReport,
         /// A resource that failed (counted towards the migration threshold).
         failed_resource: Option<String>,
+        /// The failure means the resource cannot run on this node at all.
+        #[serde(default)]
+        fatal: bool,
     },
     /// Forgets failure counts (`tandem resource cleanup`).
     ClearFailures {
@@ -217,11 +220,12 @@ impl ClusterState {
                 group,
                 report,
                 failed_resource,
+                fatal,
             } => {
                 let state = self.groups.entry(group.clone()).or_default();
                 let previous = state.reports.insert(node.clone(), report.clone());
                 if let Some(resource) = failed_resource {
-                    state.record_failure(node, resource, report.at_unix_ms);
+                    state.record_failure(node, resource, report.at_unix_ms, *fatal);
                 }
                 if report.phase == Phase::StopFailed {
                     self.fencing_needed
