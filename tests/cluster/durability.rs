@@ -43,3 +43,28 @@ fn acknowledged_writes_survive_kill9_of_every_node() {
         assert!(!second_run.contains("bootstrapped the cluster"), "{second_run}");
     }
 }
+
+#[test]
+fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
+    // Snapshots every 10 entries: the log is compacted soon after.
+    let mut c = TestCluster::three_with("\n[storage]\nsnapshot_after_entries = 10\n");
+    c.start_all();
+    let coordinator = c.wait_for_agreed_coordinator(None);
+    let away = if coordinator == "site-a" { "site-b" } else { "site-a" };
+    c.kill9(away);
+    for i in 0..60 {
+        c.cli_ok(&coordinator, &["annotate", &format!("while away {i}")]);
+    }
+    c.start(away);
+    let events = c.wait_for("the returning node holding every note", |c| {
+        let text = stdout(&c.cli(away, &["events"]));
+        (text.matches("while away").count() == 60).then_some(text)
+    });
+    assert!(events.contains("while away 59"), "{events}");
+    let log = std::fs::read_to_string(&c.node(away).log).unwrap();
+    assert!(
+        log.contains("installed a snapshot sent by the coordinator"),
+        "caught up through a snapshot: {}",
+        c.logs_tail()
+    );
+}

@@ -36,6 +36,8 @@ pub struct TestNode {
 }
 
 pub struct TestCluster {
+    /// Extra TOML appended to every node's configuration.
+    extra: String,
     pub dir: tempfile::TempDir,
     /// Unique per test, so that agents of concurrent tests never talk to
     /// each other even if one reuses a port another just released.
@@ -54,6 +56,7 @@ impl TestCluster {
             .map(|(n, r)| (n.to_string(), *r, format!("127.0.0.1:{}", free_port())))
             .collect();
         let mut c = TestCluster {
+            extra: String::new(),
             dir,
             cluster: format!("t{}", free_port()),
             nodes: Vec::new(),
@@ -68,6 +71,18 @@ impl TestCluster {
     /// A three-node cluster: site-a, site-b and a witness.
     pub fn three() -> TestCluster {
         TestCluster::new(&[("site-a", "member"), ("site-b", "member"), ("witness", "witness")])
+    }
+
+    /// A three-node cluster whose configurations end with `extra` (TOML tables).
+    pub fn three_with(extra: &str) -> TestCluster {
+        let mut c = TestCluster::three();
+        c.extra = extra.to_string();
+        for n in &c.nodes {
+            let mut text = std::fs::read_to_string(&n.config).unwrap();
+            text.push_str(extra);
+            std::fs::write(&n.config, text).unwrap();
+        }
+        c
     }
 
     /// Writes the configuration of a node that will be added with
@@ -104,6 +119,7 @@ impl TestCluster {
         // and a spurious election would only make them slower to read.
         text.push_str("[timing]\nheartbeat_interval = \"100ms\"\nelection_timeout = \"300ms\"\nlease = \"3s\"\n\n");
         text.push_str("[log]\nlevel = \"debug\"\n");
+        text.push_str(&self.extra);
         let config = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
         self.nodes.push(TestNode {

@@ -356,6 +356,12 @@ impl GroupTask {
         if run {
             if epoch != self.epoch {
                 self.epoch = epoch;
+                // Still running under a new assignment (a clone's node set
+                // changed): say so for the new epoch.
+                if total > 0 && self.started == total {
+                    self.report(Phase::Running, None);
+                    return;
+                }
             }
             let waiting = self.retry_at.is_some_and(|t| Instant::now() < t) || self.gave_up == Some(epoch);
             if self.started < total && waiting {

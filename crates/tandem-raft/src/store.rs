@@ -443,6 +443,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(signature), AnyError::new(&e)))?;
+        tracing::info!(
+            last_log_index = state.last_applied.map_or(0, |l| l.index),
+            "installed a snapshot sent by the coordinator"
+        );
         self.publish(Arc::new(state));
         Ok(())
     }
@@ -498,6 +502,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+        tracing::debug!(snapshot = %meta.snapshot_id, bytes = data.len(), "built a snapshot");
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
