@@ -184,14 +184,19 @@ async fn failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) ->
     Ok(())
 }
 
-async fn commit(cluster: &LocalCluster, writes: usize) -> Outcome {
+/// The coordinator's name and a client connected to it.
+async fn coordinator(cluster: &LocalCluster, timeout: Duration) -> Result<(String, TandemClient<Channel>), Failure> {
     let statuses = cluster.statuses(Duration::from_secs(2)).await;
-    let (coordinator, _) = agreed_coordinator(&statuses).ok_or_else(|| Failure::runtime("no agreed coordinator"))?;
+    let (name, _) = agreed_coordinator(&statuses).ok_or_else(|| Failure::runtime("no agreed coordinator"))?;
     let address = cluster
-        .node(&coordinator)
+        .node(&name)
         .map(|n| n.address.clone())
-        .ok_or_else(|| Failure::runtime("coordinator is not a local node"))?;
-    let mut client = connect_to(&address, Duration::from_secs(10)).await?;
+        .ok_or_else(|| Failure::runtime("the coordinator is not a local node"))?;
+    Ok((name, connect_to(&address, timeout).await?))
+}
+
+async fn commit(cluster: &LocalCluster, writes: usize) -> Outcome {
+    let (coordinator, mut client) = coordinator(cluster, Duration::from_secs(10)).await?;
     println!("commit: {writes} sequential notes through the coordinator ({coordinator}), each fsync'ed on a majority");
     let who = actor();
     let mut samples = Vec::with_capacity(writes);
@@ -305,13 +310,7 @@ async fn placement_apply(cluster: &LocalCluster, groups: usize, per_group: usize
             );
         }
     }
-    let statuses = cluster.statuses(Duration::from_secs(2)).await;
-    let (coordinator, _) = agreed_coordinator(&statuses).ok_or_else(|| Failure::runtime("no agreed coordinator"))?;
-    let address = cluster
-        .node(&coordinator)
-        .map(|n| n.address.clone())
-        .unwrap_or_default();
-    let mut client = connect_to(&address, Duration::from_secs(120)).await?;
+    let (_, mut client) = coordinator(cluster, Duration::from_secs(120)).await?;
     println!(
         "placement: applying a spec of {} resources in {groups} groups ({} KiB of TOML), {runs} runs alternating two versions",
         groups * per_group,
@@ -346,14 +345,9 @@ async fn placement_apply(cluster: &LocalCluster, groups: usize, per_group: usize
 async fn group_failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) -> Outcome {
     let service = crate::cluster::DemoService::prepare(&cluster.dir)?;
     let spec = std::fs::read_to_string(&service.spec).map_err(|e| Failure::runtime(e.to_string()))?;
-    let statuses = cluster.statuses(Duration::from_secs(2)).await;
-    let (coordinator, _) = agreed_coordinator(&statuses).ok_or_else(|| Failure::runtime("no agreed coordinator"))?;
-    let address = cluster
-        .node(&coordinator)
-        .map(|n| n.address.clone())
-        .unwrap_or_default();
-    connect_to(&address, timeout)
+    coordinator(cluster, timeout)
         .await?
+        .1
         .apply_spec(pb::ApplySpecRequest {
             spec,
             file: service.spec.display().to_string(),
