@@ -154,8 +154,8 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         info!("empty data directory and join = true: waiting to be added with `tandem members add`");
     } else if config.node.role == NodeRole::Witness {
         // Raft campaigns right after initialising, whatever `enable_elect`
-        // says; a witness must never lead, so it leaves the bootstrap to the
-        // members and receives the membership from them.
+        // says; a witness should lead only when no member can, so it leaves
+        // the bootstrap to the members and receives the membership from them.
         info!("witness with an empty data directory: waiting for a member to bootstrap the cluster");
     } else {
         match raft.initialize(config.members_by_id()).await {
@@ -206,10 +206,9 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = signal_rx.wait_for(|stop| *stop).await;
         });
-    let server = tokio::spawn(server);
+    let mut server = tokio::spawn(server);
     info!("serving");
 
-    let mut server = server;
     let raft_failed = async {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
