@@ -98,7 +98,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: self
                 .channels
                 .get(&node.address)
-                .map(PeerClient::new)
+                .map(|c| {
+                    PeerClient::new(c)
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .max_encoding_message_size(MAX_MESSAGE)
+                })
                 .map_err(|e| e.to_string()),
         }
     }
