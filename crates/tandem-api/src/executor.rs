@@ -151,7 +151,15 @@ impl GroupTask {
         };
         let assigned = gs.assigned.contains(&self.ctx.me.name);
         let applied = s.last_applied.map_or(0, |l| l.index);
-        let lease_ok = self.ctx.liveness.may_act(self.ctx.clock.now(), applied);
+        let now = self.ctx.clock.now();
+        // Starting needs a lease and a state as fresh as the grant; keeping
+        // what already runs needs only the lease (a follower a few entries
+        // behind must not stop a healthy service).
+        let lease_ok = if self.started > 0 {
+            self.ctx.liveness.own_lease_valid(now)
+        } else {
+            self.ctx.liveness.may_act(now, applied)
+        };
         let run = match &spec {
             Some(g) if assigned => g.kind == GroupKind::Clone || lease_ok,
             _ => false,
@@ -229,9 +237,12 @@ impl GroupTask {
     }
 
     /// Sends the pending report to the coordinator (or proposes it here).
+    /// Bounded: a report must never hold up a stop (the loop also waits
+    /// for the lease's end).
     async fn flush(&mut self) {
         let Some(command) = self.pending.clone() else { return };
-        if send_report(&self.ctx, &command).await.is_ok() {
+        let bound = self.ctx.timing.election_timeout * 2;
+        if let Ok(Ok(())) = tokio::time::timeout(bound, send_report(&self.ctx, &command)).await {
             self.pending = None;
         }
     }
@@ -282,19 +293,14 @@ impl GroupTask {
                 self.phase = Phase::Running;
             }
         }
-        // The cluster may remember this node running the group from before a
-        // restart; nothing runs now, so say so, or the group could never
-        // move to a third node.
-        let stale = {
-            let s = self.ctx.state.borrow();
-            s.cluster
-                .groups
-                .get(&self.name)
-                .and_then(|g| g.reports.get(&self.ctx.me.name))
-                .is_some_and(|r| r.phase != Phase::Stopped)
-        };
-        if stale && self.started == 0 {
-            self.report(Phase::Stopped, None);
+        // A restarted agent that found services running waits (at most a
+        // lease) for its lease before deciding anything, so a restart does
+        // not stop healthy services.
+        if self.started > 0 {
+            let start = tokio::time::Instant::now();
+            while !self.ctx.liveness.own_lease_valid(self.ctx.clock.now()) && start.elapsed() < self.ctx.timing.lease {
+                tokio::time::sleep(self.ctx.timing.heartbeat_interval).await;
+            }
         }
         loop {
             self.step().await;
@@ -312,7 +318,11 @@ impl GroupTask {
                 .then(|| self.ctx.liveness.lease_until())
                 .flatten()
                 .map(|t| Instant::now() + t.since(self.ctx.clock.now()));
-            let until = [wake, retry, lease_end, self.retry_at].into_iter().flatten().min();
+            let until = if self.stuck {
+                retry
+            } else {
+                [wake, retry, lease_end, self.retry_at].into_iter().flatten().min()
+            };
             tokio::select! {
                 r = state.changed() => if r.is_err() { break },
                 r = liveness.changed() => if r.is_err() { break },
@@ -332,6 +342,9 @@ impl GroupTask {
     async fn step(&mut self) {
         if self.stuck {
             return;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() >= t) {
+            self.retry_at = None;
         }
         let (spec, epoch, run) = self.desired();
         // A changed resource list: stop everything under the old spec first.
@@ -368,11 +381,22 @@ impl GroupTask {
                 return;
             }
             if self.started < total {
-                if self.phase != Phase::Starting {
+                // The cluster must know this node may run the group before
+                // it does: a start without a committed report could be
+                // missed by the coordinator's safety check.
+                if self.phase != Phase::Starting || self.pending.is_some() {
                     self.report(Phase::Starting, None);
                     self.flush().await;
+                    if self.pending.is_some() {
+                        self.retry_at = Some(Instant::now() + self.ctx.timing.heartbeat_interval * 2);
+                        return;
+                    }
                 }
                 while self.started < total {
+                    // The lease or the assignment may have gone during a long start.
+                    if !self.desired().2 {
+                        return;
+                    }
                     let i = self.started;
                     let r = self.act(i, Action::Start).await;
                     if r.outcome != Outcome::Ok {
@@ -429,19 +453,34 @@ impl GroupTask {
                     return;
                 }
             }
-        } else if self.started > 0 || self.phase != Phase::Stopped {
+        } else {
+            // What is reported carries the current epoch, so that it
+            // confirms the release made by that epoch.
+            self.epoch = epoch;
             if self.started > 0 {
-                self.epoch = epoch;
-                self.report(Phase::Stopping, None);
-                self.flush().await;
-            }
-            if self.stop_down_to(0).await {
+                // Stop first, report after: self-fencing never waits on the network.
+                self.phase = Phase::Stopping;
+                if self.stop_down_to(0).await {
+                    self.report(Phase::Stopped, None);
+                } else {
+                    self.stuck = true;
+                    self.report(Phase::StopFailed, None);
+                }
+            } else if self.pending.is_none() && self.cluster_thinks_it_may_run_here() {
                 self.report(Phase::Stopped, None);
-            } else {
-                self.stuck = true;
-                self.report(Phase::StopFailed, None);
             }
         }
+    }
+
+    /// Whether the committed state still counts this node among those that
+    /// may run the group though it is not assigned here (a report from
+    /// before a restart, a release not yet confirmed).
+    fn cluster_thinks_it_may_run_here(&self) -> bool {
+        let s = self.ctx.state.borrow();
+        s.cluster.groups.get(&self.name).is_some_and(|g| {
+            let me = &self.ctx.me.name;
+            !g.assigned.contains(me) && g.may_run().contains(me)
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use tandem_core::NodeId;
+use tandem_core::membership::node_id;
 use tandem_core::placement::{NodeFacts, Plan, plan};
 use tandem_core::state::Command;
 use tokio::sync::watch;
@@ -20,7 +21,8 @@ pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
     let term = ctx.raft.metrics().borrow().current_term;
     let members: BTreeSet<NodeId> = member_ids(ctx);
     let (view, _) = ctx.liveness.view(now, &members);
-    view.iter()
+    let mut facts: Vec<NodeFacts> = view
+        .iter()
         .filter_map(|e| {
             let info = ctx.member(e.id)?;
             Some(NodeFacts {
@@ -31,7 +33,24 @@ pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
                 standby: false,
             })
         })
-        .collect()
+        .collect();
+    // A node removed from the cluster may still run what it ran: it counts
+    // as stopped only once its lease has certainly expired.
+    let state = ctx.state.borrow().clone();
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    for g in state.cluster.groups.values() {
+        gone.extend(g.may_run().into_iter().filter(|n| !facts.iter().any(|f| &f.name == n)));
+    }
+    for name in gone {
+        facts.push(NodeFacts {
+            lease_expired: ctx.liveness.lease_certainly_expired(term, node_id(&name), now),
+            name,
+            role: tandem_core::NodeRole::Member,
+            state: tandem_core::lease::NodeState::Down,
+            standby: false,
+        });
+    }
+    facts
 }
 
 /// The placement plan as this node sees the cluster now. Decisions are only
@@ -61,7 +80,9 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
         }
         let p = current_plan(&ctx);
         for d in p.decisions {
-            let epoch = ctx.state.borrow().cluster.groups.get(&d.group).map_or(0, |g| g.epoch) + 1;
+            // The epoch the plan was made for: if anything moved the group
+            // meanwhile, the state machine refuses this stale decision.
+            let epoch = d.epoch;
             info!(group = %d.group, nodes = ?d.assign, epoch, reason = %d.reason, "assigning");
             let cmd = Command::Assign {
                 group: d.group.clone(),

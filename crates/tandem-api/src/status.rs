@@ -177,6 +177,9 @@ fn group_state(gs: &GroupState, blocked: &str) -> &'static str {
         .collect();
     if reports.contains(&Some(Phase::Failed)) {
         "failed"
+    } else if reports.contains(&Some(Phase::Stopping)) || reports.contains(&Some(Phase::Stopped)) {
+        // Assigned, but stopped there (its lease lapsed, its resources changed).
+        "stopping"
     } else if reports.iter().all(|p| *p == Some(Phase::Running)) {
         "running"
     } else {

@@ -89,6 +89,11 @@ pub struct GroupState {
     pub reason: String,
     pub reports: BTreeMap<String, NodeReport>,
     pub failures: BTreeMap<String, Vec<Failure>>,
+    /// Nodes an assignment took the group away from, with the epoch of that
+    /// assignment: they may still run it until they report `stopped` for
+    /// that epoch or later (a `stopped` from before does not count).
+    #[serde(default)]
+    pub released: BTreeMap<String, u64>,
 }
 
 impl GroupState {
@@ -120,15 +125,38 @@ impl GroupState {
         });
     }
 
-    /// Nodes that may still run some of the group: assigned now, or whose
-    /// last report is anything but `stopped`.
+    /// Nodes that may still run some of the group: assigned now, released
+    /// and not yet confirmed stopped, or whose last report is anything but
+    /// `stopped`.
     pub fn may_run(&self) -> BTreeSet<String> {
         let mut nodes = self.assigned.clone();
+        nodes.extend(self.released.keys().cloned());
         for (node, r) in &self.reports {
             if r.phase != Phase::Stopped {
                 nodes.insert(node.clone());
             }
         }
         nodes
+    }
+
+    /// Applies an assignment: nodes that lose the group are released.
+    pub fn assign(&mut self, nodes: &BTreeSet<String>, epoch: u64) {
+        for n in self.assigned.difference(nodes) {
+            self.released.insert(n.clone(), epoch);
+        }
+        for n in nodes {
+            self.released.remove(n);
+        }
+        self.assigned = nodes.clone();
+        self.epoch = epoch;
+    }
+
+    /// Records a node's report; a `stopped` for the releasing epoch or later
+    /// confirms the release.
+    pub fn record_report(&mut self, node: &str, report: NodeReport) -> Option<NodeReport> {
+        if report.phase == Phase::Stopped && self.released.get(node).is_some_and(|e| report.epoch >= *e) {
+            self.released.remove(node);
+        }
+        self.reports.insert(node.to_string(), report)
     }
 }

@@ -36,6 +36,9 @@ pub struct NodeFacts {
 pub struct Decision {
     pub group: String,
     pub assign: BTreeSet<String>,
+    /// The epoch the decision was made for (the group's next one when
+    /// planned): a decision that meets a newer state is refused when applied.
+    pub epoch: u64,
     /// Why, in words for the operator ("site-a is down; moving to site-b").
     pub reason: String,
 }
@@ -160,12 +163,13 @@ impl Ctx<'_> {
         if report.is_some_and(|r| r.phase == Phase::StopFailed) {
             return Some(format!("a stop of {g} failed on {node}; it needs fencing"));
         }
-        if report.is_some_and(|r| r.phase == Phase::Stopped) {
+        // A `stopped` counts only if it is at least as new as the release.
+        let released_at = self.state(g).and_then(|s| s.released.get(node)).copied().unwrap_or(0);
+        if report.is_some_and(|r| r.phase == Phase::Stopped && r.epoch >= released_at) {
             return None;
         }
-        if self.nodes.get(node).is_none_or(|f| f.lease_expired) {
-            // Its lease is over: it stopped itself (invariant 3), or it is
-            // no member any more.
+        if self.nodes.get(node).is_some_and(|f| f.lease_expired) {
+            // Its lease is over: it stopped itself (invariant 3).
             return None;
         }
         Some(format!("waiting for {node} to stop {g}"))
@@ -220,6 +224,7 @@ pub fn plan(
             out.decisions.push(Decision {
                 group: name.clone(),
                 assign: BTreeSet::new(),
+                epoch: s.epoch + 1,
                 reason: "removed from the spec".into(),
             });
             planned.insert(name.clone(), BTreeSet::new());
@@ -233,6 +238,16 @@ pub fn plan(
             GroupKind::Clone => clone_target(&ctx, g, &current, &planned),
         };
         let (target, reason) = match (g.kind, target) {
+            // Moving away from a holder always takes two steps: first take
+            // the group away (the holder stops it), then, in a later pass,
+            // start it elsewhere once the holder is known stopped.
+            (GroupKind::Exclusive, Some(t)) if !t.is_empty() && t != current && !current.is_empty() => {
+                let holders = current.iter().cloned().collect::<Vec<_>>().join(", ");
+                (
+                    Some(BTreeSet::new()),
+                    format!("{reason}; stopping it on {holders} first"),
+                )
+            }
             (GroupKind::Exclusive, Some(t)) if !t.is_empty() && t != current => {
                 // Fence before recover: everyone else that may run it must be known stopped.
                 let may_run = ctx.state(&g.name).map(GroupState::may_run).unwrap_or_default();
@@ -242,9 +257,6 @@ pub fn plan(
                     .find_map(|n| ctx.not_known_stopped(&g.name, n));
                 match obstacle {
                     None => (Some(t), reason),
-                    Some(why) if !current.is_empty() => {
-                        (Some(BTreeSet::new()), format!("{reason}; stopping it first ({why})"))
-                    }
                     Some(why) => {
                         out.blocked.insert(g.name.clone(), why);
                         (None, reason)
@@ -255,13 +267,11 @@ pub fn plan(
         };
         match target {
             Some(t) if t != current => {
-                if t.is_empty() && g.kind == GroupKind::Exclusive {
-                    out.blocked.entry(g.name.clone()).or_insert_with(|| reason.clone());
-                }
                 planned.insert(g.name.clone(), t.clone());
                 out.decisions.push(Decision {
                     group: g.name.clone(),
                     assign: t,
+                    epoch: ctx.state(&g.name).map_or(0, |s| s.epoch) + 1,
                     reason,
                 });
             }
@@ -284,6 +294,13 @@ fn exclusive_target(
     current: &BTreeSet<String>,
     planned: &BTreeMap<String, BTreeSet<String>>,
 ) -> (Option<BTreeSet<String>>, String) {
+    if current.len() > 1 {
+        // It was a clone group: stop it everywhere before it runs anywhere alone.
+        return (
+            Some(BTreeSet::new()),
+            "exclusive now, but assigned to several nodes; stopping it everywhere first".into(),
+        );
+    }
     let holder = current.iter().next().cloned();
     if let Some(x) = &holder {
         if let Some(why) = ctx.must_leave(g, x, planned) {
@@ -437,32 +454,90 @@ mod tests {
         assert_eq!(p.decisions[0].assign, names(&["site-a"]));
     }
 
+    /// Applies a plan's decisions the way the state machine does.
+    fn apply(groups: &mut BTreeMap<String, GroupState>, p: &Plan) {
+        for d in &p.decisions {
+            let g = groups.entry(d.group.clone()).or_default();
+            assert_eq!(d.epoch, g.epoch + 1, "decisions carry the next epoch");
+            g.assign(&d.assign, d.epoch);
+        }
+    }
+
     #[test]
     fn a_down_primary_is_replaced_once_its_lease_expired() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[("site-a", 100), ("site-b", 50)])],
         };
-        let groups = BTreeMap::from([("web".to_string(), assigned(3, "site-a", Phase::Running))]);
+        let mut groups = BTreeMap::from([("web".to_string(), assigned(3, "site-a", Phase::Running))]);
         let mut nodes = three();
         // Suspect: stays put.
         nodes[0].state = NodeState::Suspect;
         assert!(plan(&spec, &groups, &BTreeMap::new(), &nodes, 0).decisions.is_empty());
-        // Down but lease not certainly expired (a new coordinator's grace): unassign only.
+        // Down: first taken away from site-a.
         nodes[0].state = NodeState::Down;
         let p = plan(&spec, &groups, &BTreeMap::new(), &nodes, 0);
         assert_eq!(p.decisions[0].assign, BTreeSet::new(), "{p:?}");
         assert!(
-            p.decisions[0].reason.contains("waiting for site-a to stop web"),
+            p.decisions[0]
+                .reason
+                .contains("site-a is down; moving to site-b; stopping it on site-a first"),
             "{p:?}"
         );
-        // Lease certainly expired: straight to site-b.
+        apply(&mut groups, &p);
+        // Its lease may still be valid (a new coordinator's grace): wait.
+        let p = plan(&spec, &groups, &BTreeMap::new(), &nodes, 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert_eq!(p.blocked["web"], "waiting for site-a to stop web");
+        // Lease certainly expired: now site-b.
         nodes[0].lease_expired = true;
         let p = plan(&spec, &groups, &BTreeMap::new(), &nodes, 0);
         assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
-        assert!(
-            p.decisions[0].reason.contains("site-a is down; moving to site-b"),
-            "{p:?}"
-        );
+        assert_eq!(p.decisions[0].epoch, 5);
+    }
+
+    #[test]
+    fn a_stopped_report_from_before_the_release_does_not_count() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[("site-b", 10)])],
+        };
+        // site-a reported stopped at epoch 2, then ran it again at epoch 3
+        // without that report being committed; epoch 4 takes it away.
+        let mut gs = assigned(3, "site-a", Phase::Stopped);
+        gs.reports.insert("site-a".into(), report(2, Phase::Stopped));
+        gs.assign(&BTreeSet::new(), 4);
+        let mut groups = BTreeMap::from([("web".to_string(), gs)]);
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert_eq!(p.blocked["web"], "waiting for site-a to stop web");
+        let g = groups.get_mut("web").unwrap();
+        g.record_report("site-a", report(4, Phase::Stopped));
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+    }
+
+    #[test]
+    fn a_clone_turned_exclusive_stops_everywhere_first() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[])],
+        };
+        let mut gs = assigned(2, "site-a", Phase::Running);
+        gs.assigned.insert("site-b".into());
+        let groups = BTreeMap::from([("web".to_string(), gs)]);
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 0);
+        assert_eq!(p.decisions[0].assign, BTreeSet::new(), "{p:?}");
+    }
+
+    #[test]
+    fn a_node_missing_from_the_view_is_not_known_stopped() {
+        let spec = Spec {
+            groups: vec![group("web", GroupKind::Exclusive, &[])],
+        };
+        let mut gs = assigned(2, "gone", Phase::Running);
+        gs.assign(&BTreeSet::new(), 3);
+        let groups = BTreeMap::from([("web".to_string(), gs)]);
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert!(p.blocked["web"].contains("waiting for gone"), "{p:?}");
     }
 
     #[test]
@@ -479,9 +554,8 @@ mod tests {
         assert_eq!(p.decisions[0].assign, BTreeSet::new(), "first stop it on site-a: {p:?}");
         // site-a stopped it under the empty assignment.
         let g = groups.get_mut("web").unwrap();
-        g.epoch = 2;
-        g.assigned.clear();
-        g.reports.insert("site-a".into(), report(2, Phase::Stopped));
+        g.assign(&BTreeSet::new(), 2);
+        g.record_report("site-a", report(2, Phase::Stopped));
         let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 10);
         assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
     }
@@ -569,26 +643,16 @@ mod tests {
         };
         let mut gs = assigned(1, "site-a", Phase::Failed);
         gs.record_failure("site-a", "r", 1, true);
-        gs.reports.insert("site-a".into(), report(1, Phase::Stopped));
-        let groups = BTreeMap::from([("web".to_string(), gs)]);
+        let mut groups = BTreeMap::from([("web".to_string(), gs)]);
+        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 10);
+        assert_eq!(p.decisions[0].assign, BTreeSet::new(), "{p:?}");
+        apply(&mut groups, &p);
+        groups
+            .get_mut("web")
+            .unwrap()
+            .record_report("site-a", report(2, Phase::Stopped));
         let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 10);
         assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
-    }
-
-    #[test]
-    fn after_waits_for_its_prerequisite_to_run() {
-        let mut web = group("web", GroupKind::Exclusive, &[]);
-        web.after = vec!["db".into()];
-        let spec = Spec {
-            groups: vec![group("db", GroupKind::Exclusive, &[]), web],
-        };
-        let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &three(), 0);
-        assert_eq!(p.decisions.len(), 1);
-        assert_eq!(p.blocked["web"], "waiting for group db to run");
-        let groups = BTreeMap::from([("db".to_string(), assigned(1, "site-a", Phase::Running))]);
-        let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 0);
-        assert_eq!(p.decisions.len(), 1);
-        assert_eq!(p.decisions[0].group, "web");
     }
 
     fn arb_phase() -> impl Strategy<Value = Phase> {
@@ -685,13 +749,20 @@ mod tests {
                         prop_assert!(!fencing.contains_key(n), "{} needs fencing", n);
                     }
                 }
+                prop_assert_eq!(d.epoch, gs.epoch + 1);
                 if g.kind == GroupKind::Exclusive {
                     prop_assert!(d.assign.len() <= 1, "exclusive {} on {:?}", d.group, d.assign);
+                    // A holder always gives the group up before anyone else gets it.
+                    if !d.assign.is_empty() {
+                        prop_assert!(gs.assigned.is_empty() || gs.assigned == d.assign, "{} moved in one step", d.group);
+                    }
                     // Fence before recover.
                     if let Some(y) = d.assign.iter().next() {
                         for m in gs.may_run().iter().filter(|m| *m != y) {
                             let r = gs.reports.get(m).map(|r| r.phase);
-                            let stopped = r == Some(Phase::Stopped)
+                            let released_at = gs.released.get(m).copied().unwrap_or(0);
+                            let fresh_stop = gs.reports.get(m).is_some_and(|r| r.phase == Phase::Stopped && r.epoch >= released_at);
+                            let stopped = fresh_stop
                                 || (facts[m.as_str()].lease_expired && !fencing.contains_key(m) && r != Some(Phase::StopFailed));
                             prop_assert!(stopped, "{} moved to {} while {} may run it ({:?})", d.group, y, m, r);
                         }

@@ -204,8 +204,7 @@ impl ClusterState {
                         state.epoch
                     ));
                 }
-                state.epoch = *epoch;
-                state.assigned = nodes.clone();
+                state.assign(nodes, *epoch);
                 state.reason = reason.clone();
                 let on = if nodes.is_empty() {
                     "no node".to_string()
@@ -223,7 +222,7 @@ impl ClusterState {
                 fatal,
             } => {
                 let state = self.groups.entry(group.clone()).or_default();
-                let previous = state.reports.insert(node.clone(), report.clone());
+                let previous = state.record_report(node, report.clone());
                 if let Some(resource) = failed_resource {
                     state.record_failure(node, resource, report.at_unix_ms, *fatal);
                 }
