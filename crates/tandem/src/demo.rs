@@ -193,7 +193,14 @@ fn web_running(st: &[(String, Option<pb::ClusterStatus>)]) -> Option<String> {
 /// Asks the web service on `node`'s address and prints the answer.
 fn ask(service: &DemoService, node: &str) {
     let i = LocalCluster::NAMES.iter().position(|(n, _)| *n == node).unwrap_or(0);
-    match service.ask(i) {
+    // The process runs before it listens: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut answer = service.ask(i);
+    while answer.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        answer = service.ask(i);
+    }
+    match answer {
         Some(answer) => println!("  http://{}:{}/ answers: {answer}", LocalCluster::ip(i), service.port),
         None => println!("  http://{}:{}/ does not answer", LocalCluster::ip(i), service.port),
     }
