@@ -284,7 +284,10 @@ impl GroupTask {
             self.build_runners(&spec);
             for i in 0..self.runners.len() {
                 let r = self.act(i, Action::Monitor).await;
-                if r.outcome == Outcome::Ok {
+                // Only a clean "not running" proves nothing runs: a failing
+                // or hanging monitor may hide a live process, which must
+                // then be stopped like a running one.
+                if !matches!(r.outcome, Outcome::NotRunning | Outcome::Unavailable(_)) {
                     self.started = i + 1;
                 }
             }
