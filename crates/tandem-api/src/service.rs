@@ -185,23 +185,32 @@ impl TandemService {
             ));
         }
         info!(node = %node, "learner caught up; promoting to voter");
+        let event = Command::NodeAdded {
+            node,
+            actor: actor(&req.actor),
+            at_unix_ms: unix_ms(),
+        };
+        self.change_and_record(ChangeMembers::AddVoterIds(BTreeSet::from([id])), event)
+            .await
+    }
+
+    /// Commits a membership change, then records its event. Removing the
+    /// coordinator itself ends its term: the event is then lost, the change is not.
+    async fn change_and_record(
+        &self,
+        change: ChangeMembers<u64, NodeInfo>,
+        event: Command,
+    ) -> Result<pb::MemberChangeReply, Status> {
         let r = self
             .ctx
             .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .change_membership(change, false)
             .await
             .map_err(write_error)?;
         let mut log_index = r.log_id.index;
-        match self
-            .propose(Command::NodeAdded {
-                node,
-                actor: actor(&req.actor),
-                at_unix_ms: unix_ms(),
-            })
-            .await
-        {
+        match self.propose(event).await {
             Ok((i, _)) => log_index = i,
-            Err(e) => warn!(error = %e.message(), "node added, but its event could not be recorded"),
+            Err(e) => warn!(error = %e.message(), "membership changed, but its event could not be recorded"),
         }
         Ok(pb::MemberChangeReply {
             voters: self.voter_names(),
@@ -276,29 +285,12 @@ impl TandemService {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
         info!(node = %node, "removing node");
-        let r = self
-            .ctx
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(write_error)?;
-        let mut log_index = r.log_id.index;
-        match self
-            .propose(Command::NodeRemoved {
-                node,
-                actor: actor(&req.actor),
-                at_unix_ms: unix_ms(),
-            })
-            .await
-        {
-            Ok((i, _)) => log_index = i,
-            // Removing the coordinator itself ends its term: the event is lost, the change is not.
-            Err(e) => warn!(error = %e.message(), "node removed, but its event could not be recorded"),
-        }
-        Ok(pb::MemberChangeReply {
-            voters: self.voter_names(),
-            log_index,
-        })
+        let event = Command::NodeRemoved {
+            node,
+            actor: actor(&req.actor),
+            at_unix_ms: unix_ms(),
+        };
+        self.change_and_record(change, event).await
     }
 
     fn voter_names(&self) -> Vec<String> {
