@@ -8,6 +8,7 @@ mod support;
 mod config;
 mod durability;
 mod election;
+mod fencing;
 mod grpc;
 mod membership;
 mod netns;

@@ -6,12 +6,12 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn group<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn group<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
     status["groups"].as_array()?.iter().find(|g| g["name"] == name)
 }
 
 /// A spec file with group `web` built from `resources` (TOML blocks).
-fn spec(dir: &Path, file: &str, extra_group_keys: &str, resources: &str) -> PathBuf {
+pub(crate) fn spec(dir: &Path, file: &str, extra_group_keys: &str, resources: &str) -> PathBuf {
     let text = format!(
         "[[groups]]\nname = \"web\"\nprefer = [{{ node = \"site-a\", score = 100 }}, {{ node = \"site-b\", score = 50 }}]\n{extra_group_keys}\n{resources}"
     );
@@ -30,7 +30,7 @@ fn logged(name: &str, ledger: &Path, flag: &Path) -> String {
 }
 
 /// A supervised process that logs its start and its SIGTERM to `ledger`.
-fn service(name: &str, ledger: &Path) -> String {
+pub(crate) fn service(name: &str, ledger: &Path) -> String {
     let l = ledger.display();
     format!(
         "[[groups.resources]]\nname = \"{name}\"\nagent = \"exec\"\nmonitor_interval = \"500ms\"\n\
@@ -43,7 +43,7 @@ fn dummy(name: &str) -> String {
     format!("[[groups.resources]]\nname = \"{name}\"\nagent = \"ocf:heartbeat:Dummy\"\nmonitor_interval = \"1s\"\n\n")
 }
 
-fn wait_running_on(c: &TestCluster, on: &str) -> Value {
+pub(crate) fn wait_running_on(c: &TestCluster, on: &str) -> Value {
     c.wait_for(&format!("web running on {on} in every node's status"), |c| {
         let mut last = None;
         for n in c.running() {
@@ -58,7 +58,7 @@ fn wait_running_on(c: &TestCluster, on: &str) -> Value {
     })
 }
 
-fn ledger_lines(ledger: &Path) -> Vec<String> {
+pub(crate) fn ledger_lines(ledger: &Path) -> Vec<String> {
     std::fs::read_to_string(ledger)
         .unwrap_or_default()
         .lines()
@@ -66,12 +66,12 @@ fn ledger_lines(ledger: &Path) -> Vec<String> {
         .collect()
 }
 
-fn service_pid(c: &TestCluster, node: &str, resource: &str) -> Option<i32> {
+pub(crate) fn service_pid(c: &TestCluster, node: &str, resource: &str) -> Option<i32> {
     let text = std::fs::read_to_string(c.data_dir(node).join("run/web").join(format!("{resource}.pid"))).ok()?;
     text.split_whitespace().next()?.parse().ok()
 }
 
-fn kill9_pid(pid: i32) {
+pub(crate) fn kill9_pid(pid: i32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
 }
 

@@ -1,5 +1,6 @@
-//! Running one action process: own process group, stdin null, both pipes
-//! captured line by line, a timeout that kills the whole group.
+//! Running one action process: own process group, stdin null (or given
+//! bytes), both pipes captured line by line, a timeout that kills the whole
+//! group.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -9,11 +10,13 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Pid, getpgrp};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio::time::Instant;
 use tracing::{debug, warn};
+
+use tandem_core::spec::redact_values;
 
 use crate::output::{Collected, LineSplitter, LogCtx, Shared, record};
 
@@ -76,18 +79,45 @@ impl Drop for GroupGuard {
     }
 }
 
+/// What [`run_with`] gives an action beyond [`run`].
+#[derive(Default)]
+pub(crate) struct Extra {
+    /// Written to the action's stdin, which is then closed (without it,
+    /// stdin is null).
+    pub stdin: Option<Vec<u8>>,
+    /// Replaced by `<redacted>` in every output line before it is logged or
+    /// kept (values the action was given and may echo, such as passwords).
+    pub secrets: Vec<String>,
+}
+
 /// Runs `cmd` to completion or until `timeout`, in its own process group.
 ///
 /// Normally stdout and stderr share one pipe (as `2>&1` would), so the lines
 /// keep the order they were written in. With `capture_stdout`, they get a pipe
 /// each and the whole stdout is returned (for output that is parsed).
-pub(crate) async fn run(mut cmd: Command, timeout: Duration, ctx: &LogCtx, capture_stdout: bool) -> Ran {
+pub(crate) async fn run(cmd: Command, timeout: Duration, ctx: &LogCtx, capture_stdout: bool) -> Ran {
+    run_with(cmd, timeout, ctx, capture_stdout, Extra::default()).await
+}
+
+/// [`run`], with input on stdin and secrets kept out of the output.
+pub(crate) async fn run_with(
+    mut cmd: Command,
+    timeout: Duration,
+    ctx: &LogCtx,
+    capture_stdout: bool,
+    extra: Extra,
+) -> Ran {
     let spawn_error = |e| Ran {
         end: End::SpawnError(e),
         tail: String::new(),
         stdout: None,
     };
-    cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(false);
+    let stdin = if extra.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    cmd.stdin(stdin).process_group(0).kill_on_drop(false);
     let mut shared_pipe = None;
     if capture_stdout {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -114,6 +144,17 @@ pub(crate) async fn run(mut cmd: Command, timeout: Duration, ctx: &LogCtx, captu
     // Declared after `child`, so dropped before it: the group is killed while
     // its leader is still unreaped, so its id cannot have been reused.
     let mut guard = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
+    // The input is small, but a writer that blocks (the action does not read)
+    // must not hold up the timeout: written by a task, aborted at the end.
+    let writer = match (child.stdin.take(), extra.stdin) {
+        (Some(mut pipe), Some(input)) => Some(tokio::spawn(async move {
+            // An action that exits without reading makes this fail: fine.
+            let _ = pipe.write_all(&input).await;
+            // Dropping the pipe closes it: the action sees the end of its input.
+        })),
+        _ => None,
+    };
+    let secrets: Arc<[String]> = extra.secrets.into_iter().filter(|s| !s.is_empty()).collect();
     let shared: Shared = Arc::new(Mutex::new(Collected {
         stdout: capture_stdout.then(String::new),
         ..Collected::default()
@@ -121,17 +162,29 @@ pub(crate) async fn run(mut cmd: Command, timeout: Duration, ctx: &LogCtx, captu
     let mut readers = Vec::with_capacity(2);
     if let Some(reader) = shared_pipe {
         match pipe::Receiver::from_owned_fd(OwnedFd::from(reader)) {
-            Ok(rx) => readers.push(tokio::spawn(pump(rx, "output", ctx.clone(), shared.clone()))),
+            Ok(rx) => readers.push(tokio::spawn(pump(
+                rx,
+                "output",
+                ctx.clone(),
+                shared.clone(),
+                secrets.clone(),
+            ))),
             // Output is lost (the action may get SIGPIPE), the action still runs.
             Err(e) => warn!(group = %ctx.group, resource = %ctx.resource, action = ctx.action, error = %e,
                 "cannot read the action's output"),
         }
     }
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(pump(out, "stdout", ctx.clone(), shared.clone())));
+        readers.push(tokio::spawn(pump(
+            out,
+            "stdout",
+            ctx.clone(),
+            shared.clone(),
+            secrets.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(pump(err, "stderr", ctx.clone(), shared.clone())));
+        readers.push(tokio::spawn(pump(err, "stderr", ctx.clone(), shared.clone(), secrets)));
     }
 
     let end = match tokio::time::timeout(timeout, child.wait()).await {
@@ -158,6 +211,10 @@ pub(crate) async fn run(mut cmd: Command, timeout: Duration, ctx: &LogCtx, captu
         }
     };
 
+    if let Some(writer) = writer {
+        writer.abort();
+    }
+
     let deadline = Instant::now() + PIPE_GRACE;
     for reader in readers {
         if tokio::time::timeout_at(deadline, reader).await.is_err() {
@@ -176,16 +233,31 @@ pub(crate) async fn run(mut cmd: Command, timeout: Duration, ctx: &LogCtx, captu
     }
 }
 
-async fn pump<R: AsyncRead + Unpin>(mut pipe: R, stream: &'static str, ctx: LogCtx, shared: Shared) {
+async fn pump<R: AsyncRead + Unpin>(
+    mut pipe: R,
+    stream: &'static str,
+    ctx: LogCtx,
+    shared: Shared,
+    secrets: Arc<[String]>,
+) {
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let emit = |line: String| {
+        let line = if secrets.is_empty() {
+            line
+        } else {
+            redact_values(&line, &secrets)
+        };
+        record(&shared, &ctx, stream, line);
+    };
     let mut splitter = LineSplitter::default();
     let mut chunk = vec![0u8; 8192];
     loop {
         match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => splitter.push(&chunk[..n], |line| record(&shared, &ctx, stream, line)),
+            Ok(n) => splitter.push(&chunk[..n], emit),
         }
     }
-    splitter.finish(|line| record(&shared, &ctx, stream, line));
+    splitter.finish(emit);
 }
 
 /// "exit 3", "killed by signal 9 (SIGKILL)".

@@ -24,6 +24,7 @@
 //! Nothing here panics on what an agent prints or how it exits.
 
 mod exec;
+pub mod fence;
 mod ocf;
 mod output;
 mod process;
@@ -149,12 +150,20 @@ impl Runner {
 
     /// Runs `action`, within `spec.timeouts.{start,stop,monitor}`.
     pub async fn run(&mut self, action: Action, env: &Env) -> ActionResult {
+        self.run_within(action, env, None).await
+    }
+
+    /// Runs `action` within the shorter of its timeout and `limit`: a node
+    /// whose lease is about to end stops within what is left of it (a
+    /// supervised process still running then is killed with its process group).
+    pub async fn run_within(&mut self, action: Action, env: &Env, limit: Option<Duration>) -> ActionResult {
         let began = Instant::now();
         let timeout = match action {
             Action::Start => self.spec.timeouts.start,
             Action::Stop => self.spec.timeouts.stop,
             Action::Monitor => self.spec.timeouts.monitor,
         };
+        let timeout = limit.map_or(timeout, |l| timeout.min(l));
         let ctx = LogCtx {
             group: env.group.clone(),
             resource: env.resource.clone(),

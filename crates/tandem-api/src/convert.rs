@@ -36,6 +36,7 @@ pub fn event_kind_str(kind: EventKind) -> &'static str {
         EventKind::Assignment => "assignment",
         EventKind::Resource => "resource",
         EventKind::FailuresCleared => "failures_cleared",
+        EventKind::Fence => "fence",
     }
 }
 

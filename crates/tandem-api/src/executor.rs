@@ -156,7 +156,10 @@ impl GroupTask {
         // what already runs needs only the lease (a follower a few entries
         // behind must not stop a healthy service).
         let lease_ok = if self.started > 0 {
-            self.ctx.liveness.own_lease_valid(now)
+            // Self-fencing starts a quarter lease before the lease ends, so
+            // that a graceful stop has that long (plus the drift margin)
+            // before anyone may start the group elsewhere.
+            self.ctx.liveness.own_lease_valid(now.plus(self.self_fence_margin()))
         } else {
             self.ctx.liveness.may_act(now, applied)
         };
@@ -167,14 +170,35 @@ impl GroupTask {
         (spec, gs.epoch, run)
     }
 
+    /// How long before its lease ends a node stops its exclusive groups.
+    fn self_fence_margin(&self) -> Duration {
+        self.ctx.timing.lease / 4
+    }
+
+    /// Whether this group is exclusive and still assigned here, so that a
+    /// stop now is self-fencing: it must end by the lease's end.
+    fn self_fencing(&self) -> bool {
+        let s = self.ctx.state.borrow();
+        let exclusive = self.spec.as_ref().is_some_and(|g| g.kind == GroupKind::Exclusive);
+        exclusive
+            && s.cluster
+                .groups
+                .get(&self.name)
+                .is_some_and(|g| g.assigned.contains(&self.ctx.me.name))
+    }
+
     async fn act(&mut self, index: usize, action: Action) -> ActionResult {
+        self.act_within(index, action, None).await
+    }
+
+    async fn act_within(&mut self, index: usize, action: Action, limit: Option<Duration>) -> ActionResult {
         let name = self
             .spec
             .as_ref()
             .map(|s| s.resources[index].name.clone())
             .unwrap_or_default();
         let env = self.env(&name);
-        let result = self.runners[index].run(action, &env).await;
+        let result = self.runners[index].run_within(action, &env, limit).await;
         let action_name = match action {
             Action::Start => "start",
             Action::Stop => "stop",
@@ -209,6 +233,11 @@ impl GroupTask {
 
     fn report_failure(&mut self, phase: Phase, failed_resource: Option<String>, fatal: bool) {
         self.phase = phase;
+        if phase == Phase::StopFailed && self.spec.as_ref().is_some_and(|g| g.kind == GroupKind::Exclusive) {
+            self.ctx
+                .self_fence
+                .escalate(format!("a stop of {} failed or timed out", self.name));
+        }
         if failed_resource.is_some() {
             self.retry_at = Some(Instant::now() + RESTART_DELAY);
         }
@@ -250,9 +279,17 @@ impl GroupTask {
     /// Stops resources in reverse order down to `keep` started ones.
     /// Returns false when a stop failed (the node then needs fencing).
     async fn stop_down_to(&mut self, keep: usize) -> bool {
+        // Self-fencing (the lease is lapsing while the group is still
+        // assigned here): every stop must end by the lease's end; a
+        // supervised process still running then is killed with its group.
+        let deadline = self
+            .self_fencing()
+            .then(|| self.ctx.liveness.lease_until())
+            .map(|until| until.map_or(Instant::now(), |t| Instant::now() + t.since(self.ctx.clock.now())));
         while self.started > keep {
             let i = self.started - 1;
-            let r = self.act(i, Action::Stop).await;
+            let limit = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let r = self.act_within(i, Action::Stop, limit).await;
             // Unavailable: the agent cannot run here at all, so nothing of it runs.
             if !matches!(r.outcome, Outcome::Ok | Outcome::NotRunning | Outcome::Unavailable(_)) {
                 warn!(group = %self.name, resource = i, "stop failed; this node must be fenced before the group runs elsewhere");
@@ -320,7 +357,8 @@ impl GroupTask {
             let lease_end = (exclusive && self.started > 0)
                 .then(|| self.ctx.liveness.lease_until())
                 .flatten()
-                .map(|t| Instant::now() + t.since(self.ctx.clock.now()));
+                .map(|t| (Instant::now() + t.since(self.ctx.clock.now())).checked_sub(self.self_fence_margin()))
+                .map(|t| t.unwrap_or_else(Instant::now));
             let until = if self.stuck {
                 retry
             } else {

@@ -15,5 +15,6 @@ pub mod node;
 pub mod peer;
 pub mod service;
 pub mod status;
+pub mod watchdog;
 
 pub use node::NodeContext;

@@ -2,14 +2,18 @@
 //! core where each group should run ([`tandem_core::placement::plan`]) and
 //! commits each decision with the next epoch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
+use tandem_agents::fence::{FenceAction, fence_node};
 use tandem_core::NodeId;
 use tandem_core::membership::node_id;
 use tandem_core::placement::{NodeFacts, Plan, plan};
 use tandem_core::state::Command;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
 
 use crate::clock::unix_ms;
 use crate::liveness::member_ids;
@@ -66,6 +70,7 @@ pub fn current_plan(ctx: &NodeContext) -> Plan {
 pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
     let mut state = ctx.state.clone();
     let mut liveness = ctx.liveness.subscribe();
+    let mut fencer = Fencer::default();
     let mut tick = tokio::time::interval(ctx.timing.heartbeat_interval * 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,9 +81,26 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => return,
         }
         if !ctx.is_coordinator() {
+            fencer.abort_all();
             continue;
         }
         let p = current_plan(&ctx);
+        for (node, why) in p.fence {
+            if ctx.state.borrow().cluster.fencing_needed.contains_key(&node) {
+                continue;
+            }
+            warn!(%node, reason = %why, "node must be fenced");
+            let cmd = Command::FenceRequested {
+                node: node.clone(),
+                reason: why,
+                actor: "coordinator".into(),
+                at_unix_ms: unix_ms(),
+            };
+            if let Err(e) = ctx.raft.client_write(cmd).await {
+                warn!(%node, error = %e, "could not commit the fencing request");
+            }
+        }
+        fencer.poll(&ctx);
         for d in p.decisions {
             // The epoch the plan was made for: if anything moved the group
             // meanwhile, the state machine refuses this stale decision.
@@ -102,6 +124,93 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                     break;
                 }
             }
+        }
+    }
+}
+
+/// How long the coordinator waits after a failed fencing attempt before it
+/// tries the node's levels again.
+pub const FENCE_RETRY: Duration = Duration::from_secs(3);
+
+/// The coordinator's fencing: one attempt at a time per node in
+/// `fencing_needed` that has devices, retried after [`FENCE_RETRY`]; each
+/// outcome is committed (`Fenced` or `FenceFailed`). It never guesses: a node
+/// without devices waits for an operator's `tandem fence confirm`.
+#[derive(Default)]
+struct Fencer {
+    running: BTreeMap<String, JoinHandle<()>>,
+    next_try: BTreeMap<String, Instant>,
+}
+
+impl Fencer {
+    fn poll(&mut self, ctx: &NodeContext) {
+        let state = ctx.state.borrow().clone();
+        let c = &state.cluster;
+        self.running.retain(|_, t| !t.is_finished());
+        self.next_try.retain(|n, _| c.fencing_needed.contains_key(n));
+        for node in c.fencing_needed.keys() {
+            if !c.spec.fencing.has_devices(node) || self.running.contains_key(node) {
+                continue;
+            }
+            if self.next_try.get(node).is_some_and(|t| Instant::now() < *t) {
+                continue;
+            }
+            if *node == ctx.me.name {
+                // Its device may power this node off before the outcome is
+                // committed; the request is, so the next coordinator fences
+                // it again (off is idempotent) and commits.
+                error!(%node, "this node, the coordinator, needs fencing: fencing itself");
+            }
+            self.next_try.insert(node.clone(), Instant::now() + FENCE_RETRY);
+            let (ctx, node2, fencing) = (ctx.clone(), node.clone(), c.spec.fencing.clone());
+            let task = tokio::spawn(async move {
+                let _ = fence_and_commit(ctx, node2, fencing).await;
+            });
+            self.running.insert(node.clone(), task);
+        }
+    }
+
+    /// A deposed coordinator stops fencing: its successor decides anew.
+    fn abort_all(&mut self) {
+        for (_, t) in std::mem::take(&mut self.running) {
+            t.abort();
+        }
+        self.next_try.clear();
+    }
+}
+
+/// Runs `node`'s fence levels (action off) and commits the outcome.
+pub async fn fence_and_commit(
+    ctx: NodeContext,
+    node: String,
+    fencing: tandem_core::spec::FencingSpec,
+) -> Result<String, String> {
+    info!(%node, "fencing");
+    let result = fence_node(&fencing, &node, FenceAction::Off).await;
+    let summary = result.summary();
+    let cmd = if result.fenced {
+        info!(%node, %summary, "fenced");
+        Command::Fenced {
+            node: node.clone(),
+            how: summary.clone(),
+            actor: format!("node:{}", ctx.me.name),
+            at_unix_ms: unix_ms(),
+        }
+    } else {
+        warn!(%node, %summary, "fencing failed; will retry");
+        Command::FenceFailed {
+            node: node.clone(),
+            detail: summary.clone(),
+            actor: format!("node:{}", ctx.me.name),
+            at_unix_ms: unix_ms(),
+        }
+    };
+    match ctx.raft.client_write(cmd).await {
+        Ok(_) if result.fenced => Ok(summary),
+        Ok(_) => Err(summary),
+        Err(e) => {
+            warn!(%node, error = %e, "could not commit the fencing outcome");
+            Err(format!("{summary}; the outcome could not be committed: {e}"))
         }
     }
 }

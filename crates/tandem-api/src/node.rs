@@ -26,6 +26,8 @@ pub struct NodeContext {
     pub liveness: Arc<Liveness>,
     /// Where OCF resource agents live (normally /usr/lib/ocf).
     pub ocf_root: std::path::PathBuf,
+    /// Escalation of a failed stop (the watchdog stops being fed).
+    pub self_fence: Arc<crate::watchdog::SelfFence>,
 }
 
 impl NodeContext {

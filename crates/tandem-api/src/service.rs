@@ -107,6 +107,24 @@ impl TandemService {
             .collect()
     }
 
+    /// A node that may be fenced: a member, or a node some group may still
+    /// run on.
+    fn check_fence_target(&self, node: &str) -> Result<(), Status> {
+        let known = self.members().iter().any(|(_, m)| m.name == node)
+            || self
+                .ctx
+                .state
+                .borrow()
+                .cluster
+                .groups
+                .values()
+                .any(|g| g.may_run().contains(node));
+        if !known {
+            return Err(Status::not_found(format!("no member named {node:?}")));
+        }
+        Ok(())
+    }
+
     async fn propose(&self, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
         let r = self.ctx.raft.client_write(command).await.map_err(write_error)?;
         Ok((r.log_id.index, r.data))
@@ -458,6 +476,10 @@ impl Tandem for TandemService {
                 })?;
             }
         }
+        for (name, d) in &spec.fencing.devices {
+            tandem_agents::fence::validate_device(d)
+                .map_err(|e| Status::invalid_argument(format!("{file}: fencing.devices.{name}: {}", d.redact(&e))))?;
+        }
         let (current, version) = {
             let s = self.ctx.state.borrow();
             (s.cluster.spec.clone(), s.cluster.spec_version)
@@ -494,7 +516,9 @@ impl Tandem for TandemService {
         let s = self.ctx.state.borrow();
         Ok(Response::new(pb::GetSpecReply {
             version: s.cluster.spec_version,
-            spec: s.cluster.spec_source.clone(),
+            // Fence devices' passwords are replicated (any node may fence),
+            // but never shown.
+            spec: tandem_core::spec::redact_source(&s.cluster.spec_source, &s.cluster.spec),
         }))
     }
 
@@ -533,6 +557,90 @@ impl Tandem for TandemService {
         Ok(Response::new(pb::CleanupResourceReply { log_index }))
     }
 
+    async fn fence_node(&self, req: Request<pb::FenceNodeRequest>) -> Result<Response<pb::FenceNodeReply>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            return c.fence_node(forward_metadata(req.into_inner())).await;
+        }
+        let req = req.into_inner();
+        self.check_fence_target(&req.node)?;
+        let has_devices = self.ctx.state.borrow().cluster.spec.fencing.has_devices(&req.node);
+        if !has_devices {
+            return Err(Status::failed_precondition(format!(
+                "{} has no fence device in the spec; once it is off, record that with `tandem fence confirm {}`",
+                req.node, req.node
+            )));
+        }
+        let timeout = match req.timeout_ms {
+            0 => Duration::from_secs(60),
+            ms => Duration::from_millis(ms),
+        };
+        let actor = actor(&req.actor);
+        warn!(node = %req.node, %actor, "fencing requested by an operator");
+        let (log_index, applied) = self
+            .propose(Command::FenceRequested {
+                node: req.node.clone(),
+                reason: format!("requested by {actor}"),
+                actor: actor.clone(),
+                at_unix_ms: unix_ms(),
+            })
+            .await?;
+        // Outcomes are recorded as events after the request (or after the
+        // pending request this one joined).
+        let after = applied.event_seq.unwrap_or_else(|| {
+            let s = self.ctx.state.borrow();
+            s.cluster.events.back().map_or(0, |e| e.seq)
+        });
+        let (fenced, summary) = tokio::time::timeout(timeout, wait_for_fence_outcome(&self.ctx, &req.node, after))
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "{} was not fenced within {timeout:?}; fencing goes on (see `tandem events`)",
+                    req.node
+                ))
+            })?;
+        Ok(Response::new(pb::FenceNodeReply {
+            fenced,
+            summary,
+            log_index,
+        }))
+    }
+
+    async fn confirm_fenced(&self, req: Request<pb::FenceNodeRequest>) -> Result<Response<pb::FenceNodeReply>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            return c.confirm_fenced(forward_metadata(req.into_inner())).await;
+        }
+        let req = req.into_inner();
+        self.check_fence_target(&req.node)?;
+        let now = self.ctx.clock.now();
+        let members: BTreeSet<NodeId> = member_ids(&self.ctx);
+        let (view, _) = self.ctx.liveness.view(now, &members);
+        if let Some(e) = view.iter().find(|e| e.id == node_id(&req.node))
+            && e.state == NodeState::Up
+        {
+            return Err(Status::failed_precondition(format!(
+                "{} is up: it answered heartbeats {} ago, so it is not off; refusing to record it as fenced",
+                req.node,
+                e.age.map_or_else(|| "recently".to_string(), |a| format!("{a:?}"))
+            )));
+        }
+        let actor = actor(&req.actor);
+        warn!(node = %req.node, %actor, "an operator confirmed a node is off");
+        let how = format!("confirmed off by {actor}");
+        let (log_index, _) = self
+            .propose(Command::Fenced {
+                node: req.node.clone(),
+                how: how.clone(),
+                actor,
+                at_unix_ms: unix_ms(),
+            })
+            .await?;
+        Ok(Response::new(pb::FenceNodeReply {
+            fenced: true,
+            summary: how,
+            log_index,
+        }))
+    }
+
     async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsReply>, Status> {
         let since = req.get_ref().since_seq;
         let state = self.ctx.state.borrow().clone();
@@ -549,3 +657,27 @@ impl Tandem for TandemService {
 
 /// Keeps the type used by the generated server in one place.
 pub type Server = tandem_proto::v1::tandem_server::TandemServer<TandemService>;
+
+/// Waits for the first fencing outcome of `node` recorded after event `after`:
+/// `(true, how)` once fenced, `(false, why)` when an attempt failed.
+async fn wait_for_fence_outcome(ctx: &NodeContext, node: &str, after: u64) -> (bool, String) {
+    let mut state = ctx.state.clone();
+    let fenced = format!("{node} fenced: ");
+    let failed = format!("fencing {node} failed: ");
+    loop {
+        {
+            let s = state.borrow_and_update();
+            for e in s.cluster.events.iter().filter(|e| e.seq > after) {
+                if let Some(how) = e.message.strip_prefix(&fenced) {
+                    return (true, how.to_string());
+                }
+                if let Some(why) = e.message.strip_prefix(&failed) {
+                    return (false, why.to_string());
+                }
+            }
+        }
+        if state.changed().await.is_err() {
+            return (false, "the agent is shutting down".into());
+        }
+    }
+}

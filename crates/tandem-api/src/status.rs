@@ -155,7 +155,18 @@ fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::Ha
             }
         })
         .collect();
-    (out, c.spec_version, c.fencing_needed.clone().into_iter().collect())
+    let fencing = c
+        .fencing_needed
+        .iter()
+        .map(|(node, why)| {
+            let text = match c.fence_failures.get(node) {
+                Some(failed) => format!("{why}; last attempt failed: {failed}"),
+                None => why.clone(),
+            };
+            (node.clone(), text)
+        })
+        .collect();
+    (out, c.spec_version, fencing)
 }
 
 /// starting, running, stopping, stopped, failed or blocked.

@@ -67,7 +67,22 @@ pub struct NodeConfig {
     /// A `tracing` filter (`info`, `tandem=debug,openraft=warn`); `RUST_LOG` wins.
     pub log_level: Option<String>,
     pub log_format: LogFormat,
+    /// A watchdog device the agent feeds while it is healthy, and stops
+    /// feeding when a stop of an exclusive group failed (the machine then
+    /// resets when the device's timeout runs out).
+    pub watchdog: Option<WatchdogConfig>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// `/dev/watchdog` (a hardware watchdog, or the `softdog` module).
+    pub device: PathBuf,
+    /// How often it is fed; well below the device's timeout.
+    pub interval: Duration,
+}
+
+/// How often the watchdog is fed unless the configuration says otherwise.
+pub const DEFAULT_WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);
 
 impl NodeConfig {
     /// The initial members by Raft id.
@@ -88,6 +103,15 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     log: RawLog,
+    watchdog: Option<RawWatchdog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatchdog {
+    device: PathBuf,
+    #[serde(default, deserialize_with = "duration")]
+    interval: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -348,7 +372,31 @@ impl NodeConfig {
             }
         }
 
+        let watchdog = match raw.watchdog {
+            None => None,
+            Some(w) => {
+                if w.device.as_os_str().is_empty() {
+                    return Err(err(
+                        "watchdog.device".into(),
+                        "expected a device path such as \"/dev/watchdog\", got an empty string".into(),
+                    ));
+                }
+                let interval = w.interval.unwrap_or(DEFAULT_WATCHDOG_INTERVAL);
+                if interval.is_zero() || interval > Duration::from_secs(60) {
+                    return Err(err(
+                        "watchdog.interval".into(),
+                        format!("expected a duration between 1ms and 60s, got {interval:?}"),
+                    ));
+                }
+                Some(WatchdogConfig {
+                    device: w.device,
+                    interval,
+                })
+            }
+        };
+
         Ok(NodeConfig {
+            watchdog,
             cluster: raw.cluster.name,
             join: raw.cluster.join,
             node_id: node_id(&me.name),

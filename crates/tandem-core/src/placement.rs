@@ -48,9 +48,23 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
     /// Groups that cannot be placed as desired, and why.
     pub blocked: BTreeMap<String, String>,
+    /// Nodes to fence before a group they may run can start elsewhere, and
+    /// why: lost nodes that have fence devices (with devices, a lapsed lease
+    /// alone is not trusted: the node's agent may be dead while its services
+    /// run on).
+    pub fence: BTreeMap<String, String>,
+}
+
+/// Why a node cannot yet count as stopped for a group.
+enum Obstacle {
+    /// Wait (for a report, a lease, an operator), with the reason.
+    Wait(String),
+    /// The node must be fenced first.
+    Fence { node: String, blocked: String, why: String },
 }
 
 struct Ctx<'a> {
+    spec: &'a Spec,
     groups: &'a BTreeMap<String, GroupState>,
     /// For each group, the groups it must not share a node with (both
     /// directions of every `anti_affinity`), computed once per plan.
@@ -154,14 +168,30 @@ impl Ctx<'_> {
             .ok_or_else(|| format!("no eligible node: {}", reasons.join("; ")))
     }
 
+    /// What the operator must do for a node that needs fencing.
+    fn fence_hint(&self, node: &str) -> &'static str {
+        if self.spec.fencing.has_devices(node) {
+            "fencing through its devices"
+        } else {
+            "it has no fence device: once it is off, run `tandem fence confirm`"
+        }
+    }
+
     /// Why `node` may not be considered stopped for `g` (`None`: it is).
-    fn not_known_stopped(&self, g: &str, node: &str) -> Option<String> {
+    fn not_known_stopped(&self, g: &str, node: &str) -> Option<Obstacle> {
         let report = self.state(g).and_then(|s| s.reports.get(node));
         if let Some(reason) = self.fencing_needed.get(node) {
-            return Some(format!("{node} needs fencing ({reason})"));
+            return Some(Obstacle::Wait(format!(
+                "{node} needs fencing ({reason}; {})",
+                self.fence_hint(node)
+            )));
         }
         if report.is_some_and(|r| r.phase == Phase::StopFailed) {
-            return Some(format!("a stop of {g} failed on {node}; it needs fencing"));
+            return Some(Obstacle::Fence {
+                node: node.to_string(),
+                blocked: format!("a stop of {g} failed on {node}; it needs fencing"),
+                why: format!("a stop of {g} failed or timed out"),
+            });
         }
         // A `stopped` counts only if it is at least as new as the release.
         let released_at = self.state(g).and_then(|s| s.released.get(node)).copied().unwrap_or(0);
@@ -169,10 +199,17 @@ impl Ctx<'_> {
             return None;
         }
         if self.nodes.get(node).is_some_and(|f| f.lease_expired) {
+            if self.spec.fencing.has_devices(node) {
+                return Some(Obstacle::Fence {
+                    node: node.to_string(),
+                    blocked: format!("waiting for {node} to be fenced"),
+                    why: format!("lost while it may run {g}"),
+                });
+            }
             // Its lease is over: it stopped itself (invariant 3).
             return None;
         }
-        Some(format!("waiting for {node} to stop {g}"))
+        Some(Obstacle::Wait(format!("waiting for {node} to stop {g}")))
     }
 
     /// Whether `g`'s prerequisites run somewhere.
@@ -208,6 +245,7 @@ pub fn plan(
         }
     }
     let ctx = Ctx {
+        spec,
         conflicts,
         groups,
         fencing_needed,
@@ -257,8 +295,13 @@ pub fn plan(
                     .find_map(|n| ctx.not_known_stopped(&g.name, n));
                 match obstacle {
                     None => (Some(t), reason),
-                    Some(why) => {
+                    Some(Obstacle::Wait(why)) => {
                         out.blocked.insert(g.name.clone(), why);
+                        (None, reason)
+                    }
+                    Some(Obstacle::Fence { node, blocked, why }) => {
+                        out.blocked.insert(g.name.clone(), blocked);
+                        out.fence.entry(node).or_insert(why);
                         (None, reason)
                     }
                 }
@@ -448,6 +491,7 @@ mod tests {
     fn a_new_exclusive_group_goes_to_the_best_scored_member() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[("site-b", 10), ("site-a", 100)])],
+            ..Spec::default()
         };
         let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &three(), 0);
         assert_eq!(p.decisions.len(), 1);
@@ -467,6 +511,7 @@ mod tests {
     fn a_down_primary_is_replaced_once_its_lease_expired() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[("site-a", 100), ("site-b", 50)])],
+            ..Spec::default()
         };
         let mut groups = BTreeMap::from([("web".to_string(), assigned(3, "site-a", Phase::Running))]);
         let mut nodes = three();
@@ -496,9 +541,84 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_node_with_fence_devices_is_fenced_before_its_group_moves() {
+        let mut state = crate::state::ClusterState::default();
+        state.spec.groups = vec![group("web", GroupKind::Exclusive, &[("site-a", 100), ("site-b", 50)])];
+        state
+            .spec
+            .fencing
+            .levels
+            .insert("site-a".into(), vec![vec!["pdu-a".into()]]);
+        state.groups.insert("web".into(), assigned(3, "site-a", Phase::Running));
+        let mut nodes = three();
+        nodes[0].state = NodeState::Down;
+        nodes[0].lease_expired = true;
+        let p = plan(&state.spec, &state.groups, &state.fencing_needed, &nodes, 0);
+        assert_eq!(p.decisions[0].assign, BTreeSet::new(), "{p:?}");
+        apply(&mut state.groups, &p);
+        // Its lease expired, but with a fence device that is not trusted alone.
+        let p = plan(&state.spec, &state.groups, &state.fencing_needed, &nodes, 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert_eq!(p.blocked["web"], "waiting for site-a to be fenced");
+        assert_eq!(p.fence["site-a"], "lost while it may run web");
+        state.apply(&crate::state::Command::FenceRequested {
+            node: "site-a".into(),
+            reason: p.fence["site-a"].clone(),
+            actor: "coordinator".into(),
+            at_unix_ms: 1,
+        });
+        let p = plan(&state.spec, &state.groups, &state.fencing_needed, &nodes, 0);
+        assert!(p.decisions.is_empty() && p.fence.is_empty(), "{p:?}");
+        assert!(p.blocked["web"].contains("site-a needs fencing"), "{p:?}");
+        state.apply(&crate::state::Command::Fenced {
+            node: "site-a".into(),
+            how: "level 1: pdu-a ok".into(),
+            actor: "node:site-b".into(),
+            at_unix_ms: 2,
+        });
+        let p = plan(&state.spec, &state.groups, &state.fencing_needed, &nodes, 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+        assert_eq!(p.decisions[0].epoch, 5);
+    }
+
+    #[test]
+    fn a_failed_stop_without_fence_devices_waits_for_an_operator() {
+        let mut state = crate::state::ClusterState::default();
+        state.spec.groups = vec![group("web", GroupKind::Exclusive, &[("site-a", 100), ("site-b", 50)])];
+        let mut gs = assigned(3, "site-a", Phase::Running);
+        gs.assign(&BTreeSet::new(), 4);
+        state.groups.insert("web".into(), gs);
+        state.apply(&crate::state::Command::Report {
+            node: "site-a".into(),
+            group: "web".into(),
+            report: report(4, Phase::StopFailed),
+            failed_resource: None,
+            fatal: false,
+        });
+        let mut nodes = three();
+        nodes[0].state = NodeState::Down;
+        nodes[0].lease_expired = true;
+        let p = plan(&state.spec, &state.groups, &state.fencing_needed, &nodes, 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert!(
+            p.blocked["web"].contains("once it is off, run `tandem fence confirm`"),
+            "{p:?}"
+        );
+        state.apply(&crate::state::Command::Fenced {
+            node: "site-a".into(),
+            how: "confirmed off by op@host".into(),
+            actor: "op@host".into(),
+            at_unix_ms: 2,
+        });
+        let p = plan(&state.spec, &state.groups, &state.fencing_needed, &nodes, 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+    }
+
+    #[test]
     fn a_stopped_report_from_before_the_release_does_not_count() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[("site-b", 10)])],
+            ..Spec::default()
         };
         // site-a reported stopped at epoch 2, then ran it again at epoch 3
         // without that report being committed; epoch 4 takes it away.
@@ -519,6 +639,7 @@ mod tests {
     fn a_clone_turned_exclusive_stops_everywhere_first() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[])],
+            ..Spec::default()
         };
         let mut gs = assigned(2, "site-a", Phase::Running);
         gs.assigned.insert("site-b".into());
@@ -531,6 +652,7 @@ mod tests {
     fn a_node_missing_from_the_view_is_not_known_stopped() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[])],
+            ..Spec::default()
         };
         let mut gs = assigned(2, "gone", Phase::Running);
         gs.assign(&BTreeSet::new(), 3);
@@ -544,6 +666,7 @@ mod tests {
     fn repeated_failures_move_the_group_after_it_stopped() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[("site-a", 100)])],
+            ..Spec::default()
         };
         let mut gs = assigned(1, "site-a", Phase::Failed);
         for _ in 0..3 {
@@ -564,6 +687,7 @@ mod tests {
     fn a_failed_stop_blocks_the_group_until_fenced() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[])],
+            ..Spec::default()
         };
         let mut gs = assigned(1, "site-a", Phase::StopFailed);
         gs.assigned.clear();
@@ -580,6 +704,7 @@ mod tests {
     fn no_member_left_blocks_with_every_reason() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[])],
+            ..Spec::default()
         };
         let nodes = vec![
             node("site-a", NodeRole::Member, NodeState::Down),
@@ -604,6 +729,7 @@ mod tests {
                 db,
                 group("web", GroupKind::Exclusive, &[("site-a", 100)]),
             ],
+            ..Spec::default()
         };
         let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &three(), 0);
         let by: BTreeMap<_, _> = p
@@ -626,10 +752,14 @@ mod tests {
         let groups = BTreeMap::from([("web".to_string(), assigned(4, "site-b", Phase::Running))]);
         let spec = Spec {
             groups: vec![g.clone()],
+            ..Spec::default()
         };
         assert!(plan(&spec, &groups, &BTreeMap::new(), &three(), 0).decisions.is_empty());
         g.placement.fail_back = true;
-        let spec = Spec { groups: vec![g] };
+        let spec = Spec {
+            groups: vec![g],
+            ..Spec::default()
+        };
         let p = plan(&spec, &groups, &BTreeMap::new(), &three(), 0);
         // site-b still runs it: stop it there first.
         assert_eq!(p.decisions[0].assign, BTreeSet::new(), "{p:?}");
@@ -640,6 +770,7 @@ mod tests {
     fn a_fatal_failure_moves_the_group_at_once() {
         let spec = Spec {
             groups: vec![group("web", GroupKind::Exclusive, &[("site-a", 100)])],
+            ..Spec::default()
         };
         let mut gs = assigned(1, "site-a", Phase::Failed);
         gs.record_failure("site-a", "r", 1, true);
@@ -696,6 +827,7 @@ mod tests {
             reports in prop::collection::vec(prop::collection::vec(prop::option::of(arb_phase()), 5), 6),
             failures in prop::collection::vec(prop::collection::vec(0u32..5, 5), 6),
             fencing in prop::collection::vec(prop::bool::weighted(0.1), 5),
+            devices in prop::collection::vec(prop::bool::weighted(0.4), 5),
         ) -> (Spec, BTreeMap<String, GroupState>, BTreeMap<String, String>, Vec<NodeFacts>) {
             let nodes = vec![nodes.0, nodes.1, nodes.2, nodes.3, nodes.4];
             let mut spec = Spec::default();
@@ -720,6 +852,9 @@ mod tests {
                     }
                 }
                 groups.insert(name, gs);
+            }
+            for (n, _) in NAMES.iter().zip(&devices).filter(|(_, d)| **d) {
+                spec.fencing.levels.insert(n.to_string(), vec![vec!["pdu".to_string()]]);
             }
             let fencing = NAMES.iter().zip(&fencing).filter(|(_, f)| **f)
                 .map(|(n, _)| (n.to_string(), "stop failed".to_string())).collect();
@@ -763,11 +898,18 @@ mod tests {
                             let released_at = gs.released.get(m).copied().unwrap_or(0);
                             let fresh_stop = gs.reports.get(m).is_some_and(|r| r.phase == Phase::Stopped && r.epoch >= released_at);
                             let stopped = fresh_stop
-                                || (facts[m.as_str()].lease_expired && !fencing.contains_key(m) && r != Some(Phase::StopFailed));
+                                || (facts[m.as_str()].lease_expired
+                                    && !spec.fencing.has_devices(m)
+                                    && !fencing.contains_key(m)
+                                    && r != Some(Phase::StopFailed));
                             prop_assert!(stopped, "{} moved to {} while {} may run it ({:?})", d.group, y, m, r);
                         }
                     }
                 }
+            }
+            // Only nodes with devices are fenced, and only nodes not already waiting for it.
+            for n in p.fence.keys() {
+                prop_assert!(spec.fencing.has_devices(n) || fencing.contains_key(n) || groups.values().any(|g| g.reports.get(n).is_some_and(|r| r.phase == Phase::StopFailed)), "{} fenced without devices", n);
             }
             // Standby and witness holders are emptied.
             for g in &spec.groups {
@@ -786,7 +928,7 @@ mod tests {
         fn fresh_exclusive_groups_go_to_the_highest_score(scores in prop::collection::vec(-5i64..100, 3)) {
             let nodes: Vec<NodeFacts> = NAMES[..3].iter().map(|n| node(n, NodeRole::Member, NodeState::Up)).collect();
             let prefer: Vec<(&str, i64)> = NAMES[..3].iter().zip(&scores).map(|(n, s)| (*n, *s)).collect();
-            let spec = Spec { groups: vec![group("g", GroupKind::Exclusive, &prefer)] };
+            let spec = Spec { groups: vec![group("g", GroupKind::Exclusive, &prefer)], ..Spec::default() };
             let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &nodes, 0);
             let best = *scores.iter().max().unwrap();
             let chosen = p.decisions[0].assign.iter().next().unwrap().clone();

@@ -22,6 +22,9 @@ use crate::membership::{NodeInfo, NodeRole};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Spec {
     pub groups: Vec<GroupSpec>,
+    /// Fence devices and, for each node, the levels of devices that fence it.
+    #[serde(default)]
+    pub fencing: FencingSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -117,6 +120,164 @@ pub enum AgentSpec {
     Systemd { unit: String },
 }
 
+/// Fence devices, and how each node is fenced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct FencingSpec {
+    /// By name (the key in `[fencing.devices.NAME]`).
+    pub devices: BTreeMap<String, FenceDeviceSpec>,
+    /// For each node: its levels, tried in order. Every device of a level must
+    /// succeed; if any fails, the next level is tried.
+    pub levels: BTreeMap<String, Vec<Vec<String>>>,
+}
+
+impl FencingSpec {
+    /// Whether `node` has at least one fencing level.
+    pub fn has_devices(&self, node: &str) -> bool {
+        !self.levels_for(node).is_empty()
+    }
+
+    /// The levels of `node` (device names), in the order they are tried;
+    /// empty when the node has none.
+    pub fn levels_for(&self, node: &str) -> &[Vec<String>] {
+        self.levels.get(node).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// One fence device: a power switch, a management board, a hypervisor...
+/// `Debug` shows secret parameter values as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceDeviceSpec {
+    pub name: String,
+    pub agent: FenceAgentSpec,
+    /// key=value parameters passed on the agent's stdin (e.g. ip, username, password, plug).
+    pub params: BTreeMap<String, String>,
+    /// Parameter names whose values are secret: never logged, never shown.
+    /// As parsed: the names listed in `secret` plus every parameter whose name
+    /// [`is_secret_param_name`].
+    pub secret_params: BTreeSet<String>,
+    /// Per attempt.
+    pub timeout: Duration,
+    /// Extra attempts after a failure.
+    pub retries: u32,
+}
+
+/// How a fence device is driven. Either way the program gets `action=...`,
+/// `nodename=...` and the device's parameters as `key=value` lines on stdin,
+/// and exit status 0 means success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FenceAgentSpec {
+    /// A ClusterLabs fence agent: a bare name like `fence_dummy` (looked up in
+    /// /usr/sbin, then /sbin, /usr/bin) or an absolute path.
+    Agent { path: String },
+    /// Any command (run without a shell: program + args), same stdin
+    /// protocol, exit 0 = success.
+    Exec { command: String, args: Vec<String> },
+}
+
+/// The `agent` value as written in the spec: the agent's name or path, or `exec`.
+impl fmt::Display for FenceAgentSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FenceAgentSpec::Agent { path } => f.write_str(path),
+            FenceAgentSpec::Exec { .. } => f.write_str("exec"),
+        }
+    }
+}
+
+impl FenceDeviceSpec {
+    /// Whether the value of parameter `name` is secret: listed in
+    /// `secret_params`, or a name that is always secret.
+    pub fn is_secret(&self, name: &str) -> bool {
+        self.secret_params.contains(name) || is_secret_param_name(name)
+    }
+
+    /// The values of the secret parameters (non-empty ones), to be kept out
+    /// of logs and messages.
+    pub fn secret_values(&self) -> Vec<&str> {
+        self.params
+            .iter()
+            .filter(|(name, value)| !value.is_empty() && self.is_secret(name))
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
+    /// `text` with every occurrence of a secret parameter value replaced by
+    /// [`REDACTED`].
+    pub fn redact(&self, text: &str) -> String {
+        redact_values(text, &self.secret_values())
+    }
+}
+
+impl fmt::Debug for FenceDeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// Prints a string as it is (no quotes, no escapes).
+        struct Raw<'a>(&'a str);
+        impl fmt::Debug for Raw<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        let params: BTreeMap<&str, &str> = self
+            .params
+            .iter()
+            .map(|(name, value)| {
+                let shown = if self.is_secret(name) { REDACTED } else { value.as_str() };
+                (name.as_str(), shown)
+            })
+            .collect();
+        // A secret value may also appear in an exec command's arguments.
+        let agent = self.redact(&format!("{:?}", self.agent));
+        f.debug_struct("FenceDeviceSpec")
+            .field("name", &self.name)
+            .field("agent", &Raw(&agent))
+            .field("params", &params)
+            .field("secret_params", &self.secret_params)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+/// What a secret value is replaced with wherever it would be shown.
+pub const REDACTED: &str = "<redacted>";
+
+/// Parameter names whose values are always secret, whether or not `secret`
+/// lists them: `password`, `passwd` and any name containing "password",
+/// "passwd", "secret" or "token" (case-insensitive).
+pub fn is_secret_param_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// `text` with every occurrence of each of `secrets` (empty ones ignored)
+/// replaced by [`REDACTED`]. One pass from left to right, longest secret
+/// first at each position, so a secret that contains another is replaced
+/// whole and the replacement itself is never rewritten.
+pub fn redact_values(text: &str, secrets: &[&str]) -> String {
+    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    if secrets.is_empty() {
+        return text.to_string();
+    }
+    secrets.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    secrets.dedup();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if let Some(secret) = secrets.iter().find(|s| rest.starts_with(**s)) {
+            out.push_str(REDACTED);
+            rest = &rest[secret.len()..];
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
 impl GroupKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -150,6 +311,12 @@ pub const DEFAULT_MIGRATION_THRESHOLD: u32 = 3;
 pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often a started resource is monitored, unless the spec says otherwise.
 pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(10);
+/// How long one attempt of a fence device may take, unless the spec says otherwise.
+pub const DEFAULT_FENCE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Extra attempts after a fence device failed, unless the spec says otherwise.
+pub const DEFAULT_FENCE_RETRIES: u32 = 1;
+/// The most extra attempts a fence device may be given.
+pub const MAX_FENCE_RETRIES: u32 = 10;
 /// The highest score a `prefer` entry may carry (scores are added up by
 /// placement; the bound keeps sums far from overflow).
 pub const MAX_SCORE: i64 = 1_000_000;
@@ -164,7 +331,9 @@ pub struct SpecError {
     /// The resource concerned, within `group`.
     pub resource: Option<String>,
     /// The key within the group or resource, dotted (`timeouts.start`,
-    /// `prefer[1].node`, `params.ip`); empty when the file could not be read
+    /// `prefer[1].node`, `params.ip`); in the fencing section, the whole path
+    /// (`fencing.devices.pdu-a.params.ip`, `fencing.nodes.site-a.levels[0][1]`),
+    /// which names the device or node; empty when the file could not be read
     /// as a spec at all (TOML syntax, unknown or missing key, wrong type), in
     /// which case `message` is toml's own, showing the line.
     pub field: String,
@@ -197,6 +366,36 @@ impl std::error::Error for SpecError {}
 struct RawSpec {
     #[serde(default)]
     groups: Vec<RawGroup>,
+    #[serde(default)]
+    fencing: RawFencing,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFencing {
+    #[serde(default)]
+    devices: BTreeMap<String, RawFenceDevice>,
+    #[serde(default)]
+    nodes: BTreeMap<String, RawFenceNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFenceDevice {
+    agent: String,
+    /// exec only: program and arguments.
+    command: Option<Vec<String>>,
+    params: Option<BTreeMap<String, toml::Value>>,
+    /// Names of parameters whose values are secret (beyond the usual names).
+    secret: Option<Vec<String>>,
+    timeout: Option<String>,
+    retries: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFenceNode {
+    levels: Vec<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +472,9 @@ struct At<'a> {
     file: &'a str,
     group: Option<&'a str>,
     resource: Option<&'a str>,
+    /// Within the fencing section: the table (`fencing.devices`,
+    /// `fencing.nodes`) and the key, which prefix every field.
+    fencing: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> At<'a> {
@@ -290,12 +492,37 @@ impl<'a> At<'a> {
         }
     }
 
+    fn fence_device(self, device: &'a str) -> Self {
+        At {
+            fencing: Some(("fencing.devices", device)),
+            ..self
+        }
+    }
+
+    fn fence_node(self, node: &'a str) -> Self {
+        At {
+            fencing: Some(("fencing.nodes", node)),
+            ..self
+        }
+    }
+
     fn err(self, field: impl Into<String>, message: impl Into<String>) -> SpecError {
+        let mut field = field.into();
+        if let Some((table, key)) = self.fencing {
+            // The key as TOML writes it: bare when it can be, quoted otherwise.
+            let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            let key = if bare { key.to_string() } else { format!("{key:?}") };
+            field = if field.is_empty() {
+                format!("{table}.{key}")
+            } else {
+                format!("{table}.{key}.{field}")
+            };
+        }
         SpecError {
             file: self.file.to_string(),
             group: self.group.map(str::to_string),
             resource: self.resource.map(str::to_string),
-            field: field.into(),
+            field,
             message: message.into(),
         }
     }
@@ -314,8 +541,8 @@ fn known<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
 impl Spec {
     /// Parses and validates a spec file; `file` is used only in error
     /// messages. `nodes`: the cluster's current members (name, role), used to
-    /// refuse unknown node names in `prefer`/`avoid`, and a witness in
-    /// `prefer` (witnesses never host groups).
+    /// refuse unknown node names in `prefer`/`avoid`/`fencing.nodes`, and a
+    /// witness in `prefer` or `fencing.nodes` (witnesses never host groups).
     ///
     /// An empty file is the empty spec ([`Spec::default`]). The first problem
     /// found is returned.
@@ -324,6 +551,7 @@ impl Spec {
             file,
             group: None,
             resource: None,
+            fencing: None,
         };
         let raw: RawSpec = toml::from_str(text).map_err(|e| {
             // toml's message names the key and shows the offending line.
@@ -360,7 +588,8 @@ impl Spec {
                 ),
             ));
         }
-        Ok(Spec { groups })
+        let fencing = fencing(at, &raw.fencing, nodes)?;
+        Ok(Spec { groups, fencing })
     }
 
     /// The group called `name`.
@@ -867,6 +1096,210 @@ fn no_nul(at: At<'_>, field: &str, text: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+const FENCE_AGENT_EXPECTED: &str = "expected a fence agent's name (\"fence_\" then letters, digits, '_', '-' or '.', \
+     such as \"fence_ipmilan\"), an absolute path to one, or \"exec\" (with `command`)";
+
+/// The `fencing` section: devices, then each node's levels.
+fn fencing(at: At<'_>, raw: &RawFencing, nodes: &[NodeInfo]) -> Result<FencingSpec, SpecError> {
+    let mut devices = BTreeMap::new();
+    for (name, d) in &raw.devices {
+        let at = at.fence_device(name);
+        if !valid_name(name) {
+            return Err(at.err("", format!("{NAME_EXPECTED}, got {name:?}")));
+        }
+        devices.insert(name.clone(), fence_device(at, name, d)?);
+    }
+
+    let mut levels = BTreeMap::new();
+    for (node, n) in &raw.nodes {
+        let at = at.fence_node(node);
+        let members = || {
+            known(
+                nodes
+                    .iter()
+                    .filter(|n| n.role == NodeRole::Member)
+                    .map(|n| n.name.as_str()),
+            )
+        };
+        match nodes.iter().find(|info| info.name == *node) {
+            None => {
+                return Err(at.err(
+                    "",
+                    format!(
+                        "expected a member node of the cluster (known: {}), got {node:?}",
+                        members()
+                    ),
+                ));
+            }
+            Some(info) if info.role == NodeRole::Witness => {
+                return Err(at.err(
+                    "",
+                    format!(
+                        "expected a member node (known: {}), got the witness {node:?}: witnesses host no groups, \
+                         so nothing waits for them to be fenced",
+                        members()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        if n.levels.is_empty() {
+            return Err(at.err(
+                "levels",
+                "expected at least one level (a list of device names), such as [[\"pdu-a\"]]",
+            ));
+        }
+        for (i, level) in n.levels.iter().enumerate() {
+            if level.is_empty() {
+                return Err(at.err(
+                    format!("levels[{i}]"),
+                    "expected at least one device in a level, got []",
+                ));
+            }
+            for (j, device) in level.iter().enumerate() {
+                let field = format!("levels[{i}][{j}]");
+                if !devices.contains_key(device) {
+                    return Err(at.err(
+                        field,
+                        format!(
+                            "expected a fence device of this spec (known: {}), got {device:?}",
+                            known(devices.keys().map(String::as_str))
+                        ),
+                    ));
+                }
+                if level[..j].contains(device) {
+                    return Err(at.err(
+                        field,
+                        format!("expected each device at most once in a level, {device:?} is listed twice"),
+                    ));
+                }
+            }
+        }
+        levels.insert(node.clone(), n.levels.clone());
+    }
+    Ok(FencingSpec { devices, levels })
+}
+
+fn fence_device(at: At<'_>, name: &str, d: &RawFenceDevice) -> Result<FenceDeviceSpec, SpecError> {
+    let agent = if d.agent == "exec" {
+        let Some(command) = &d.command else {
+            return Err(at.err(
+                "command",
+                "expected `command` = [PROGRAM, ARGUMENTS...] with agent = \"exec\", found none",
+            ));
+        };
+        let Some((program, args)) = command.split_first() else {
+            return Err(at.err("command", "expected a program and its arguments, got an empty list"));
+        };
+        if program.trim().is_empty() {
+            return Err(at.err(
+                "command[0]",
+                "expected a program to run (such as \"/usr/local/bin/kill-node\"), got an empty string",
+            ));
+        }
+        if program.contains('/') && !program.starts_with('/') {
+            return Err(at.err(
+                "command[0]",
+                format!("expected an absolute path or a program name found on PATH, got {program:?}"),
+            ));
+        }
+        for (i, arg) in command.iter().enumerate() {
+            no_nul(at, &format!("command[{i}]"), arg)?;
+        }
+        FenceAgentSpec::Exec {
+            command: program.clone(),
+            args: args.to_vec(),
+        }
+    } else {
+        let agent = d.agent.as_str();
+        let bare_ok = agent.strip_prefix("fence_").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        });
+        let path_ok =
+            agent.len() > 1 && agent.starts_with('/') && !agent.ends_with('/') && !agent.chars().any(char::is_control);
+        if !bare_ok && !path_ok {
+            return Err(at.err("agent", format!("{FENCE_AGENT_EXPECTED}, got {agent:?}")));
+        }
+        if d.command.is_some() {
+            return Err(at.err(
+                "command",
+                format!(
+                    "`command` applies only to agent = \"exec\"; a fence agent ({agent}) is run without \
+                     arguments and reads its parameters on stdin: use `params`"
+                ),
+            ));
+        }
+        FenceAgentSpec::Agent {
+            path: agent.to_string(),
+        }
+    };
+
+    let mut params = BTreeMap::new();
+    for (key, value) in d.params.iter().flatten() {
+        let field = format!("params.{key}");
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(at.err(
+                field,
+                format!(
+                    "expected a parameter name of letters, digits, '_' or '-' (passed as a NAME=VALUE line on \
+                     the agent's stdin), got {key:?}"
+                ),
+            ));
+        }
+        if key == "action" {
+            return Err(at.err(
+                field,
+                "expected no `action` parameter: Tandem sets it (off, on, reboot, status or monitor)",
+            ));
+        }
+        let value = scalar(at, &field, value)?;
+        if value.contains(['\n', '\r']) {
+            return Err(at.err(
+                field,
+                "expected a value on one line (parameters are passed as NAME=VALUE lines on the agent's stdin)",
+            ));
+        }
+        params.insert(key.clone(), value);
+    }
+
+    let mut secret_params: BTreeSet<String> = params.keys().filter(|k| is_secret_param_name(k)).cloned().collect();
+    for (i, key) in d.secret.iter().flatten().enumerate() {
+        if !params.contains_key(key) {
+            return Err(at.err(
+                format!("secret[{i}]"),
+                format!(
+                    "expected the name of a parameter of this device (known: {}), got {key:?}",
+                    known(params.keys().map(String::as_str))
+                ),
+            ));
+        }
+        secret_params.insert(key.clone());
+    }
+
+    let timeout = duration(
+        at,
+        "timeout",
+        d.timeout.as_deref(),
+        DEFAULT_FENCE_TIMEOUT,
+        ZeroIs::Refused,
+    )?;
+    let retries = d.retries.unwrap_or(DEFAULT_FENCE_RETRIES);
+    if retries > MAX_FENCE_RETRIES {
+        return Err(at.err(
+            "retries",
+            format!("expected 0 to {MAX_FENCE_RETRIES} extra attempts, got {retries}"),
+        ));
+    }
+    Ok(FenceDeviceSpec {
+        name: name.to_string(),
+        agent,
+        params,
+        secret_params,
+        timeout,
+        retries,
+    })
+}
+
 /// A cycle in `after`, as group names from its first group back to it.
 fn find_after_cycle(groups: &[GroupSpec]) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -931,8 +1364,12 @@ fn find_after_cycle(groups: &[GroupSpec]) -> Option<Vec<String>> {
 /// Lines look like `+ group web (exclusive, 2 resources)`, `- group old`,
 /// `~ group web: placement changed (prefer [site-a=100] -> [site-b=100])`,
 /// `~ group web: + resource cache (exec)`, `~ group web: resource app: command
-/// changed`. Values that may hold secrets (commands, arguments, environment
-/// and parameter values) are never shown, only which ones changed.
+/// changed`. Fencing follows the groups: `- fence device old`, `+ fence device
+/// pdu-a (fence_apc_snmp)`, `~ fence device pdu-a: param password changed`,
+/// `+ fencing of site-a: levels [[pdu-a], [ipmi-a, pdu-b]]`, `~ fencing of
+/// site-a: levels [[pdu-a]] -> [[ipmi-a]]`. Values that may hold secrets
+/// (commands, arguments, environment and parameter values) are never shown,
+/// only which ones changed.
 pub fn diff(old: &Spec, new: &Spec) -> Vec<String> {
     let mut out = Vec::new();
     for g in &old.groups {
@@ -954,7 +1391,76 @@ pub fn diff(old: &Spec, new: &Spec) -> Vec<String> {
             Some(before) => diff_group(before, g, &mut out),
         }
     }
+    diff_fencing(&old.fencing, &new.fencing, &mut out);
     out
+}
+
+fn diff_fencing(old: &FencingSpec, new: &FencingSpec, out: &mut Vec<String>) {
+    for name in old.devices.keys() {
+        if !new.devices.contains_key(name) {
+            out.push(format!("- fence device {name}"));
+        }
+    }
+    for (name, d) in &new.devices {
+        let Some(before) = old.devices.get(name) else {
+            out.push(format!("+ fence device {name} ({})", d.agent));
+            continue;
+        };
+        let p = format!("~ fence device {name}: ");
+        match (&before.agent, &d.agent) {
+            (a, b) if a == b => {}
+            // Both exec: the command or its arguments (which may hold secrets).
+            (FenceAgentSpec::Exec { .. }, FenceAgentSpec::Exec { .. }) => out.push(format!("{p}command changed")),
+            (a, b) => out.push(format!("{p}agent {a} -> {b}")),
+        }
+        map_changes(&p, "param", &before.params, &d.params, out);
+        if before.secret_params != d.secret_params {
+            let names = |s: &BTreeSet<String>| list(&s.iter().cloned().collect::<Vec<_>>());
+            out.push(format!(
+                "{p}secret {} -> {}",
+                names(&before.secret_params),
+                names(&d.secret_params)
+            ));
+        }
+        if before.timeout != d.timeout {
+            out.push(format!("{p}timeout {} -> {}", dur(before.timeout), dur(d.timeout)));
+        }
+        if before.retries != d.retries {
+            out.push(format!("{p}retries {} -> {}", before.retries, d.retries));
+        }
+    }
+
+    let levels = |v: &[Vec<String>]| list(&v.iter().map(|level| list(level)).collect::<Vec<_>>());
+    for node in old.levels.keys() {
+        if !new.levels.contains_key(node) {
+            out.push(format!("- fencing of {node}"));
+        }
+    }
+    for (node, l) in &new.levels {
+        match old.levels.get(node) {
+            None => out.push(format!("+ fencing of {node}: levels {}", levels(l))),
+            Some(before) if before != l => out.push(format!(
+                "~ fencing of {node}: levels {} -> {}",
+                levels(before),
+                levels(l)
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Names of map keys added, removed or changed, as `PREFIX WHAT NAME added`...
+/// (never the values).
+fn map_changes(p: &str, what: &str, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>, out: &mut Vec<String>) {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        match (a.get(key), b.get(key)) {
+            (None, Some(_)) => out.push(format!("{p}{what} {key} added")),
+            (Some(_), None) => out.push(format!("{p}{what} {key} removed")),
+            (Some(x), Some(y)) if x != y => out.push(format!("{p}{what} {key} changed")),
+            _ => {}
+        }
+    }
 }
 
 fn list(items: &[String]) -> String {
@@ -1038,24 +1544,6 @@ fn diff_group(old: &GroupSpec, new: &GroupSpec, out: &mut Vec<String>) {
 }
 
 fn diff_resource(p: &str, old: &ResourceSpec, new: &ResourceSpec, out: &mut Vec<String>) {
-    /// Names of map keys added, removed or changed, as `what NAME added`...
-    fn map_changes(
-        p: &str,
-        what: &str,
-        a: &BTreeMap<String, String>,
-        b: &BTreeMap<String, String>,
-        out: &mut Vec<String>,
-    ) {
-        let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-        for key in keys {
-            match (a.get(key), b.get(key)) {
-                (None, Some(_)) => out.push(format!("{p}{what} {key} added")),
-                (Some(_), None) => out.push(format!("{p}{what} {key} removed")),
-                (Some(x), Some(y)) if x != y => out.push(format!("{p}{what} {key} changed")),
-                _ => {}
-            }
-        }
-    }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_string());
 
     match (&old.agent, &new.agent) {
@@ -1154,6 +1642,101 @@ fn agent_label(agent: &AgentSpec) -> String {
         AgentSpec::Commands { .. } => "exec (start/stop/monitor)".to_string(),
         other => other.to_string(),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Redaction of the source text.
+
+/// Just enough of a spec file to find where fence device parameters are
+/// written (unknown keys ignored: the file was validated already, or is only
+/// being shown).
+#[derive(Deserialize, Default)]
+struct SourceSpans {
+    #[serde(default)]
+    fencing: SourceFencing,
+}
+
+#[derive(Deserialize, Default)]
+struct SourceFencing {
+    #[serde(default)]
+    devices: BTreeMap<String, SourceDevice>,
+}
+
+#[derive(Deserialize, Default)]
+struct SourceDevice {
+    #[serde(default)]
+    params: BTreeMap<String, toml::Spanned<toml::Value>>,
+}
+
+/// The spec's source text (as `tandem spec show` prints it) with every
+/// secret fence parameter value replaced by `"<redacted>"`.
+///
+/// Two passes in one: the value of each secret parameter, wherever the file
+/// writes it (inline table, `[fencing.devices.X.params]` table, dotted key;
+/// any TOML string or scalar form), is replaced whole by the TOML string
+/// `"<redacted>"`; and any other occurrence of a secret value (in a comment,
+/// in an exec command's argument...) by `<redacted>`. Secrets are those of
+/// `spec` (its devices' secret parameters) and, so that a source that does
+/// not match `spec` leaks nothing either, every parameter of the source whose
+/// name [`is_secret_param_name`] or is secret in `spec`'s device of that name.
+/// A source that is not TOML gets the second pass only.
+pub fn redact_source(text: &str, spec: &Spec) -> String {
+    let source: SourceSpans = toml::from_str(text).unwrap_or_default();
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut secrets: Vec<String> = Vec::new();
+    for d in spec.fencing.devices.values() {
+        secrets.extend(d.secret_values().into_iter().map(str::to_string));
+    }
+    for (name, d) in &source.fencing.devices {
+        let device = spec.fencing.devices.get(name);
+        for (key, value) in &d.params {
+            if !(is_secret_param_name(key) || device.is_some_and(|dev| dev.is_secret(key))) {
+                continue;
+            }
+            spans.push(value.span());
+            let shown = match value.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            secrets.push(shown);
+        }
+    }
+    spans.sort_by_key(|r| r.start);
+    // As a TOML basic string would write them, too ("a\"b" for a"b).
+    let escaped: Vec<String> = secrets
+        .iter()
+        .map(|s| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\t', "\\t"))
+        .collect();
+    secrets.extend(escaped);
+    let mut secrets: Vec<&str> = secrets.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+    secrets.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    secrets.dedup();
+
+    let mut out = String::with_capacity(text.len());
+    let mut spans = spans.into_iter().peekable();
+    let mut i = 0;
+    while i < text.len() {
+        // Spans that start behind us overlap one already replaced.
+        while spans.peek().is_some_and(|r| r.start < i) {
+            spans.next();
+        }
+        let rest = &text[i..];
+        if let Some(span) = spans.next_if(|r| r.start == i && r.end <= text.len() && text.is_char_boundary(r.end)) {
+            out.push('"');
+            out.push_str(REDACTED);
+            out.push('"');
+            i = span.end.max(i + 1);
+        } else if let Some(secret) = secrets.iter().find(|s| rest.starts_with(**s)) {
+            out.push_str(REDACTED);
+            i += secret.len();
+        } else if let Some(c) = rest.chars().next() {
+            out.push(c);
+            i += c.len_utf8();
+        } else {
+            break;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1262,6 +1845,43 @@ mod tests {
             }
         );
         assert!(spec.group("nope").is_none());
+
+        let f = &spec.fencing;
+        assert_eq!(
+            f.devices.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["hypervisor", "ipmi-a", "ipmi-b", "pdu-a"]
+        );
+        let pdu = &f.devices["pdu-a"];
+        assert_eq!(
+            pdu.agent,
+            FenceAgentSpec::Agent {
+                path: "fence_apc_snmp".into()
+            }
+        );
+        assert_eq!(pdu.params["plug"], "1");
+        assert_eq!(pdu.secret_params, BTreeSet::from(["community".to_string()]));
+        assert_eq!((pdu.timeout, pdu.retries), (Duration::from_secs(20), 1));
+        let ipmi = &f.devices["ipmi-b"];
+        assert_eq!(ipmi.params["lanplus"], "true");
+        assert_eq!(ipmi.secret_params, BTreeSet::from(["password".to_string()]));
+        assert_eq!(ipmi.timeout, Duration::from_secs(30));
+        let hv = &f.devices["hypervisor"];
+        assert_eq!(
+            hv.agent,
+            FenceAgentSpec::Exec {
+                command: "/usr/local/bin/kill-node".into(),
+                args: vec!["--site".into(), "b".into()]
+            }
+        );
+        assert_eq!(hv.secret_params, BTreeSet::from(["api_token".to_string()]));
+        assert_eq!(hv.retries, 0);
+        assert_eq!(
+            f.levels_for("site-a"),
+            [vec!["ipmi-a".to_string()], vec!["pdu-a".to_string()]]
+        );
+        assert!(f.has_devices("site-b"));
+        assert!(!f.has_devices("witness"));
+        assert!(f.levels_for("nope").is_empty());
     }
 
     #[test]
@@ -1789,7 +2409,8 @@ mod tests {
 
     #[test]
     fn diff_lists_added_and_removed_groups() {
-        let spec = parse(EXAMPLE).unwrap();
+        let mut spec = parse(EXAMPLE).unwrap();
+        spec.fencing = FencingSpec::default();
         assert_eq!(
             diff(&Spec::default(), &spec),
             [
@@ -1898,6 +2519,459 @@ mod tests {
         assert!(diff(&old, &new).iter().all(|line| !line.contains("staging")));
     }
 
+    // --- Fencing -----------------------------------------------------------
+
+    /// `[fencing.devices.pdu]` with `device` (TOML lines) plus `rest`.
+    fn fence(device: &str, rest: &str) -> String {
+        format!("[fencing.devices.pdu]\n{device}\n{rest}\n")
+    }
+
+    /// A fence_dummy device `pdu` and site-a fenced by it, plus `device` lines.
+    fn fence_dummy(device: &str) -> String {
+        fence(
+            &format!("agent = \"fence_dummy\"\n{device}"),
+            "[fencing.nodes.site-a]\nlevels = [[\"pdu\"]]",
+        )
+    }
+
+    #[track_caller]
+    fn assert_fence_refused(text: &str, field: &str, expected: &str) {
+        let e = refused(text);
+        assert_eq!((e.group.as_deref(), e.resource.as_deref()), (None, None), "{e}");
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains(expected), "{e}");
+    }
+
+    #[test]
+    fn fencing_parses_with_defaults() {
+        let spec = parse(&fence_dummy(
+            "params = { type = \"file\", status_file = \"/run/pdu\", delay = 0 }",
+        ))
+        .unwrap();
+        let d = &spec.fencing.devices["pdu"];
+        assert_eq!(d.name, "pdu");
+        assert_eq!(
+            d.agent,
+            FenceAgentSpec::Agent {
+                path: "fence_dummy".into()
+            }
+        );
+        assert_eq!(d.params["status_file"], "/run/pdu");
+        assert_eq!(d.params["delay"], "0");
+        assert!(d.secret_params.is_empty());
+        assert_eq!(d.timeout, DEFAULT_FENCE_TIMEOUT);
+        assert_eq!(d.retries, DEFAULT_FENCE_RETRIES);
+        assert_eq!(spec.fencing.levels["site-a"], [vec!["pdu".to_string()]]);
+        // A spec without fencing has none; so does a file with an empty section.
+        assert_eq!(parse(&web("", "")).unwrap().fencing, FencingSpec::default());
+        assert_eq!(parse("[fencing]\n").unwrap(), Spec::default());
+        // Absolute paths and the other forms.
+        let spec = parse(&fence(
+            "agent = \"/opt/fence/fence_custom\"\ntimeout = \"1m\"\nretries = 0\n\
+             [fencing.devices.pdu.params]\nlogin = \"admin\"\nPassword = \"x\"\nsnmp_auth_token = \"y\"\n\
+             plug = 3\nnodename = \"host-a\"",
+            "",
+        ))
+        .unwrap();
+        let d = &spec.fencing.devices["pdu"];
+        assert_eq!(d.agent.to_string(), "/opt/fence/fence_custom");
+        assert_eq!((d.timeout, d.retries), (Duration::from_secs(60), 0));
+        assert_eq!(
+            d.secret_params,
+            BTreeSet::from(["Password".to_string(), "snmp_auth_token".to_string()])
+        );
+        // Devices may exist without being used (yet).
+        assert!(spec.fencing.levels.is_empty());
+    }
+
+    #[test]
+    fn fencing_levels_keep_their_order() {
+        let text = "[fencing.devices.a]\nagent = \"fence_dummy\"\n[fencing.devices.b]\nagent = \"fence_dummy\"\n\
+                    [fencing.devices.c]\nagent = \"fence_dummy\"\n\
+                    [fencing.nodes.site-b]\nlevels = [[\"c\"], [\"b\", \"a\"], [\"c\"]]\n";
+        let spec = parse(text).unwrap();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            spec.fencing.levels_for("site-b"),
+            [s(&["c"]), s(&["b", "a"]), s(&["c"])]
+        );
+        assert!(!spec.fencing.has_devices("site-a"));
+    }
+
+    #[test]
+    fn fence_devices_are_checked() {
+        assert_fence_refused(
+            &fence("agent = \"fence_dummy\"", "").replace("devices.pdu", "devices.PDU"),
+            "fencing.devices.PDU",
+            "expected 1 to 63 lowercase letters",
+        );
+        assert_fence_refused(
+            &fence("agent = \"fence_dummy\"", "").replace("devices.pdu", "devices.\"pdu a\""),
+            "fencing.devices.\"pdu a\"",
+            "got \"pdu a\"",
+        );
+        for agent in [
+            "dummy",
+            "fence_",
+            "fence_a b",
+            "bin/fence_x",
+            "/",
+            "/usr/sbin/",
+            "stonith:x",
+        ] {
+            assert_fence_refused(
+                &fence(&format!("agent = \"{agent}\""), ""),
+                "fencing.devices.pdu.agent",
+                &format!(
+                    "expected a fence agent's name (\"fence_\" then letters, digits, '_', '-' or '.', such as \
+                          \"fence_ipmilan\"), an absolute path to one, or \"exec\" (with `command`), got \"{agent}\""
+                ),
+            );
+        }
+        assert_fence_refused(
+            &fence("agent = \"exec\"", ""),
+            "fencing.devices.pdu.command",
+            "expected `command` = [PROGRAM, ARGUMENTS...] with agent = \"exec\", found none",
+        );
+        assert_fence_refused(
+            &fence("agent = \"exec\"\ncommand = []", ""),
+            "fencing.devices.pdu.command",
+            "expected a program and its arguments, got an empty list",
+        );
+        assert_fence_refused(
+            &fence("agent = \"exec\"\ncommand = [\" \"]", ""),
+            "fencing.devices.pdu.command[0]",
+            "expected a program to run",
+        );
+        assert_fence_refused(
+            &fence("agent = \"exec\"\ncommand = [\"bin/kill\"]", ""),
+            "fencing.devices.pdu.command[0]",
+            "expected an absolute path or a program name found on PATH, got \"bin/kill\"",
+        );
+        assert_fence_refused(
+            &fence("agent = \"exec\"\ncommand = [\"/bin/kill\", \"a\\u0000\"]", ""),
+            "fencing.devices.pdu.command[1]",
+            "NUL",
+        );
+        assert_fence_refused(
+            &fence("agent = \"fence_dummy\"\ncommand = [\"/bin/true\"]", ""),
+            "fencing.devices.pdu.command",
+            "`command` applies only to agent = \"exec\"",
+        );
+        let spec = parse(&fence("agent = \"exec\"\ncommand = [\"kill-node\", \"-9\"]", "")).unwrap();
+        assert_eq!(
+            spec.fencing.devices["pdu"].agent,
+            FenceAgentSpec::Exec {
+                command: "kill-node".into(),
+                args: vec!["-9".into()]
+            }
+        );
+        assert_eq!(spec.fencing.devices["pdu"].agent.to_string(), "exec");
+    }
+
+    #[test]
+    fn fence_params_are_checked() {
+        assert_fence_refused(
+            &fence_dummy("params = { action = \"reboot\" }"),
+            "fencing.devices.pdu.params.action",
+            "expected no `action` parameter: Tandem sets it",
+        );
+        for key in ["a=b", "a b", "", "ключ"] {
+            assert_fence_refused(
+                &fence_dummy(&format!("params = {{ \"{key}\" = \"1\" }}")),
+                &format!("fencing.devices.pdu.params.{key}"),
+                "expected a parameter name of letters, digits, '_' or '-'",
+            );
+        }
+        assert_fence_refused(
+            &fence_dummy("params = { \"a\\nb\" = \"1\" }"),
+            "fencing.devices.pdu.params.a\nb",
+            "expected a parameter name",
+        );
+        for value in ["\"q9z\\ny\"", "\"q9z\\r\"", "\"\"\"\nq9z 1\nline 2\"\"\""] {
+            let e = refused(&fence_dummy(&format!(
+                "params = {{ ip = \"1.2.3.4\", password = {value} }}"
+            )));
+            assert_eq!(e.field, "fencing.devices.pdu.params.password", "{e}");
+            assert!(e.message.contains("expected a value on one line"), "{e}");
+            // The message names the parameter, never its value.
+            assert!(!e.to_string().contains("q9z"), "{e}");
+        }
+        assert_fence_refused(
+            &fence_dummy("params = { ip = [1] }"),
+            "fencing.devices.pdu.params.ip",
+            "expected a string, an integer or a boolean, got an array",
+        );
+        assert_fence_refused(
+            &fence_dummy("params = { ip = \"1\" }\nsecret = [\"ip\", \"pasword\"]"),
+            "fencing.devices.pdu.secret[1]",
+            "expected the name of a parameter of this device (known: ip), got \"pasword\"",
+        );
+        // nodename, port and plug are the device's business: allowed.
+        let spec = parse(&fence_dummy("params = { nodename = \"vm-a\", port = \"3\", plug = 4 }")).unwrap();
+        assert_eq!(spec.fencing.devices["pdu"].params.len(), 3);
+    }
+
+    #[test]
+    fn fence_timeout_and_retries_are_checked() {
+        assert_fence_refused(
+            &fence_dummy("timeout = \"0s\""),
+            "fencing.devices.pdu.timeout",
+            "expected a duration greater than zero, got \"0s\"",
+        );
+        assert_fence_refused(
+            &fence_dummy("timeout = \"soon\""),
+            "fencing.devices.pdu.timeout",
+            "expected a duration such as \"20s\", got \"soon\"",
+        );
+        assert_fence_refused(
+            &fence_dummy("retries = 11"),
+            "fencing.devices.pdu.retries",
+            "expected 0 to 10 extra attempts, got 11",
+        );
+        let msg = refused(&fence_dummy("retries = -1")).to_string();
+        assert!(msg.contains("retries"), "{msg}");
+        let msg = refused(&fence_dummy("timout = \"1s\"")).to_string();
+        assert!(msg.contains("unknown field `timout`"), "{msg}");
+    }
+
+    #[test]
+    fn fence_nodes_are_checked() {
+        let device = "[fencing.devices.pdu]\nagent = \"fence_dummy\"\n";
+        let node = |name: &str, levels: &str| format!("{device}[fencing.nodes.{name}]\nlevels = {levels}\n");
+        assert_fence_refused(
+            &node("site-c", "[[\"pdu\"]]"),
+            "fencing.nodes.site-c",
+            "expected a member node of the cluster (known: site-a, site-b), got \"site-c\"",
+        );
+        assert_fence_refused(
+            &node("witness", "[[\"pdu\"]]"),
+            "fencing.nodes.witness",
+            "expected a member node (known: site-a, site-b), got the witness \"witness\": witnesses host no groups",
+        );
+        assert_fence_refused(
+            &node("site-a", "[]"),
+            "fencing.nodes.site-a.levels",
+            "expected at least one level",
+        );
+        assert_fence_refused(
+            &node("site-a", "[[\"pdu\"], []]"),
+            "fencing.nodes.site-a.levels[1]",
+            "expected at least one device in a level, got []",
+        );
+        assert_fence_refused(
+            &node("site-a", "[[\"pdu\"], [\"pdu\", \"ipmi\"]]"),
+            "fencing.nodes.site-a.levels[1][1]",
+            "expected a fence device of this spec (known: pdu), got \"ipmi\"",
+        );
+        assert_fence_refused(
+            &node("site-a", "[[\"pdu\", \"pdu\"]]"),
+            "fencing.nodes.site-a.levels[0][1]",
+            "expected each device at most once in a level, \"pdu\" is listed twice",
+        );
+        let msg = refused(&format!("{device}[fencing.nodes.site-a]\n")).to_string();
+        assert!(msg.contains("missing field `levels`"), "{msg}");
+        let msg = refused("[fencing.node.site-a]\nlevels = []\n").to_string();
+        assert!(msg.contains("unknown field `node`"), "{msg}");
+        // With no known nodes the message says so.
+        let e = Spec::parse(&node("site-a", "[[\"pdu\"]]"), "spec.toml", &[]).unwrap_err();
+        assert!(e.message.contains("(known: none)"), "{e}");
+        // And the whole error reads well.
+        assert_eq!(
+            refused(&node("site-a", "[[\"ipmi\"]]")).to_string(),
+            "spec.toml: field `fencing.nodes.site-a.levels[0][0]`: \
+             expected a fence device of this spec (known: pdu), got \"ipmi\""
+        );
+        assert_eq!(
+            refused(&fence_dummy("retries = 99")).to_string(),
+            "spec.toml: field `fencing.devices.pdu.retries`: expected 0 to 10 extra attempts, got 99"
+        );
+    }
+
+    #[test]
+    fn secret_names() {
+        for name in [
+            "password",
+            "passwd",
+            "PASSWORD",
+            "snmp_priv_passwd",
+            "api_token",
+            "client_secret",
+            "Token",
+        ] {
+            assert!(is_secret_param_name(name), "{name}");
+        }
+        for name in ["ip", "username", "login", "plug", "pass"] {
+            assert!(!is_secret_param_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn debug_of_a_device_hides_secrets() {
+        let spec = parse(&fence(
+            "agent = \"exec\"\ncommand = [\"/bin/kill-node\", \"--key\", \"k3y-s3cret\"]\n\
+             params = { login = \"admin\", password = \"hunter2-pw\", key = \"k3y-s3cret\" }\nsecret = [\"key\"]",
+            "",
+        ))
+        .unwrap();
+        let d = &spec.fencing.devices["pdu"];
+        let shown = format!("{d:?} {spec:?} {:#?}", spec.fencing);
+        assert!(
+            !shown.contains("hunter2-pw") && !shown.contains("k3y-s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("\"admin\"") && shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("/bin/kill-node"), "{shown}");
+        assert_eq!(d.secret_values(), ["k3y-s3cret", "hunter2-pw"]);
+        assert_eq!(
+            d.redact("login admin password hunter2-pw key=k3y-s3cret."),
+            "login admin password <redacted> key=<redacted>."
+        );
+    }
+
+    #[test]
+    fn redact_values_replaces_every_occurrence() {
+        assert_eq!(redact_values("abc", &[]), "abc");
+        assert_eq!(redact_values("abc", &[""]), "abc");
+        assert_eq!(
+            redact_values("xx-pw-pw-pwd", &["pw", "pwd"]),
+            "xx-<redacted>-<redacted>-<redacted>"
+        );
+        // The replacement is never rewritten, even by a secret it contains.
+        assert_eq!(redact_values("e", &["e"]), "<redacted>");
+        assert_eq!(
+            redact_values("été pw", &["é", "pw"]),
+            "<redacted>t<redacted> <redacted>"
+        );
+    }
+
+    const SECRET_SOURCE: &str = r#"# fencing with secrets; the old password was "hunter2-pw"
+[fencing.devices.pdu]
+agent = "fence_apc_snmp"
+params = { ip = "10.0.0.1", community = 'c0mmunity', password = "hunter2-pw", token = 123456 }
+secret = ["community"]
+
+[fencing.devices.ipmi]
+agent = "exec"
+command = ["/bin/kill-node", "--password", "ipmi\"pw"]
+[fencing.devices.ipmi.params]
+username = "admin"
+passwd = """ipmi"pw"""
+api_token = "tok-en"
+
+[fencing.nodes.site-a]
+levels = [["pdu"], ["ipmi"]]
+"#;
+
+    #[test]
+    fn redact_source_hides_every_secret_value() {
+        let text = SECRET_SOURCE;
+        let spec = parse(text).unwrap();
+        let shown = redact_source(text, &spec);
+        for secret in ["hunter2-pw", "c0mmunity", "123456", "ipmi\"pw", "ipmi\\\"pw", "tok-en"] {
+            assert!(!shown.contains(secret), "{secret} in\n{shown}");
+        }
+        assert!(shown.contains(r#"params = { ip = "10.0.0.1", community = "<redacted>", password = "<redacted>", token = "<redacted>" }"#), "{shown}");
+        assert!(shown.contains("passwd = \"<redacted>\"\n"), "{shown}");
+        assert!(shown.contains("api_token = \"<redacted>\"\n"), "{shown}");
+        assert!(shown.contains("the old password was \"<redacted>\""), "{shown}");
+        assert!(shown.contains("username = \"admin\""), "{shown}");
+        // The rest is untouched, and the result is still a valid spec.
+        assert_eq!(shown.lines().count(), text.lines().count());
+        let again = parse(&shown).unwrap();
+        assert_eq!(again.fencing.devices["pdu"].params["password"], "<redacted>");
+        assert_eq!(again.fencing.levels, spec.fencing.levels);
+        // A source without secrets comes back as it is.
+        assert_eq!(
+            redact_source(EXAMPLE, &Spec::default()).lines().count(),
+            EXAMPLE.lines().count()
+        );
+        let plain = web("", "");
+        assert_eq!(redact_source(&plain, &parse(&plain).unwrap()), plain);
+        // The shipped example shows no secret either.
+        let example = redact_source(EXAMPLE, &parse(EXAMPLE).unwrap());
+        for secret in ["\"change-me\"", "change-me-too", "\"private\""] {
+            assert!(!example.contains(secret), "{secret}");
+        }
+        // Even a source that no longer parses keeps the spec's secrets hidden.
+        let broken = format!("{text}\n[[[oops");
+        assert!(!redact_source(&broken, &spec).contains("hunter2-pw"));
+    }
+
+    #[test]
+    fn diff_lists_fencing_changes() {
+        let old = parse(EXAMPLE).unwrap();
+        let bare = Spec {
+            groups: old.groups.clone(),
+            ..Spec::default()
+        };
+        assert_eq!(
+            diff(&bare, &old),
+            [
+                "+ fence device hypervisor (exec)",
+                "+ fence device ipmi-a (fence_ipmilan)",
+                "+ fence device ipmi-b (fence_ipmilan)",
+                "+ fence device pdu-a (fence_apc_snmp)",
+                "+ fencing of site-a: levels [[ipmi-a], [pdu-a]]",
+                "+ fencing of site-b: levels [[ipmi-b], [hypervisor]]",
+            ]
+        );
+        assert_eq!(
+            diff(&old, &bare),
+            [
+                "- fence device hypervisor",
+                "- fence device ipmi-a",
+                "- fence device ipmi-b",
+                "- fence device pdu-a",
+                "- fencing of site-a",
+                "- fencing of site-b",
+            ]
+        );
+        let new_text = EXAMPLE
+            .replace(
+                "password = \"change-me\", lanplus = true }\n\n[fencing.devices.ipmi-b]",
+                "password = \"n3w-pass\", lanplus = true }\n\n[fencing.devices.ipmi-b]",
+            )
+            .replace("agent = \"fence_apc_snmp\"", "agent = \"fence_eaton_snmp\"")
+            .replace("secret = [\"community\"]", "secret = [\"community\", \"ip\"]")
+            .replace("timeout = \"30s\"", "timeout = \"45s\"")
+            .replace("\"--site\", \"b\"]", "\"--site\", \"c\"]\nretries = 3")
+            .replace("retries = 0\n", "")
+            .replace(
+                "levels = [[\"ipmi-b\"], [\"hypervisor\"]]",
+                "levels = [[\"ipmi-b\", \"pdu-a\"]]",
+            );
+        let new = parse(&new_text).unwrap();
+        let lines = diff(&old, &new);
+        assert_eq!(
+            lines,
+            [
+                "~ fence device hypervisor: command changed",
+                "~ fence device hypervisor: retries 0 -> 3",
+                "~ fence device ipmi-a: param password changed",
+                "~ fence device ipmi-b: timeout 30s -> 45s",
+                "~ fence device pdu-a: agent fence_apc_snmp -> fence_eaton_snmp",
+                "~ fence device pdu-a: secret [community] -> [community, ip]",
+                "~ fencing of site-b: levels [[ipmi-b], [hypervisor]] -> [[ipmi-b, pdu-a]]",
+            ]
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains("change-me") && !l.contains("n3w-pass"))
+        );
+        // Exec <-> agent.
+        let mut swapped = old.clone();
+        swapped.fencing.devices.get_mut("ipmi-a").unwrap().agent = FenceAgentSpec::Exec {
+            command: "/bin/x".into(),
+            args: vec![],
+        };
+        assert_eq!(
+            diff(&old, &swapped),
+            ["~ fence device ipmi-a: agent fence_ipmilan -> exec"]
+        );
+    }
+
     #[test]
     fn serde_json_round_trip() {
         let spec = parse(EXAMPLE).unwrap();
@@ -1905,5 +2979,9 @@ mod tests {
         let back: Spec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
         assert!(json.contains("\"class\":\"ocf\""), "{json}");
+        assert!(json.contains("\"kind\":\"exec\""), "{json}");
+        // A spec stored before fencing existed still reads.
+        let old: Spec = serde_json::from_str(r#"{"groups":[]}"#).unwrap();
+        assert_eq!(old, Spec::default());
     }
 }

@@ -78,6 +78,31 @@ pub enum Command {
         #[serde(default)]
         fatal: bool,
     },
+    /// `node` must be fenced before the groups it may run start elsewhere
+    /// (it was lost while it may run one, or an operator asked).
+    FenceRequested {
+        node: String,
+        reason: String,
+        actor: String,
+        at_unix_ms: u64,
+    },
+    /// A fence device confirmed `node` off, or an operator did: it runs
+    /// nothing. Its assignments are withdrawn (each with the next epoch) and
+    /// it counts as stopped for every group.
+    Fenced {
+        node: String,
+        /// How: the fence devices that succeeded, or the operator's confirmation.
+        how: String,
+        actor: String,
+        at_unix_ms: u64,
+    },
+    /// A fencing attempt failed; `node` stays in `fencing_needed` and is tried again.
+    FenceFailed {
+        node: String,
+        detail: String,
+        actor: String,
+        at_unix_ms: u64,
+    },
     /// Forgets failure counts (`tandem resource cleanup`).
     ClearFailures {
         group: Option<String>,
@@ -118,6 +143,7 @@ pub enum EventKind {
     Assignment,
     Resource,
     FailuresCleared,
+    Fence,
 }
 
 /// Everything the state machine holds besides Raft's own membership.
@@ -132,6 +158,9 @@ pub struct ClusterState {
     pub groups: BTreeMap<String, GroupState>,
     /// Nodes that must be fenced before their groups start elsewhere, and why.
     pub fencing_needed: BTreeMap<String, String>,
+    /// The last failed fencing attempt per node still to be fenced.
+    #[serde(default)]
+    pub fence_failures: BTreeMap<String, String>,
 }
 
 impl ClusterState {
@@ -222,6 +251,16 @@ impl ClusterState {
                 fatal,
             } => {
                 let state = self.groups.entry(group.clone()).or_default();
+                // Reports from one node carry non-decreasing epochs; an older
+                // one arriving after fencing recorded this node stopped at a
+                // newer epoch is stale and must not bring it back.
+                if state.reports.get(node).is_some_and(|r| r.epoch > report.epoch) {
+                    return rejected(format!(
+                        "stale report from {node} for {group}: epoch {}, already at {}",
+                        report.epoch,
+                        state.reports.get(node).map_or(0, |r| r.epoch)
+                    ));
+                }
                 let previous = state.record_report(node, report.clone());
                 if let Some(resource) = failed_resource {
                     state.record_failure(node, resource, report.at_unix_ms, *fatal);
@@ -253,6 +292,45 @@ impl ClusterState {
                 );
                 (EventKind::Resource, message, format!("node:{node}"), report.at_unix_ms)
             }
+            Command::FenceRequested {
+                node,
+                reason,
+                actor,
+                at_unix_ms,
+            } => {
+                if self.fencing_needed.contains_key(node) {
+                    return Applied::default();
+                }
+                self.fencing_needed.insert(node.clone(), reason.clone());
+                let message = format!("{node} must be fenced: {reason}");
+                (EventKind::Fence, message, actor.clone(), *at_unix_ms)
+            }
+            Command::Fenced {
+                node,
+                how,
+                actor,
+                at_unix_ms,
+            } => {
+                let withdrawn = self.fenced(node, *at_unix_ms);
+                let message = if withdrawn.is_empty() {
+                    format!("{node} fenced: {how}")
+                } else {
+                    format!("{node} fenced: {how}; withdrawn from {}", withdrawn.join(", "))
+                };
+                (EventKind::Fence, message, actor.clone(), *at_unix_ms)
+            }
+            Command::FenceFailed {
+                node,
+                detail,
+                actor,
+                at_unix_ms,
+            } => {
+                if self.fencing_needed.contains_key(node) {
+                    self.fence_failures.insert(node.clone(), detail.clone());
+                }
+                let message = format!("fencing {node} failed: {detail}");
+                (EventKind::Fence, message, actor.clone(), *at_unix_ms)
+            }
             Command::ClearFailures {
                 group,
                 node,
@@ -283,6 +361,37 @@ impl ClusterState {
             event_seq: Some(seq),
             rejected: None,
         }
+    }
+
+    /// `node` is known to run nothing: it leaves every assignment (with the
+    /// group's next epoch, so its fencing token is outdated) and counts as
+    /// stopped for every group it may have run. Returns the groups it left,
+    /// with their new epochs.
+    fn fenced(&mut self, node: &str, at_unix_ms: u64) -> Vec<String> {
+        self.fencing_needed.remove(node);
+        self.fence_failures.remove(node);
+        let mut withdrawn = Vec::new();
+        for (name, g) in &mut self.groups {
+            if g.assigned.contains(node) {
+                let rest: BTreeSet<String> = g.assigned.iter().filter(|n| *n != node).cloned().collect();
+                let epoch = g.epoch + 1;
+                g.assign(&rest, epoch);
+                g.reason = format!("{node} was fenced");
+                withdrawn.push(format!("{name} (epoch {epoch})"));
+            }
+            if g.may_run().contains(node) {
+                g.record_report(
+                    node,
+                    NodeReport {
+                        epoch: g.epoch,
+                        phase: Phase::Stopped,
+                        resources: Vec::new(),
+                        at_unix_ms,
+                    },
+                );
+            }
+        }
+        withdrawn
     }
 
     fn record(&mut self, kind: EventKind, message: String, actor: String, at_unix_ms: u64) -> u64 {
@@ -372,6 +481,63 @@ mod tests {
                 .contains("at most 1024")
         );
         assert!(validate_note("rack 3 maintenance").is_ok());
+    }
+
+    #[test]
+    fn fencing_withdraws_the_node_and_outdates_its_epoch() {
+        use crate::groups::{GroupState, NodeReport, Phase};
+        let mut s = ClusterState::default();
+        let mut g = GroupState::default();
+        g.assign(&BTreeSet::from(["site-a".to_string()]), 3);
+        let running = |epoch| NodeReport {
+            epoch,
+            phase: Phase::Running,
+            resources: Vec::new(),
+            at_unix_ms: 0,
+        };
+        g.record_report("site-a", running(3));
+        s.groups.insert("web".into(), g);
+        s.apply(&Command::FenceRequested {
+            node: "site-a".into(),
+            reason: "lost".into(),
+            actor: "coordinator".into(),
+            at_unix_ms: 1,
+        });
+        s.apply(&Command::FenceFailed {
+            node: "site-a".into(),
+            detail: "level 1: pdu-a failed".into(),
+            actor: "node:site-b".into(),
+            at_unix_ms: 2,
+        });
+        assert_eq!(s.fence_failures["site-a"], "level 1: pdu-a failed");
+        s.apply(&Command::Fenced {
+            node: "site-a".into(),
+            how: "level 1: pdu-a ok".into(),
+            actor: "node:site-b".into(),
+            at_unix_ms: 3,
+        });
+        let g = &s.groups["web"];
+        assert!(g.assigned.is_empty());
+        assert_eq!(g.epoch, 4, "the fenced holder's token is outdated");
+        assert!(!g.may_run().contains("site-a"), "{g:?}");
+        assert!(s.fencing_needed.is_empty() && s.fence_failures.is_empty());
+        assert!(
+            s.events
+                .back()
+                .is_some_and(|e| e.message == "site-a fenced: level 1: pdu-a ok; withdrawn from web (epoch 4)"),
+            "{:?}",
+            s.events.back()
+        );
+        // A report sent before the fence, committed after it, is stale.
+        let r = s.apply(&Command::Report {
+            node: "site-a".into(),
+            group: "web".into(),
+            report: running(3),
+            failed_resource: None,
+            fatal: false,
+        });
+        assert!(r.rejected.is_some_and(|why| why.contains("stale report")));
+        assert!(!s.groups["web"].may_run().contains("site-a"));
     }
 
     proptest! {

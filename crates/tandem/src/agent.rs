@@ -13,6 +13,7 @@ use tandem_api::liveness::{Liveness, confirm_quorum, follow_raft, run_heartbeats
 use tandem_api::manager::run_manager;
 use tandem_api::peer::PeerService;
 use tandem_api::service::TandemService;
+use tandem_api::watchdog::{SelfFence, run_watchdog};
 use tandem_core::NodeRole;
 use tandem_core::config::{LogFormat, NodeConfig};
 use tandem_core::timing::duration_ms;
@@ -133,6 +134,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         clock: Clock::new(),
         liveness: Arc::new(Liveness::new(config.timing)),
         ocf_root: ocf_root(),
+        self_fence: Arc::new(SelfFence::default()),
     };
 
     info!(
@@ -180,6 +182,14 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
             ocf_root: ctx.ocf_root.clone(),
         };
         tokio::spawn(run_executor(ctx.clone(), exec_config, shutdown_rx.clone()))
+    });
+    let watchdog = config.watchdog.clone().map(|w| {
+        tokio::spawn(run_watchdog(
+            w.device,
+            w.interval,
+            ctx.self_fence.clone(),
+            shutdown_rx.clone(),
+        ))
     });
     let fallback = (config.node.role == NodeRole::Witness)
         .then(|| tokio::spawn(run_witness_fallback(ctx.clone(), shutdown_rx.clone())));
@@ -240,6 +250,9 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     }
     if let Some(f) = fallback {
         let _ = f.await;
+    }
+    if let Some(w) = watchdog {
+        let _ = w.await;
     }
     if !server.is_finished() {
         match tokio::time::timeout(std::time::Duration::from_secs(2), &mut server).await {

@@ -273,6 +273,7 @@ fn placement_compute(nodes: usize, groups: usize, per_group: usize, runs: usize)
                 after: Vec::new(),
             })
             .collect(),
+        ..Spec::default()
     };
     println!(
         "placement: {} resources in {groups} groups on {nodes} nodes, {runs} runs of the pure computation",

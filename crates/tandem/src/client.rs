@@ -309,3 +309,77 @@ pub async fn cleanup(conn: &Connection, group: Option<String>, node: Option<Stri
     );
     Ok(())
 }
+
+/// Asks the operator to type `yes` (unless `--yes`); refuses without a terminal.
+fn confirm(question: &str) -> Outcome {
+    use std::io::BufRead;
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::input(format!(
+            "{question}: refusing without confirmation (stdin is not a terminal); add --yes"
+        )));
+    }
+    eprint!("{question}\nType yes to go on: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    if line.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(Failure::input("not confirmed; nothing was done"))
+    }
+}
+
+pub async fn fence(conn: &Connection, node: String, yes: bool, wait: Duration) -> Outcome {
+    if !yes {
+        confirm(&format!(
+            "This powers off {node} through its fence devices; whatever runs there stops at once."
+        ))?;
+    }
+    let mut client = connect_to(&conn.endpoint, wait + Duration::from_secs(5)).await?;
+    eprintln!("fencing {node} (waiting up to {})...", humantime::format_duration(wait));
+    let reply = client
+        .fence_node(pb::FenceNodeRequest {
+            node: node.clone(),
+            actor: actor(),
+            timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        })
+        .await
+        .map_err(|e| failed("fence", e))?
+        .into_inner();
+    if reply.fenced {
+        println!("{node} fenced: {}", reply.summary);
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!(
+            "fencing {node} failed: {}; the cluster retries (see `tandem events`)",
+            reply.summary
+        )))
+    }
+}
+
+pub async fn fence_confirm(conn: &Connection, node: String, yes: bool) -> Outcome {
+    eprintln!(
+        "WARNING: confirming that {node} is off lets its services start elsewhere. If {node} still runs \
+         them, two primaries run at once."
+    );
+    if !yes {
+        confirm(&format!(
+            "Confirm that {node} is powered off or cut off from everything it serves."
+        ))?;
+    }
+    let mut client = connect(conn).await?;
+    let reply = client
+        .confirm_fenced(pb::FenceNodeRequest {
+            node: node.clone(),
+            actor: actor(),
+            timeout_ms: 0,
+        })
+        .await
+        .map_err(|e| failed("fence confirm", e))?
+        .into_inner();
+    println!(
+        "{node} recorded as fenced: {} (log index {})",
+        reply.summary, reply.log_index
+    );
+    Ok(())
+}

@@ -201,6 +201,10 @@ impl LocalCluster {
             .map_err(|e| Failure::runtime(format!("cannot start the agent of {name}: {e}")))?;
         let pid = child.id().unwrap_or(0);
         node.child = Some(child);
+        // For the demo's fence devices (fence-node.sh), which run in another agent.
+        let pid_file = self.dir.join(format!("{name}.pid"));
+        std::fs::write(&pid_file, format!("{pid}\n"))
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", pid_file.display())))?;
         Ok(pid)
     }
 
@@ -318,6 +322,33 @@ pub fn agreed_coordinator(statuses: &[(String, Option<pb::ClusterStatus>)]) -> O
 
 /// The demo's service: a tiny HTTP server that answers with the name of the
 /// node that runs it and its epoch, on that node's own loopback address.
+/// The demo's fence device: a stand-in for a power switch, fit ONLY for a
+/// cluster whose nodes all run on one machine. It speaks the fence-agent
+/// protocol (key=value lines on stdin) and, for `off` or `reboot`, kills the
+/// node's agent and every service process group it supervises.
+const FENCE_SH: &str = r#"#!/bin/sh
+# Written by `tandem demo`. A stand-in for a power switch, fit only for a
+# single-machine demo: "off" kills NODE's agent and the services it started.
+# Usage (as an exec fence device): fence-node.sh NODE, protocol lines on stdin.
+node="$1"
+dir=$(dirname "$0")
+action=$(sed -n 's/^action=//p' | tail -n 1)
+case "$action" in
+  off|reboot) ;;
+  *) exit 0 ;;
+esac
+if [ -f "$dir/$node.pid" ]; then
+  kill -9 "$(cat "$dir/$node.pid")" 2>/dev/null
+fi
+for f in "$dir/$node-data/run"/*/*.pid; do
+  [ -f "$f" ] || continue
+  pid=$(cut -d' ' -f1 "$f" | head -n 1)
+  [ -n "$pid" ] && kill -9 -- "-$pid" 2>/dev/null
+done
+echo "$node is off (its agent and services were killed)"
+exit 0
+"#;
+
 const WEB_PY: &str = r#"# Written by `tandem demo`: a tiny HTTP service that says which node runs it.
 import http.server, os
 node = os.environ.get("TANDEM_NODE", "?")
@@ -359,6 +390,8 @@ impl DemoService {
         {
             return Ok(DemoService { spec, port });
         }
+        let fence = dir.join("fence-node.sh");
+        write(&fence, FENCE_SH)?;
         let port = free_port(LocalCluster::ip(0))?;
         let addresses = format!(
             "{{\"site-a\": \"{}\", \"site-b\": \"{}\"}}",
@@ -382,9 +415,25 @@ impl DemoService {
              \x20 agent = \"exec\"\n\
              \x20 command = \"python3\"\n\
              \x20 args = [\"-u\", {script:?}]\n\
-             \x20 monitor_interval = \"1s\"\n",
+             \x20 monitor_interval = \"1s\"\n\n\
+             # Each member has a fence device. fence-node.sh is a stand-in for a\n\
+             # power switch, fit ONLY for this single-machine demo: \"off\" kills the\n\
+             # node's agent and its services. In production: fence_ipmilan, fence_apc...\n\
+             [fencing.devices.switch-a]\n\
+             agent = \"exec\"\n\
+             command = [\"/bin/sh\", {fence:?}, \"site-a\"]\n\
+             timeout = \"10s\"\n\n\
+             [fencing.devices.switch-b]\n\
+             agent = \"exec\"\n\
+             command = [\"/bin/sh\", {fence:?}, \"site-b\"]\n\
+             timeout = \"10s\"\n\n\
+             [fencing.nodes.site-a]\n\
+             levels = [[\"switch-a\"]]\n\n\
+             [fencing.nodes.site-b]\n\
+             levels = [[\"switch-b\"]]\n",
             spec = spec.display(),
             script = script.display().to_string(),
+            fence = fence.display().to_string(),
         );
         write(&spec, &text)?;
         Ok(DemoService { spec, port })

@@ -104,6 +104,7 @@ struct Narrator {
     coordinator: Option<String>,
     states: BTreeMap<String, String>,
     groups: BTreeMap<String, String>,
+    fencing: BTreeMap<String, String>,
 }
 
 impl Narrator {
@@ -113,6 +114,7 @@ impl Narrator {
             coordinator: None,
             states: BTreeMap::new(),
             groups: BTreeMap::new(),
+            fencing: BTreeMap::new(),
         }
     }
 
@@ -150,6 +152,25 @@ impl Narrator {
                     prev.map(|p| format!(" (was {p})")).unwrap_or_default()
                 );
             }
+        }
+        for (node, why) in &s.fencing_needed {
+            if self.fencing.get(node) != Some(why) {
+                println!("  +{:>5} ms  fencing {node}: {why}", self.ms());
+                self.fencing.insert(node.clone(), why.clone());
+            }
+        }
+        let done: Vec<String> = self
+            .fencing
+            .keys()
+            .filter(|n| !s.fencing_needed.contains_key(*n))
+            .cloned()
+            .collect();
+        for node in done {
+            println!(
+                "  +{:>5} ms  {node} is fenced (its fence device confirmed it off)",
+                self.ms()
+            );
+            self.fencing.remove(&node);
         }
         for g in &s.groups {
             let on = if g.nodes.is_empty() {
@@ -365,7 +386,7 @@ async fn wait_moved(
         })
         .await?;
     println!(
-        "  web runs on {primary} {} ms after the kill (lease expiry, then a new epoch)",
+        "  web runs on {primary} {} ms after the kill (lease expiry, fencing, then a new epoch)",
         narrator.ms()
     );
     Ok(primary)

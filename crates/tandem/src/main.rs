@@ -92,6 +92,14 @@ enum Command {
         conn: Connection,
     },
     /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
+    /// Fence a node now through its fence devices, or record that it is off.
+    ///
+    /// `tandem fence NODE` runs the node's fence levels (action off) and waits
+    /// for the outcome; the node then counts as stopped for every group and its
+    /// groups start elsewhere. `tandem fence confirm NODE` records an
+    /// operator's word that a node without (working) fence devices is off.
+    /// Both ask for confirmation unless --yes.
+    Fence(FenceArgs),
     Demo(demo::DemoArgs),
     /// Measure failover time, commit latency and idle cost on a local cluster.
     Bench(bench::BenchArgs),
@@ -140,6 +148,37 @@ enum ResourceCommand {
 }
 
 /// Where to reach the cluster, and how long to wait.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct FenceArgs {
+    #[command(subcommand)]
+    command: Option<FenceCommand>,
+    /// The node to fence.
+    #[arg(required = true)]
+    node: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+    /// How long to wait for the outcome (fencing goes on after it).
+    #[arg(long, value_parser = humantime_duration, default_value = "60s")]
+    wait: Duration,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Subcommand)]
+enum FenceCommand {
+    /// Record that NODE is off (powered down or cut off by hand): it counts as
+    /// stopped for every group. Refused while NODE is up. Wrongly confirming
+    /// a node that still runs its services causes a split brain.
+    Confirm {
+        node: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 #[derive(Args, Clone)]
 struct Connection {
     /// gRPC address of any node, HOST:PORT.
@@ -269,6 +308,16 @@ async fn run(cli: Cli) -> Outcome {
             logging::init_cli();
             match command {
                 ResourceCommand::Cleanup { group, node } => client::cleanup(&conn, group, node).await,
+            }
+        }
+        Command::Fence(args) => {
+            logging::init_cli();
+            match (args.command, args.node) {
+                (Some(FenceCommand::Confirm { node, yes }), _) => {
+                    client::fence_confirm(&args.conn, node, yes || args.yes).await
+                }
+                (None, Some(node)) => client::fence(&args.conn, node, args.yes, args.wait).await,
+                (None, None) => Err(Failure::input("name the node to fence: `tandem fence NODE`")),
             }
         }
         Command::Demo(args) => {

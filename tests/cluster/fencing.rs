@@ -1,0 +1,270 @@
+//! Fencing end to end: Debian's unmodified `fence_dummy`, `exec` fence
+//! devices, the operator's `tandem fence` and `fence confirm`, and the
+//! watchdog that a failed stop stops feeding.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::resources::{group, kill9_pid, ledger_lines, service, service_pid, spec, wait_running_on};
+use crate::support::*;
+
+const FENCE_DUMMY: &str = "/usr/sbin/fence_dummy";
+
+fn require_fence_dummy() {
+    assert!(
+        Path::new(FENCE_DUMMY).exists(),
+        "{FENCE_DUMMY} is missing: install Debian's fence agents with `apt-get install fence-agents`"
+    );
+}
+
+/// `[fencing]` tables: device `dev` fences `node`.
+fn fencing(node: &str, dev: &str, device_keys: &str) -> String {
+    format!("[fencing.devices.{dev}]\n{device_keys}\n\n[fencing.nodes.{node}]\nlevels = [[\"{dev}\"]]\n")
+}
+
+fn events(c: &TestCluster, node: &str) -> Vec<Value> {
+    stdout(&c.cli_ok(node, &["events", "--output", "json"]))
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The position of the first event whose message contains `text`.
+fn position(events: &[Value], text: &str) -> Option<usize> {
+    events
+        .iter()
+        .position(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
+}
+
+/// `kill -9` of `node`'s agent and of its service, as a power loss would.
+fn lose(c: &mut TestCluster, node: &str) {
+    if let Some(pid) = service_pid(c, node, "http") {
+        kill9_pid(pid);
+    }
+    c.kill9(node);
+}
+
+#[test]
+fn a_lost_primary_is_fenced_through_fence_dummy_before_its_group_moves() {
+    require_fence_dummy();
+    let mut c = TestCluster::three();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let dir = c.dir.path().to_path_buf();
+    let ledger = dir.join("ledger");
+    let status_file = dir.join("pdu-a.status");
+    // fence_dummy's power switch: the plug is on.
+    std::fs::write(&status_file, "ON").unwrap();
+    let device = format!(
+        "agent = \"fence_dummy\"\nparams = {{ type = \"file\", status_file = \"{}\", password = \"hunter2-secret\" }}\ntimeout = \"10s\"",
+        status_file.display()
+    );
+    let file = spec(
+        &dir,
+        "spec.toml",
+        "",
+        &format!("{}{}", service("http", &ledger), fencing("site-a", "pdu-a", &device)),
+    );
+    c.cli_ok("site-b", &["apply", "-f", file.to_str().unwrap()]);
+    wait_running_on(&c, "site-a");
+    let show = stdout(&c.cli_ok("witness", &["spec", "show"]));
+    assert!(
+        show.contains("pdu-a") && !show.contains("hunter2-secret"),
+        "secrets never shown: {show}"
+    );
+
+    lose(&mut c, "site-a");
+    let g = wait_running_on(&c, "site-b");
+    let epoch = g["epoch"].as_u64().unwrap();
+
+    let ev = events(&c, "site-b");
+    let requested = position(&ev, "site-a must be fenced").expect("a fencing request event");
+    let fenced = position(&ev, "site-a fenced: level 1: pdu-a ok").expect("a fenced event");
+    let assigned = position(&ev, "web assigned to site-b").expect("the new assignment");
+    assert!(
+        requested < fenced && fenced < assigned,
+        "fence before recover: request {requested}, fenced {fenced}, assigned {assigned}: {ev:#?}"
+    );
+    let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+    assert_eq!(status, "off", "fence_dummy switched it off");
+    assert!(
+        ledger_lines(&ledger).contains(&format!("start http site-b {epoch}")),
+        "{:?}",
+        ledger_lines(&ledger)
+    );
+    for n in ["site-b", "witness"] {
+        let log = std::fs::read_to_string(&c.node(n).log).unwrap();
+        assert!(!log.contains("hunter2-secret"), "the password leaked into {n}'s log");
+    }
+    assert!(
+        !ev.iter().any(|e| e.to_string().contains("hunter2-secret")),
+        "the password leaked into events"
+    );
+}
+
+#[test]
+fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let dir = c.dir.path().to_path_buf();
+    let ledger = dir.join("ledger");
+    let broken = dir.join("switch-broken");
+    std::fs::write(&broken, "").unwrap();
+    let device = format!(
+        "agent = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > /dev/null; test ! -e {}\"]\ntimeout = \"5s\"\nretries = 0",
+        broken.display()
+    );
+    let file = spec(
+        &dir,
+        "spec.toml",
+        "",
+        &format!("{}{}", service("http", &ledger), fencing("site-a", "switch", &device)),
+    );
+    c.cli_ok("site-b", &["apply", "-f", file.to_str().unwrap()]);
+    wait_running_on(&c, "site-a");
+
+    lose(&mut c, "site-a");
+    let blocked = c.wait_for("web blocked on a failed fence", |c| {
+        let s = c.status("site-b")?;
+        let g = group(&s, "web")?;
+        let why = s["fencing_needed"]["site-a"].as_str()?;
+        (g["state"] == "blocked" && why.contains("last attempt failed")).then(|| (g.clone(), why.to_string()))
+    });
+    assert!(
+        blocked.0["blocked_reason"]
+            .as_str()
+            .unwrap()
+            .contains("site-a needs fencing"),
+        "{blocked:?}"
+    );
+    assert!(blocked.1.contains("level 1: switch failed"), "{blocked:?}");
+    // It keeps trying, and never guesses.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !ledger_lines(&ledger).iter().any(|l| l.contains("site-b")),
+        "web must not start anywhere while site-a is not fenced: {:?}",
+        ledger_lines(&ledger)
+    );
+    let failures = events(&c, "witness")
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("fencing site-a failed"))
+        })
+        .count();
+    assert!(failures >= 2, "fencing is retried: {failures} failures");
+
+    std::fs::remove_file(&broken).unwrap();
+    wait_running_on(&c, "site-b");
+    let s = c.status_of("site-b");
+    assert!(s["fencing_needed"].as_object().is_none_or(|m| m.is_empty()), "{s}");
+}
+
+#[test]
+fn operators_fence_through_devices_and_confirm_only_nodes_that_are_down() {
+    require_fence_dummy();
+    let mut c = TestCluster::three();
+    // site-a feeds a watchdog (a plain file here: softdog cannot be loaded
+    // in this sandbox; the agent's side is the same).
+    let watchdog = c.dir.path().join("watchdog-a");
+    std::fs::write(&watchdog, "").unwrap();
+    let mut text = std::fs::read_to_string(&c.node("site-a").config).unwrap();
+    text.push_str(&format!(
+        "\n[watchdog]\ndevice = \"{}\"\ninterval = \"100ms\"\n",
+        watchdog.display()
+    ));
+    std::fs::write(&c.node("site-a").config, text).unwrap();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let dir = c.dir.path().to_path_buf();
+    let ledger = dir.join("ledger");
+    let stuck = "[[groups.resources]]\nname = \"stuck\"\nagent = \"exec\"\nmonitor_interval = \"1s\"\n\
+                 start = \"true\"\nstop = \"exit 1\"\nmonitor = \"true\"\n\n";
+    std::fs::write(dir.join("pdu-b.status"), "ON").unwrap();
+    let device = format!(
+        "agent = \"fence_dummy\"\nparams = {{ type = \"file\", status_file = \"{}\" }}",
+        dir.join("pdu-b.status").display()
+    );
+    let resources = format!(
+        "{}{stuck}{}",
+        service("http", &ledger),
+        fencing("site-b", "pdu-b", &device)
+    );
+    let file = spec(&dir, "spec.toml", "", &resources);
+    c.cli_ok("site-b", &["apply", "-f", file.to_str().unwrap()]);
+    wait_running_on(&c, "site-a");
+    let fed = std::fs::metadata(&watchdog).unwrap().len();
+    assert!(fed > 0, "the watchdog is fed");
+
+    // Without --yes and without a terminal: refused, nothing done.
+    let out = c.cli("site-b", &["fence", "site-b"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("add --yes"), "{}", stderr(&out));
+    // A node without devices cannot be fenced through them.
+    let out = c.cli("site-b", &["fence", "witness", "--yes"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("witness has no fence device"), "{}", stderr(&out));
+    // Through its devices.
+    let out = c.cli_ok("site-a", &["fence", "site-b", "--yes"]);
+    assert!(
+        stdout(&out).contains("site-b fenced: level 1: pdu-b ok"),
+        "{}",
+        stdout(&out)
+    );
+    let ev = events(&c, "witness");
+    let req = position(&ev, "site-b must be fenced: requested by").expect("the request names who asked");
+    assert!(ev[req]["actor"].as_str().unwrap().contains('@'), "{}", ev[req]);
+
+    // Move web away from site-a: the stop of `stuck` fails there.
+    let moved = write(
+        &dir,
+        "spec2.toml",
+        &format!("[[groups]]\nname = \"web\"\navoid = [\"site-a\"]\n{resources}"),
+    );
+    c.cli_ok("site-b", &["apply", "-f", moved.to_str().unwrap()]);
+    let why = c.wait_for("web blocked on the failed stop", |c| {
+        let s = c.status("site-b")?;
+        let g = group(&s, "web")?;
+        let r = g["blocked_reason"].as_str()?;
+        r.contains("tandem fence confirm").then(|| r.to_string())
+    });
+    assert!(why.contains("site-a needs fencing"), "{why}");
+    // The failed stop escalated: the watchdog is no longer fed.
+    let settled = std::fs::metadata(&watchdog).unwrap().len();
+    std::thread::sleep(Duration::from_millis(600));
+    let later = std::fs::metadata(&watchdog).unwrap().len();
+    assert!(
+        later <= settled + 1,
+        "still fed after the failed stop: {settled} -> {later}"
+    );
+
+    // site-a is up: confirming it is off is refused.
+    let out = c.cli("site-b", &["fence", "confirm", "site-a", "--yes"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("site-a is up"), "{}", stderr(&out));
+
+    // The operator powers it off, then confirms.
+    lose(&mut c, "site-a");
+    let start = Instant::now();
+    let out = loop {
+        let out = c.cli("site-b", &["fence", "confirm", "site-a", "--yes"]);
+        if out.status.success() || start.elapsed() > WAIT {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("WARNING"), "{}", stderr(&out));
+    let g = wait_running_on(&c, "site-b");
+    let epoch = g["epoch"].as_u64().unwrap();
+    assert!(ledger_lines(&ledger).contains(&format!("start http site-b {epoch}")));
+    let ev = events(&c, "witness");
+    assert!(
+        position(&ev, "site-a fenced: confirmed off by").is_some(),
+        "the confirmation is recorded with who gave it: {ev:#?}"
+    );
+}
