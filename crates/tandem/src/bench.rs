@@ -44,6 +44,10 @@ enum BenchCommand {
     GroupFailover {
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// How the lost primary is made safe: through the demo's exec fence
+        /// device, through Debian's fence_dummy agent, or by lease expiry alone.
+        #[arg(long, value_enum, default_value_t = BenchFencing::Exec)]
+        fencing: BenchFencing,
     },
     /// Placement for many resources on many nodes: the pure computation,
     /// then validating and committing such a spec on a local cluster.
@@ -63,6 +67,38 @@ enum BenchCommand {
         #[arg(long, value_parser = crate::humantime_duration, default_value = "20s")]
         duration: Duration,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchFencing {
+    Exec,
+    FenceDummy,
+    None,
+}
+
+/// The demo's spec with the fencing `mode` asks for.
+fn spec_with_fencing(demo_spec: &str, dir: &std::path::Path, mode: BenchFencing) -> Result<String, Failure> {
+    let marker = "# Each member has a fence device.";
+    let base = demo_spec
+        .split_once(marker)
+        .map(|(b, _)| b)
+        .ok_or_else(|| Failure::runtime("the demo spec has no fencing section"))?;
+    Ok(match mode {
+        BenchFencing::Exec => demo_spec.to_string(),
+        BenchFencing::None => base.to_string(),
+        BenchFencing::FenceDummy => {
+            let mut text = base.to_string();
+            for node in ["site-a", "site-b"] {
+                let status = dir.join(format!("pdu-{node}.status"));
+                text.push_str(&format!(
+                    "[fencing.devices.pdu-{node}]\nagent = \"fence_dummy\"\nparams = {{ type = \"file\", status_file = {:?} }}\n\n\
+                     [fencing.nodes.{node}]\nlevels = [[\"pdu-{node}\"]]\n\n",
+                    status.display().to_string()
+                ));
+            }
+            text
+        }
+    })
 }
 
 /// Percentile of sorted samples, nearest-rank.
@@ -114,7 +150,9 @@ pub async fn run(args: BenchArgs) -> Outcome {
                 BenchCommand::Failover { runs } => failover(&mut cluster, runs, args.timeout).await,
                 BenchCommand::Commit { writes } => commit(&cluster, writes).await,
                 BenchCommand::Idle { duration } => idle(&cluster, duration).await,
-                BenchCommand::GroupFailover { runs } => group_failover(&mut cluster, runs, args.timeout).await,
+                BenchCommand::GroupFailover { runs, fencing } => {
+                    group_failover(&mut cluster, runs, fencing, args.timeout).await
+                }
                 BenchCommand::Placement { groups, resources_per_group, runs, .. } => {
                     placement_apply(&cluster, groups, resources_per_group, runs).await
                 }
@@ -343,9 +381,17 @@ async fn placement_apply(cluster: &LocalCluster, groups: usize, per_group: usize
 
 /// From `kill -9` of web's primary (agent and service) until every survivor
 /// reports web running on the other member.
-async fn group_failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) -> Outcome {
+async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchFencing, timeout: Duration) -> Outcome {
     let service = crate::cluster::DemoService::prepare(&cluster.dir)?;
-    let spec = std::fs::read_to_string(&service.spec).map_err(|e| Failure::runtime(e.to_string()))?;
+    let demo_spec = std::fs::read_to_string(&service.spec).map_err(|e| Failure::runtime(e.to_string()))?;
+    let spec = spec_with_fencing(&demo_spec, &cluster.dir, fencing)?;
+    // fence_dummy's plugs start on; each run switches one off.
+    let power_on = |cluster: &LocalCluster| {
+        for node in ["site-a", "site-b"] {
+            let _ = std::fs::write(cluster.dir.join(format!("pdu-{node}.status")), "ON");
+        }
+    };
+    power_on(cluster);
     coordinator(cluster, timeout)
         .await?
         .1
@@ -357,7 +403,12 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, timeout: Durati
         })
         .await
         .map_err(|e| failed("apply", e))?;
-    println!("group failover: {runs} runs of kill -9 of web's primary (agent and service), default timing");
+    let how = match fencing {
+        BenchFencing::Exec => "fenced through the demo's exec device",
+        BenchFencing::FenceDummy => "fenced through fence_dummy",
+        BenchFencing::None => "no fence device: lease expiry only",
+    };
+    println!("group failover: {runs} runs of kill -9 of web's primary (agent and service), default timing, {how}");
     let running_on = |st: &[(String, Option<pb::ClusterStatus>)]| -> Option<String> {
         let mut on = None;
         for (_, s) in st {
@@ -397,6 +448,7 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, timeout: Durati
             if was_coordinator { " (also coordinator)" } else { "" }
         );
         samples.push(ms);
+        power_on(cluster);
         cluster.start(&primary)?;
     }
     println!(
