@@ -113,8 +113,10 @@ fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
     let ledger = dir.join("ledger");
     let broken = dir.join("switch-broken");
     std::fs::write(&broken, "").unwrap();
+    // A broken switch that echoes what it was sent (its password too) in its error.
     let device = format!(
-        "agent = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > /dev/null; test ! -e {}\"]\ntimeout = \"5s\"\nretries = 0",
+        "agent = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"if test -e {}; then cat >&2; exit 1; fi\"]\n\
+         params = {{ login = \"admin\", password = \"s3cret-pw\" }}\ntimeout = \"5s\"\nretries = 0",
         broken.display()
     );
     let file = spec(
@@ -141,6 +143,10 @@ fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
         "{blocked:?}"
     );
     assert!(blocked.1.contains("level 1: switch failed"), "{blocked:?}");
+    assert!(
+        blocked.1.contains("password=<redacted>"),
+        "the device's own words, without the secret: {blocked:?}"
+    );
     // It keeps trying, and never guesses.
     std::thread::sleep(Duration::from_secs(4));
     assert!(
@@ -148,6 +154,16 @@ fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
         "web must not start anywhere while site-a is not fenced: {:?}",
         ledger_lines(&ledger)
     );
+    let attempts: usize = ["site-b", "witness"]
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(&c.node(n).log)
+                .unwrap()
+                .matches("fencing failed; will retry")
+                .count()
+        })
+        .sum();
+    assert!(attempts >= 2, "fencing is retried: {attempts} attempts");
     let failures = events(&c, "witness")
         .iter()
         .filter(|e| {
@@ -156,12 +172,23 @@ fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
                 .is_some_and(|m| m.starts_with("fencing site-a failed"))
         })
         .count();
-    assert!(failures >= 2, "fencing is retried: {failures} failures");
+    assert_eq!(failures, 1, "the same failure is recorded once, not on every retry");
 
     std::fs::remove_file(&broken).unwrap();
     wait_running_on(&c, "site-b");
     let s = c.status_of("site-b");
     assert!(s["fencing_needed"].as_object().is_none_or(|m| m.is_empty()), "{s}");
+    // The password never shows, though the device printed it.
+    let ev = stdout(&c.cli_ok("witness", &["events", "--output", "json"]));
+    assert!(ev.contains("<redacted>") && !ev.contains("s3cret-pw"), "{ev}");
+    for n in ["site-b", "witness"] {
+        let log = std::fs::read_to_string(&c.node(n).log).unwrap();
+        assert!(!log.contains("s3cret-pw"), "the password leaked into {n}'s log");
+    }
+    let show = stdout(&c.cli_ok("witness", &["spec", "show"]));
+    assert!(!show.contains("s3cret-pw"), "{show}");
+    let status = stdout(&c.cli_ok("witness", &["status", "--output", "json"]));
+    assert!(!status.contains("s3cret-pw"), "{status}");
 }
 
 #[test]
@@ -209,7 +236,8 @@ fn operators_fence_through_devices_and_confirm_only_nodes_that_are_down() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("witness has no fence device"), "{}", stderr(&out));
     // Through its devices.
-    let out = c.cli_ok("site-a", &["fence", "site-b", "--yes"]);
+    let out = c.cli("site-a", &["fence", "site-b", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("site-b fenced: level 1: pdu-b ok"),
         "{}",
@@ -247,8 +275,15 @@ fn operators_fence_through_devices_and_confirm_only_nodes_that_are_down() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("site-a is up"), "{}", stderr(&out));
 
-    // The operator powers it off, then confirms.
+    // The operator powers it off, then confirms: refused while its lease may
+    // still be valid, accepted once it shows down.
     lose(&mut c, "site-a");
+    let out = c.cli("site-b", &["fence", "confirm", "site-a", "--yes"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("its lease may still be valid"),
+        "{}",
+        stderr(&out)
+    );
     let start = Instant::now();
     let out = loop {
         let out = c.cli("site-b", &["fence", "confirm", "site-a", "--yes"]);
@@ -266,5 +301,69 @@ fn operators_fence_through_devices_and_confirm_only_nodes_that_are_down() {
     assert!(
         position(&ev, "site-a fenced: confirmed off by").is_some(),
         "the confirmation is recorded with who gave it: {ev:#?}"
+    );
+}
+
+#[test]
+fn a_node_whose_lease_runs_out_kills_what_will_not_stop_and_stops_feeding_its_watchdog() {
+    let mut c = TestCluster::three();
+    let watchdog = c.dir.path().join("watchdog-a");
+    std::fs::write(&watchdog, "").unwrap();
+    let mut text = std::fs::read_to_string(&c.node("site-a").config).unwrap();
+    text.push_str(&format!(
+        "\n[watchdog]\ndevice = \"{}\"\ninterval = \"100ms\"\n",
+        watchdog.display()
+    ));
+    std::fs::write(&c.node("site-a").config, text).unwrap();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let dir = c.dir.path().to_path_buf();
+    // A service that ignores SIGTERM, and a resource whose stop hangs: both
+    // with stop timeouts far longer than the lease (3 s in these tests).
+    let resources = "[[groups.resources]]\nname = \"http\"\nagent = \"exec\"\nmonitor_interval = \"1s\"\n\
+                     timeouts = { start = \"20s\", stop = \"60s\", monitor = \"10s\" }\n\
+                     command = \"/bin/sh\"\nargs = [\"-c\", \"trap '' TERM; while :; do sleep 0.1; done\"]\n\n\
+                     [[groups.resources]]\nname = \"hung\"\nagent = \"exec\"\nmonitor_interval = \"1s\"\n\
+                     timeouts = { start = \"20s\", stop = \"60s\", monitor = \"10s\" }\n\
+                     start = \"true\"\nstop = \"sleep 60\"\nmonitor = \"true\"\n\n";
+    let file = spec(&dir, "spec.toml", "", resources);
+    c.cli_ok("site-b", &["apply", "-f", file.to_str().unwrap()]);
+    wait_running_on(&c, "site-a");
+    let pid = service_pid(&c, "site-a", "http").expect("the service's pid");
+
+    // site-a loses every peer: its lease cannot be renewed.
+    c.signal("site-b", nix::sys::signal::Signal::SIGSTOP);
+    c.signal("witness", nix::sys::signal::Signal::SIGSTOP);
+    let paused = Instant::now();
+    // Running: not gone and not a zombie (the agent reaps its child later).
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|st| st.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    };
+    while alive(pid) && paused.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed_after = paused.elapsed();
+    c.signal("site-b", nix::sys::signal::Signal::SIGCONT);
+    c.signal("witness", nix::sys::signal::Signal::SIGCONT);
+    let log = std::fs::read_to_string(&c.node("site-a").log).unwrap();
+    assert!(
+        !alive(pid),
+        "the service still runs {killed_after:?} after site-a lost its peers: {}",
+        log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        killed_after < Duration::from_secs(10),
+        "killed after {killed_after:?}: at the lease's end, not after the 60 s stop timeout"
+    );
+    let log = std::fs::read_to_string(&c.node("site-a").log).unwrap();
+    assert!(log.contains("the lease ended with the service still running"), "{log}");
+    assert!(log.contains("self-fencing escalated"), "the hung stop escalates: {log}");
+    let settled = std::fs::metadata(&watchdog).unwrap().len();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        std::fs::metadata(&watchdog).unwrap().len(),
+        settled,
+        "the watchdog is no longer fed"
     );
 }

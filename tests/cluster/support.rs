@@ -199,6 +199,12 @@ impl TestCluster {
         }
     }
 
+    /// Sends `signal` to `name`'s agent (SIGSTOP/SIGCONT to pause it).
+    pub fn signal(&self, name: &str, signal: Signal) {
+        let child = self.node(name).child.as_ref().unwrap();
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+    }
+
     /// Runs the CLI against `name`'s endpoint.
     pub fn cli(&self, name: &str, args: &[&str]) -> Output {
         tandem(&[args, &["--endpoint", &self.node(name).address, "--timeout", "5s"]].concat())

@@ -148,22 +148,20 @@ impl Runner {
         &self.spec
     }
 
-    /// Runs `action`, within `spec.timeouts.{start,stop,monitor}`.
-    pub async fn run(&mut self, action: Action, env: &Env) -> ActionResult {
-        self.run_within(action, env, None).await
+    /// Whether this resource is a process supervised by Tandem (which
+    /// [`kill_supervised`] can end at once).
+    pub fn is_supervised(&self) -> bool {
+        matches!(self.spec.agent, AgentSpec::Process { .. })
     }
 
-    /// Runs `action` within the shorter of its timeout and `limit`: a node
-    /// whose lease is about to end stops within what is left of it (a
-    /// supervised process still running then is killed with its process group).
-    pub async fn run_within(&mut self, action: Action, env: &Env, limit: Option<Duration>) -> ActionResult {
+    /// Runs `action`, within `spec.timeouts.{start,stop,monitor}`.
+    pub async fn run(&mut self, action: Action, env: &Env) -> ActionResult {
         let began = Instant::now();
         let timeout = match action {
             Action::Start => self.spec.timeouts.start,
             Action::Stop => self.spec.timeouts.stop,
             Action::Monitor => self.spec.timeouts.monitor,
         };
-        let timeout = limit.map_or(timeout, |l| timeout.min(l));
         let ctx = LogCtx {
             group: env.group.clone(),
             resource: env.resource.clone(),
@@ -228,6 +226,17 @@ impl Runner {
             duration,
             output_tail,
         }
+    }
+}
+
+/// SIGKILLs the process group of a supervised process (class `exec` with
+/// `command`) if it runs, from any task: self-fencing's last resort when a
+/// node's lease ends while the service is still up. Returns the pid killed;
+/// `None` for other classes or when nothing runs.
+pub fn kill_supervised(spec: &ResourceSpec, state_dir: &Path, env: &Env) -> Option<i32> {
+    match spec.agent {
+        AgentSpec::Process { .. } if check_names(env).is_ok() => process::kill_now(state_dir, env),
+        _ => None,
     }
 }
 

@@ -83,6 +83,24 @@ pub(crate) fn proc_stat(pid: i32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// SIGKILLs the process group of the supervised process of `env`'s
+/// resource, if one runs (self-fencing's last resort when a lease ends with
+/// the service still up). Returns the pid killed.
+pub(crate) fn kill_now(state_dir: &Path, env: &Env) -> Option<i32> {
+    let paths = Paths::new(state_dir, env);
+    let rec = read_pid_file(&paths.pid).ok()??;
+    if !rec.alive() {
+        return None;
+    }
+    match kill_group(rec.pid, Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => Some(rec.pid),
+        Err(e) => {
+            warn!(group = %env.group, resource = %env.resource, pgid = rec.pid, error = %e, "cannot SIGKILL the process group");
+            None
+        }
+    }
+}
+
 struct Paths {
     dir: PathBuf,
     pid: PathBuf,

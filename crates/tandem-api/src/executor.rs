@@ -9,18 +9,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
 use tandem_agents::{Action, ActionResult, Env, Outcome, Runner};
 use tandem_core::groups::{NodeReport, Phase, ResourceReport};
-use tandem_core::spec::{GroupKind, GroupSpec};
+use tandem_core::spec::{GroupKind, GroupSpec, ResourceSpec};
 use tandem_core::state::Command;
 use tandem_proto::v1::RaftMessage;
 use tandem_proto::v1::peer_client::PeerClient;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::unix_ms;
 use crate::node::NodeContext;
@@ -85,6 +87,11 @@ struct GroupTask {
     /// A start found the resource cannot run here; nothing is retried until
     /// the assignment changes (this epoch).
     gave_up: Option<u64>,
+    /// Set while this exclusive group may be active here: the lease guard
+    /// ends it if the lease runs out first.
+    guard: Arc<AtomicBool>,
+    /// The resources the guard may have to end.
+    guarded: Arc<Mutex<Vec<ResourceSpec>>>,
 }
 
 /// The pause between a failure and the next start on the same node.
@@ -118,6 +125,8 @@ impl GroupTask {
             stuck: false,
             retry_at: None,
             gave_up: None,
+            guard: Arc::new(AtomicBool::new(false)),
+            guarded: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -138,6 +147,7 @@ impl GroupTask {
             .map(|r| Runner::new(r, dir, &self.ocf_root))
             .collect();
         self.next_monitor = vec![Instant::now(); spec.resources.len()];
+        *self.guarded.lock().unwrap_or_else(|p| p.into_inner()) = spec.resources.clone();
         self.spec = Some(spec.clone());
     }
 
@@ -155,11 +165,12 @@ impl GroupTask {
         // Starting needs a lease and a state as fresh as the grant; keeping
         // what already runs needs only the lease (a follower a few entries
         // behind must not stop a healthy service).
+        // Self-fencing starts a quarter lease before the lease ends, so that
+        // a graceful stop has that long (plus the drift margin) before anyone
+        // may start the group elsewhere; nothing starts in that last quarter.
+        let now = now.plus(self.self_fence_margin());
         let lease_ok = if self.started > 0 {
-            // Self-fencing starts a quarter lease before the lease ends, so
-            // that a graceful stop has that long (plus the drift margin)
-            // before anyone may start the group elsewhere.
-            self.ctx.liveness.own_lease_valid(now.plus(self.self_fence_margin()))
+            self.ctx.liveness.own_lease_valid(now)
         } else {
             self.ctx.liveness.may_act(now, applied)
         };
@@ -175,30 +186,32 @@ impl GroupTask {
         self.ctx.timing.lease / 4
     }
 
-    /// Whether this group is exclusive and still assigned here, so that a
-    /// stop now is self-fencing: it must end by the lease's end.
+    fn exclusive(&self) -> bool {
+        self.spec.as_ref().is_some_and(|g| g.kind == GroupKind::Exclusive)
+    }
+
+    /// Whether a stop now is self-fencing: an exclusive group on a node whose
+    /// lease is running out. Such a stop goes on past a failed resource, so
+    /// that everything that can be stopped is.
     fn self_fencing(&self) -> bool {
-        let s = self.ctx.state.borrow();
-        let exclusive = self.spec.as_ref().is_some_and(|g| g.kind == GroupKind::Exclusive);
-        exclusive
-            && s.cluster
-                .groups
-                .get(&self.name)
-                .is_some_and(|g| g.assigned.contains(&self.ctx.me.name))
+        let now = self.ctx.clock.now().plus(self.self_fence_margin());
+        self.exclusive() && !self.ctx.liveness.own_lease_valid(now)
+    }
+
+    /// Tells the lease guard whether this exclusive group may be active here.
+    fn arm_guard(&self, active: bool) {
+        self.guard
+            .store(active && self.exclusive(), std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn act(&mut self, index: usize, action: Action) -> ActionResult {
-        self.act_within(index, action, None).await
-    }
-
-    async fn act_within(&mut self, index: usize, action: Action, limit: Option<Duration>) -> ActionResult {
         let name = self
             .spec
             .as_ref()
             .map(|s| s.resources[index].name.clone())
             .unwrap_or_default();
         let env = self.env(&name);
-        let result = self.runners[index].run_within(action, &env, limit).await;
+        let result = self.runners[index].run(action, &env).await;
         let action_name = match action {
             Action::Start => "start",
             Action::Stop => "stop",
@@ -279,28 +292,42 @@ impl GroupTask {
     /// Stops resources in reverse order down to `keep` started ones.
     /// Returns false when a stop failed (the node then needs fencing).
     async fn stop_down_to(&mut self, keep: usize) -> bool {
-        // Self-fencing (the lease is lapsing while the group is still
-        // assigned here): every stop must end by the lease's end; a
-        // supervised process still running then is killed with its group.
-        let deadline = self
-            .self_fencing()
-            .then(|| self.ctx.liveness.lease_until())
-            .map(|until| until.map_or(Instant::now(), |t| Instant::now() + t.since(self.ctx.clock.now())));
-        while self.started > keep {
-            let i = self.started - 1;
-            let limit = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let r = self.act_within(i, Action::Stop, limit).await;
+        // Self-fencing: every resource gets its stop, even after one failed.
+        // (A stop that outlives the lease is the lease guard's to end.)
+        let self_fencing = self.self_fencing();
+        let mut ok = true;
+        let mut i = self.started;
+        while i > keep {
+            i -= 1;
+            let r = self.act(i, Action::Stop).await;
             // Unavailable: the agent cannot run here at all, so nothing of it runs.
             if !matches!(r.outcome, Outcome::Ok | Outcome::NotRunning | Outcome::Unavailable(_)) {
                 warn!(group = %self.name, resource = i, "stop failed; this node must be fenced before the group runs elsewhere");
-                return false;
+                ok = false;
+                if !self_fencing {
+                    return false;
+                }
+                continue;
             }
-            self.started = i;
+            if ok {
+                self.started = i;
+            }
         }
-        true
+        if ok {
+            self.arm_guard(self.started > 0);
+        }
+        ok
     }
 
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let guard = tokio::spawn(lease_guard(
+            self.ctx.clone(),
+            self.name.clone(),
+            self.state_dir.clone(),
+            self.guard.clone(),
+            self.guarded.clone(),
+            shutdown.clone(),
+        ));
         let mut state = self.ctx.state.clone();
         let mut liveness = self.ctx.liveness.subscribe();
         // Find out what already runs here (after an agent restart), where it
@@ -331,6 +358,7 @@ impl GroupTask {
             if self.started > 0 {
                 info!(group = %self.name, started = self.started, "found the group partly or fully running");
                 self.phase = Phase::Running;
+                self.arm_guard(true);
             }
         }
         // A restarted agent that found services running waits (at most a
@@ -378,6 +406,7 @@ impl GroupTask {
         }
         // Shutting down the agent leaves services running: a restarted agent
         // finds them again; the lease rules cover a node that does not return.
+        guard.abort();
     }
 
     async fn step(&mut self) {
@@ -422,6 +451,7 @@ impl GroupTask {
                 return;
             }
             if self.started < total {
+                self.arm_guard(true);
                 // The cluster must know this node may run the group before
                 // it does: a start without a committed report could be
                 // missed by the coordinator's safety check.
@@ -525,15 +555,79 @@ impl GroupTask {
     }
 }
 
+/// Invariant 3's last resort, beside a group's task (which may be busy in a
+/// long action): if the node's lease ends while the exclusive group may be
+/// active here, every supervised process of the group is SIGKILLed with its
+/// process group, and if the group has resources Tandem cannot kill (commands,
+/// OCF, systemd), self-fencing escalates to the watchdog.
+async fn lease_guard(
+    ctx: NodeContext,
+    group: String,
+    state_dir: PathBuf,
+    active: Arc<AtomicBool>,
+    resources: Arc<Mutex<Vec<ResourceSpec>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut liveness = ctx.liveness.subscribe();
+    let poll = ctx.timing.heartbeat_interval;
+    loop {
+        // Wake at the lease's end (or every heartbeat while there is none).
+        let now = ctx.clock.now();
+        let until = ctx.liveness.lease_until();
+        let wait = until.map_or(poll, |t| t.since(now).max(Duration::from_millis(1)));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = liveness.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let now = ctx.clock.now();
+        let ended = ctx.liveness.lease_until().is_some_and(|t| t <= now);
+        if !ended || !active.load(Ordering::SeqCst) {
+            continue;
+        }
+        let specs = resources.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut unkillable = Vec::new();
+        for r in &specs {
+            let env = Env {
+                group: group.clone(),
+                resource: r.name.clone(),
+                epoch: 0,
+                node: ctx.me.name.clone(),
+            };
+            if let Some(pid) = tandem_agents::kill_supervised(r, &state_dir, &env) {
+                error!(%group, resource = %r.name, pid, "the lease ended with the service still running: killed its process group");
+            } else if !matches!(r.agent, tandem_core::spec::AgentSpec::Process { .. }) {
+                unkillable.push(r.name.clone());
+            }
+        }
+        if !unkillable.is_empty() {
+            ctx.self_fence.escalate(format!(
+                "the lease ended while {group} may still run here ({} cannot be killed by Tandem)",
+                unkillable.join(", ")
+            ));
+        }
+        // Once per lapse: wait for the group to stop or the lease to return.
+        while active.load(Ordering::SeqCst) && !ctx.liveness.own_lease_valid(ctx.clock.now()) {
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 /// Commits a report: proposed here on the coordinator, else sent to it.
 pub async fn send_report(ctx: &NodeContext, command: &Command) -> Result<(), String> {
     if ctx.is_coordinator() {
-        return ctx
+        let r = ctx
             .raft
             .client_write(command.clone())
             .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())?;
+        return match r.data.rejected {
+            Some(why) => Err(why),
+            None => Ok(()),
+        };
     }
     let Some((_, coordinator)) = ctx.coordinator() else {
         return Err("no coordinator".into());

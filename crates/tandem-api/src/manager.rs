@@ -128,31 +128,48 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-/// How long the coordinator waits after a failed fencing attempt before it
-/// tries the node's levels again.
-pub const FENCE_RETRY: Duration = Duration::from_secs(3);
+/// The pause after a node's first failed fencing attempt; it doubles after
+/// each further failure, up to [`FENCE_RETRY_MAX`].
+pub const FENCE_RETRY: Duration = Duration::from_secs(2);
+pub const FENCE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The coordinator's fencing: one attempt at a time per node in
-/// `fencing_needed` that has devices, retried after [`FENCE_RETRY`]; each
-/// outcome is committed (`Fenced` or `FenceFailed`). It never guesses: a node
-/// without devices waits for an operator's `tandem fence confirm`.
+/// `fencing_needed` that has devices, retried with a growing pause; each
+/// success is committed (`Fenced`), and a failure when its detail differs
+/// from the last one committed (`FenceFailed`), so a device that stays
+/// broken does not flood the event log. It never guesses: a node without
+/// devices waits for an operator's `tandem fence confirm`.
 #[derive(Default)]
 struct Fencer {
     running: BTreeMap<String, JoinHandle<()>>,
-    next_try: BTreeMap<String, Instant>,
+    /// When to try a node again, and the pause after the next failure.
+    next_try: BTreeMap<String, (Instant, Duration)>,
 }
 
 impl Fencer {
     fn poll(&mut self, ctx: &NodeContext) {
         let state = ctx.state.borrow().clone();
         let c = &state.cluster;
-        self.running.retain(|_, t| !t.is_finished());
+        // An attempt for a node no longer waiting (fenced meanwhile, or
+        // confirmed by an operator) must not power it off later.
+        self.running.retain(|node, t| {
+            if !c.fencing_needed.contains_key(node) {
+                t.abort();
+                return false;
+            }
+            !t.is_finished()
+        });
         self.next_try.retain(|n, _| c.fencing_needed.contains_key(n));
         for node in c.fencing_needed.keys() {
             if !c.spec.fencing.has_devices(node) || self.running.contains_key(node) {
                 continue;
             }
-            if self.next_try.get(node).is_some_and(|t| Instant::now() < *t) {
+            let (at, pause) = self
+                .next_try
+                .get(node)
+                .copied()
+                .unwrap_or((Instant::now(), FENCE_RETRY));
+            if Instant::now() < at {
                 continue;
             }
             if *node == ctx.me.name {
@@ -161,10 +178,12 @@ impl Fencer {
                 // it again (off is idempotent) and commits.
                 error!(%node, "this node, the coordinator, needs fencing: fencing itself");
             }
-            self.next_try.insert(node.clone(), Instant::now() + FENCE_RETRY);
+            self.next_try
+                .insert(node.clone(), (Instant::now() + pause, (pause * 2).min(FENCE_RETRY_MAX)));
             let (ctx, node2, fencing) = (ctx.clone(), node.clone(), c.spec.fencing.clone());
+            let last_failure = c.fence_failures.get(node).cloned();
             let task = tokio::spawn(async move {
-                let _ = fence_and_commit(ctx, node2, fencing).await;
+                let _ = fence_and_commit(ctx, node2, fencing, last_failure).await;
             });
             self.running.insert(node.clone(), task);
         }
@@ -179,29 +198,35 @@ impl Fencer {
     }
 }
 
-/// Runs `node`'s fence levels (action off) and commits the outcome.
+/// Runs `node`'s fence levels (action off) and commits the outcome (a
+/// failure only when it differs from `last_failure`, the one committed last).
 pub async fn fence_and_commit(
     ctx: NodeContext,
     node: String,
     fencing: tandem_core::spec::FencingSpec,
+    last_failure: Option<String>,
 ) -> Result<String, String> {
     info!(%node, "fencing");
     let result = fence_node(&fencing, &node, FenceAction::Off).await;
     let summary = result.summary();
+    let actor = format!("node:{}", ctx.me.name);
     let cmd = if result.fenced {
         info!(%node, %summary, "fenced");
         Command::Fenced {
             node: node.clone(),
             how: summary.clone(),
-            actor: format!("node:{}", ctx.me.name),
+            actor,
             at_unix_ms: unix_ms(),
         }
     } else {
         warn!(%node, %summary, "fencing failed; will retry");
+        if last_failure.as_deref() == Some(summary.as_str()) {
+            return Err(summary);
+        }
         Command::FenceFailed {
             node: node.clone(),
             detail: summary.clone(),
-            actor: format!("node:{}", ctx.me.name),
+            actor,
             at_unix_ms: unix_ms(),
         }
     };

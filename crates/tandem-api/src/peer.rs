@@ -79,6 +79,11 @@ impl Peer for PeerService {
             .client_write(command)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        if let Some(why) = r.data.rejected {
+            // The sender must not act as if the cluster knew (a stale report
+            // is one from before this node was fenced).
+            return Err(Status::failed_precondition(why));
+        }
         Ok(Response::new(ReportReply {
             log_index: r.log_id.index,
         }))

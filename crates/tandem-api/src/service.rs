@@ -17,7 +17,7 @@ use tandem_core::config::{check_peer_address, valid_name};
 use tandem_core::lease::NodeState;
 use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
 use tandem_core::spec::{Spec, diff};
-use tandem_core::state::{Command, validate_note};
+use tandem_core::state::{Command, EventKind, validate_note};
 use tandem_core::{NodeId, NodeInfo};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::tandem_client::TandemClient;
@@ -576,7 +576,13 @@ impl Tandem for TandemService {
         };
         let actor = actor(&req.actor);
         warn!(node = %req.node, %actor, "fencing requested by an operator");
-        let (log_index, applied) = self
+        // Outcomes are recorded as events after this one (also when the
+        // request joins one already pending).
+        let after = {
+            let s = self.ctx.state.borrow();
+            s.cluster.events.back().map_or(0, |e| e.seq)
+        };
+        let (log_index, _) = self
             .propose(Command::FenceRequested {
                 node: req.node.clone(),
                 reason: format!("requested by {actor}"),
@@ -584,18 +590,14 @@ impl Tandem for TandemService {
                 at_unix_ms: unix_ms(),
             })
             .await?;
-        // Outcomes are recorded as events after the request (or after the
-        // pending request this one joined).
-        let after = applied.event_seq.unwrap_or_else(|| {
-            let s = self.ctx.state.borrow();
-            s.cluster.events.back().map_or(0, |e| e.seq)
-        });
         let (fenced, summary) = tokio::time::timeout(timeout, wait_for_fence_outcome(&self.ctx, &req.node, after))
             .await
             .map_err(|_| {
+                let last = self.ctx.state.borrow().cluster.fence_failures.get(&req.node).cloned();
                 Status::deadline_exceeded(format!(
-                    "{} was not fenced within {timeout:?}; fencing goes on (see `tandem events`)",
-                    req.node
+                    "{} was not fenced within {timeout:?}{}; fencing goes on (see `tandem status` and `tandem events`)",
+                    req.node,
+                    last.map(|l| format!(" (last attempt: {l})")).unwrap_or_default()
                 ))
             })?;
         Ok(Response::new(pb::FenceNodeReply {
@@ -614,13 +616,19 @@ impl Tandem for TandemService {
         let now = self.ctx.clock.now();
         let members: BTreeSet<NodeId> = member_ids(&self.ctx);
         let (view, _) = self.ctx.liveness.view(now, &members);
-        if let Some(e) = view.iter().find(|e| e.id == node_id(&req.node))
-            && e.state == NodeState::Up
-        {
+        let term = self.ctx.raft.metrics().borrow().current_term;
+        let id = node_id(&req.node);
+        if !self.ctx.liveness.lease_certainly_expired(term, id, now) {
+            // Until then it may still run its groups on its own authority.
+            let state = view.iter().find(|e| e.id == id).map_or(NodeState::Suspect, |e| e.state);
+            let heard = view.iter().find(|e| e.id == id).and_then(|e| e.age).map_or_else(
+                || "not since this coordinator's election".to_string(),
+                |a| format!("{} ms ago", a.as_millis()),
+            );
             return Err(Status::failed_precondition(format!(
-                "{} is up: it answered heartbeats {} ago, so it is not off; refusing to record it as fenced",
-                req.node,
-                e.age.map_or_else(|| "recently".to_string(), |a| format!("{a:?}"))
+                "{} is {state} (last heartbeat {heard}): its lease may still be valid, so it may still run its \
+                 groups; refusing to record it as fenced until it shows down",
+                req.node
             )));
         }
         let actor = actor(&req.actor);
@@ -667,7 +675,12 @@ async fn wait_for_fence_outcome(ctx: &NodeContext, node: &str, after: u64) -> (b
     loop {
         {
             let s = state.borrow_and_update();
-            for e in s.cluster.events.iter().filter(|e| e.seq > after) {
+            let fence_events = s
+                .cluster
+                .events
+                .iter()
+                .filter(|e| e.seq > after && e.kind == EventKind::Fence);
+            for e in fence_events {
                 if let Some(how) = e.message.strip_prefix(&fenced) {
                     return (true, how.to_string());
                 }

@@ -341,7 +341,7 @@ pub async fn fence(conn: &Connection, node: String, yes: bool, wait: Duration) -
         .fence_node(pb::FenceNodeRequest {
             node: node.clone(),
             actor: actor(),
-            timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
         })
         .await
         .map_err(|e| failed("fence", e))?

@@ -320,8 +320,6 @@ pub fn agreed_coordinator(statuses: &[(String, Option<pb::ClusterStatus>)]) -> O
     agreed
 }
 
-/// The demo's service: a tiny HTTP server that answers with the name of the
-/// node that runs it and its epoch, on that node's own loopback address.
 /// The demo's fence device: a stand-in for a power switch, fit ONLY for a
 /// cluster whose nodes all run on one machine. It speaks the fence-agent
 /// protocol (key=value lines on stdin) and, for `off` or `reboot`, kills the
@@ -338,7 +336,11 @@ case "$action" in
   *) exit 0 ;;
 esac
 if [ -f "$dir/$node.pid" ]; then
-  kill -9 "$(cat "$dir/$node.pid")" 2>/dev/null
+  pid=$(cat "$dir/$node.pid")
+  # Only if that pid is still this node's agent (pids are reused).
+  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "agent --config $dir/$node.toml"; then
+    kill -9 "$pid" 2>/dev/null
+  fi
 fi
 for f in "$dir/$node-data/run"/*/*.pid; do
   [ -f "$f" ] || continue
@@ -349,6 +351,8 @@ echo "$node is off (its agent and services were killed)"
 exit 0
 "#;
 
+/// The demo's service: a tiny HTTP server that answers with the name of the
+/// node that runs it and its epoch, on that node's own loopback address.
 const WEB_PY: &str = r#"# Written by `tandem demo`: a tiny HTTP service that says which node runs it.
 import http.server, os
 node = os.environ.get("TANDEM_NODE", "?")

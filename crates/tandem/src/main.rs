@@ -91,7 +91,6 @@ enum Command {
         #[command(flatten)]
         conn: Connection,
     },
-    /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
     /// Fence a node now through its fence devices, or record that it is off.
     ///
     /// `tandem fence NODE` runs the node's fence levels (action off) and waits
@@ -100,6 +99,7 @@ enum Command {
     /// operator's word that a node without (working) fence devices is off.
     /// Both ask for confirmation unless --yes.
     Fence(FenceArgs),
+    /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
     Demo(demo::DemoArgs),
     /// Measure failover time, commit latency and idle cost on a local cluster.
     Bench(bench::BenchArgs),
@@ -147,7 +147,6 @@ enum ResourceCommand {
     },
 }
 
-/// Where to reach the cluster, and how long to wait.
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct FenceArgs {
@@ -179,6 +178,7 @@ enum FenceCommand {
     },
 }
 
+/// Where to reach the cluster, and how long to wait.
 #[derive(Args, Clone)]
 struct Connection {
     /// gRPC address of any node, HOST:PORT.
