@@ -6,6 +6,7 @@
 mod support;
 
 mod config;
+mod dns;
 mod durability;
 mod election;
 mod fencing;

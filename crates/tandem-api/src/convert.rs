@@ -37,6 +37,7 @@ pub fn event_kind_str(kind: EventKind) -> &'static str {
         EventKind::Resource => "resource",
         EventKind::FailuresCleared => "failures_cleared",
         EventKind::Fence => "fence",
+        EventKind::Dns => "dns",
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod convert;
+pub mod dns;
 pub mod executor;
 pub mod liveness;
 pub mod manager;

@@ -476,6 +476,15 @@ impl Tandem for TandemService {
                 })?;
             }
         }
+        {
+            // The zone must build (static records, names, sizes): checked
+            // now, on the spec about to be committed.
+            let mut trial = (*self.ctx.state.borrow().clone()).clone();
+            trial.cluster.spec = spec.clone();
+            let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
+            crate::dns::build_zone(&self.ctx.cluster, &trial, &members)
+                .map_err(|e| Status::invalid_argument(format!("{file}: dns: {e}")))?;
+        }
         for (name, d) in &spec.fencing.devices {
             tandem_agents::fence::validate_device(d)
                 .map_err(|e| Status::invalid_argument(format!("{file}: fencing.devices.{name}: {}", d.redact(&e))))?;
@@ -646,6 +655,28 @@ impl Tandem for TandemService {
             fenced: true,
             summary: how,
             log_index,
+        }))
+    }
+
+    async fn get_dns(&self, _req: Request<pb::GetDnsRequest>) -> Result<Response<pb::DnsZone>, Status> {
+        let state = self.ctx.state.borrow().clone();
+        let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
+        let zone = crate::dns::build_zone(&self.ctx.cluster, &state, &members).map_err(Status::internal)?;
+        Ok(Response::new(pb::DnsZone {
+            zone: zone.origin(),
+            serial: zone.serial(),
+            answering: crate::dns::may_answer(&self.ctx),
+            records: zone
+                .records()
+                .into_iter()
+                .map(|(name, ttl, rtype, data)| pb::DnsRecord {
+                    name,
+                    ttl,
+                    r#type: rtype,
+                    data,
+                })
+                .collect(),
+            answered_by: self.ctx.me.name.clone(),
         }))
     }
 

@@ -71,7 +71,13 @@ pub struct NodeConfig {
     /// feeding when a stop of an exclusive group failed (the machine then
     /// resets when the device's timeout runs out).
     pub watchdog: Option<WatchdogConfig>,
+    /// DNS queries answered per second per client address (IPv6: per /64)
+    /// before the excess is dropped; `None`: no limit.
+    pub dns_rate_limit: Option<u32>,
 }
+
+/// The DNS rate limit per client unless the configuration says otherwise.
+pub const DEFAULT_DNS_RATE_LIMIT: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchdogConfig {
@@ -104,6 +110,15 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     watchdog: Option<RawWatchdog>,
+    #[serde(default)]
+    dns: RawDns,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    /// 0: no limit.
+    rate_limit_per_client: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +412,11 @@ impl NodeConfig {
 
         Ok(NodeConfig {
             watchdog,
+            dns_rate_limit: match raw.dns.rate_limit_per_client {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => Some(DEFAULT_DNS_RATE_LIMIT),
+            },
             cluster: raw.cluster.name,
             join: raw.cluster.join,
             node_id: node_id(&me.name),

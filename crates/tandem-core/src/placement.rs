@@ -454,6 +454,7 @@ mod tests {
             migration_threshold: 3,
             failure_timeout: Duration::ZERO,
             after: Vec::new(),
+            dns: Default::default(),
         }
     }
 

@@ -22,6 +22,8 @@ use crate::membership::{NodeInfo, NodeRole};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Spec {
     pub groups: Vec<GroupSpec>,
+    #[serde(default)]
+    pub dns: DnsSpec,
     /// Fence devices and, for each node, the levels of devices that fence it.
     #[serde(default)]
     pub fencing: FencingSpec,
@@ -50,6 +52,57 @@ pub struct GroupSpec {
     pub failure_timeout: Duration,
     /// Groups that must be running before this one starts (no cycles).
     pub after: Vec<String>,
+    /// How the group appears in the cluster's DNS zone.
+    #[serde(default)]
+    pub dns: GroupDns,
+}
+
+/// A group's DNS records: `GROUP.ZONE` answers the addresses of the nodes
+/// that run it (healthy, now).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDns {
+    pub ttl: Duration,
+    /// Adds `_GROUP._tcp.ZONE` SRV records.
+    pub port: Option<u16>,
+    /// The service's address on each node (default: the node's own address).
+    pub addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
+}
+
+/// The TTL of a group's records unless the spec says otherwise: low, so
+/// resolvers follow a failover quickly.
+pub const DEFAULT_DNS_TTL: Duration = Duration::from_secs(1);
+
+impl Default for GroupDns {
+    fn default() -> Self {
+        GroupDns {
+            ttl: DEFAULT_DNS_TTL,
+            port: None,
+            addresses: BTreeMap::new(),
+        }
+    }
+}
+
+/// The cluster's DNS zone (`[dns]`), served by every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct DnsSpec {
+    /// The zone's name, e.g. `svc.example.`; none: `CLUSTER.tandem.`.
+    pub zone: Option<String>,
+    /// Clients allowed zone transfers (AXFR); none by default.
+    pub allow_transfer: Vec<std::net::IpAddr>,
+    /// Static records, checked when the spec is applied.
+    pub records: Vec<DnsRecordSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecordSpec {
+    /// Relative to the zone, `@` for the apex, or absolute inside it.
+    pub name: String,
+    /// A, AAAA, CNAME, TXT, SRV or MX.
+    pub rtype: String,
+    /// As in a zone file.
+    pub data: String,
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -368,6 +421,37 @@ struct RawSpec {
     groups: Vec<RawGroup>,
     #[serde(default)]
     fencing: RawFencing,
+    #[serde(default)]
+    dns: RawDns,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    zone: Option<String>,
+    #[serde(default)]
+    allow_transfer: Vec<std::net::IpAddr>,
+    #[serde(default)]
+    records: Vec<RawDnsRecord>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsRecord {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    data: String,
+    ttl: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroupDns {
+    ttl: Option<String>,
+    port: Option<u16>,
+    #[serde(default)]
+    addresses: BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -418,6 +502,7 @@ struct RawGroup {
     failure_timeout: Option<String>,
     #[serde(default)]
     resources: Vec<RawResource>,
+    dns: Option<RawGroupDns>,
 }
 
 #[derive(Deserialize)]
@@ -589,7 +674,8 @@ impl Spec {
             ));
         }
         let fencing = fencing(at, &raw.fencing, nodes)?;
-        Ok(Spec { groups, fencing })
+        let dns = dns(at, &raw.dns)?;
+        Ok(Spec { groups, fencing, dns })
     }
 
     /// The group called `name`.
@@ -732,6 +818,73 @@ fn group(at: At<'_>, g: &RawGroup, groups: &BTreeSet<&str>, nodes: &[NodeInfo]) 
         migration_threshold,
         failure_timeout,
         after,
+        dns: group_dns(at, g.dns.as_ref(), nodes)?,
+    })
+}
+
+/// The longest TTL accepted for any record (a day).
+const MAX_DNS_TTL: Duration = Duration::from_secs(86_400);
+
+fn dns_ttl(at: At<'_>, field: &str, text: Option<&str>) -> Result<Duration, SpecError> {
+    let ttl = duration(at, field, text, DEFAULT_DNS_TTL, ZeroIs::Allowed)?;
+    if ttl > MAX_DNS_TTL || ttl.subsec_nanos() != 0 {
+        return Err(at.err(
+            field,
+            format!(
+                "expected whole seconds from 0 to 1 day, got {}",
+                humantime::format_duration(ttl)
+            ),
+        ));
+    }
+    Ok(ttl)
+}
+
+fn group_dns(at: At<'_>, raw: Option<&RawGroupDns>, nodes: &[NodeInfo]) -> Result<GroupDns, SpecError> {
+    let Some(raw) = raw else { return Ok(GroupDns::default()) };
+    for (node, addrs) in &raw.addresses {
+        if !nodes.iter().any(|n| n.name == *node) {
+            return Err(at.err(
+                format!("dns.addresses.{node}"),
+                format!("expected a node of the cluster, got {node:?}"),
+            ));
+        }
+        if addrs.is_empty() {
+            return Err(at.err(format!("dns.addresses.{node}"), "expected at least one address"));
+        }
+    }
+    if raw.port == Some(0) {
+        return Err(at.err("dns.port", "expected a port from 1 to 65535, got 0"));
+    }
+    Ok(GroupDns {
+        ttl: dns_ttl(at, "dns.ttl", raw.ttl.as_deref())?,
+        port: raw.port,
+        addresses: raw.addresses.clone(),
+    })
+}
+
+fn dns(at: At<'_>, raw: &RawDns) -> Result<DnsSpec, SpecError> {
+    if let Some(zone) = &raw.zone {
+        let labels: Vec<&str> = zone.trim_end_matches('.').split('.').collect();
+        if !zone.ends_with('.') || labels.iter().any(|l| !valid_name(&l.to_ascii_lowercase())) {
+            return Err(at.err(
+                "dns.zone",
+                format!("expected an absolute domain name ending in '.', such as \"svc.example.\", got {zone:?}"),
+            ));
+        }
+    }
+    let mut records = Vec::with_capacity(raw.records.len());
+    for (i, r) in raw.records.iter().enumerate() {
+        records.push(DnsRecordSpec {
+            name: r.name.clone(),
+            rtype: r.rtype.to_ascii_uppercase(),
+            data: r.data.clone(),
+            ttl: dns_ttl(at, &format!("dns.records[{i}].ttl"), r.ttl.as_deref())?,
+        });
+    }
+    Ok(DnsSpec {
+        zone: raw.zone.as_ref().map(|z| z.to_ascii_lowercase()),
+        allow_transfer: raw.allow_transfer.clone(),
+        records,
     })
 }
 
@@ -1392,6 +1545,30 @@ pub fn diff(old: &Spec, new: &Spec) -> Vec<String> {
         }
     }
     diff_fencing(&old.fencing, &new.fencing, &mut out);
+    for g in &new.groups {
+        if let Some(before) = old.group(&g.name)
+            && before.dns != g.dns
+        {
+            out.push(format!("~ group {}: dns records changed", g.name));
+        }
+    }
+    if old.dns.zone != new.dns.zone {
+        out.push(format!(
+            "~ dns zone: {} -> {}",
+            old.dns.zone.as_deref().unwrap_or("(default)"),
+            new.dns.zone.as_deref().unwrap_or("(default)")
+        ));
+    }
+    if old.dns.allow_transfer != new.dns.allow_transfer {
+        out.push("~ dns allow_transfer changed".to_string());
+    }
+    if old.dns.records != new.dns.records {
+        out.push(format!(
+            "~ dns static records: {} -> {}",
+            old.dns.records.len(),
+            new.dns.records.len()
+        ));
+    }
     out
 }
 

@@ -144,6 +144,7 @@ pub enum EventKind {
     Resource,
     FailuresCleared,
     Fence,
+    Dns,
 }
 
 /// Everything the state machine holds besides Raft's own membership.
@@ -161,6 +162,11 @@ pub struct ClusterState {
     /// The last failed fencing attempt per node still to be fenced.
     #[serde(default)]
     pub fence_failures: BTreeMap<String, String>,
+    /// Raised by every command that may change the DNS zone's content
+    /// (spec, assignments, reports, fencing, membership): the zone's SOA
+    /// serial, the same on every node for the same state.
+    #[serde(default)]
+    pub zone_serial: u64,
 }
 
 impl ClusterState {
@@ -168,6 +174,19 @@ impl ClusterState {
     /// before they are proposed, and a command that no longer makes sense is
     /// recorded as it is rather than rejected, so every node stays identical.
     pub fn apply(&mut self, command: &Command) -> Applied {
+        let applied = self.apply_command(command);
+        let zone_may_change = match command {
+            Command::Note { .. } | Command::ClearFailures { .. } | Command::FenceFailed { .. } => false,
+            Command::Report { .. } => applied.rejected.is_none() && applied.event_seq.is_some(),
+            _ => applied.rejected.is_none(),
+        };
+        if zone_may_change {
+            self.zone_serial += 1;
+        }
+        applied
+    }
+
+    fn apply_command(&mut self, command: &Command) -> Applied {
         let (kind, message, actor, at_unix_ms) = match command {
             Command::NodeAdded {
                 node,
@@ -272,6 +291,27 @@ impl ClusterState {
                 let phase_changed = previous.is_none_or(|p| p.phase != report.phase || p.epoch != report.epoch);
                 if !phase_changed && failed_resource.is_none() {
                     return Applied::default();
+                }
+                // An exclusive group's new primary running: the moment every
+                // node with a valid lease starts answering its address.
+                let exclusive = self
+                    .spec
+                    .group(group)
+                    .is_some_and(|g| g.kind == crate::spec::GroupKind::Exclusive);
+                let repointed = exclusive
+                    && phase_changed
+                    && report.phase == Phase::Running
+                    && self
+                        .groups
+                        .get(group)
+                        .is_some_and(|g| g.epoch == report.epoch && g.assigned.contains(node));
+                if repointed {
+                    self.record(
+                        EventKind::Dns,
+                        format!("DNS: {group} now answers with {node} (epoch {})", report.epoch),
+                        "coordinator".into(),
+                        report.at_unix_ms,
+                    );
                 }
                 let detail = report
                     .resources

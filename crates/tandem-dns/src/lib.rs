@@ -49,6 +49,7 @@
 //! and answered in batches with `recvmmsg`/`sendmmsg`), never on the async
 //! runtime. `examples/dnsperf_vs_knot.rs` compares it with Knot DNS.
 
+pub mod client;
 mod query;
 mod ratelimit;
 mod server;

@@ -170,7 +170,15 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         }
     }
 
+    // DNS: bound before anything runs, so a taken port is an error at start.
+    let (dns, zone_tx, _dns_stats) = tandem_api::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot serve DNS on {}: {e}", config.dns_listen)))?;
+    info!(dns = %config.dns_listen, "DNS responder listening");
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let dns_task = tokio::spawn(dns.run(shutdown_rx.clone()));
+    let zone_task = tokio::spawn(tandem_api::dns::follow_zone(ctx.clone(), zone_tx, shutdown_rx.clone()));
     let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown_rx.clone()));
     let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown_rx.clone()));
     let confirmer = tokio::spawn(confirm_quorum(ctx.clone(), shutdown_rx.clone()));
@@ -254,6 +262,8 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     if let Some(w) = watchdog {
         let _ = w.await;
     }
+    let _ = zone_task.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), dns_task).await;
     if !server.is_finished() {
         match tokio::time::timeout(std::time::Duration::from_secs(2), &mut server).await {
             Ok(Ok(Ok(()))) => {}

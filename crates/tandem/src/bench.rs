@@ -309,6 +309,7 @@ fn placement_compute(nodes: usize, groups: usize, per_group: usize, runs: usize)
                 migration_threshold: 3,
                 failure_timeout: Duration::from_secs(600),
                 after: Vec::new(),
+                dns: Default::default(),
             })
             .collect(),
         ..Spec::default()

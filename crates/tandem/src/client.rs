@@ -383,3 +383,46 @@ pub async fn fence_confirm(conn: &Connection, node: String, yes: bool) -> Outcom
     );
     Ok(())
 }
+
+pub async fn dns(conn: &Connection, output: OutputFormat) -> Outcome {
+    let mut client = connect(conn).await?;
+    let z = client
+        .get_dns(pb::GetDnsRequest {})
+        .await
+        .map_err(|e| failed("dns", e))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => {
+            let records: Vec<serde_json::Value> = z
+                .records
+                .iter()
+                .map(|r| serde_json::json!({"name": r.name, "ttl": r.ttl, "type": r.r#type, "data": r.data}))
+                .collect();
+            let v = serde_json::json!({
+                "zone": z.zone,
+                "serial": z.serial,
+                "answering": z.answering,
+                "answered_by": z.answered_by,
+                "records": records,
+            });
+            println!("{v}");
+        }
+        OutputFormat::Table => {
+            println!(
+                "; zone {} serial {} as served by {}{}",
+                z.zone,
+                z.serial,
+                z.answered_by,
+                if z.answering {
+                    ""
+                } else {
+                    " (no valid lease now: group names answer SERVFAIL)"
+                }
+            );
+            for r in &z.records {
+                println!("{:<40} {:>6} IN {:<6} {}", r.name, r.ttl, r.r#type, r.data);
+            }
+        }
+    }
+    Ok(())
+}

@@ -20,6 +20,8 @@ use crate::Failure;
 pub struct LocalNode {
     pub name: String,
     pub address: String,
+    /// Where its DNS responder listens.
+    pub dns: SocketAddr,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -110,6 +112,7 @@ impl LocalCluster {
                 nodes.push(LocalNode {
                     name: name.to_string(),
                     address: config.node.address.clone(),
+                    dns: config.dns_listen,
                     config: path.clone(),
                     log: dir.join(format!("{name}.log")),
                     child: None,
@@ -152,6 +155,7 @@ impl LocalCluster {
             nodes.push(LocalNode {
                 name: name.to_string(),
                 address: grpc_addr.to_string(),
+                dns: dns_addr,
                 config: path.clone(),
                 log: dir.join(format!("{name}.log")),
                 child: None,

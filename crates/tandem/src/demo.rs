@@ -212,6 +212,36 @@ fn web_running(st: &[(String, Option<pb::ClusterStatus>)]) -> Option<String> {
 }
 
 /// Asks the web service on `node`'s address and prints the answer.
+/// What every node's DNS responder answers for web's name now.
+fn dns_answers(cluster: &LocalCluster) -> String {
+    let mut parts = Vec::new();
+    for n in &cluster.nodes {
+        let answer = match tandem_dns::client::lookup(n.dns, "web.demo.tandem.", false, Duration::from_millis(500)) {
+            Ok(l) if l.rcode == "NOERROR" && l.addrs.is_empty() => "no address (not running)".to_string(),
+            Ok(l) if l.rcode == "NOERROR" => l.addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            Ok(l) => l.rcode,
+            Err(_) => "no answer".to_string(),
+        };
+        parts.push(format!("{}: {answer}", n.name));
+    }
+    format!("web.demo.tandem. A, asked of each node's DNS: {}", parts.join(" | "))
+}
+
+/// Waits (briefly) until every node's DNS answers `node`'s address for web, and prints the answers.
+async fn ask_dns(cluster: &LocalCluster, node: &str) {
+    let i = LocalCluster::NAMES.iter().position(|(n, _)| *n == node).unwrap_or(0);
+    let want = LocalCluster::ip(i).to_string();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut line = dns_answers(cluster);
+    while line.matches(want.as_str()).count() < cluster.nodes.iter().filter(|n| n.running()).count()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        line = dns_answers(cluster);
+    }
+    println!("  {line}");
+}
+
 fn ask(service: &DemoService, node: &str) {
     let i = LocalCluster::NAMES.iter().position(|(n, _)| *n == node).unwrap_or(0);
     // The process runs before it listens: give it a moment.
@@ -308,6 +338,7 @@ async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &Demo
         .await?;
     println!("  web runs on {primary} after {} ms", narrator.ms());
     ask(service, &primary);
+    ask_dns(cluster, &primary).await;
     println!();
     print_table(cluster).await;
 
@@ -328,6 +359,7 @@ async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &Demo
     if primary == victim {
         primary = wait_moved(cluster, &mut narrator, &victim, args).await?;
         ask(service, &primary);
+        ask_dns(cluster, &primary).await;
     }
     println!("  waiting until every survivor shows {victim} down (its lease certainly expired)...");
     cluster
@@ -358,6 +390,7 @@ async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &Demo
         narrator.restart_clock();
         primary = wait_moved(cluster, &mut narrator, &old, args).await?;
         ask(service, &primary);
+        ask_dns(cluster, &primary).await;
         println!();
         wait_back(cluster, &old, &mut narrator, args).await?;
     }
@@ -420,6 +453,7 @@ async fn live(cluster: &LocalCluster) -> Outcome {
                     print!("\x1b[2J\x1b[H");
                 }
                 println!("{}", status_table(&s));
+                println!("{}", dns_answers(cluster));
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -91,6 +91,13 @@ enum Command {
         #[command(flatten)]
         conn: Connection,
     },
+    /// The DNS zone as the node at --endpoint serves it now.
+    Dns {
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Fence a node now through its fence devices, or record that it is off.
     ///
     /// `tandem fence NODE` runs the node's fence levels (action off) and waits
@@ -309,6 +316,10 @@ async fn run(cli: Cli) -> Outcome {
             match command {
                 ResourceCommand::Cleanup { group, node } => client::cleanup(&conn, group, node).await,
             }
+        }
+        Command::Dns { conn, output } => {
+            logging::init_cli();
+            client::dns(&conn, output).await
         }
         Command::Fence(args) => {
             logging::init_cli();
