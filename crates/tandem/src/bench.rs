@@ -422,6 +422,7 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchF
         on
     };
     let mut samples = Vec::with_capacity(runs);
+    let mut dns_samples = Vec::with_capacity(runs);
     let mut with_coordinator = 0;
     for run in 1..=runs {
         wait_stable(cluster, timeout).await?;
@@ -435,12 +436,57 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchF
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
         }
         let start = Instant::now();
+        // Every survivor's DNS, asked every 2 ms from the kill on: when did
+        // all of them first answer the other member's address?
+        let survivors: Vec<std::net::SocketAddr> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.name != primary && n.running())
+            .map(|n| n.dns)
+            .collect();
+        let other = LocalCluster::NAMES
+            .iter()
+            .position(|(n, _)| *n != primary && *n != "witness")
+            .map(LocalCluster::ip)
+            .map(std::net::IpAddr::V4);
+        let dns_deadline = start + timeout;
+        let dns_poll = std::thread::spawn(move || {
+            while Instant::now() < dns_deadline {
+                let all = survivors.iter().all(|s| {
+                    tandem_dns::client::lookup(*s, "web.demo.tandem.", false, Duration::from_millis(200))
+                        .is_ok_and(|l| other.is_some_and(|o| l.addrs == vec![o]))
+                });
+                if all {
+                    return Some(crate::client::unix_ms_now());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        });
         let new = cluster
             .wait_for(timeout, "web running elsewhere", |st| {
                 running_on(st).filter(|p| *p != primary)
             })
             .await?;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let dns_at = dns_poll.join().ok().flatten();
+        // The new primary's running report, as the cluster committed it.
+        let events = coordinator(cluster, timeout)
+            .await?
+            .1
+            .list_events(pb::ListEventsRequest { since_seq: 0 })
+            .await
+            .map_err(|e| failed("events", e))?
+            .into_inner()
+            .events;
+        let running_at = events
+            .iter()
+            .rev()
+            .find(|e| e.message.starts_with(&format!("DNS: web now answers with {new}")))
+            .map(|e| e.at_unix_ms);
+        if let (Some(d), Some(r)) = (dns_at, running_at) {
+            dns_samples.push(d.saturating_sub(r) as f64);
+        }
         if was_coordinator {
             with_coordinator += 1;
         }
@@ -459,6 +505,11 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchF
         "group failover (kill -9 to running on the other member)",
         " ms",
         &mut samples,
+    );
+    report(
+        "DNS repointing (the new primary's running report to every survivor's DNS answering it)",
+        " ms",
+        &mut dns_samples,
     );
     Ok(())
 }

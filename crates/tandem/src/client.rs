@@ -426,3 +426,11 @@ pub async fn dns(conn: &Connection, output: OutputFormat) -> Outcome {
     }
     Ok(())
 }
+
+/// Milliseconds since the Unix epoch, by the wall clock (for comparing with event times).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

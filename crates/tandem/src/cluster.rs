@@ -413,6 +413,10 @@ impl DemoService {
         let text = format!(
             "# Written by `tandem demo`: the service group of the demo cluster.\n\
              # Apply changes with: tandem apply -f {spec}\n\n\
+             # Every node answers DNS for this zone: web.demo.tandem. is the\n\
+             # address of the node that runs web now.\n\
+             [dns]\n\
+             zone = \"demo.tandem.\"\n\n\
              [[groups]]\n\
              name = \"web\"\n\
              kind = \"exclusive\"\n\
