@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod namespaces;
 mod support;
 
 mod config;
 mod durability;
 mod election;
+mod faults;
 mod grpc;
 mod membership;
 mod netns;
