@@ -591,6 +591,11 @@ impl FaultCluster {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Whether `node`'s agent log contains `text`.
+    pub fn log_contains(&self, node: &str, text: &str) -> bool {
+        std::fs::read_to_string(&self.node(node).log).is_ok_and(|l| l.contains(text))
+    }
+
     /// Whether `node` holds a lease, by its own status.
     pub fn own_lease_valid(&self, node: &str) -> bool {
         self.status(node)
@@ -745,17 +750,22 @@ impl FaultCluster {
         Some(())
     }
 
+    /// Waits (at most [`CONVERGENCE_BOUND`]) until the cluster converged;
+    /// returns how long that took.
+    pub fn wait_converged(&mut self, what: &str) -> Duration {
+        let start = Instant::now();
+        self.wait_for(what, CONVERGENCE_BOUND, |c| c.converged());
+        let took = start.elapsed();
+        self.note(format!("{what}: {:.2} s", took.as_secs_f64()));
+        took
+    }
+
     /// Heals everything, measures convergence (bounded), checks that the
     /// acknowledged spec survived, runs the checker over the whole ledger,
     /// prints the summary line and fails the test on any violation.
     pub fn finish(&mut self, seed: Option<u64>) -> (Findings, Duration) {
         self.heal();
-        let healed = Instant::now();
-        self.wait_for("the cluster to converge after healing", CONVERGENCE_BOUND, |c| {
-            c.converged()
-        });
-        let convergence = healed.elapsed();
-        self.note(format!("converged in {:.2} s", convergence.as_secs_f64()));
+        let convergence = self.wait_converged("the cluster to converge after healing");
 
         // (c) the acknowledged spec changes are all there.
         let (version, marker) = self.acked.clone().expect("a spec was applied");
