@@ -17,8 +17,14 @@
 //! The spec has two exclusive groups: alpha prefers site-a, beta site-b.
 //! Every test ends with [`FaultCluster::finish`]: heal, converge within
 //! 60 s, the acknowledged spec is intact, zero violations; it prints a
-//! `FAULT-SUMMARY` line. `TANDEM_FAULT_SEED=N` replays a random schedule;
+//! `FAULT-SUMMARY` line (see it with `--success-output immediate` or
+//! `--no-capture`). `TANDEM_FAULT_SEED=N` replays a random schedule;
 //! `TANDEM_FAULT_KEEP=1` keeps the logs and the ledger of every test.
+//!
+//! Three tests are ignored: each reproduces a Tandem bug the suite found
+//! (ARCHITECTURE.md, Known limits). The random schedule stays clear of
+//! them unless `TANDEM_FAULT_KNOWN_BUGS=1`; run them with
+//! `--run-ignored only`.
 //!
 //! Needs root, iproute2, nftables and python3 (`.ci/run` installs them).
 
