@@ -148,7 +148,7 @@ fn losing_the_primary_site_moves_its_groups_to_the_other_site_after_the_lease() 
 /// Cut only the link between the two sites: the witness still reaches
 /// both, so by DESIGN.md ("Two sites") nothing moves.
 #[test]
-#[ignore = "bug: a member cut off from the coordinator only (the witness still reaches both) loses its lease; its groups move (see the report in the commit)"]
+#[ignore = "bug: a member cut off from the coordinator only (the witness still reaches both) loses its lease; its groups move (ARCHITECTURE.md, Known limits)"]
 fn cutting_only_the_link_between_the_sites_moves_nothing() {
     let mut c = FaultCluster::start("cut_sites");
     let before = holders(&c);
@@ -182,7 +182,7 @@ fn isolating_the_witness_moves_nothing() {
 /// fallback) with rising terms it can never win. Healed, the cluster must
 /// still converge.
 #[test]
-#[ignore = "bug: a witness whose log fell behind campaigns with rising terms once healed and deposes every coordinator the sites elect: no coordinator for a minute or more (see the report in the commit)"]
+#[ignore = "bug: a witness whose log fell behind campaigns with rising terms once healed and deposes every coordinator the sites elect: no coordinator for a minute or more (ARCHITECTURE.md, Known limits)"]
 fn a_witness_that_fell_behind_while_isolated_lets_the_cluster_converge() {
     let mut c = FaultCluster::start("witness_behind");
     let before = holders(&c);
