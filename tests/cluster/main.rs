@@ -3,12 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod namespaces;
 mod support;
 
 mod config;
 mod dns;
 mod durability;
 mod election;
+mod faults;
 mod fencing;
 mod grpc;
 mod membership;

@@ -12,15 +12,13 @@
 //! that message without them (`.ci/run` installs them).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::support::{BIN, WAIT, node_in, stderr, stdout, write};
+use crate::namespaces::{COMMAND_DEADLINE, Namespace, ip, remove_leftovers};
+use crate::support::{BIN, WAIT, node_in, stderr, write};
 
 const IPADDR2: &str = "/usr/lib/ocf/resource.d/heartbeat/IPaddr2";
 /// The interface that carries the service address, and its veth peer.
@@ -30,73 +28,34 @@ const PEER: &str = "tnd0p";
 const GRPC: &str = "127.0.0.1:7400";
 const DNS: &str = "127.0.0.1:5300";
 const NODE: &str = "host";
-/// The longest any single command (ip, the CLI) may run.
-const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Makes namespace names unique within this test process.
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Runs `program args` with a hard deadline; output is drained as it comes.
-fn try_run(program: &str, args: &[&str]) -> Result<Output, String> {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(COMMAND_DEADLINE) {
-        Ok(out) => out.map_err(|e| format!("waiting for {program}: {e}")),
-        Err(_) => {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            Err(format!("{program} {args:?} did not finish within {COMMAND_DEADLINE:?}"))
-        }
-    }
-}
-
-/// `ip args`, which must succeed; returns its stdout.
-fn ip(args: &[&str]) -> String {
-    let out = try_run("ip", args).unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "ip {args:?} failed: {}", stderr(&out));
-    stdout(&out)
-}
+/// Names this test's namespaces (`tnd-ipaddr2-PID-N-host`).
+const TAG: &str = "ipaddr2";
 
 /// A network namespace as a test host, with the Tandem agent started in it.
-/// Dropping it kills the agent and everything else still running in the
-/// namespace, then deletes the namespace (and with it the veth pair), also
-/// when the test panics.
+/// Dropping it kills the agent, then the namespace goes (and with it every
+/// process still in it and the veth pair), also when the test panics.
 struct NetnsHost {
-    ns: String,
-    /// Set once `ip netns add` succeeded: only then is the namespace ours.
-    created: bool,
     dir: tempfile::TempDir,
     log: PathBuf,
     agent: Option<Child>,
+    /// Declared last: dropped after the agent was killed.
+    ns: Namespace,
 }
 
 impl NetnsHost {
     /// Creates the namespace: `lo` up, the veth pair up, `base` (with its
     /// prefix) on [`IFACE`].
     fn create(base: &str) -> NetnsHost {
-        let ns = format!("tnd-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        remove_leftovers(TAG);
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("agent.log");
-        let mut host = NetnsHost {
-            ns,
-            created: false,
+        let host = NetnsHost {
+            ns: Namespace::create(TAG, "host"),
             dir,
             log,
             agent: None,
         };
-        let ns = host.ns.clone();
-        ip(&["netns", "add", &ns]);
-        host.created = true;
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let ns = host.ns.name.clone();
         // The dummy link type is not available on every kernel (nor on the
         // machine this test was written on); veth is. Both ends stay inside.
         ip(&["-n", &ns, "link", "add", IFACE, "type", "veth", "peer", "name", PEER]);
@@ -123,14 +82,13 @@ impl NetnsHost {
             ),
         );
         let log = std::fs::File::create(&self.log).unwrap();
-        // `ip netns exec` execs the command after entering the namespace, so
-        // the child's PID is the agent's own.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, BIN, "agent", "--config"])
+        // The child's PID is the agent's own; a plain-text log (no colour
+        // codes) for the panic messages and the monitor count.
+        let child = self
+            .ns
+            .command(BIN)
+            .args(["agent", "--config"])
             .arg(&config)
-            // A plain-text log (no colour codes) for the panic messages and
-            // the monitor count.
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -141,10 +99,11 @@ impl NetnsHost {
 
     /// The CLI, run inside the namespace against the agent.
     fn cli(&self, args: &[&str], timeout: &str) -> Output {
-        let mut all = vec!["netns", "exec", self.ns.as_str(), BIN];
-        all.extend_from_slice(args);
+        let mut all = args.to_vec();
         all.extend_from_slice(&["--endpoint", GRPC, "--timeout", timeout]);
-        try_run("ip", &all).unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
+        self.ns
+            .run(BIN, &all, COMMAND_DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail()))
     }
 
     /// `tandem status --output json`, None while the agent does not answer.
@@ -219,7 +178,7 @@ impl NetnsHost {
 
     /// The IPv4 addresses of [`IFACE`] inside the namespace.
     fn iface_addresses(&self) -> String {
-        ip(&["-n", &self.ns, "-4", "addr", "show", "dev", IFACE])
+        ip(&["-n", &self.ns.name, "-4", "addr", "show", "dev", IFACE])
     }
 
     /// The last 40 lines of the agent's log, without the lines of the OCF
@@ -230,7 +189,7 @@ impl NetnsHost {
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
         format!(
             "--- agent log in {} (last 40 lines, meta-data left out) ---\n{tail}",
-            self.ns
+            self.ns.name
         )
     }
 }
@@ -241,22 +200,8 @@ impl Drop for NetnsHost {
             let _ = agent.kill();
             let _ = agent.wait();
         }
-        if !self.created {
-            return;
-        }
-        // Whatever the agent left behind in the namespace (an OCF action in
-        // progress, IPaddr2's send_arp): only processes of this namespace.
-        if let Ok(out) = try_run("ip", &["netns", "pids", &self.ns]) {
-            for pid in stdout(&out).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        // Deleting the namespace deletes the veth pair inside it.
-        match try_run("ip", &["netns", "del", &self.ns]) {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!("ip netns del {} failed: {}", self.ns, stderr(&out)),
-            Err(e) => eprintln!("ip netns del {}: {e}", self.ns),
-        }
+        // Then `ns` drops: whatever the agent left behind in the namespace
+        // (an OCF action in progress, IPaddr2's send_arp) is killed with it.
     }
 }
 
@@ -305,7 +250,7 @@ fn ipaddr2_moves_a_service_address_inside_a_namespace_host() {
     assert!(
         addrs.contains(&vip_inet),
         "{vip} not on {IFACE} in {}: {addrs}\n{}",
-        host.ns,
+        host.ns.name,
         host.log_tail()
     );
     let root = ip(&["-4", "addr", "show"]);
