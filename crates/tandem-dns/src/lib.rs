@@ -54,6 +54,7 @@ mod query;
 mod ratelimit;
 mod server;
 mod stats;
+pub mod update;
 mod zone;
 
 use std::sync::Arc;
