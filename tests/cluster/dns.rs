@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use crate::resources::{kill9_pid, service, service_pid, spec, wait_running_on};
 use crate::support::*;
 
+#[path = "../../crates/tandem-dns/tests/knot/mod.rs"]
+mod knot;
+
 const KDIG: &str = "/usr/bin/kdig";
 
 /// What a DNS server said: the status (NOERROR, SERVFAIL, ...) and the
@@ -188,4 +191,49 @@ fn a_node_cut_off_from_the_majority_answers_servfail_once_its_lease_runs_out() {
     c.wait_for("site-b answering again", |c| {
         (a_records(c, "site-b").status == "NOERROR").then_some(())
     });
+}
+
+#[test]
+fn the_coordinator_pushes_group_records_to_an_external_knot_server_with_tsig() {
+    let knot = knot::Knot::start();
+    let mut c = TestCluster::three();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let dir = c.dir.path().to_path_buf();
+    let key_file = dir.join("tsig.key");
+    std::fs::write(&key_file, format!("{}\n", knot::base64(knot::SECRET_256))).unwrap();
+    let ledger = dir.join("ledger");
+    let group_keys = "dns = { ttl = \"5s\", addresses = { site-a = [\"198.18.1.1\"], site-b = [\"198.18.2.1\"] } }";
+    let push = format!(
+        "[dns]\nzone = \"svc.test.\"\n\n[[dns.push]]\nserver = \"{}\"\nzone = \"{}\"\nkey_name = \"tandem-key.\"\nkey_file = \"{}\"\n",
+        knot.addr,
+        knot::ZONE,
+        key_file.display()
+    );
+    let file = spec(
+        &dir,
+        "spec.toml",
+        group_keys,
+        &format!("{}{push}", service("http", &ledger)),
+    );
+    c.cli_ok("site-b", &["apply", "-f", file.to_str().unwrap()]);
+    wait_running_on(&c, "site-a");
+    c.wait_for("Knot holding site-a's address", |_| {
+        (knot.records("web") == ["5 A 198.18.1.1"]).then_some(())
+    });
+    if let Some(pid) = service_pid(&c, "site-a", "http") {
+        kill9_pid(pid);
+    }
+    c.kill9("site-a");
+    wait_running_on(&c, "site-b");
+    c.wait_for("Knot holding site-b's address, and only it", |_| {
+        (knot.records("web") == ["5 A 198.18.2.1"]).then_some(())
+    });
+    for n in ["site-b", "witness"] {
+        let log = std::fs::read_to_string(&c.node(n).log).unwrap();
+        assert!(
+            !log.contains(&knot::base64(knot::SECRET_256)),
+            "the TSIG secret leaked into {n}'s log"
+        );
+    }
 }

@@ -171,3 +171,104 @@ pub async fn follow_zone(ctx: NodeContext, tx: watch::Sender<Arc<Zone>>, mut shu
         }
     }
 }
+
+/// What one push target should hold: `GROUP` -> (ttl, addresses).
+type Pushed = std::collections::BTreeMap<String, (Duration, Vec<IpAddr>)>;
+
+fn push_records(input: &ZoneInput) -> Pushed {
+    input
+        .groups
+        .iter()
+        .map(|g| {
+            let addrs = g.active.iter().flat_map(|a| a.addrs.iter().copied()).collect();
+            (g.name.clone(), (g.ttl, addrs))
+        })
+        .collect()
+}
+
+/// Reads a TSIG secret: a file holding it in base64 (one line).
+fn read_secret(path: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the TSIG key file {path}: {e}"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("the TSIG key file {path} does not hold a base64 secret: {e}"))
+}
+
+/// On the coordinator: keeps every `[[dns.push]]` server's records of the
+/// groups equal to what the cluster's own zone answers, with RFC 2136 updates
+/// signed with TSIG, pushing only what changed and retrying what failed.
+pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
+    use tandem_dns::update::{PushRecord, PushTarget, push};
+    let mut state = ctx.state.clone();
+    // Per target (by its spec): what it holds as far as we know.
+    let mut pushed: std::collections::BTreeMap<String, Pushed> = Default::default();
+    let retry = Duration::from_secs(2);
+    loop {
+        let wait = if ctx.is_coordinator() {
+            let snapshot = state.borrow_and_update().clone();
+            let targets = snapshot.cluster.spec.dns.push.clone();
+            pushed.retain(|k, _| targets.iter().any(|t| format!("{t:?}") == *k));
+            let mut failed = false;
+            if !targets.is_empty()
+                && let Ok(input) = zone_input(&ctx.cluster, &snapshot, &members_of(&snapshot))
+            {
+                let want = push_records(&input);
+                for t in &targets {
+                    let key = format!("{t:?}");
+                    let have = pushed.entry(key).or_default();
+                    let changed: Vec<PushRecord> = want
+                        .iter()
+                        .filter(|(name, v)| have.get(*name) != Some(*v))
+                        .map(|(name, (ttl, addrs))| PushRecord {
+                            name: name.clone(),
+                            ttl: *ttl,
+                            addrs: addrs.clone(),
+                        })
+                        .collect();
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    let secret = match read_secret(&t.key_file) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            error!(server = %t.server, zone = %t.zone, error = %e, "cannot push DNS records");
+                            failed = true;
+                            continue;
+                        }
+                    };
+                    let target = PushTarget {
+                        server: t.server,
+                        zone: t.zone.clone(),
+                        key_name: t.key_name.clone(),
+                        key_secret: secret,
+                        algorithm: t.algorithm.parse().unwrap_or_default(),
+                        timeout: t.timeout,
+                    };
+                    match push(&target, &changed).await {
+                        Ok(()) => {
+                            info!(server = %t.server, zone = %t.zone, names = changed.len(), "pushed DNS records");
+                            for r in changed {
+                                have.insert(r.name, (r.ttl, r.addrs));
+                            }
+                        }
+                        Err(e) => {
+                            warn!(server = %t.server, zone = %t.zone, error = %e, "pushing DNS records failed; retrying");
+                            failed = true;
+                        }
+                    }
+                }
+            }
+            failed.then_some(retry)
+        } else {
+            // A new coordinator does not know what the servers hold: it pushes everything.
+            pushed.clear();
+            Some(ctx.timing.election_timeout * 2)
+        };
+        tokio::select! {
+            r = state.changed() => if r.is_err() { return },
+            _ = async { match wait { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -92,6 +92,25 @@ pub struct DnsSpec {
     pub allow_transfer: Vec<std::net::IpAddr>,
     /// Static records, checked when the spec is applied.
     pub records: Vec<DnsRecordSpec>,
+    /// External DNS servers the coordinator keeps up to date with RFC 2136
+    /// updates signed with TSIG.
+    pub push: Vec<DnsPushSpec>,
+}
+
+/// An external DNS server that gets `GROUP.ZONE` A/AAAA records on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsPushSpec {
+    pub server: std::net::SocketAddr,
+    /// The server's zone the records go into (absolute).
+    pub zone: String,
+    /// The TSIG key's name, as the server knows it.
+    pub key_name: String,
+    /// A file holding the key's secret in base64, read on the coordinator
+    /// when it pushes (the secret is never in the spec, the state or logs).
+    pub key_file: String,
+    /// `hmac-sha256` or `hmac-sha512`.
+    pub algorithm: String,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -433,6 +452,19 @@ struct RawDns {
     allow_transfer: Vec<std::net::IpAddr>,
     #[serde(default)]
     records: Vec<RawDnsRecord>,
+    #[serde(default)]
+    push: Vec<RawDnsPush>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsPush {
+    server: String,
+    zone: String,
+    key_name: String,
+    key_file: String,
+    algorithm: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -881,10 +913,61 @@ fn dns(at: At<'_>, raw: &RawDns) -> Result<DnsSpec, SpecError> {
             ttl: dns_ttl(at, &format!("dns.records[{i}].ttl"), r.ttl.as_deref())?,
         });
     }
+    let mut push = Vec::with_capacity(raw.push.len());
+    for (i, p) in raw.push.iter().enumerate() {
+        let field = |f: &str| format!("dns.push[{i}].{f}");
+        let server = p.server.parse().map_err(|_| {
+            at.err(
+                field("server"),
+                format!("expected IP:PORT such as \"10.0.0.53:53\", got {:?}", p.server),
+            )
+        })?;
+        if !p.zone.ends_with('.') || p.zone.len() < 2 {
+            return Err(at.err(
+                field("zone"),
+                format!("expected an absolute domain name ending in '.', got {:?}", p.zone),
+            ));
+        }
+        if !p.key_file.starts_with('/') {
+            return Err(at.err(
+                field("key_file"),
+                format!(
+                    "expected an absolute path to a file holding the base64 secret, got {:?}",
+                    p.key_file
+                ),
+            ));
+        }
+        let algorithm = p
+            .algorithm
+            .clone()
+            .unwrap_or_else(|| "hmac-sha256".into())
+            .to_ascii_lowercase();
+        if !["hmac-sha256", "hmac-sha512"].contains(&algorithm.as_str()) {
+            return Err(at.err(
+                field("algorithm"),
+                format!("expected \"hmac-sha256\" or \"hmac-sha512\", got {algorithm:?}"),
+            ));
+        }
+        push.push(DnsPushSpec {
+            server,
+            zone: p.zone.to_ascii_lowercase(),
+            key_name: p.key_name.clone(),
+            key_file: p.key_file.clone(),
+            algorithm,
+            timeout: duration(
+                at,
+                &field("timeout"),
+                p.timeout.as_deref(),
+                Duration::from_secs(3),
+                ZeroIs::Refused,
+            )?,
+        });
+    }
     Ok(DnsSpec {
         zone: raw.zone.as_ref().map(|z| z.to_ascii_lowercase()),
         allow_transfer: raw.allow_transfer.clone(),
         records,
+        push,
     })
 }
 
@@ -1561,6 +1644,13 @@ pub fn diff(old: &Spec, new: &Spec) -> Vec<String> {
     }
     if old.dns.allow_transfer != new.dns.allow_transfer {
         out.push("~ dns allow_transfer changed".to_string());
+    }
+    if old.dns.push != new.dns.push {
+        out.push(format!(
+            "~ dns push targets: {} -> {}",
+            old.dns.push.len(),
+            new.dns.push.len()
+        ));
     }
     if old.dns.records != new.dns.records {
         out.push(format!(

@@ -179,6 +179,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dns_task = tokio::spawn(dns.run(shutdown_rx.clone()));
     let zone_task = tokio::spawn(tandem_api::dns::follow_zone(ctx.clone(), zone_tx, shutdown_rx.clone()));
+    let push_task = tokio::spawn(tandem_api::dns::run_dns_push(ctx.clone(), shutdown_rx.clone()));
     let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown_rx.clone()));
     let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown_rx.clone()));
     let confirmer = tokio::spawn(confirm_quorum(ctx.clone(), shutdown_rx.clone()));
@@ -263,6 +264,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         let _ = w.await;
     }
     let _ = zone_task.await;
+    let _ = push_task.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), dns_task).await;
     if !server.is_finished() {
         match tokio::time::timeout(std::time::Duration::from_secs(2), &mut server).await {
