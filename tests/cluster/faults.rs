@@ -323,7 +323,6 @@ fn a_member_that_cannot_hear_the_coordinator_never_makes_a_second_primary() {
 /// other site once the lease certainly expired; the restarted agent must
 /// not keep the service it finds running without a lease.
 #[test]
-#[ignore = "bug: an agent restarted without a lease keeps the services it finds running for up to a lease, past the lease it had (a second primary; see the report in the commit)"]
 fn restarting_the_agent_of_an_isolated_primary_never_makes_a_second_primary() {
     let mut c = FaultCluster::start("restart_isolated");
     let isolated = c.holder("alpha").unwrap().node;
@@ -333,6 +332,25 @@ fn restarting_the_agent_of_an_isolated_primary_never_makes_a_second_primary() {
     // lease the node had lapses.
     std::thread::sleep(LEASE - Duration::from_secs(1));
     c.restart_agent(&isolated);
+    let t = mono();
+    c.wait_for(&format!("alpha writing from {other}"), WAIT, |c| {
+        first_from(c, "alpha", other, t - LEASE.as_secs_f64())
+    });
+    c.finish(None);
+}
+
+/// The agent of an isolated primary crashes and comes back while its service
+/// runs on: the new agent finds the service, and must stop it by the end of
+/// the lease its previous run held (recorded in the data directory), not a
+/// lease after its own start.
+#[test]
+fn an_isolated_primary_whose_agent_crashes_and_returns_never_makes_a_second_primary() {
+    let mut c = FaultCluster::start("crash_isolated");
+    let isolated = c.holder("alpha").unwrap().node;
+    let other = other_member(&isolated);
+    c.isolate(&isolated, &[other, "witness"]);
+    std::thread::sleep(LEASE - Duration::from_secs(1));
+    c.crash_and_restart_agent(&isolated);
     let t = mono();
     c.wait_for(&format!("alpha writing from {other}"), WAIT, |c| {
         first_from(c, "alpha", other, t - LEASE.as_secs_f64())

@@ -32,6 +32,9 @@ use crate::node::NodeContext;
 pub struct ExecutorConfig {
     pub state_dir: PathBuf,
     pub ocf_root: PathBuf,
+    /// When the lease of this agent's previous run ends (from
+    /// [`crate::lease_file`]); `None`: unknown.
+    pub previous_lease_until: Option<Instant>,
 }
 
 /// Starts and ends a task per group as groups appear in the spec.
@@ -68,6 +71,7 @@ struct GroupTask {
     name: String,
     state_dir: PathBuf,
     ocf_root: PathBuf,
+    previous_lease_until: Option<Instant>,
     /// The spec the runners were built from.
     spec: Option<GroupSpec>,
     runners: Vec<Runner>,
@@ -114,6 +118,7 @@ impl GroupTask {
             name,
             state_dir: config.state_dir.clone(),
             ocf_root: config.ocf_root.clone(),
+            previous_lease_until: config.previous_lease_until,
             spec: None,
             runners: Vec::new(),
             started: 0,
@@ -361,12 +366,16 @@ impl GroupTask {
                 self.arm_guard(true);
             }
         }
-        // A restarted agent that found services running waits (at most a
-        // lease) for its lease before deciding anything, so a restart does
-        // not stop healthy services.
+        // A restarted agent that found services running waits for a new
+        // lease before deciding anything, so a restart does not stop healthy
+        // services; but never past the lease its previous run held (the
+        // cluster may start them elsewhere right after), and if that record
+        // is missing, at most one lease.
         if self.started > 0 {
-            let start = tokio::time::Instant::now();
-            while !self.ctx.liveness.own_lease_valid(self.ctx.clock.now()) && start.elapsed() < self.ctx.timing.lease {
+            let deadline = self
+                .previous_lease_until
+                .unwrap_or_else(|| Instant::now() + self.ctx.timing.lease);
+            while !self.ctx.liveness.own_lease_valid(self.ctx.clock.now()) && Instant::now() < deadline {
                 tokio::time::sleep(self.ctx.timing.heartbeat_interval).await;
             }
         }
@@ -396,7 +405,20 @@ impl GroupTask {
                 r = state.changed() => if r.is_err() { break },
                 r = liveness.changed() => if r.is_err() { break },
                 _ = async { match until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => {
+                    // A node whose agent stops leaves the cluster: nobody
+                    // would stop its exclusive groups when its lease ends.
+                    if self.exclusive() && self.started > 0 {
+                        info!(group = %self.name, "the agent is stopping: stopping the exclusive group first");
+                        self.phase = Phase::Stopping;
+                        if !self.stop_down_to(0).await {
+                            self.ctx
+                                .self_fence
+                                .escalate(format!("a stop of {} failed while the agent was stopping", self.name));
+                        }
+                    }
+                    break;
+                }
             }
             let gone = !self.ctx.state.borrow().cluster.groups.contains_key(&self.name)
                 && self.ctx.state.borrow().cluster.spec.group(&self.name).is_none();
@@ -404,8 +426,8 @@ impl GroupTask {
                 break;
             }
         }
-        // Shutting down the agent leaves services running: a restarted agent
-        // finds them again; the lease rules cover a node that does not return.
+        // Clone groups keep running when the agent stops (a restarted agent
+        // finds them again); exclusive groups were stopped above.
         guard.abort();
     }
 

@@ -177,6 +177,22 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     info!(dns = %config.dns_listen, "DNS responder listening");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Read the previous run's lease end before this run records its own.
+    let lease_file = config.data_dir.join("run").join("lease-end");
+    let previous_lease_until =
+        tandem_api::lease_file::previous_lease_remaining(&lease_file).map(|left| tokio::time::Instant::now() + left);
+    if let Some(until) = previous_lease_until {
+        info!(
+            left_ms = until.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
+            "the previous run's lease"
+        );
+    }
+    let _ = std::fs::create_dir_all(config.data_dir.join("run"));
+    let lease_task = tokio::spawn(tandem_api::lease_file::persist_lease(
+        ctx.clone(),
+        lease_file,
+        shutdown_rx.clone(),
+    ));
     let dns_task = tokio::spawn(dns.run(shutdown_rx.clone()));
     let zone_task = tokio::spawn(tandem_api::dns::follow_zone(ctx.clone(), zone_tx, shutdown_rx.clone()));
     let push_task = tokio::spawn(tandem_api::dns::run_dns_push(ctx.clone(), shutdown_rx.clone()));
@@ -189,6 +205,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         let exec_config = ExecutorConfig {
             state_dir: config.data_dir.join("run"),
             ocf_root: ctx.ocf_root.clone(),
+            previous_lease_until,
         };
         tokio::spawn(run_executor(ctx.clone(), exec_config, shutdown_rx.clone()))
     });
@@ -264,6 +281,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         let _ = w.await;
     }
     let _ = zone_task.await;
+    let _ = lease_task.await;
     let _ = push_task.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), dns_task).await;
     if !server.is_finished() {

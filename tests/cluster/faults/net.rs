@@ -551,6 +551,16 @@ impl FaultCluster {
         self.start_agent(name);
     }
 
+    /// `kill -9` of `name`'s agent alone (its services run on), then a new agent.
+    pub fn crash_and_restart_agent(&mut self, name: &str) {
+        self.note(format!("kill -9 {name}'s agent alone, then start it again"));
+        self.faults.push(format!("crash-restart({name})"));
+        let mut agent = self.node_mut(name).agent.take().unwrap();
+        let _ = agent.kill();
+        let _ = agent.wait();
+        self.start_agent(name);
+    }
+
     /// Heals everything: paused nodes continue, the network is whole again,
     /// killed nodes start again.
     pub fn heal(&mut self) {

@@ -1,0 +1,65 @@
+//! The end of this node's lease, remembered across an agent restart.
+//!
+//! A restarted agent that finds exclusive services still running must not
+//! keep them past the lease its previous run held: the cluster may start them
+//! elsewhere right after it. The agent writes the lease's end, on the
+//! system's boot-time clock (`/proc/uptime`, which a process restart does not
+//! reset), to a file in its data directory whenever the lease is renewed; the
+//! next run reads it before anything else.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::node::NodeContext;
+
+/// Milliseconds since boot, from `/proc/uptime`.
+pub fn uptime_ms() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64)
+}
+
+/// What was left of the previous run's lease, if it left a record: zero when
+/// it already ended; `None` when there is no (readable) record.
+pub fn previous_lease_remaining(path: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let end: u64 = text.trim().parse().ok()?;
+    let now = uptime_ms()?;
+    Some(Duration::from_millis(end.saturating_sub(now)))
+}
+
+/// Writes the end of every new lease to `path` until `shutdown`. A record is
+/// only ever replaced by a later lease's end: until this run holds a lease,
+/// the previous run's record stays.
+pub async fn persist_lease(ctx: NodeContext, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
+    let Some(boot_now) = uptime_ms() else {
+        warn!("cannot read /proc/uptime: a restarted agent will not know when this run's lease ended");
+        return;
+    };
+    // This process's clock origin on the boot-time clock (rounded up: a
+    // record may only err towards a later end).
+    let offset = boot_now.saturating_sub(ctx.clock.now().0) + 10;
+    let mut liveness = ctx.liveness.subscribe();
+    let mut written = None;
+    loop {
+        if let Some(until) = ctx.liveness.lease_until()
+            && written != Some(until)
+        {
+            let tmp = path.with_extension("tmp");
+            let end = offset + until.0;
+            let result = std::fs::write(&tmp, format!("{end}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+            if let Err(e) = result {
+                warn!(path = %path.display(), error = %e, "cannot record the lease's end");
+            }
+            written = Some(until);
+        }
+        tokio::select! {
+            r = liveness.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(ctx.timing.heartbeat_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
