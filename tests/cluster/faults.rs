@@ -182,7 +182,6 @@ fn isolating_the_witness_moves_nothing() {
 /// fallback) with rising terms it can never win. Healed, the cluster must
 /// still converge.
 #[test]
-#[ignore = "bug: a witness whose log fell behind campaigns with rising terms once healed and deposes every coordinator the sites elect: no coordinator for a minute or more (ARCHITECTURE.md, Known limits)"]
 fn a_witness_that_fell_behind_while_isolated_lets_the_cluster_converge() {
     let mut c = FaultCluster::start("witness_behind");
     let before = holders(&c);

@@ -505,6 +505,11 @@ pub async fn confirm_quorum(ctx: NodeContext, mut shutdown: watch::Receiver<bool
 pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
     let started = ctx.clock.now();
     let mut campaigning = false;
+    // Campaigns in a row: each one waits longer (up to a lease), so that a
+    // witness that fell behind while cut off does not depose, again and
+    // again, the coordinators the members elect once the link heals (found
+    // by the fault suite: no coordinator for over a minute).
+    let mut streak: u32 = 0;
     loop {
         // Jittered, so that the witness and a hopeless member do not keep colliding.
         let jitter = std::time::SystemTime::now()
@@ -512,8 +517,9 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
             .map_or(0, |d| {
                 u64::from(d.subsec_nanos()) % tandem_core::timing::duration_ms(ctx.timing.election_timeout).max(1)
             });
+        let backoff = (ctx.timing.election_timeout * 2u32.saturating_pow(streak.min(8))).min(ctx.timing.lease);
         tokio::select! {
-            _ = tokio::time::sleep(ctx.timing.election_timeout + Duration::from_millis(jitter)) => {}
+            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
             _ = shutdown.changed() => return,
         }
         let now = ctx.clock.now();
@@ -521,6 +527,7 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
         // Not yet part of a cluster: nothing to lead.
         let should =
             !ctx.is_coordinator() && !member_ids(&ctx).is_empty() && witness_should_campaign(quiet, &ctx.timing);
+        streak = if should { streak.saturating_add(1) } else { 0 };
         if should && !campaigning {
             warn!(
                 quiet_ms = tandem_core::timing::duration_ms(quiet),

@@ -178,7 +178,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Read the previous run's lease end before this run records its own.
-    let lease_file = config.data_dir.join("run").join("lease-end");
+    let lease_file = config.data_dir.join("lease-end");
     let previous_lease_until =
         tandem_api::lease_file::previous_lease_remaining(&lease_file).map(|left| tokio::time::Instant::now() + left);
     if let Some(until) = previous_lease_until {
@@ -187,7 +187,6 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
             "the previous run's lease"
         );
     }
-    let _ = std::fs::create_dir_all(config.data_dir.join("run"));
     let lease_task = tokio::spawn(tandem_api::lease_file::persist_lease(
         ctx.clone(),
         lease_file,
