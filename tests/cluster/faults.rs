@@ -21,10 +21,13 @@
 //! `--no-capture`). `TANDEM_FAULT_SEED=N` replays a random schedule;
 //! `TANDEM_FAULT_KEEP=1` keeps the logs and the ledger of every test.
 //!
-//! Three tests are ignored: each reproduces a Tandem bug the suite found
-//! (ARCHITECTURE.md, Known limits). The random schedule stays clear of
-//! them unless `TANDEM_FAULT_KNOWN_BUGS=1`; run them with
-//! `--run-ignored only`.
+//! Three scenarios reproduce bugs this suite found, fixed since
+//! (ARCHITECTURE.md): cutting only the link between the sites, a witness
+//! that fell behind, an isolated primary's agent restarting. The random
+//! schedule still keeps restarts to a whole cluster and faults of the
+//! witness alone on a settled cluster, unless `TANDEM_FAULT_KNOWN_BUGS=1`:
+//! without those limits about 1 run in 6 did not converge within the bound
+//! (not yet understood).
 //!
 //! Needs root, iproute2, nftables and python3 (`.ci/run` installs them).
 
@@ -148,7 +151,6 @@ fn losing_the_primary_site_moves_its_groups_to_the_other_site_after_the_lease() 
 /// Cut only the link between the two sites: the witness still reaches
 /// both, so by DESIGN.md ("Two sites") nothing moves.
 #[test]
-#[ignore = "bug: a member cut off from the coordinator only (the witness still reaches both) loses its lease; its groups move (ARCHITECTURE.md, Known limits)"]
 fn cutting_only_the_link_between_the_sites_moves_nothing() {
     let mut c = FaultCluster::start("cut_sites");
     let before = holders(&c);
@@ -300,8 +302,8 @@ fn a_paused_primary_resumes_fenced_and_its_stale_writes_are_refused() {
 }
 
 /// One direction only: the member that is not the coordinator stops
-/// hearing the coordinator, which still hears it. Whatever moves, never two
-/// primaries.
+/// hearing the coordinator, which still hears it. Its heartbeats are relayed
+/// through the witness: nothing moves, and never two primaries.
 #[test]
 fn a_member_that_cannot_hear_the_coordinator_never_makes_a_second_primary() {
     let mut c = FaultCluster::start("one_way");
@@ -311,10 +313,11 @@ fn a_member_that_cannot_hear_the_coordinator_never_makes_a_second_primary() {
     let before = holders(&c);
     c.cut_one_way(&coordinator, deaf);
     let moved = watch_still(&c, &before, LEASE * 3 + Duration::from_secs(1));
-    for m in moved {
-        c.note_figure(m);
+    for m in &moved {
+        c.note_figure(m.clone());
     }
     c.finish(None);
+    assert!(moved.is_empty(), "with one direction of the link cut: {moved:?}");
 }
 
 /// Restart the agent of a primary that is cut off from the other site and
@@ -428,8 +431,8 @@ fn a_random_fault_schedule_keeps_the_invariants() {
         }
     };
     eprintln!("random fault schedule: seed {seed} (replay with TANDEM_FAULT_SEED={seed})");
-    // TANDEM_FAULT_KNOWN_BUGS=1 lifts the restriction that keeps the
-    // schedule clear of known bugs (see the ignored tests).
+    // TANDEM_FAULT_KNOWN_BUGS=1 lifts the limits below (see the module's
+    // documentation).
     let known_bugs = std::env::var_os("TANDEM_FAULT_KNOWN_BUGS").is_some();
     let mut rng = SplitMix64(seed);
     let mut c = FaultCluster::start("random");

@@ -412,9 +412,7 @@ pub async fn run_heartbeats(ctx: NodeContext, mut shutdown: watch::Receiver<bool
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let Some((coordinator, info)) = ctx.coordinator() else {
-            continue;
-        };
+        let known = ctx.coordinator();
         let request = HeartbeatRequest {
             cluster: ctx.cluster.clone(),
             node_id: ctx.id,
@@ -424,31 +422,80 @@ pub async fn run_heartbeats(ctx: NodeContext, mut shutdown: watch::Receiver<bool
             lease_ms: duration_ms(ctx.timing.lease),
             clock_drift_margin_ms: duration_ms(ctx.timing.clock_drift_margin),
             election_timeout_ms: duration_ms(ctx.timing.election_timeout),
+            relay: false,
         };
         let sent_at = ctx.clock.now();
-        let reply = if coordinator == ctx.id {
-            handle_heartbeat(&ctx, &request)
-        } else {
-            match send_heartbeat(&ctx, &info.address, request).await {
-                Ok(r) => r,
-                Err(e) => {
-                    debug!(coordinator = %info.name, error = %e, "heartbeat not acknowledged");
-                    continue;
+        let direct = match &known {
+            Some((id, _)) if *id == ctx.id => Ok(handle_heartbeat(&ctx, &request)),
+            Some((_, info)) => send_heartbeat(&ctx, &info.address, request.clone(), ctx.timing.election_timeout).await,
+            None => Err("no coordinator known".to_string()),
+        };
+        let reply = match direct {
+            Ok(r) => r,
+            Err(e) => {
+                // The coordinator may be out of reach from here alone (the
+                // link between the sites cut): ask the other nodes to relay.
+                debug!(error = %e, "heartbeat not acknowledged directly; relaying");
+                match relay_heartbeat(&ctx, known.as_ref().map(|(id, _)| *id), request).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        debug!(error = %e, "heartbeat not acknowledged through any relay");
+                        continue;
+                    }
                 }
             }
         };
+        let coordinator_name = known.as_ref().map_or("?", |(_, i)| i.name.as_str()).to_string();
         if !reply.granted && reply.refusal != last_refusal {
-            warn!(coordinator = %info.name, reason = %reply.refusal, "lease not granted");
+            warn!(coordinator = %coordinator_name, reason = %reply.refusal, "lease not granted");
         }
         last_refusal = reply.refusal.clone();
         ctx.liveness.record_reply(ctx.clock.now(), sent_at, &reply);
     }
 }
 
-async fn send_heartbeat(ctx: &NodeContext, address: &str, request: HeartbeatRequest) -> Result<HeartbeatReply, String> {
+/// Sends a heartbeat with `relay` set to every other member at once and
+/// takes the first coordinator's reply that comes back through one of them.
+async fn relay_heartbeat(
+    ctx: &NodeContext,
+    coordinator: Option<NodeId>,
+    request: HeartbeatRequest,
+) -> Result<HeartbeatReply, String> {
+    let relays: Vec<tandem_core::NodeInfo> = member_ids(ctx)
+        .into_iter()
+        .filter(|id| *id != ctx.id && Some(*id) != coordinator)
+        .filter_map(|id| ctx.member(id))
+        .collect();
+    if relays.is_empty() {
+        return Err("no other node to relay through".into());
+    }
+    let calls = relays.iter().map(|r| {
+        let request = HeartbeatRequest {
+            relay: true,
+            ..request.clone()
+        };
+        Box::pin(send_heartbeat(
+            ctx,
+            &r.address,
+            request,
+            ctx.timing.election_timeout * 2,
+        ))
+    });
+    futures::future::select_ok(calls)
+        .await
+        .map(|(reply, _)| reply)
+        .map_err(|e| format!("no relay answered: {e}"))
+}
+
+pub(crate) async fn send_heartbeat(
+    ctx: &NodeContext,
+    address: &str,
+    request: HeartbeatRequest,
+    timeout: Duration,
+) -> Result<HeartbeatReply, String> {
     let channel = ctx.channels.get(address).map_err(|e| e.to_string())?;
     let mut req = tonic::Request::new(request);
-    req.set_timeout(ctx.timing.election_timeout);
+    req.set_timeout(timeout);
     PeerClient::new(channel)
         .heartbeat(req)
         .await

@@ -90,6 +90,23 @@ impl Peer for PeerService {
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
-        Ok(Response::new(handle_heartbeat(&self.ctx, req.get_ref())))
+        let req = req.into_inner();
+        if req.relay && !self.ctx.is_coordinator() && req.cluster == self.ctx.cluster {
+            // One hop only: the forwarded copy is not relayed again.
+            let Some((_, coordinator)) = self.ctx.coordinator() else {
+                return Err(Status::unavailable("no coordinator known here either"));
+            };
+            let forwarded = HeartbeatRequest { relay: false, ..req };
+            return crate::liveness::send_heartbeat(
+                &self.ctx,
+                &coordinator.address,
+                forwarded,
+                self.ctx.timing.election_timeout,
+            )
+            .await
+            .map(Response::new)
+            .map_err(Status::unavailable);
+        }
+        Ok(Response::new(handle_heartbeat(&self.ctx, &req)))
     }
 }

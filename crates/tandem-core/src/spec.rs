@@ -2678,6 +2678,7 @@ mod tests {
     fn diff_lists_added_and_removed_groups() {
         let mut spec = parse(EXAMPLE).unwrap();
         spec.fencing = FencingSpec::default();
+        spec.dns = DnsSpec::default();
         assert_eq!(
             diff(&Spec::default(), &spec),
             [
@@ -3166,10 +3167,53 @@ levels = [["pdu"], ["ipmi"]]
     }
 
     #[test]
+    fn diff_lists_dns_changes() {
+        let new = parse(EXAMPLE).unwrap();
+        let mut old = new.clone();
+        old.dns = DnsSpec::default();
+        old.groups[0].dns = GroupDns::default();
+        assert_eq!(
+            diff(&old, &new),
+            [
+                "~ group web: dns records changed",
+                "~ dns zone: (default) -> svc.example.",
+                "~ dns push targets: 0 -> 1",
+                "~ dns static records: 0 -> 1",
+            ]
+        );
+        // The key file's path is shown nowhere, and no secret is in the spec.
+        assert!(!diff(&old, &new).iter().any(|l| l.contains("tsig.key")));
+    }
+
+    #[test]
+    fn dns_refusals_name_the_field() {
+        let nodes = [NodeInfo {
+            name: "site-a".into(),
+            address: "127.0.0.1:7400".into(),
+            role: NodeRole::Member,
+        }];
+        let bad = |text: &str| Spec::parse(text, "s.toml", &nodes).unwrap_err().to_string();
+        assert!(bad("[dns]\nzone = \"svc.example\"\n").contains("dns.zone"));
+        let push =
+            "[[dns.push]]\nserver = \"10.0.0.53\"\nzone = \"c.example.\"\nkey_name = \"k.\"\nkey_file = \"/k\"\n";
+        assert!(bad(push).contains("dns.push[0].server"));
+        let push =
+            "[[dns.push]]\nserver = \"10.0.0.53:53\"\nzone = \"c.example.\"\nkey_name = \"k.\"\nkey_file = \"k\"\n";
+        assert!(bad(push).contains("dns.push[0].key_file"));
+        let push = "[[dns.push]]\nserver = \"10.0.0.53:53\"\nzone = \"c.example.\"\nkey_name = \"k.\"\nkey_file = \"/k\"\nalgorithm = \"md5\"\n";
+        assert!(bad(push).contains("dns.push[0].algorithm"));
+        let group = "[[groups]]\nname = \"web\"\ndns = { ttl = \"2d\" }\n[[groups.resources]]\nname = \"r\"\nagent = \"exec\"\nstart = \"true\"\nstop = \"true\"\nmonitor = \"true\"\n";
+        assert!(bad(group).contains("dns.ttl"));
+        let group = "[[groups]]\nname = \"web\"\ndns = { addresses = { nowhere = [\"10.0.0.1\"] } }\n[[groups.resources]]\nname = \"r\"\nagent = \"exec\"\nstart = \"true\"\nstop = \"true\"\nmonitor = \"true\"\n";
+        assert!(bad(group).contains("dns.addresses.nowhere"));
+    }
+
+    #[test]
     fn diff_lists_fencing_changes() {
         let old = parse(EXAMPLE).unwrap();
         let bare = Spec {
             groups: old.groups.clone(),
+            dns: old.dns.clone(),
             ..Spec::default()
         };
         assert_eq!(
