@@ -44,7 +44,7 @@ pub fn zone_input(cluster: &str, state: &AppliedState, members: &[NodeInfo]) -> 
     let mut input = ZoneInput::new(zone_name(&c.spec, cluster));
     // The serial only has to rise with the content, and be the same on every
     // node for the same state: the state machine counts content changes.
-    input.serial = u32::try_from(c.zone_serial % u64::from(u32::MAX)).unwrap_or(1).max(1);
+    input.serial = u32::try_from(c.zone_serial % u64::from(u32::MAX)).unwrap_or(0) + 1;
     input.allow_transfer = c.spec.dns.allow_transfer.clone();
     input.nodes = members
         .iter()
@@ -159,11 +159,11 @@ pub async fn follow_zone(ctx: NodeContext, tx: watch::Sender<Arc<Zone>>, mut shu
                         let _ = tx.send(Arc::new(zone));
                         last = Some(input);
                     }
-                    Err(e) => error!(error = %e, "the zone cannot be built; the previous one is served"),
+                    Err(e) => withdraw(&tx, &input.zone, &e.to_string(), &mut last),
                 }
             }
             Ok(_) => {}
-            Err(e) => error!(error = %e, "the zone cannot be built; the previous one is served"),
+            Err(e) => withdraw(&tx, &zone_name(&snapshot.cluster.spec, &ctx.cluster), &e, &mut last),
         }
         tokio::select! {
             r = state.changed() => if r.is_err() { return },
@@ -204,8 +204,20 @@ pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>)
     // Per target (by its spec): what it holds as far as we know.
     let mut pushed: std::collections::BTreeMap<String, Pushed> = Default::default();
     let retry = Duration::from_secs(2);
+    const RECONCILE: Duration = Duration::from_secs(60);
+    let mut reconcile_at = tokio::time::Instant::now();
     loop {
-        let wait = if ctx.is_coordinator() {
+        if reconcile_at.elapsed() >= RECONCILE {
+            // The servers may have been changed by others (or by a deposed
+            // coordinator's late retry): push everything again now and then.
+            pushed.clear();
+            reconcile_at = tokio::time::Instant::now();
+        }
+        let applied = ctx.state.borrow().last_applied.map_or(0, |l| l.index);
+        // A deposed coordinator (openraft 0.9 leaders do not step down on
+        // losing quorum) must not push: only while its own lease, which it
+        // grants itself only on a recent quorum confirmation, is valid.
+        let wait = if ctx.is_coordinator() && ctx.liveness.may_act(ctx.clock.now(), applied) {
             let snapshot = state.borrow_and_update().clone();
             let targets = snapshot.cluster.spec.dns.push.clone();
             pushed.retain(|k, _| targets.iter().any(|t| format!("{t:?}") == *k));
@@ -259,7 +271,7 @@ pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>)
                     }
                 }
             }
-            failed.then_some(retry)
+            Some(if failed { retry } else { RECONCILE })
         } else {
             // A new coordinator does not know what the servers hold: it pushes everything.
             pushed.clear();
@@ -271,4 +283,15 @@ pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>)
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// The zone cannot be built from the current state: serving the previous
+/// one would answer primaries that may have changed, so serve an empty zone
+/// (SOA only; group names do not exist) until it can be built again.
+fn withdraw(tx: &watch::Sender<Arc<Zone>>, zone: &str, error: &str, last: &mut Option<ZoneInput>) {
+    error!(%error, "the zone cannot be built from the current state; serving it empty until it can");
+    if let Ok(empty) = Zone::build(&ZoneInput::new(zone.to_string())) {
+        let _ = tx.send(Arc::new(empty));
+    }
+    *last = None;
 }

@@ -33,8 +33,20 @@ pub struct ExecutorConfig {
     pub state_dir: PathBuf,
     pub ocf_root: PathBuf,
     /// When the lease of this agent's previous run ends (from
-    /// [`crate::lease_file`]); `None`: unknown.
+    /// [`crate::lease_file`]); `None`: it has ended.
     pub previous_lease_until: Option<Instant>,
+    /// Per group: whether it may be active here as an exclusive group (the
+    /// agent waits for all to clear before it stops).
+    pub active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
+}
+
+/// Whether any exclusive group may still be active on this node.
+pub fn any_exclusive_active(active: &Mutex<BTreeMap<String, Arc<AtomicBool>>>) -> bool {
+    active
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .any(|a| a.load(Ordering::SeqCst))
 }
 
 /// Starts and ends a task per group as groups appear in the spec.
@@ -53,6 +65,11 @@ pub async fn run_executor(ctx: NodeContext, config: ExecutorConfig, mut shutdown
         for name in names {
             if let std::collections::btree_map::Entry::Vacant(slot) = tasks.entry(name) {
                 let task = GroupTask::new(ctx.clone(), slot.key().clone(), &config);
+                config
+                    .active
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(slot.key().clone(), task.guard.clone());
                 slot.insert(tokio::spawn(task.run(shutdown.clone())));
             }
         }
@@ -179,8 +196,9 @@ impl GroupTask {
         } else {
             self.ctx.liveness.may_act(now, applied)
         };
+        let leaving = self.ctx.leaving.load(Ordering::SeqCst);
         let run = match &spec {
-            Some(g) if assigned => g.kind == GroupKind::Clone || lease_ok,
+            Some(g) if assigned => g.kind == GroupKind::Clone || (lease_ok && !leaving),
             _ => false,
         };
         (spec, gs.epoch, run)
@@ -372,9 +390,13 @@ impl GroupTask {
         // cluster may start them elsewhere right after), and if that record
         // is missing, at most one lease.
         if self.started > 0 {
+            // Stop a self-fencing margin before that lease ends, as if it
+            // were this run's.
             let deadline = self
                 .previous_lease_until
-                .unwrap_or_else(|| Instant::now() + self.ctx.timing.lease);
+                .unwrap_or_else(Instant::now)
+                .checked_sub(self.self_fence_margin())
+                .unwrap_or_else(Instant::now);
             while !self.ctx.liveness.own_lease_valid(self.ctx.clock.now()) && Instant::now() < deadline {
                 tokio::time::sleep(self.ctx.timing.heartbeat_interval).await;
             }

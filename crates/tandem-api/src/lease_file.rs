@@ -22,13 +22,32 @@ pub fn uptime_ms() -> Option<u64> {
     (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64)
 }
 
-/// What was left of the previous run's lease, if it left a record: zero when
-/// it already ended; `None` when there is no (readable) record.
-pub fn previous_lease_remaining(path: &Path) -> Option<Duration> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let end: u64 = text.trim().parse().ok()?;
-    let now = uptime_ms()?;
-    Some(Duration::from_millis(end.saturating_sub(now)))
+/// This boot's id: a record from before a reboot means nothing now.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// What is left of the previous run's lease: zero when it ended, when there
+/// is no readable record, or when the record is from another boot; never more
+/// than one lease.
+pub fn previous_lease_remaining(path: &Path, lease: Duration) -> Duration {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Duration::ZERO;
+    };
+    let mut words = text.split_whitespace();
+    let (Some(end), Some(boot)) = (words.next().and_then(|w| w.parse::<u64>().ok()), words.next()) else {
+        return Duration::ZERO;
+    };
+    if boot != boot_id() {
+        return Duration::ZERO;
+    }
+    // /proc/uptime is truncated to 10 ms: count "now" as late as it may be.
+    let Some(now) = uptime_ms().map(|n| n + 10) else {
+        return Duration::ZERO;
+    };
+    Duration::from_millis(end.saturating_sub(now)).min(lease)
 }
 
 /// Writes the end of every new lease to `path` until `shutdown`. A record is
@@ -39,9 +58,11 @@ pub async fn persist_lease(ctx: NodeContext, path: PathBuf, mut shutdown: watch:
         warn!("cannot read /proc/uptime: a restarted agent will not know when this run's lease ended");
         return;
     };
-    // This process's clock origin on the boot-time clock (rounded up: a
-    // record may only err towards a later end).
-    let offset = boot_now.saturating_sub(ctx.clock.now().0) + 10;
+    // This process's clock origin on the boot-time clock. /proc/uptime is
+    // truncated, so this errs early: a record may only err towards an
+    // earlier end.
+    let offset = boot_now.saturating_sub(ctx.clock.now().0);
+    let boot = boot_id();
     let mut liveness = ctx.liveness.subscribe();
     let mut written = None;
     loop {
@@ -50,7 +71,7 @@ pub async fn persist_lease(ctx: NodeContext, path: PathBuf, mut shutdown: watch:
         {
             let tmp = path.with_extension("tmp");
             let end = offset + until.0;
-            let result = std::fs::write(&tmp, format!("{end}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+            let result = std::fs::write(&tmp, format!("{end} {boot}\n")).and_then(|()| std::fs::rename(&tmp, &path));
             if let Err(e) = result {
                 warn!(path = %path.display(), error = %e, "cannot record the lease's end");
             }

@@ -92,6 +92,12 @@ impl Liveness {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Wakes everything that follows [`Liveness::subscribe`] (the executor,
+    /// when the agent starts leaving).
+    pub fn poke(&self) {
+        self.bump();
+    }
+
     /// Notified on every change of leases or views.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -474,12 +480,16 @@ async fn relay_heartbeat(
             relay: true,
             ..request.clone()
         };
-        Box::pin(send_heartbeat(
-            ctx,
-            &r.address,
-            request,
-            ctx.timing.election_timeout * 2,
-        ))
+        let call = send_heartbeat(ctx, &r.address, request, ctx.timing.election_timeout * 2);
+        // Only a grant counts: a relay whose own view is stale may answer
+        // with a refusal before another relay brings the grant.
+        Box::pin(async move {
+            match call.await {
+                Ok(r) if r.granted => Ok(r),
+                Ok(r) => Err(format!("refused: {}", r.refusal)),
+                Err(e) => Err(e),
+            }
+        })
     });
     futures::future::select_ok(calls)
         .await
@@ -564,7 +574,11 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
             .map_or(0, |d| {
                 u64::from(d.subsec_nanos()) % tandem_core::timing::duration_ms(ctx.timing.election_timeout).max(1)
             });
-        let backoff = (ctx.timing.election_timeout * 2u32.saturating_pow(streak.min(8))).min(ctx.timing.lease);
+        // Capped below a behind member's own retry period (about five
+        // election timeouts), or the witness's terms fall behind it for good.
+        let backoff = (ctx.timing.election_timeout * 2u32.saturating_pow(streak.min(8)))
+            .min(ctx.timing.election_timeout * 4)
+            .min(ctx.timing.lease);
         tokio::select! {
             _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
             _ = shutdown.changed() => return,

@@ -28,6 +28,9 @@ pub struct NodeContext {
     pub ocf_root: std::path::PathBuf,
     /// Escalation of a failed stop (the watchdog stops being fed).
     pub self_fence: Arc<crate::watchdog::SelfFence>,
+    /// Set when the agent is stopping: exclusive groups stop here (and move),
+    /// while heartbeats, the lease guard and the watchdog still run.
+    pub leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NodeContext {

@@ -135,6 +135,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         liveness: Arc::new(Liveness::new(config.timing)),
         ocf_root: ocf_root(),
         self_fence: Arc::new(SelfFence::default()),
+        leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
 
     info!(
@@ -179,14 +180,12 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Read the previous run's lease end before this run records its own.
     let lease_file = config.data_dir.join("lease-end");
-    let previous_lease_until =
-        tandem_api::lease_file::previous_lease_remaining(&lease_file).map(|left| tokio::time::Instant::now() + left);
-    if let Some(until) = previous_lease_until {
-        info!(
-            left_ms = until.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
-            "the previous run's lease"
-        );
-    }
+    let left = tandem_api::lease_file::previous_lease_remaining(&lease_file, config.timing.lease);
+    info!(
+        left_ms = left.as_millis() as u64,
+        "what is left of the previous run's lease"
+    );
+    let previous_lease_until = Some(tokio::time::Instant::now() + left);
     let lease_task = tokio::spawn(tandem_api::lease_file::persist_lease(
         ctx.clone(),
         lease_file,
@@ -200,11 +199,15 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let confirmer = tokio::spawn(confirm_quorum(ctx.clone(), shutdown_rx.clone()));
     let manager = tokio::spawn(run_manager(ctx.clone(), shutdown_rx.clone()));
     // A witness hosts nothing, so it runs no executor.
+    let exclusive_active: Arc<
+        std::sync::Mutex<std::collections::BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+    > = Default::default();
     let executor = (config.node.role == NodeRole::Member).then(|| {
         let exec_config = ExecutorConfig {
             state_dir: config.data_dir.join("run"),
             ocf_root: ctx.ocf_root.clone(),
             previous_lease_until,
+            active: exclusive_active.clone(),
         };
         tokio::spawn(run_executor(ctx.clone(), exec_config, shutdown_rx.clone()))
     });
@@ -261,6 +264,24 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         }),
         _ = raft_failed => "Raft stopped with a fatal error".to_string(),
     };
+    // Leave first: stop the exclusive groups running here while heartbeats,
+    // the lease guard and the watchdog still run, so they move at once and a
+    // slow stop stays covered by the lease rules.
+    if tandem_api::executor::any_exclusive_active(&exclusive_active) {
+        info!(reason = %reason, "leaving: stopping the exclusive groups running here first");
+        ctx.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+        ctx.liveness.poke();
+        let start = tokio::time::Instant::now();
+        while tandem_api::executor::any_exclusive_active(&exclusive_active) && start.elapsed() < LEAVE_TIMEOUT {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if tandem_api::executor::any_exclusive_active(&exclusive_active) {
+            warn!(
+                timeout_s = LEAVE_TIMEOUT.as_secs(),
+                "exclusive groups still stopping; shutting down anyway"
+            );
+        }
+    }
     info!(reason = %reason, "shutting down: stopping Raft first so the others elect a coordinator at once, then draining requests");
     let _ = shutdown_tx.send(true);
     if let Err(e) = raft.shutdown().await {
@@ -310,6 +331,10 @@ fn ocf_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/ocf"))
 }
+
+/// How long a stopping agent waits for its exclusive groups to stop (systemd's
+/// `TimeoutStopSec` in deploy/systemd/tandem.service allows for it).
+const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(80);
 
 /// SIGTERM and SIGINT, the signals that stop an agent cleanly.
 struct Signals {
