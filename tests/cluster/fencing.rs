@@ -38,6 +38,20 @@ fn position(events: &[Value], text: &str) -> Option<usize> {
         .position(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
 }
 
+/// Gives `node` a watchdog device (a plain file: softdog cannot be loaded in
+/// this sandbox; the agent's side is the same) before it starts.
+fn with_watchdog(c: &TestCluster, node: &str) -> std::path::PathBuf {
+    let watchdog = c.dir.path().join(format!("watchdog-{node}"));
+    std::fs::write(&watchdog, "").unwrap();
+    let mut text = std::fs::read_to_string(&c.node(node).config).unwrap();
+    text.push_str(&format!(
+        "\n[watchdog]\ndevice = \"{}\"\ninterval = \"100ms\"\n",
+        watchdog.display()
+    ));
+    std::fs::write(&c.node(node).config, text).unwrap();
+    watchdog
+}
+
 /// `kill -9` of `node`'s agent and of its service, as a power loss would.
 fn lose(c: &mut TestCluster, node: &str) {
     if let Some(pid) = service_pid(c, node, "http") {
@@ -197,14 +211,7 @@ fn operators_fence_through_devices_and_confirm_only_nodes_that_are_down() {
     let mut c = TestCluster::three();
     // site-a feeds a watchdog (a plain file here: softdog cannot be loaded
     // in this sandbox; the agent's side is the same).
-    let watchdog = c.dir.path().join("watchdog-a");
-    std::fs::write(&watchdog, "").unwrap();
-    let mut text = std::fs::read_to_string(&c.node("site-a").config).unwrap();
-    text.push_str(&format!(
-        "\n[watchdog]\ndevice = \"{}\"\ninterval = \"100ms\"\n",
-        watchdog.display()
-    ));
-    std::fs::write(&c.node("site-a").config, text).unwrap();
+    let watchdog = with_watchdog(&c, "site-a");
     c.start_all();
     c.wait_for_agreed_coordinator(None);
     let dir = c.dir.path().to_path_buf();
@@ -307,14 +314,7 @@ fn operators_fence_through_devices_and_confirm_only_nodes_that_are_down() {
 #[test]
 fn a_node_whose_lease_runs_out_kills_what_will_not_stop_and_stops_feeding_its_watchdog() {
     let mut c = TestCluster::three();
-    let watchdog = c.dir.path().join("watchdog-a");
-    std::fs::write(&watchdog, "").unwrap();
-    let mut text = std::fs::read_to_string(&c.node("site-a").config).unwrap();
-    text.push_str(&format!(
-        "\n[watchdog]\ndevice = \"{}\"\ninterval = \"100ms\"\n",
-        watchdog.display()
-    ));
-    std::fs::write(&c.node("site-a").config, text).unwrap();
+    let watchdog = with_watchdog(&c, "site-a");
     c.start_all();
     c.wait_for_agreed_coordinator(None);
     let dir = c.dir.path().to_path_buf();

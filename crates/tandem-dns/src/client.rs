@@ -54,15 +54,7 @@ pub fn lookup(server: SocketAddr, name: &str, v6: bool, timeout: Duration) -> Re
                 _ => None,
             })
             .collect();
-        let rcode = match u16::from(reply.response_code) {
-            0 => "NOERROR".to_string(),
-            1 => "FORMERR".to_string(),
-            2 => "SERVFAIL".to_string(),
-            3 => "NXDOMAIN".to_string(),
-            4 => "NOTIMP".to_string(),
-            5 => "REFUSED".to_string(),
-            n => format!("RCODE{n}"),
-        };
+        let rcode = crate::update::rcode_name(reply.response_code);
         return Ok(Lookup { rcode, addrs });
     }
 }

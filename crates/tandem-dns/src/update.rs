@@ -420,7 +420,7 @@ fn judge(reply: &Message, verify: impl FnOnce() -> Result<(), NameErrorKind>) ->
 }
 
 /// RCODE as DNS tools print it.
-fn rcode_name(rcode: ResponseCode) -> String {
+pub(crate) fn rcode_name(rcode: ResponseCode) -> String {
     match u16::from(rcode) {
         0 => "NOERROR".to_string(),
         1 => "FORMERR".to_string(),
