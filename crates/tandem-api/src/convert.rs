@@ -28,17 +28,7 @@ pub fn state_to_pb(state: NodeState) -> pb::NodeState {
 }
 
 pub fn event_kind_str(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::NodeAdded => "node_added",
-        EventKind::NodeRemoved => "node_removed",
-        EventKind::Note => "note",
-        EventKind::SpecApplied => "spec_applied",
-        EventKind::Assignment => "assignment",
-        EventKind::Resource => "resource",
-        EventKind::FailuresCleared => "failures_cleared",
-        EventKind::Fence => "fence",
-        EventKind::Dns => "dns",
-    }
+    kind.as_str()
 }
 
 pub fn event_to_pb(e: &Event) -> pb::Event {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tandem_agents::fence::{FenceAction, fence_node};
 use tandem_core::NodeId;
 use tandem_core::membership::node_id;
-use tandem_core::placement::{NodeFacts, Plan, plan};
+use tandem_core::placement::{NodeFacts, Operator, Plan, plan_with};
 use tandem_core::state::Command;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,22 +25,23 @@ pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
     let term = ctx.raft.metrics().borrow().current_term;
     let members: BTreeSet<NodeId> = member_ids(ctx);
     let (view, _) = ctx.liveness.view(now, &members);
+    let state = ctx.state.borrow().clone();
     let mut facts: Vec<NodeFacts> = view
         .iter()
         .filter_map(|e| {
             let info = ctx.member(e.id)?;
             Some(NodeFacts {
-                name: info.name,
                 role: info.role,
                 state: e.state,
                 lease_expired: ctx.liveness.lease_certainly_expired(term, e.id, now),
-                standby: false,
+                standby: state.cluster.standby.contains(&info.name),
+                freshness: BTreeMap::new(),
+                name: info.name,
             })
         })
         .collect();
     // A node removed from the cluster may still run what it ran: it counts
     // as stopped only once its lease has certainly expired.
-    let state = ctx.state.borrow().clone();
     let mut gone: BTreeSet<String> = BTreeSet::new();
     for g in state.cluster.groups.values() {
         gone.extend(g.may_run().into_iter().filter(|n| !facts.iter().any(|f| &f.name == n)));
@@ -52,6 +53,7 @@ pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
             role: tandem_core::NodeRole::Member,
             state: tandem_core::lease::NodeState::Down,
             standby: false,
+            freshness: BTreeMap::new(),
         });
     }
     facts
@@ -60,10 +62,48 @@ pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
 /// The placement plan as this node sees the cluster now. Decisions are only
 /// committed by the coordinator; other nodes use it to explain what blocks.
 pub fn current_plan(ctx: &NodeContext) -> Plan {
-    let facts = node_facts(ctx);
+    plan_for(ctx, &node_facts(ctx))
+}
+
+fn plan_for(ctx: &NodeContext, facts: &[NodeFacts]) -> Plan {
     let state = ctx.state.borrow().clone();
     let c = &state.cluster;
-    plan(&c.spec, &c.groups, &c.fencing_needed, &facts, unix_ms())
+    let operator = Operator {
+        maintenance: Some(&c.maintenance),
+        moves: Some(&c.moves),
+    };
+    plan_with(&c.spec, &c.groups, &c.fencing_needed, operator, facts, unix_ms())
+}
+
+/// When the coordinator first saw each node not `up` (missed heartbeats):
+/// the `detected` phase of the failovers this causes.
+#[derive(Default)]
+struct Detection {
+    not_up_since: BTreeMap<String, u64>,
+}
+
+impl Detection {
+    fn observe(&mut self, facts: &[NodeFacts], now: u64) {
+        for f in facts {
+            if f.state == tandem_core::lease::NodeState::Up {
+                self.not_up_since.remove(&f.name);
+            } else {
+                self.not_up_since.entry(f.name.clone()).or_insert(now);
+            }
+        }
+    }
+
+    /// When the fault behind moving `group` away from its primary was
+    /// detected: the primary stopped heartbeating, or its last failure.
+    fn detected(&self, ctx: &NodeContext, group: &str) -> Option<u64> {
+        let state = ctx.state.borrow().clone();
+        let g = state.cluster.groups.get(group)?;
+        let holder = g.assigned.iter().next()?;
+        self.not_up_since
+            .get(holder)
+            .copied()
+            .or_else(|| g.failures.get(holder).and_then(|f| f.last()).map(|f| f.at_unix_ms))
+    }
 }
 
 /// Runs placement passes while this node is the coordinator, until `shutdown`.
@@ -71,6 +111,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
     let mut state = ctx.state.clone();
     let mut liveness = ctx.liveness.subscribe();
     let mut fencer = Fencer::default();
+    let mut detection = Detection::default();
     let mut tick = tokio::time::interval(ctx.timing.heartbeat_interval * 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -82,9 +123,26 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
         }
         if !ctx.is_coordinator() {
             fencer.abort_all();
+            detection = Detection::default();
             continue;
         }
-        let p = current_plan(&ctx);
+        let facts = node_facts(&ctx);
+        detection.observe(&facts, unix_ms());
+        let p = plan_for(&ctx, &facts);
+        finish_transitions(&ctx).await;
+        for (group, (transition, reason)) in p.abandon {
+            warn!(%group, transition, %reason, "abandoning a requested move");
+            let cmd = Command::EndMove {
+                group: group.clone(),
+                transition,
+                reason,
+                actor: "coordinator".into(),
+                at_unix_ms: unix_ms(),
+            };
+            if let Err(e) = ctx.raft.client_write(cmd).await {
+                warn!(%group, error = %e, "could not commit the end of a move");
+            }
+        }
         for (node, why) in p.fence {
             if ctx.state.borrow().cluster.fencing_needed.contains_key(&node) {
                 continue;
@@ -107,11 +165,13 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
             let epoch = d.epoch;
             info!(group = %d.group, nodes = ?d.assign, epoch, reason = %d.reason, "assigning");
             let cmd = Command::Assign {
+                detected_unix_ms: detection.detected(&ctx, &d.group),
                 group: d.group.clone(),
                 nodes: d.assign,
                 epoch,
                 reason: d.reason,
                 at_unix_ms: unix_ms(),
+                planned: d.planned,
             };
             match ctx.raft.client_write(cmd).await {
                 Ok(r) => {
@@ -124,6 +184,35 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Completes every transition whose new primary reported healthy: this
+/// coordinator applied that report, so from now on it (and every node that
+/// applied it) answers DNS with the new primary.
+async fn finish_transitions(ctx: &NodeContext) {
+    let done: Vec<u64> = {
+        let state = ctx.state.borrow();
+        state
+            .cluster
+            .transitions
+            .iter()
+            .filter(|t| {
+                t.outcome == tandem_core::state::TransitionOutcome::InProgress
+                    && t.phases.healthy_unix_ms.is_some()
+                    && t.phases.dns_unix_ms.is_none()
+            })
+            .map(|t| t.id)
+            .collect()
+    };
+    for transition in done {
+        let cmd = Command::TransitionDone {
+            transition,
+            dns_unix_ms: unix_ms(),
+        };
+        if let Err(e) = ctx.raft.client_write(cmd).await {
+            warn!(transition, error = %e, "could not record the end of a transition");
         }
     }
 }

@@ -68,6 +68,25 @@ pub struct NodeReport {
     pub at_unix_ms: u64,
 }
 
+/// How current a node's copy of a group's data is, as its resource agent
+/// reported it: a position in a replication stream (higher is newer) or a
+/// lag behind the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Freshness {
+    Position(u64),
+    LagMs(u64),
+}
+
+impl fmt::Display for Freshness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Freshness::Position(p) => write!(f, "position {p}"),
+            Freshness::LagMs(ms) => write!(f, "lag {ms} ms"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub resource: String,

@@ -13,10 +13,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::groups::{GroupState, Phase};
+use crate::groups::{Freshness, GroupState, Phase};
 use crate::lease::NodeState;
 use crate::membership::NodeRole;
-use crate::spec::{GroupKind, GroupSpec, Spec};
+use crate::spec::{GroupKind, GroupSpec, MaxLag, Spec};
+use crate::state::{Maintenance, MoveRequest, TransitionKind};
 
 /// One node as the coordinator sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub struct NodeFacts {
     pub lease_expired: bool,
     /// Drained by an operator: nothing new lands there, what runs moves away.
     pub standby: bool,
+    /// How current its copy of each group's data is (by group), as last
+    /// reported by its resource agent; missing when it reported none.
+    pub freshness: BTreeMap<String, Freshness>,
 }
 
 /// A change of assignment to commit.
@@ -41,6 +45,16 @@ pub struct Decision {
     pub epoch: u64,
     /// Why, in words for the operator ("site-a is down; moving to site-b").
     pub reason: String,
+    /// A planned move (an operator's switchover, standby, fail-back), not a
+    /// failure.
+    pub planned: bool,
+}
+
+/// What operators asked for: modes and pending moves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Operator<'a> {
+    pub maintenance: Option<&'a Maintenance>,
+    pub moves: Option<&'a BTreeMap<String, MoveRequest>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -53,6 +67,10 @@ pub struct Plan {
     /// alone is not trusted: the node's agent may be dead while its services
     /// run on).
     pub fence: BTreeMap<String, String>,
+    /// Operators' move requests that can no longer be carried out (their
+    /// deadline passed or their target became unfit), by group, with the
+    /// transition they started and why.
+    pub abandon: BTreeMap<String, (u64, String)>,
 }
 
 /// Why a node cannot yet count as stopped for a group.
@@ -72,6 +90,7 @@ struct Ctx<'a> {
     fencing_needed: &'a BTreeMap<String, String>,
     nodes: &'a BTreeMap<&'a str, &'a NodeFacts>,
     now_unix_ms: u64,
+    maintenance: Option<&'a Maintenance>,
 }
 
 impl Ctx<'_> {
@@ -97,6 +116,9 @@ impl Ctx<'_> {
         }
         if let Some(reason) = self.fencing_needed.get(node) {
             return Some(format!("{node} needs fencing ({reason})"));
+        }
+        if self.maintenance.is_some_and(|m| m.nodes.contains(node)) {
+            return Some(format!("{node} is in maintenance"));
         }
         if g.placement.avoid.iter().any(|a| a == node) {
             return Some(format!("{node} is avoided"));
@@ -149,23 +171,112 @@ impl Ctx<'_> {
             .map_or(0, |(_, s)| *s)
     }
 
-    /// The best node to start `g` on, highest score first, then by name.
+    /// The best node to start `g` on: the most current data first (when
+    /// agents report freshness), then the highest score, then by name.
+    /// Candidates lagging beyond the group's `max_lag` are refused.
     fn best(&self, g: &GroupSpec, planned: &BTreeMap<String, BTreeSet<String>>) -> Result<String, String> {
+        self.best_except(g, planned, None, false)
+    }
+
+    fn best_except(
+        &self,
+        g: &GroupSpec,
+        planned: &BTreeMap<String, BTreeSet<String>>,
+        except: Option<&str>,
+        force: bool,
+    ) -> Result<String, String> {
         let mut reasons = Vec::new();
-        let mut best: Option<(i64, &str)> = None;
+        let mut best: Option<(u64, i64, &str)> = None;
         for name in self.nodes.keys() {
-            match self.not_eligible(g, name, planned) {
+            if Some(*name) == except {
+                continue;
+            }
+            let why = self
+                .not_eligible(g, name, planned)
+                .or_else(|| if force { None } else { self.too_far_behind(g, name) });
+            match why {
                 Some(r) => reasons.push(r),
                 None => {
+                    let lag = self.lag(g, name).unwrap_or(u64::MAX);
                     let s = Self::score(g, name);
-                    if best.is_none_or(|(bs, _)| s > bs) {
-                        best = Some((s, name));
+                    if best.is_none_or(|(bl, bs, _)| lag < bl || (lag == bl && s > bs)) {
+                        best = Some((lag, s, name));
                     }
                 }
             }
         }
-        best.map(|(_, n)| n.to_string())
+        best.map(|(_, _, n)| n.to_string())
             .ok_or_else(|| format!("no eligible node: {}", reasons.join("; ")))
+    }
+
+    /// How far `node`'s data for `g` is behind, in the unit it reports: its
+    /// lag in ms, or its distance from the most current position any node
+    /// reported. `None`: it reports nothing.
+    fn lag(&self, g: &GroupSpec, node: &str) -> Option<u64> {
+        let newest = self
+            .nodes
+            .values()
+            .filter_map(|f| match f.freshness.get(&g.name) {
+                Some(Freshness::Position(p)) => Some(*p),
+                _ => None,
+            })
+            .max();
+        match self.nodes.get(node)?.freshness.get(&g.name)? {
+            Freshness::LagMs(ms) => Some(*ms),
+            Freshness::Position(p) => Some(newest.unwrap_or(*p).saturating_sub(*p)),
+        }
+    }
+
+    /// Why `node`'s data is too old to take `g` over (`None`: it is current
+    /// enough, or the group sets no `max_lag`).
+    fn too_far_behind(&self, g: &GroupSpec, node: &str) -> Option<String> {
+        let max = g.max_lag?;
+        let reported = self.nodes.get(node).and_then(|f| f.freshness.get(&g.name).copied());
+        let lag = self.lag(g, node);
+        match (max, reported, lag) {
+            (_, None, _) | (_, _, None) => Some(format!(
+                "{node} reports no data freshness for {} (max_lag {max} is set)",
+                g.name
+            )),
+            (MaxLag::Time(d), Some(Freshness::LagMs(_)), Some(lag)) => {
+                let max_ms = crate::timing::duration_ms(d);
+                (lag > max_ms).then(|| format!("{node} is behind: lag {lag} ms > max_lag {max}"))
+            }
+            (MaxLag::Position(max_p), Some(Freshness::Position(_)), Some(lag)) => {
+                (lag > max_p).then(|| format!("{node} is behind: {lag} positions > max_lag {max}"))
+            }
+            (_, Some(f), _) => Some(format!(
+                "{node} reports {f} for {} but max_lag is {max}: a lag needs a duration, a position a number",
+                g.name
+            )),
+        }
+    }
+
+    /// Why `node` may not take `g` over by an operator's request (`force`
+    /// overrides freshness and recent failures, never safety).
+    fn unfit_for_move(&self, g: &GroupSpec, node: &str, force: bool) -> Option<String> {
+        let planned: BTreeMap<String, BTreeSet<String>> = self
+            .groups
+            .iter()
+            .map(|(n, s)| (n.clone(), s.assigned.clone()))
+            .collect();
+        if !force {
+            let failures = self.failures(g, node);
+            if failures > 0 {
+                return Some(format!(
+                    "{node} is failing its monitors ({failures} recent failures of {}; `tandem resource cleanup` clears them)",
+                    g.name
+                ));
+            }
+            if let Some(why) = self.too_far_behind(g, node) {
+                return Some(why);
+            }
+        }
+        let why = self.not_eligible(g, node, &planned)?;
+        if force && why.contains("migration threshold") {
+            return None;
+        }
+        Some(why)
     }
 
     /// What the operator must do for a node that needs fencing.
@@ -177,8 +288,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// Why `node` may not be considered stopped for `g` (`None`: it is).
-    fn not_known_stopped(&self, g: &str, node: &str) -> Option<Obstacle> {
+    /// Why `node` may not be considered stopped for `g` (`None`: it is). An
+    /// operator's forced failover fences an unresponsive node that has
+    /// devices at once instead of waiting for its lease.
+    fn not_known_stopped(&self, g: &str, node: &str, forced: bool) -> Option<Obstacle> {
         let report = self.state(g).and_then(|s| s.reports.get(node));
         if let Some(reason) = self.fencing_needed.get(node) {
             return Some(Obstacle::Wait(format!(
@@ -197,6 +310,14 @@ impl Ctx<'_> {
         let released_at = self.state(g).and_then(|s| s.released.get(node)).copied().unwrap_or(0);
         if report.is_some_and(|r| r.phase == Phase::Stopped && r.epoch >= released_at) {
             return None;
+        }
+        let unresponsive = self.nodes.get(node).is_none_or(|f| f.state != NodeState::Up);
+        if forced && unresponsive && self.spec.fencing.has_devices(node) {
+            return Some(Obstacle::Fence {
+                node: node.to_string(),
+                blocked: format!("forced failover: waiting for {node} to be fenced"),
+                why: format!("a forced failover of {g} while {node} does not answer"),
+            });
         }
         if self.nodes.get(node).is_some_and(|f| f.lease_expired) {
             if self.spec.fencing.has_devices(node) {
@@ -228,6 +349,32 @@ impl Ctx<'_> {
     }
 }
 
+fn context<'a>(
+    spec: &'a Spec,
+    groups: &'a BTreeMap<String, GroupState>,
+    fencing_needed: &'a BTreeMap<String, String>,
+    by_name: &'a BTreeMap<&'a str, &'a NodeFacts>,
+    maintenance: Option<&'a Maintenance>,
+    now_unix_ms: u64,
+) -> Ctx<'a> {
+    let mut conflicts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for g in &spec.groups {
+        for other in g.placement.anti_affinity.iter().filter(|o| **o != g.name) {
+            conflicts.entry(g.name.as_str()).or_default().push(other.as_str());
+            conflicts.entry(other.as_str()).or_default().push(g.name.as_str());
+        }
+    }
+    Ctx {
+        spec,
+        conflicts,
+        groups,
+        fencing_needed,
+        nodes: by_name,
+        now_unix_ms,
+        maintenance,
+    }
+}
+
 /// The assignment changes to commit now, and the groups that are blocked.
 pub fn plan(
     spec: &Spec,
@@ -236,22 +383,94 @@ pub fn plan(
     nodes: &[NodeFacts],
     now_unix_ms: u64,
 ) -> Plan {
+    plan_with(spec, groups, fencing_needed, Operator::default(), nodes, now_unix_ms)
+}
+
+/// Where an operator's switchover or failover of `group` should go: `to`
+/// if given and fit, else the best other candidate. The error says why not
+/// (in words for the operator). `force` overrides the freshness and health
+/// checks, never the safety rules.
+#[allow(clippy::too_many_arguments)]
+pub fn move_target(
+    spec: &Spec,
+    groups: &BTreeMap<String, GroupState>,
+    fencing_needed: &BTreeMap<String, String>,
+    maintenance: &Maintenance,
+    nodes: &[NodeFacts],
+    group: &str,
+    to: Option<&str>,
+    force: bool,
+    now_unix_ms: u64,
+) -> Result<String, String> {
+    let Some(g) = spec.group(group) else {
+        return Err(format!("there is no group {group:?} in the spec"));
+    };
+    if g.kind != GroupKind::Exclusive {
+        return Err(format!(
+            "{group} is a clone group: it runs on every eligible node, so there is no primary to move"
+        ));
+    }
+    let state = groups.get(group);
+    let may_run = state.map(GroupState::may_run).unwrap_or_default();
+    if let Some(why) = maintenance.freezes(group, &may_run) {
+        return Err(format!("{why}: Tandem does not move it; turn maintenance off first"));
+    }
     let by_name: BTreeMap<&str, &NodeFacts> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let mut conflicts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for g in &spec.groups {
-        for other in g.placement.anti_affinity.iter().filter(|o| **o != g.name) {
-            conflicts.entry(g.name.as_str()).or_default().push(other.as_str());
-            conflicts.entry(other.as_str()).or_default().push(g.name.as_str());
+    let ctx = context(spec, groups, fencing_needed, &by_name, Some(maintenance), now_unix_ms);
+    let holder = state.and_then(|s| s.assigned.iter().next().cloned());
+    let hint = if force {
+        ""
+    } else {
+        " (--force overrides freshness and failing monitors, never safety)"
+    };
+    if let Some(t) = to {
+        if holder.as_deref() == Some(t) {
+            return Err(format!("{t} is already the primary of {group}"));
+        }
+        return match ctx.unfit_for_move(g, t, force) {
+            Some(why) => Err(format!("{why}{hint}")),
+            None => Ok(t.to_string()),
+        };
+    }
+    // The usual preference (freshness, then score) among the fit ones.
+    let mut refusals = Vec::new();
+    let mut best: Option<(u64, i64, &str)> = None;
+    for name in by_name.keys().copied().filter(|n| Some(*n) != holder.as_deref()) {
+        if let Some(why) = ctx.unfit_for_move(g, name, force) {
+            refusals.push(why);
+            continue;
+        }
+        let lag = ctx.lag(g, name).unwrap_or(u64::MAX);
+        let score = Ctx::score(g, name);
+        if best.is_none_or(|(bl, bs, _)| lag < bl || (lag == bl && score > bs)) {
+            best = Some((lag, score, name));
         }
     }
-    let ctx = Ctx {
+    best.map(|(_, _, n)| n.to_string())
+        .ok_or_else(|| format!("no node can take {group} over: {}{hint}", refusals.join("; ")))
+}
+
+/// [`plan`] with what operators asked for: groups and nodes in
+/// maintenance are left alone, requested moves are carried out.
+pub fn plan_with(
+    spec: &Spec,
+    groups: &BTreeMap<String, GroupState>,
+    fencing_needed: &BTreeMap<String, String>,
+    operator: Operator<'_>,
+    nodes: &[NodeFacts],
+    now_unix_ms: u64,
+) -> Plan {
+    let by_name: BTreeMap<&str, &NodeFacts> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let ctx = context(
         spec,
-        conflicts,
         groups,
         fencing_needed,
-        nodes: &by_name,
+        &by_name,
+        operator.maintenance,
         now_unix_ms,
-    };
+    );
+    let no_moves = BTreeMap::new();
+    let moves = operator.moves.unwrap_or(&no_moves);
     let mut planned: BTreeMap<String, BTreeSet<String>> =
         groups.iter().map(|(n, s)| (n.clone(), s.assigned.clone())).collect();
     let mut out = Plan::default();
@@ -259,11 +478,16 @@ pub fn plan(
     // Groups that left the spec stop everywhere.
     for (name, s) in groups {
         if spec.group(name).is_none() && !s.assigned.is_empty() {
+            if let Some(why) = operator.maintenance.and_then(|m| m.freezes(name, &s.may_run())) {
+                out.blocked.insert(name.clone(), format!("{why}; left alone"));
+                continue;
+            }
             out.decisions.push(Decision {
                 group: name.clone(),
                 assign: BTreeSet::new(),
                 epoch: s.epoch + 1,
                 reason: "removed from the spec".into(),
+                planned: true,
             });
             planned.insert(name.clone(), BTreeSet::new());
         }
@@ -271,9 +495,50 @@ pub fn plan(
 
     for g in &spec.groups {
         let current = planned.get(&g.name).cloned().unwrap_or_default();
-        let (target, reason) = match g.kind {
-            GroupKind::Exclusive => exclusive_target(&ctx, g, &current, &planned),
-            GroupKind::Clone => clone_target(&ctx, g, &current, &planned),
+        let mut may_run = ctx.state(&g.name).map(GroupState::may_run).unwrap_or_default();
+        may_run.extend(current.iter().cloned());
+        if let Some(why) = operator.maintenance.and_then(|m| m.freezes(&g.name, &may_run)) {
+            out.blocked.insert(g.name.clone(), format!("{why}; left alone"));
+            continue;
+        }
+        let request = moves.get(&g.name).filter(|_| g.kind == GroupKind::Exclusive);
+        let request = match request {
+            Some(m) if now_unix_ms >= m.deadline_unix_ms => {
+                out.abandon.insert(
+                    g.name.clone(),
+                    (m.transition, format!("not completed by its deadline (to {})", m.to)),
+                );
+                None
+            }
+            Some(m) => match ctx.unfit_for_move(g, &m.to, m.force) {
+                Some(why) if !current.contains(&m.to) => {
+                    out.abandon.insert(
+                        g.name.clone(),
+                        (m.transition, format!("{} cannot take it: {why}", m.to)),
+                    );
+                    None
+                }
+                _ => Some(m),
+            },
+            None => None,
+        };
+        let holder_leaves_voluntarily = current.len() == 1
+            && current.iter().all(|h| {
+                ctx.nodes.get(h.as_str()).is_some_and(|f| f.standby) || ctx.must_leave(g, h, &planned).is_none()
+            });
+        let planned_move = match request {
+            Some(m) => m.kind == TransitionKind::Switchover,
+            None => holder_leaves_voluntarily,
+        };
+        let forced = request.is_some_and(|m| m.kind == TransitionKind::Failover);
+        let (target, reason) = match (g.kind, request) {
+            (GroupKind::Exclusive, Some(m)) if current.contains(&m.to) => (None, String::new()),
+            (GroupKind::Exclusive, Some(m)) => (
+                Some(BTreeSet::from([m.to.clone()])),
+                format!("{} to {} requested by {}", m.kind.as_str(), m.to, m.actor),
+            ),
+            (GroupKind::Exclusive, None) => exclusive_target(&ctx, g, &current, &planned),
+            (GroupKind::Clone, _) => clone_target(&ctx, g, &current, &planned),
         };
         let (target, reason) = match (g.kind, target) {
             // Moving away from a holder always takes two steps: first take
@@ -292,7 +557,7 @@ pub fn plan(
                 let obstacle = may_run
                     .iter()
                     .filter(|n| !t.contains(*n))
-                    .find_map(|n| ctx.not_known_stopped(&g.name, n));
+                    .find_map(|n| ctx.not_known_stopped(&g.name, n, forced));
                 match obstacle {
                     None => (Some(t), reason),
                     Some(Obstacle::Wait(why)) => {
@@ -316,6 +581,7 @@ pub fn plan(
                     assign: t,
                     epoch: ctx.state(&g.name).map_or(0, |s| s.epoch) + 1,
                     reason,
+                    planned: planned_move,
                 });
             }
             Some(_) => {}
@@ -426,6 +692,7 @@ mod tests {
             state,
             lease_expired: state == NodeState::Down,
             standby: false,
+            freshness: BTreeMap::new(),
         }
     }
 
@@ -455,6 +722,8 @@ mod tests {
             failure_timeout: Duration::ZERO,
             after: Vec::new(),
             dns: Default::default(),
+            max_lag: None,
+            hooks: Default::default(),
         }
     }
 
@@ -814,6 +1083,7 @@ mod tests {
                 // A down node may or may not have certainly lost its lease; an up one has not.
                 lease_expired: expired && state == NodeState::Down,
                 standby,
+                freshness: BTreeMap::new(),
             }
         }
     }

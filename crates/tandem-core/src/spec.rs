@@ -55,6 +55,69 @@ pub struct GroupSpec {
     /// How the group appears in the cluster's DNS zone.
     #[serde(default)]
     pub dns: GroupDns,
+    /// The most a candidate's data may lag behind before a failover or
+    /// switchover refuses it (unless forced); `None`: freshness only orders
+    /// candidates.
+    #[serde(default)]
+    pub max_lag: Option<MaxLag>,
+    /// Commands run on role changes.
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+/// How far behind a candidate's data may be: as a time lag reported by its
+/// agent (`max_lag = "10s"`), or as a distance from the most current known
+/// position (`max_lag = 1048576`, e.g. bytes of a replication log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxLag {
+    Time(Duration),
+    Position(u64),
+}
+
+impl fmt::Display for MaxLag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxLag::Time(d) => write!(f, "{}", humantime::format_duration(*d)),
+            MaxLag::Position(p) => write!(f, "{p} positions"),
+        }
+    }
+}
+
+/// Commands a group runs on role changes, each with `TANDEM_NODE`,
+/// `TANDEM_GROUP`, `TANDEM_EPOCH`, `TANDEM_OLD_PRIMARY`, `TANDEM_NEW_PRIMARY`
+/// and `TANDEM_HOOK` in its environment, run by `/bin/sh -c`; the outcome is
+/// recorded in the events. A hook never blocks or undoes the role change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hooks {
+    /// Run on a node after the group started running there as primary.
+    pub after_promote: Option<String>,
+    /// Run on a node after the group stopped there (it is no longer primary).
+    pub after_demote: Option<String>,
+    /// Run on the new primary once a failover or switchover completed.
+    pub after_failover: Option<String>,
+    /// Each hook is killed (with its process group) after this long.
+    pub timeout: Duration,
+}
+
+/// How long a hook may run unless the spec says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            after_promote: None,
+            after_demote: None,
+            after_failover: None,
+            timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.after_promote.is_none() && self.after_demote.is_none() && self.after_failover.is_none()
+    }
 }
 
 /// A group's DNS records: `GROUP.ZONE` answers the addresses of the nodes
@@ -535,6 +598,17 @@ struct RawGroup {
     #[serde(default)]
     resources: Vec<RawResource>,
     dns: Option<RawGroupDns>,
+    max_lag: Option<toml::Value>,
+    hooks: Option<RawHooks>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    after_promote: Option<String>,
+    after_demote: Option<String>,
+    after_failover: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -851,6 +925,48 @@ fn group(at: At<'_>, g: &RawGroup, groups: &BTreeSet<&str>, nodes: &[NodeInfo]) 
         failure_timeout,
         after,
         dns: group_dns(at, g.dns.as_ref(), nodes)?,
+        max_lag: max_lag(at, g.max_lag.as_ref())?,
+        hooks: hooks(at, g.hooks.as_ref())?,
+    })
+}
+
+fn max_lag(at: At<'_>, raw: Option<&toml::Value>) -> Result<Option<MaxLag>, SpecError> {
+    const EXPECTED: &str = "expected a duration (\"10s\", for agents reporting a lag) or a number of 0 or more (for agents reporting a position)";
+    match raw {
+        None => Ok(None),
+        Some(toml::Value::Integer(n)) => u64::try_from(*n)
+            .map(|n| Some(MaxLag::Position(n)))
+            .map_err(|_| at.err("max_lag", format!("{EXPECTED}, got {n}"))),
+        Some(toml::Value::String(text)) => {
+            let d =
+                humantime::parse_duration(text).map_err(|_| at.err("max_lag", format!("{EXPECTED}, got {text:?}")))?;
+            Ok(Some(MaxLag::Time(d)))
+        }
+        Some(other) => Err(at.err("max_lag", format!("{EXPECTED}, got {other}"))),
+    }
+}
+
+fn hooks(at: At<'_>, raw: Option<&RawHooks>) -> Result<Hooks, SpecError> {
+    let Some(raw) = raw else { return Ok(Hooks::default()) };
+    let command = |field: &str, c: &Option<String>| -> Result<Option<String>, SpecError> {
+        match c {
+            Some(c) if c.trim().is_empty() => {
+                Err(at.err(format!("hooks.{field}"), "expected a command, got an empty string"))
+            }
+            c => Ok(c.clone()),
+        }
+    };
+    Ok(Hooks {
+        after_promote: command("after_promote", &raw.after_promote)?,
+        after_demote: command("after_demote", &raw.after_demote)?,
+        after_failover: command("after_failover", &raw.after_failover)?,
+        timeout: duration(
+            at,
+            "hooks.timeout",
+            raw.timeout.as_deref(),
+            DEFAULT_HOOK_TIMEOUT,
+            ZeroIs::Refused,
+        )?,
     })
 }
 
@@ -1782,6 +1898,13 @@ fn diff_group(old: &GroupSpec, new: &GroupSpec, out: &mut Vec<String>) {
     }
     if old.after != new.after {
         out.push(format!("{p}after {} -> {}", list(&old.after), list(&new.after)));
+    }
+    if old.max_lag != new.max_lag {
+        let lag = |m: &Option<MaxLag>| m.map_or("none".to_string(), |m| m.to_string());
+        out.push(format!("{p}max_lag {} -> {}", lag(&old.max_lag), lag(&new.max_lag)));
+    }
+    if old.hooks != new.hooks {
+        out.push(format!("{p}hooks changed"));
     }
 
     let find = |g: &'_ GroupSpec, name: &str| g.resources.iter().find(|r| r.name == name).cloned();

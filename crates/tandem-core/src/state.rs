@@ -23,6 +23,9 @@ pub const EVENT_LOG_CAPACITY: usize = 1000;
 /// The longest operator note accepted, in bytes.
 pub const NOTE_MAX_BYTES: usize = 1024;
 
+/// How many failover and switchover records are kept; older ones are dropped.
+pub const TRANSITIONS_KEPT: usize = 100;
+
 /// A change to the cluster state, as carried in a Raft log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -66,6 +69,14 @@ pub enum Command {
         epoch: u64,
         reason: String,
         at_unix_ms: u64,
+        /// When the coordinator first saw the fault this decision answers
+        /// (a node stopped heartbeating, a resource failed), if any.
+        #[serde(default)]
+        detected_unix_ms: Option<u64>,
+        /// A planned move (standby, fail-back), not a failure: a release
+        /// starts a switchover record rather than a failover record.
+        #[serde(default)]
+        planned: bool,
     },
     /// What a node did with a group.
     Report {
@@ -103,6 +114,60 @@ pub enum Command {
         actor: String,
         at_unix_ms: u64,
     },
+    /// An operator asks to move an exclusive group to `to` (`tandem
+    /// switchover` / `tandem failover`); the coordinator's placement carries
+    /// it out (two steps: stop, then start) until it completes or
+    /// `deadline_unix_ms` passes.
+    RequestMove {
+        group: String,
+        kind: TransitionKind,
+        /// The primary when asked, if any.
+        from: Option<String>,
+        to: String,
+        /// The operator overrode the freshness and health checks.
+        force: bool,
+        deadline_unix_ms: u64,
+        actor: String,
+        at_unix_ms: u64,
+    },
+    /// Ends a move request that did not complete: it timed out or cannot be
+    /// carried out any more.
+    EndMove {
+        group: String,
+        transition: u64,
+        reason: String,
+        actor: String,
+        at_unix_ms: u64,
+    },
+    /// The coordinator answers DNS with the new primary of a transition (it
+    /// applied the healthy report): the transition is complete.
+    TransitionDone { transition: u64, dns_unix_ms: u64 },
+    /// Drains a node (nothing new lands there, what runs there moves away by
+    /// switchover) or brings it back.
+    SetStandby {
+        node: String,
+        on: bool,
+        actor: String,
+        at_unix_ms: u64,
+    },
+    /// Tandem stops acting (no starts, stops, restarts or moves; monitoring
+    /// and reports go on) for the whole cluster, a group, or a node.
+    SetMaintenance {
+        scope: MaintenanceScope,
+        on: bool,
+        actor: String,
+        at_unix_ms: u64,
+    },
+    /// A role-change hook ran on a node.
+    HookRan {
+        node: String,
+        group: String,
+        hook: String,
+        epoch: u64,
+        ok: bool,
+        outcome: String,
+        at_unix_ms: u64,
+    },
     /// Forgets failure counts (`tandem resource cleanup`).
     ClearFailures {
         group: Option<String>,
@@ -119,6 +184,9 @@ pub struct Applied {
     pub event_seq: Option<u64>,
     /// Why the command changed nothing (a stale spec version or epoch).
     pub rejected: Option<String>,
+    /// The transition record a move request started.
+    #[serde(default)]
+    pub transition: Option<u64>,
 }
 
 /// One entry of the replicated event log.
@@ -145,6 +213,187 @@ pub enum EventKind {
     FailuresCleared,
     Fence,
     Dns,
+    /// An operator's switchover or failover request, or its end.
+    Move,
+    /// A completed failover or switchover with its phase times.
+    Transition,
+    /// Standby or maintenance switched on or off.
+    Mode,
+    Hook,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::NodeAdded => "node_added",
+            EventKind::NodeRemoved => "node_removed",
+            EventKind::Note => "note",
+            EventKind::SpecApplied => "spec_applied",
+            EventKind::Assignment => "assignment",
+            EventKind::Resource => "resource",
+            EventKind::FailuresCleared => "failures_cleared",
+            EventKind::Fence => "fence",
+            EventKind::Dns => "dns",
+            EventKind::Move => "move",
+            EventKind::Transition => "transition",
+            EventKind::Mode => "mode",
+            EventKind::Hook => "hook",
+        }
+    }
+}
+
+/// What an operator's maintenance switch covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "name", rename_all = "snake_case")]
+pub enum MaintenanceScope {
+    Cluster,
+    Group(String),
+    Node(String),
+}
+
+impl std::fmt::Display for MaintenanceScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaintenanceScope::Cluster => f.write_str("the cluster"),
+            MaintenanceScope::Group(g) => write!(f, "group {g}"),
+            MaintenanceScope::Node(n) => write!(f, "node {n}"),
+        }
+    }
+}
+
+/// Where Tandem stops acting: it neither starts, stops, restarts nor moves
+/// what is covered, but keeps monitoring and reporting it. The safety rules
+/// stay on: a node that loses its lease still stops its exclusive groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Maintenance {
+    pub cluster: bool,
+    pub groups: BTreeSet<String>,
+    pub nodes: BTreeSet<String>,
+}
+
+impl Maintenance {
+    /// Why Tandem must not act on `group` on `node` now (`None`: it may).
+    pub fn covers(&self, group: &str, node: &str) -> Option<String> {
+        if self.cluster {
+            Some("the cluster is in maintenance".into())
+        } else if self.groups.contains(group) {
+            Some(format!("group {group} is in maintenance"))
+        } else if self.nodes.contains(node) {
+            Some(format!("node {node} is in maintenance"))
+        } else {
+            None
+        }
+    }
+
+    /// Why the coordinator must not move `group`, which `may_run` may run
+    /// (`None`: it may).
+    pub fn freezes(&self, group: &str, may_run: &BTreeSet<String>) -> Option<String> {
+        if self.cluster {
+            return Some("the cluster is in maintenance".into());
+        }
+        if self.groups.contains(group) {
+            return Some(format!("group {group} is in maintenance"));
+        }
+        may_run
+            .iter()
+            .find(|n| self.nodes.contains(*n))
+            .map(|n| format!("node {n} is in maintenance"))
+    }
+}
+
+/// An operator's pending switchover or failover of one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRequest {
+    pub kind: TransitionKind,
+    pub from: Option<String>,
+    pub to: String,
+    pub force: bool,
+    pub deadline_unix_ms: u64,
+    pub actor: String,
+    /// The transition record this request started.
+    pub transition: u64,
+}
+
+/// One failover or switchover of an exclusive group, with its phase times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Unique and increasing.
+    pub id: u64,
+    pub group: String,
+    pub kind: TransitionKind,
+    /// The primary it moves away from, if any.
+    pub from: Option<String>,
+    /// The new primary, once chosen.
+    pub to: Option<String>,
+    pub reason: String,
+    /// Who caused it: an operator (user@host) or `coordinator`.
+    pub actor: String,
+    /// The epoch the new primary runs at (0 until assigned).
+    pub epoch: u64,
+    pub phases: TransitionPhases,
+    pub outcome: TransitionOutcome,
+}
+
+/// Wall-clock times (unix ms) of each phase; None until reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TransitionPhases {
+    pub detected_unix_ms: Option<u64>,
+    pub decided_unix_ms: Option<u64>,
+    /// The old primary known stopped: it reported stopped, was fenced, or its lease certainly expired.
+    pub fenced_unix_ms: Option<u64>,
+    pub started_unix_ms: Option<u64>,
+    pub healthy_unix_ms: Option<u64>,
+    pub dns_unix_ms: Option<u64>,
+}
+
+impl TransitionPhases {
+    /// The phases in order, with their names.
+    pub fn named(&self) -> [(&'static str, Option<u64>); 6] {
+        [
+            ("detected", self.detected_unix_ms),
+            ("decided", self.decided_unix_ms),
+            ("fenced", self.fenced_unix_ms),
+            ("started", self.started_unix_ms),
+            ("healthy", self.healthy_unix_ms),
+            ("dns", self.dns_unix_ms),
+        ]
+    }
+
+    /// "detected +0 ms, decided +120 ms, ...": each reached phase as an
+    /// offset from the first.
+    pub fn summary(&self) -> String {
+        let named = self.named();
+        let first = named.iter().find_map(|(_, t)| *t);
+        named
+            .iter()
+            .filter_map(|(name, t)| Some(format!("{name} +{} ms", (*t)?.saturating_sub(first?))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionKind {
+    Failover,
+    Switchover,
+}
+
+impl TransitionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitionKind::Failover => "failover",
+            TransitionKind::Switchover => "switchover",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum TransitionOutcome {
+    InProgress,
+    Completed,
+    Abandoned(String),
 }
 
 /// Everything the state machine holds besides Raft's own membership.
@@ -167,6 +416,19 @@ pub struct ClusterState {
     /// serial, the same on every node for the same state.
     #[serde(default)]
     pub zone_serial: u64,
+    /// Recent failovers and switchovers, oldest first (bounded).
+    #[serde(default)]
+    pub transitions: VecDeque<Transition>,
+    #[serde(default)]
+    pub next_transition_id: u64,
+    /// Nodes drained by an operator.
+    #[serde(default)]
+    pub standby: BTreeSet<String>,
+    #[serde(default)]
+    pub maintenance: Maintenance,
+    /// Operators' pending moves, per group.
+    #[serde(default)]
+    pub moves: BTreeMap<String, MoveRequest>,
 }
 
 impl ClusterState {
@@ -176,7 +438,15 @@ impl ClusterState {
     pub fn apply(&mut self, command: &Command) -> Applied {
         let applied = self.apply_command(command);
         let zone_may_change = match command {
-            Command::Note { .. } | Command::ClearFailures { .. } | Command::FenceFailed { .. } => false,
+            Command::Note { .. }
+            | Command::ClearFailures { .. }
+            | Command::FenceFailed { .. }
+            | Command::RequestMove { .. }
+            | Command::EndMove { .. }
+            | Command::TransitionDone { .. }
+            | Command::SetStandby { .. }
+            | Command::SetMaintenance { .. }
+            | Command::HookRan { .. } => false,
             Command::Report { .. } => applied.rejected.is_none() && applied.event_seq.is_some(),
             _ => applied.rejected.is_none(),
         };
@@ -244,6 +514,8 @@ impl ClusterState {
                 epoch,
                 reason,
                 at_unix_ms,
+                detected_unix_ms,
+                planned,
             } => {
                 let state = self.groups.entry(group.clone()).or_default();
                 if *epoch != state.epoch + 1 {
@@ -252,8 +524,21 @@ impl ClusterState {
                         state.epoch
                     ));
                 }
+                let before = state.assigned.clone();
                 state.assign(nodes, *epoch);
                 state.reason = reason.clone();
+                let kind = if *planned {
+                    TransitionKind::Switchover
+                } else {
+                    TransitionKind::Failover
+                };
+                let decided = Decided {
+                    kind,
+                    reason: reason.clone(),
+                    at_unix_ms: *at_unix_ms,
+                    detected_unix_ms: *detected_unix_ms,
+                };
+                self.track_assignment(group, &before, nodes, *epoch, decided);
                 let on = if nodes.is_empty() {
                     "no node".to_string()
                 } else {
@@ -284,6 +569,7 @@ impl ClusterState {
                 if let Some(resource) = failed_resource {
                     state.record_failure(node, resource, report.at_unix_ms, *fatal);
                 }
+                self.track_report(group, node, report);
                 if report.phase == Phase::StopFailed {
                     self.fencing_needed
                         .insert(node.clone(), format!("a stop of {group} failed or timed out"));
@@ -371,6 +657,163 @@ impl ClusterState {
                 let message = format!("fencing {node} failed: {detail}");
                 (EventKind::Fence, message, actor.clone(), *at_unix_ms)
             }
+            Command::RequestMove {
+                group,
+                kind,
+                from,
+                to,
+                force,
+                deadline_unix_ms,
+                actor,
+                at_unix_ms,
+            } => {
+                let from_text = from.as_ref().map_or(String::new(), |f| format!(" from {f}"));
+                let reason = format!(
+                    "{} requested by {actor}{}",
+                    kind.as_str(),
+                    if *force { " (forced)" } else { "" }
+                );
+                let id = self.start_transition(
+                    group,
+                    *kind,
+                    from.clone(),
+                    Decided {
+                        kind: *kind,
+                        reason: reason.clone(),
+                        at_unix_ms: *at_unix_ms,
+                        detected_unix_ms: Some(*at_unix_ms),
+                    },
+                );
+                if let Some(t) = self.transitions.back_mut() {
+                    t.to = Some(to.clone());
+                    t.actor = actor.clone();
+                }
+                self.moves.insert(
+                    group.clone(),
+                    MoveRequest {
+                        kind: *kind,
+                        from: from.clone(),
+                        to: to.clone(),
+                        force: *force,
+                        deadline_unix_ms: *deadline_unix_ms,
+                        actor: actor.clone(),
+                        transition: id,
+                    },
+                );
+                let message = format!(
+                    "{} of {group}{from_text} to {to} requested{}",
+                    kind.as_str(),
+                    if *force { " (forced)" } else { "" }
+                );
+                let seq = self.record(EventKind::Move, message, actor.clone(), *at_unix_ms);
+                return Applied {
+                    event_seq: Some(seq),
+                    rejected: None,
+                    transition: Some(id),
+                };
+            }
+            Command::EndMove {
+                group,
+                transition,
+                reason,
+                actor,
+                at_unix_ms,
+            } => {
+                if self.moves.get(group).is_some_and(|m| m.transition == *transition) {
+                    self.moves.remove(group);
+                }
+                let Some(t) = self
+                    .transitions
+                    .iter_mut()
+                    .find(|t| t.id == *transition && t.outcome == TransitionOutcome::InProgress)
+                else {
+                    return rejected(format!("transition {transition} of {group} is not in progress"));
+                };
+                t.outcome = TransitionOutcome::Abandoned(reason.clone());
+                let message = format!("{} of {group} abandoned: {reason}", t.kind.as_str());
+                (EventKind::Move, message, actor.clone(), *at_unix_ms)
+            }
+            Command::TransitionDone {
+                transition,
+                dns_unix_ms,
+            } => {
+                let Some(t) = self.transitions.iter_mut().find(|t| {
+                    t.id == *transition
+                        && t.outcome == TransitionOutcome::InProgress
+                        && t.phases.healthy_unix_ms.is_some()
+                }) else {
+                    return rejected(format!("transition {transition} is not waiting for DNS"));
+                };
+                t.phases.dns_unix_ms = Some(*dns_unix_ms);
+                t.outcome = TransitionOutcome::Completed;
+                let first = t.phases.named().iter().find_map(|(_, at)| *at).unwrap_or(*dns_unix_ms);
+                let message = format!(
+                    "{} of {}{} to {} completed in {} ms ({})",
+                    t.kind.as_str(),
+                    t.group,
+                    t.from.as_ref().map_or(String::new(), |f| format!(" from {f}")),
+                    t.to.as_deref().unwrap_or("?"),
+                    dns_unix_ms.saturating_sub(first),
+                    t.phases.summary()
+                );
+                (EventKind::Transition, message, "coordinator".into(), *dns_unix_ms)
+            }
+            Command::SetStandby {
+                node,
+                on,
+                actor,
+                at_unix_ms,
+            } => {
+                if *on {
+                    self.standby.insert(node.clone());
+                } else {
+                    self.standby.remove(node);
+                }
+                let message = if *on {
+                    format!("{node} in standby: its groups move elsewhere, nothing new starts there")
+                } else {
+                    format!("{node} out of standby")
+                };
+                (EventKind::Mode, message, actor.clone(), *at_unix_ms)
+            }
+            Command::SetMaintenance {
+                scope,
+                on,
+                actor,
+                at_unix_ms,
+            } => {
+                let m = &mut self.maintenance;
+                match scope {
+                    MaintenanceScope::Cluster => m.cluster = *on,
+                    MaintenanceScope::Group(g) if *on => _ = m.groups.insert(g.clone()),
+                    MaintenanceScope::Group(g) => _ = m.groups.remove(g),
+                    MaintenanceScope::Node(n) if *on => _ = m.nodes.insert(n.clone()),
+                    MaintenanceScope::Node(n) => _ = m.nodes.remove(n),
+                }
+                let message = if *on {
+                    format!(
+                        "maintenance on for {scope}: Tandem monitors and reports but does not start, stop, restart or move"
+                    )
+                } else {
+                    format!("maintenance off for {scope}")
+                };
+                (EventKind::Mode, message, actor.clone(), *at_unix_ms)
+            }
+            Command::HookRan {
+                node,
+                group,
+                hook,
+                epoch,
+                ok,
+                outcome,
+                at_unix_ms,
+            } => {
+                let message = format!(
+                    "hook {hook} of {group} on {node} (epoch {epoch}) {}: {outcome}",
+                    if *ok { "succeeded" } else { "failed" }
+                );
+                (EventKind::Hook, message, format!("node:{node}"), *at_unix_ms)
+            }
             Command::ClearFailures {
                 group,
                 node,
@@ -400,6 +843,114 @@ impl ClusterState {
         Applied {
             event_seq: Some(seq),
             rejected: None,
+            transition: None,
+        }
+    }
+
+    /// The transition of `group` in progress, if any.
+    pub fn transition_in_progress(&self, group: &str) -> Option<&Transition> {
+        self.transitions
+            .iter()
+            .rev()
+            .find(|t| t.group == group && t.outcome == TransitionOutcome::InProgress)
+    }
+
+    fn in_progress_mut(&mut self, group: &str) -> Option<&mut Transition> {
+        self.transitions
+            .iter_mut()
+            .rev()
+            .find(|t| t.group == group && t.outcome == TransitionOutcome::InProgress)
+    }
+
+    /// Opens a transition record for `group` (one in progress is superseded).
+    fn start_transition(&mut self, group: &str, kind: TransitionKind, from: Option<String>, d: Decided) -> u64 {
+        let id = self.next_transition_id;
+        self.next_transition_id += 1;
+        if let Some(old) = self.in_progress_mut(group) {
+            old.outcome = TransitionOutcome::Abandoned(format!("superseded by {} #{id}", kind.as_str()));
+        }
+        while self.transitions.len() >= TRANSITIONS_KEPT {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(Transition {
+            id,
+            group: group.to_string(),
+            kind,
+            from,
+            to: None,
+            reason: d.reason,
+            actor: "coordinator".into(),
+            epoch: 0,
+            phases: TransitionPhases {
+                detected_unix_ms: d.detected_unix_ms,
+                decided_unix_ms: Some(d.at_unix_ms),
+                ..TransitionPhases::default()
+            },
+            outcome: TransitionOutcome::InProgress,
+        });
+        id
+    }
+
+    /// Follows an exclusive group's assignment in its transition record: a
+    /// release from its primary opens one (unless an operator's request
+    /// already did), an assignment to the new primary records it.
+    fn track_assignment(
+        &mut self,
+        group: &str,
+        before: &BTreeSet<String>,
+        after: &BTreeSet<String>,
+        epoch: u64,
+        d: Decided,
+    ) {
+        let exclusive = self
+            .spec
+            .group(group)
+            .is_some_and(|g| g.kind == crate::spec::GroupKind::Exclusive);
+        if !exclusive || before == after {
+            return;
+        }
+        if before.len() == 1 {
+            let from = before.iter().next().cloned();
+            let requested = self
+                .transition_in_progress(group)
+                .is_some_and(|t| t.epoch == 0 && t.from == from);
+            if !requested {
+                let kind = d.kind;
+                self.start_transition(group, kind, from, d.clone());
+            }
+        }
+        if after.len() == 1
+            && let Some(t) = self.in_progress_mut(group)
+            && t.epoch == 0
+        {
+            t.to = after.iter().next().cloned();
+            t.epoch = epoch;
+            // Placement assigns the new primary only once the old one is
+            // known stopped (reported, fenced, or its lease expired).
+            t.phases.fenced_unix_ms.get_or_insert(d.at_unix_ms);
+        }
+    }
+
+    /// Follows the reports of a transition's old and new primary.
+    fn track_report(&mut self, group: &str, node: &str, report: &NodeReport) {
+        let Some(t) = self.in_progress_mut(group) else { return };
+        let at = report.at_unix_ms;
+        if t.epoch == 0 && t.from.as_deref() == Some(node) && report.phase == Phase::Stopped {
+            t.phases.fenced_unix_ms.get_or_insert(at);
+        }
+        if t.epoch != 0 && t.epoch == report.epoch && t.to.as_deref() == Some(node) {
+            match report.phase {
+                Phase::Starting => _ = t.phases.started_unix_ms.get_or_insert(at),
+                Phase::Running => {
+                    t.phases.started_unix_ms.get_or_insert(at);
+                    t.phases.healthy_unix_ms.get_or_insert(at);
+                    let id = t.id;
+                    if self.moves.get(group).is_some_and(|m| m.transition == id) {
+                        self.moves.remove(group);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -411,7 +962,11 @@ impl ClusterState {
         self.fencing_needed.remove(node);
         self.fence_failures.remove(node);
         let mut withdrawn = Vec::new();
+        let mut released = Vec::new();
         for (name, g) in &mut self.groups {
+            if g.may_run().contains(node) {
+                released.push((name.clone(), g.assigned.contains(node)));
+            }
             if g.assigned.contains(node) {
                 let rest: BTreeSet<String> = g.assigned.iter().filter(|n| *n != node).cloned().collect();
                 let epoch = g.epoch + 1;
@@ -429,6 +984,32 @@ impl ClusterState {
                         at_unix_ms,
                     },
                 );
+            }
+        }
+        for (group, was_assigned) in released {
+            let exclusive = self
+                .spec
+                .group(&group)
+                .is_some_and(|g| g.kind == crate::spec::GroupKind::Exclusive);
+            if !exclusive {
+                continue;
+            }
+            let open = self
+                .transition_in_progress(&group)
+                .is_some_and(|t| t.from.as_deref() == Some(node));
+            if !open && was_assigned {
+                let d = Decided {
+                    kind: TransitionKind::Failover,
+                    reason: format!("{node} was fenced"),
+                    at_unix_ms,
+                    detected_unix_ms: None,
+                };
+                self.start_transition(&group, TransitionKind::Failover, Some(node.to_string()), d);
+            }
+            if let Some(t) = self.in_progress_mut(&group)
+                && t.from.as_deref() == Some(node)
+            {
+                t.phases.fenced_unix_ms.get_or_insert(at_unix_ms);
             }
         }
         withdrawn
@@ -455,7 +1036,17 @@ fn rejected(reason: String) -> Applied {
     Applied {
         event_seq: None,
         rejected: Some(reason),
+        transition: None,
     }
+}
+
+/// How an assignment was decided, for its transition record.
+#[derive(Debug, Clone)]
+struct Decided {
+    kind: TransitionKind,
+    reason: String,
+    at_unix_ms: u64,
+    detected_unix_ms: Option<u64>,
 }
 
 /// Checks an operator note before it is proposed.

@@ -271,6 +271,7 @@ fn placement_compute(nodes: usize, groups: usize, per_group: usize, runs: usize)
             state: NodeState::Up,
             lease_expired: false,
             standby: false,
+            freshness: Default::default(),
         })
         .collect();
     let spec = Spec {
@@ -310,6 +311,8 @@ fn placement_compute(nodes: usize, groups: usize, per_group: usize, runs: usize)
                 failure_timeout: Duration::from_secs(600),
                 after: Vec::new(),
                 dns: Default::default(),
+                max_lag: None,
+                hooks: Default::default(),
             })
             .collect(),
         ..Spec::default()
