@@ -260,23 +260,22 @@ impl Ctx<'_> {
             .iter()
             .map(|(n, s)| (n.clone(), s.assigned.clone()))
             .collect();
-        if !force {
-            let failures = self.failures(g, node);
-            if failures > 0 {
-                return Some(format!(
-                    "{node} is failing its monitors ({failures} recent failures of {}; `tandem resource cleanup` clears them)",
-                    g.name
-                ));
-            }
-            if let Some(why) = self.too_far_behind(g, node) {
-                return Some(why);
-            }
+        if let Some(why) = self.not_eligible(g, node, &planned)
+            && !(force && why.contains("migration threshold"))
+        {
+            return Some(why);
         }
-        let why = self.not_eligible(g, node, &planned)?;
-        if force && why.contains("migration threshold") {
+        if force {
             return None;
         }
-        Some(why)
+        let failures = self.failures(g, node);
+        if failures > 0 {
+            return Some(format!(
+                "{node} is failing its monitors ({failures} recent failures of {}; `tandem resource cleanup` clears them)",
+                g.name
+            ));
+        }
+        self.too_far_behind(g, node)
     }
 
     /// What the operator must do for a node that needs fencing.
@@ -808,6 +807,282 @@ mod tests {
         let p = plan(&spec, &groups, &BTreeMap::new(), &nodes, 0);
         assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
         assert_eq!(p.decisions[0].epoch, 5);
+    }
+
+    fn web_on_a() -> crate::state::ClusterState {
+        let mut state = crate::state::ClusterState::default();
+        state.spec.groups = vec![group("web", GroupKind::Exclusive, &[("site-a", 100), ("site-b", 50)])];
+        state.groups.insert("web".into(), assigned(3, "site-a", Phase::Running));
+        state
+    }
+
+    fn request(kind: TransitionKind, to: &str) -> MoveRequest {
+        MoveRequest {
+            kind,
+            from: Some("site-a".into()),
+            to: to.into(),
+            force: false,
+            deadline_unix_ms: 1_000,
+            actor: "op@host".into(),
+            transition: 7,
+        }
+    }
+
+    fn plan_state(state: &crate::state::ClusterState, nodes: &[NodeFacts], now: u64) -> Plan {
+        let operator = Operator {
+            maintenance: Some(&state.maintenance),
+            moves: Some(&state.moves),
+        };
+        plan_with(&state.spec, &state.groups, &state.fencing_needed, operator, nodes, now)
+    }
+
+    #[test]
+    fn a_switchover_stops_the_primary_first_then_starts_the_target() {
+        let mut state = web_on_a();
+        state
+            .moves
+            .insert("web".into(), request(TransitionKind::Switchover, "site-b"));
+        let p = plan_state(&state, &three(), 0);
+        assert_eq!(p.decisions.len(), 1, "{p:?}");
+        assert_eq!(p.decisions[0].assign, BTreeSet::new(), "the primary stops first");
+        assert!(p.decisions[0].planned, "a switchover is planned");
+        assert!(
+            p.decisions[0]
+                .reason
+                .contains("switchover to site-b requested by op@host"),
+            "{p:?}"
+        );
+        apply(&mut state.groups, &p);
+        let p = plan_state(&state, &three(), 0);
+        assert!(p.decisions.is_empty(), "site-a has not stopped yet: {p:?}");
+        assert_eq!(p.blocked["web"], "waiting for site-a to stop web");
+        state
+            .groups
+            .get_mut("web")
+            .unwrap()
+            .record_report("site-a", report(4, Phase::Stopped));
+        let p = plan_state(&state, &three(), 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+        apply(&mut state.groups, &p);
+        // Done: the request no longer moves anything, even against the score.
+        let p = plan_state(&state, &three(), 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn a_move_past_its_deadline_or_to_an_unfit_node_is_abandoned() {
+        let mut state = web_on_a();
+        state
+            .moves
+            .insert("web".into(), request(TransitionKind::Switchover, "site-b"));
+        let p = plan_state(&state, &three(), 1_000);
+        assert!(p.abandon["web"].1.contains("deadline"), "{p:?}");
+        assert!(p.decisions.is_empty(), "nothing moves for an expired request: {p:?}");
+        let mut nodes = three();
+        nodes[1].state = NodeState::Down;
+        let p = plan_state(&state, &nodes, 0);
+        assert_eq!(
+            p.abandon["web"],
+            (7, "site-b cannot take it: site-b is down".to_string())
+        );
+    }
+
+    #[test]
+    fn a_forced_failover_fences_an_unresponsive_primary_at_once() {
+        let mut state = web_on_a();
+        state
+            .spec
+            .fencing
+            .levels
+            .insert("site-a".into(), vec![vec!["pdu-a".into()]]);
+        let mut nodes = three();
+        nodes[0].state = NodeState::Suspect;
+        // A switchover waits for the primary to stop (or its lease).
+        state
+            .moves
+            .insert("web".into(), request(TransitionKind::Switchover, "site-b"));
+        let p = plan_state(&state, &nodes, 0);
+        apply(&mut state.groups, &p);
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.fence.is_empty(), "{p:?}");
+        assert_eq!(p.blocked["web"], "waiting for site-a to stop web");
+        // A forced failover fences it now, and is not a planned move.
+        state
+            .moves
+            .insert("web".into(), request(TransitionKind::Failover, "site-b"));
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert_eq!(p.blocked["web"], "forced failover: waiting for site-a to be fenced");
+        assert!(p.fence["site-a"].contains("forced failover of web"), "{p:?}");
+        // Without a fence device, even a forced failover waits for the lease.
+        state.spec.fencing.levels.clear();
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.fence.is_empty() && p.decisions.is_empty(), "{p:?}");
+        nodes[0].state = NodeState::Down;
+        nodes[0].lease_expired = true;
+        let p = plan_state(&state, &nodes, 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+        assert!(!p.decisions[0].planned);
+    }
+
+    #[test]
+    fn maintenance_leaves_groups_alone_and_keeps_new_ones_off_a_node() {
+        let mut state = web_on_a();
+        let mut nodes = three();
+        nodes[0].state = NodeState::Down;
+        nodes[0].lease_expired = true;
+        state.maintenance.cluster = true;
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.decisions.is_empty() && p.fence.is_empty(), "{p:?}");
+        assert_eq!(p.blocked["web"], "the cluster is in maintenance; left alone");
+        state.maintenance.cluster = false;
+        state.maintenance.groups.insert("web".into());
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert_eq!(p.blocked["web"], "group web is in maintenance; left alone");
+        state.maintenance.groups.clear();
+        state.maintenance.nodes.insert("site-a".into());
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.decisions.is_empty(), "its host is in maintenance: {p:?}");
+        // A node in maintenance gets nothing new.
+        let mut state = crate::state::ClusterState::default();
+        state.spec.groups = vec![group("db", GroupKind::Exclusive, &[("site-b", 100), ("site-a", 50)])];
+        state.maintenance.nodes.insert("site-b".into());
+        let p = plan_state(&state, &three(), 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-a"]), "{p:?}");
+    }
+
+    #[test]
+    fn a_standby_primary_moves_by_switchover() {
+        let state = web_on_a();
+        let mut nodes = three();
+        nodes[0].standby = true;
+        let p = plan_state(&state, &nodes, 0);
+        assert_eq!(p.decisions[0].assign, BTreeSet::new(), "{p:?}");
+        assert!(p.decisions[0].planned, "draining is planned: {p:?}");
+        assert!(p.decisions[0].reason.contains("site-a is in standby"), "{p:?}");
+    }
+
+    fn with_positions(nodes: &mut [NodeFacts], positions: &[(&str, u64)]) {
+        for (name, p) in positions {
+            let n = nodes.iter_mut().find(|n| n.name == *name).unwrap();
+            n.freshness.insert("web".into(), Freshness::Position(*p));
+        }
+    }
+
+    #[test]
+    fn failover_prefers_the_most_current_candidate_and_refuses_one_beyond_max_lag() {
+        let mut state = crate::state::ClusterState::default();
+        let mut web = group(
+            "web",
+            GroupKind::Exclusive,
+            &[("site-a", 100), ("site-b", 50), ("site-c", 10)],
+        );
+        web.max_lag = Some(MaxLag::Position(10));
+        state.spec.groups = vec![web];
+        state.groups.insert(
+            "web".into(),
+            GroupState {
+                epoch: 4,
+                ..GroupState::default()
+            },
+        );
+        let mut nodes = three();
+        nodes.push(node("site-c", NodeRole::Member, NodeState::Up));
+        nodes[0].state = NodeState::Down;
+        nodes[0].lease_expired = true;
+        // The lost primary's last position is the reference.
+        with_positions(&mut nodes, &[("site-a", 100), ("site-b", 95), ("site-c", 99)]);
+        let p = plan_state(&state, &nodes, 0);
+        assert_eq!(
+            p.decisions[0].assign,
+            names(&["site-c"]),
+            "the most current wins over the score: {p:?}"
+        );
+        with_positions(&mut nodes, &[("site-c", 80)]);
+        let p = plan_state(&state, &nodes, 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+        with_positions(&mut nodes, &[("site-b", 20)]);
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        let why = &p.blocked["web"];
+        assert!(
+            why.contains("site-b is behind: 80 positions > max_lag 10 positions"),
+            "{why}"
+        );
+        assert!(why.contains("site-c is behind: 20 positions"), "{why}");
+        // A candidate that reports nothing is not trusted with max_lag set.
+        nodes[3].freshness.clear();
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.blocked["web"].contains("site-c reports no data freshness"), "{p:?}");
+    }
+
+    #[test]
+    fn a_move_target_is_refused_with_the_reason_unless_forced() {
+        let mut state = web_on_a();
+        let mut web = group("web", GroupKind::Exclusive, &[]);
+        web.max_lag = Some(MaxLag::Time(Duration::from_secs(5)));
+        state.spec.groups = vec![web];
+        let mut nodes = three();
+        nodes.push(node("site-c", NodeRole::Member, NodeState::Up));
+        nodes.push(node("site-d", NodeRole::Member, NodeState::Down));
+        nodes[1].freshness.insert("web".into(), Freshness::LagMs(9_000));
+        nodes[3].freshness.insert("web".into(), Freshness::LagMs(100));
+        nodes[3].standby = true;
+        let target = |to: Option<&str>, force: bool, state: &crate::state::ClusterState, nodes: &[NodeFacts]| {
+            move_target(
+                &state.spec,
+                &state.groups,
+                &state.fencing_needed,
+                &state.maintenance,
+                nodes,
+                "web",
+                to,
+                force,
+                0,
+            )
+        };
+        let refused = |to: &str| target(Some(to), false, &state, &nodes).unwrap_err();
+        assert!(refused("site-a").contains("already the primary"));
+        assert!(refused("witness").contains("witness is a witness"));
+        assert!(refused("site-d").contains("site-d is down"));
+        assert!(refused("site-c").contains("site-c is in standby"));
+        let behind = refused("site-b");
+        assert!(
+            behind.contains("site-b is behind: lag 9000 ms > max_lag 5s"),
+            "{behind}"
+        );
+        assert!(behind.contains("--force overrides"), "{behind}");
+        assert_eq!(target(Some("site-b"), true, &state, &nodes), Ok("site-b".into()));
+        assert!(
+            target(Some("site-d"), true, &state, &nodes)
+                .unwrap_err()
+                .contains("down")
+        );
+        let none = target(None, false, &state, &nodes).unwrap_err();
+        assert!(none.starts_with("no node can take web over"), "{none}");
+        nodes[3].standby = false;
+        assert_eq!(target(None, false, &state, &nodes), Ok("site-c".into()));
+        // Failing monitors refuse a target unless forced.
+        state
+            .groups
+            .get_mut("web")
+            .unwrap()
+            .record_failure("site-c", "r", 0, false);
+        assert!(refused_with(
+            &target(Some("site-c"), false, &state, &nodes),
+            "failing its monitors"
+        ));
+        assert_eq!(target(Some("site-c"), true, &state, &nodes), Ok("site-c".into()));
+        state.maintenance.groups.insert("web".into());
+        assert!(refused_with(
+            &target(Some("site-c"), true, &state, &nodes),
+            "group web is in maintenance"
+        ));
+    }
+
+    fn refused_with(r: &Result<String, String>, what: &str) -> bool {
+        r.as_ref().is_err_and(|e| e.contains(what))
     }
 
     #[test]

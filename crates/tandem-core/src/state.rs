@@ -1171,6 +1171,222 @@ mod tests {
         assert!(!s.groups["web"].may_run().contains("site-a"));
     }
 
+    fn exclusive_web() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.spec.groups = vec![crate::spec::GroupSpec {
+            name: "web".into(),
+            kind: crate::spec::GroupKind::Exclusive,
+            resources: Vec::new(),
+            placement: Default::default(),
+            migration_threshold: 3,
+            failure_timeout: std::time::Duration::ZERO,
+            after: Vec::new(),
+            dns: Default::default(),
+            max_lag: None,
+            hooks: Default::default(),
+        }];
+        s
+    }
+
+    fn assign(s: &mut ClusterState, nodes: &[&str], epoch: u64, at: u64, detected: Option<u64>) {
+        let r = s.apply(&Command::Assign {
+            group: "web".into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            epoch,
+            reason: "test".into(),
+            at_unix_ms: at,
+            detected_unix_ms: detected,
+            planned: false,
+        });
+        assert!(r.rejected.is_none(), "{r:?}");
+    }
+
+    fn report(s: &mut ClusterState, node: &str, epoch: u64, phase: Phase, at: u64) {
+        s.apply(&Command::Report {
+            node: node.into(),
+            group: "web".into(),
+            report: NodeReport {
+                epoch,
+                phase,
+                resources: Vec::new(),
+                at_unix_ms: at,
+            },
+            failed_resource: None,
+            fatal: false,
+        });
+    }
+
+    #[test]
+    fn a_failover_is_one_record_with_its_phase_times() {
+        let mut s = exclusive_web();
+        assign(&mut s, &["site-a"], 1, 10, None);
+        report(&mut s, "site-a", 1, Phase::Running, 20);
+        assert!(s.transitions.is_empty(), "a first placement is no failover");
+        assign(&mut s, &[], 2, 200, Some(100));
+        assign(&mut s, &["site-b"], 3, 300, None);
+        report(&mut s, "site-b", 3, Phase::Starting, 350);
+        report(&mut s, "site-b", 3, Phase::Running, 400);
+        let t = s.transition_in_progress("web").cloned().unwrap();
+        assert_eq!(
+            (t.kind, t.from.as_deref(), t.to.as_deref(), t.epoch),
+            (TransitionKind::Failover, Some("site-a"), Some("site-b"), 3)
+        );
+        let p = &t.phases;
+        assert_eq!(
+            (
+                p.detected_unix_ms,
+                p.decided_unix_ms,
+                p.fenced_unix_ms,
+                p.started_unix_ms,
+                p.healthy_unix_ms
+            ),
+            (Some(100), Some(200), Some(300), Some(350), Some(400))
+        );
+        let r = s.apply(&Command::TransitionDone {
+            transition: t.id,
+            dns_unix_ms: 410,
+        });
+        assert!(r.rejected.is_none());
+        assert_eq!(s.transitions[0].outcome, TransitionOutcome::Completed);
+        let e = s.events.back().unwrap();
+        assert_eq!(e.kind, EventKind::Transition);
+        assert_eq!(
+            e.message,
+            "failover of web from site-a to site-b completed in 310 ms (detected +0 ms, decided +100 ms, fenced +200 ms, started +250 ms, healthy +300 ms, dns +310 ms)"
+        );
+        // Done once.
+        assert!(
+            s.apply(&Command::TransitionDone {
+                transition: t.id,
+                dns_unix_ms: 500
+            })
+            .rejected
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn a_switchover_request_is_tracked_until_the_target_is_healthy() {
+        let mut s = exclusive_web();
+        assign(&mut s, &["site-a"], 1, 10, None);
+        report(&mut s, "site-a", 1, Phase::Running, 20);
+        let r = s.apply(&Command::RequestMove {
+            group: "web".into(),
+            kind: TransitionKind::Switchover,
+            from: Some("site-a".into()),
+            to: "site-b".into(),
+            force: false,
+            deadline_unix_ms: 10_000,
+            actor: "op@host".into(),
+            at_unix_ms: 100,
+        });
+        let id = r.transition.unwrap();
+        assert_eq!(s.moves["web"].transition, id);
+        assign(&mut s, &[], 2, 110, None);
+        assert_eq!(s.transitions.len(), 1, "the release belongs to the request's record");
+        report(&mut s, "site-a", 2, Phase::Stopped, 150);
+        assign(&mut s, &["site-b"], 3, 160, None);
+        report(&mut s, "site-b", 3, Phase::Running, 220);
+        let t = &s.transitions[0];
+        assert_eq!((t.kind, t.actor.as_str()), (TransitionKind::Switchover, "op@host"));
+        assert_eq!(t.phases.fenced_unix_ms, Some(150), "the old primary's stop");
+        assert_eq!(t.phases.healthy_unix_ms, Some(220));
+        assert!(s.moves.is_empty(), "a completed request is forgotten");
+        // A request that does not complete is ended, with the reason.
+        s.apply(&Command::RequestMove {
+            group: "web".into(),
+            kind: TransitionKind::Switchover,
+            from: Some("site-b".into()),
+            to: "site-a".into(),
+            force: false,
+            deadline_unix_ms: 10_000,
+            actor: "op@host".into(),
+            at_unix_ms: 300,
+        });
+        assert_eq!(
+            s.transitions[0].outcome,
+            TransitionOutcome::Abandoned("superseded by switchover #1".into())
+        );
+        s.apply(&Command::EndMove {
+            group: "web".into(),
+            transition: 1,
+            reason: "timed out".into(),
+            actor: "coordinator".into(),
+            at_unix_ms: 400,
+        });
+        assert!(s.moves.is_empty());
+        assert_eq!(
+            s.transitions[1].outcome,
+            TransitionOutcome::Abandoned("timed out".into())
+        );
+        assert_eq!(
+            s.events.back().unwrap().message,
+            "switchover of web abandoned: timed out"
+        );
+    }
+
+    #[test]
+    fn fencing_a_primary_opens_a_failover_record() {
+        let mut s = exclusive_web();
+        assign(&mut s, &["site-a"], 1, 10, None);
+        report(&mut s, "site-a", 1, Phase::Running, 20);
+        s.apply(&Command::Fenced {
+            node: "site-a".into(),
+            how: "operator".into(),
+            actor: "op@host".into(),
+            at_unix_ms: 50,
+        });
+        let t = s.transition_in_progress("web").unwrap();
+        assert_eq!((t.from.as_deref(), t.phases.fenced_unix_ms), (Some("site-a"), Some(50)));
+    }
+
+    #[test]
+    fn modes_are_recorded_and_scoped() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::SetStandby {
+            node: "site-a".into(),
+            on: true,
+            actor: "op".into(),
+            at_unix_ms: 1,
+        });
+        assert!(s.standby.contains("site-a"));
+        s.apply(&Command::SetMaintenance {
+            scope: MaintenanceScope::Node("site-b".into()),
+            on: true,
+            actor: "op".into(),
+            at_unix_ms: 2,
+        });
+        assert_eq!(
+            s.maintenance.covers("web", "site-b").as_deref(),
+            Some("node site-b is in maintenance")
+        );
+        assert_eq!(s.maintenance.covers("web", "site-a"), None);
+        s.apply(&Command::SetMaintenance {
+            scope: MaintenanceScope::Cluster,
+            on: true,
+            actor: "op".into(),
+            at_unix_ms: 3,
+        });
+        assert!(s.maintenance.covers("web", "site-a").is_some());
+        s.apply(&Command::SetMaintenance {
+            scope: MaintenanceScope::Cluster,
+            on: false,
+            actor: "op".into(),
+            at_unix_ms: 4,
+        });
+        s.apply(&Command::SetStandby {
+            node: "site-a".into(),
+            on: false,
+            actor: "op".into(),
+            at_unix_ms: 5,
+        });
+        assert!(s.standby.is_empty() && !s.maintenance.cluster);
+        let kinds: Vec<EventKind> = s.events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![EventKind::Mode; 5]);
+        assert_eq!(s.events[1].actor, "op");
+        assert_eq!(s.zone_serial, 0, "modes do not change the zone");
+    }
+
     proptest! {
         /// Applying the same commands yields the same state: the property
         /// every replica relies on.
