@@ -38,5 +38,38 @@ pub fn event_to_pb(e: &Event) -> pb::Event {
         actor: e.actor.clone(),
         kind: event_kind_str(e.kind).to_string(),
         message: e.message.clone(),
+        group: e.group.clone().unwrap_or_default(),
+    }
+}
+
+pub fn transition_to_pb(t: &tandem_core::state::Transition) -> pb::Transition {
+    use tandem_core::state::TransitionOutcome;
+    let (outcome, outcome_reason) = match &t.outcome {
+        TransitionOutcome::InProgress => ("in_progress", String::new()),
+        TransitionOutcome::Completed => ("completed", String::new()),
+        TransitionOutcome::Abandoned(why) => ("abandoned", why.clone()),
+    };
+    pb::Transition {
+        id: t.id,
+        group: t.group.clone(),
+        kind: t.kind.as_str().into(),
+        from: t.from.clone().unwrap_or_default(),
+        to: t.to.clone().unwrap_or_default(),
+        reason: t.reason.clone(),
+        actor: t.actor.clone(),
+        epoch: t.epoch,
+        phases: t
+            .phases
+            .named()
+            .iter()
+            .filter_map(|(name, at)| {
+                Some(pb::TransitionPhase {
+                    name: (*name).into(),
+                    at_unix_ms: (*at)?,
+                })
+            })
+            .collect(),
+        outcome: outcome.into(),
+        outcome_reason,
     }
 }

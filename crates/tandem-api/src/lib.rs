@@ -14,6 +14,7 @@ pub mod lease_file;
 pub mod liveness;
 pub mod manager;
 pub mod node;
+pub mod operate;
 pub mod peer;
 pub mod service;
 pub mod status;

@@ -17,7 +17,7 @@ use tandem_core::config::{check_peer_address, valid_name};
 use tandem_core::lease::NodeState;
 use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
 use tandem_core::spec::{Spec, diff};
-use tandem_core::state::{Command, EventKind, validate_note};
+use tandem_core::state::{Command, EventKind, TransitionKind, validate_note};
 use tandem_core::{NodeId, NodeInfo};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::tandem_client::TandemClient;
@@ -32,7 +32,7 @@ use crate::clock::unix_ms;
 use crate::convert::{event_to_pb, role_from_pb};
 use crate::liveness::member_ids;
 use crate::node::NodeContext;
-use crate::status;
+use crate::{operate, status};
 
 /// Marks a request forwarded by another node, so it is never forwarded twice.
 const FORWARDED: &str = "x-tandem-forwarded";
@@ -331,7 +331,7 @@ fn actor(given: &str) -> String {
 }
 
 /// Maps a Raft write error to a gRPC status that tells the caller what to do.
-fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
+pub(crate) fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
             "this node stopped being the coordinator{}; retry",
@@ -681,16 +681,74 @@ impl Tandem for TandemService {
     }
 
     async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsReply>, Status> {
-        let since = req.get_ref().since_seq;
+        let req = req.into_inner();
         let state = self.ctx.state.borrow().clone();
         let events = state
             .cluster
             .events
             .iter()
-            .filter(|e| e.seq >= since)
+            .filter(|e| operate::event_matches(e, &req))
             .map(event_to_pb)
             .collect();
         Ok(Response::new(pb::ListEventsReply { events }))
+    }
+
+    type SwitchoverStream = operate::MoveStream;
+
+    async fn switchover(&self, req: Request<pb::MoveRequest>) -> Result<Response<Self::SwitchoverStream>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            let s = c.switchover(forward_metadata(req.into_inner())).await?.into_inner();
+            return Ok(Response::new(Box::pin(s)));
+        }
+        let stream = operate::move_group(&self.ctx, req.into_inner(), TransitionKind::Switchover).await?;
+        Ok(Response::new(stream))
+    }
+
+    type FailoverStream = operate::MoveStream;
+
+    async fn failover(&self, req: Request<pb::MoveRequest>) -> Result<Response<Self::FailoverStream>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            let s = c.failover(forward_metadata(req.into_inner())).await?.into_inner();
+            return Ok(Response::new(Box::pin(s)));
+        }
+        let stream = operate::move_group(&self.ctx, req.into_inner(), TransitionKind::Failover).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn set_standby(&self, req: Request<pb::SetStandbyRequest>) -> Result<Response<pb::ModeReply>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            return c.set_standby(forward_metadata(req.into_inner())).await;
+        }
+        Ok(Response::new(operate::set_standby(&self.ctx, req.into_inner()).await?))
+    }
+
+    async fn set_maintenance(
+        &self,
+        req: Request<pb::SetMaintenanceRequest>,
+    ) -> Result<Response<pb::ModeReply>, Status> {
+        if let Some(mut c) = self.route(&req)? {
+            return c.set_maintenance(forward_metadata(req.into_inner())).await;
+        }
+        Ok(Response::new(
+            operate::set_maintenance(&self.ctx, req.into_inner()).await?,
+        ))
+    }
+
+    type WatchEventsStream = operate::EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        Ok(Response::new(operate::watch_events(
+            &self.ctx,
+            req.into_inner(),
+            self.shutdown.clone(),
+        )))
+    }
+
+    async fn get_history(&self, req: Request<pb::GetHistoryRequest>) -> Result<Response<pb::GetHistoryReply>, Status> {
+        Ok(Response::new(operate::history(&self.ctx, req.get_ref())))
     }
 }
 

@@ -33,6 +33,10 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
     // would need the joint-consensus majority rules to report honestly.
     let applied_index = m.last_applied.map_or(0, |l| l.index);
     let commit_index = applied_index;
+    let modes = {
+        let st = ctx.state.borrow();
+        (st.cluster.standby.clone(), st.cluster.maintenance.clone())
+    };
     let nodes = view
         .iter()
         .filter_map(|e| {
@@ -52,11 +56,14 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
                 version: e.version.clone(),
                 voter: voters.contains(&e.id),
                 matched_index: matched(e.id),
+                standby: modes.0.contains(&info.name),
+                maintenance: modes.1.cluster || modes.1.nodes.contains(&info.name),
             })
         })
         .collect();
     drop(m);
     let (groups, spec_version, fencing_needed) = groups(ctx);
+    let transitions = recent_transitions(ctx);
     let m = metrics.borrow();
     let membership = m.membership_config.membership();
     pb::ClusterStatus {
@@ -75,7 +82,34 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
         nodes,
         at_unix_ms: unix_ms(),
         view_fresh: fresh,
+        maintenance: modes.1.cluster,
+        transitions,
     }
+}
+
+/// How many completed or abandoned transitions a status carries, besides
+/// those in progress.
+const RECENT_TRANSITIONS: usize = 5;
+
+/// Transitions in progress and the last few finished ones, oldest first.
+fn recent_transitions(ctx: &NodeContext) -> Vec<pb::Transition> {
+    let state = ctx.state.borrow();
+    let all = &state.cluster.transitions;
+    let mut finished = 0;
+    let mut out: Vec<pb::Transition> = all
+        .iter()
+        .rev()
+        .filter(|t| {
+            let open = t.outcome == tandem_core::state::TransitionOutcome::InProgress;
+            if !open {
+                finished += 1;
+            }
+            open || finished <= RECENT_TRANSITIONS
+        })
+        .map(crate::convert::transition_to_pb)
+        .collect();
+    out.reverse();
+    out
 }
 
 /// The parts of a status a watcher cares about: everything but ages and
@@ -152,6 +186,12 @@ fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::Ha
                 blocked_reason: if state == "blocked" { blocked } else { String::new() },
                 reason: gs.reason.clone(),
                 resources,
+                maintenance: c.maintenance.cluster || c.maintenance.groups.contains(name),
+                pending_move: c
+                    .moves
+                    .get(name)
+                    .map(|m| format!("{} to {} requested by {}", m.kind.as_str(), m.to, m.actor))
+                    .unwrap_or_default(),
             }
         })
         .collect();

@@ -199,6 +199,9 @@ pub struct Event {
     pub actor: String,
     pub kind: EventKind,
     pub message: String,
+    /// The group it is about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,7 +439,14 @@ impl ClusterState {
     /// before they are proposed, and a command that no longer makes sense is
     /// recorded as it is rather than rejected, so every node stays identical.
     pub fn apply(&mut self, command: &Command) -> Applied {
+        let first_new = self.next_event_seq;
+        let group = self.command_group(command);
         let applied = self.apply_command(command);
+        if group.is_some() {
+            for e in self.events.iter_mut().rev().take_while(|e| e.seq >= first_new) {
+                e.group.clone_from(&group);
+            }
+        }
         let zone_may_change = match command {
             Command::Note { .. }
             | Command::ClearFailures { .. }
@@ -847,6 +857,28 @@ impl ClusterState {
         }
     }
 
+    /// The group a command is about, if it is about one.
+    fn command_group(&self, command: &Command) -> Option<String> {
+        match command {
+            Command::Assign { group, .. }
+            | Command::Report { group, .. }
+            | Command::RequestMove { group, .. }
+            | Command::EndMove { group, .. }
+            | Command::HookRan { group, .. } => Some(group.clone()),
+            Command::ClearFailures { group, .. } => group.clone(),
+            Command::SetMaintenance {
+                scope: MaintenanceScope::Group(g),
+                ..
+            } => Some(g.clone()),
+            Command::TransitionDone { transition, .. } => self
+                .transitions
+                .iter()
+                .find(|t| t.id == *transition)
+                .map(|t| t.group.clone()),
+            _ => None,
+        }
+    }
+
     /// The transition of `group` in progress, if any.
     pub fn transition_in_progress(&self, group: &str) -> Option<&Transition> {
         self.transitions
@@ -1027,6 +1059,7 @@ impl ClusterState {
             actor,
             kind,
             message,
+            group: None,
         });
         seq
     }

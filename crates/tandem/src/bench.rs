@@ -477,7 +477,7 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchF
         let events = coordinator(cluster, timeout)
             .await?
             .1
-            .list_events(pb::ListEventsRequest { since_seq: 0 })
+            .list_events(pb::ListEventsRequest::default())
             .await
             .map_err(|e| failed("events", e))?
             .into_inner()

@@ -224,24 +224,255 @@ pub async fn annotate(conn: &Connection, message: String) -> Outcome {
     Ok(())
 }
 
-pub async fn events(conn: &Connection, since: u64, output: OutputFormat) -> Outcome {
+fn print_event(e: &pb::Event, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => println!("{}", event_json(e)),
+        OutputFormat::Table => println!(
+            "{:>5}  {}  {:<16} {:<24} {}",
+            e.seq,
+            rfc3339_ms(e.at_unix_ms),
+            e.kind,
+            e.actor,
+            e.message
+        ),
+    }
+}
+
+/// Which events `tandem events` shows.
+pub struct EventFilter {
+    pub since_seq: u64,
+    pub since_unix_ms: u64,
+    pub group: Option<String>,
+    pub follow: bool,
+}
+
+pub async fn events(conn: &Connection, filter: EventFilter, output: OutputFormat) -> Outcome {
+    let req = pb::ListEventsRequest {
+        since_seq: filter.since_seq,
+        group: filter.group.unwrap_or_default(),
+        since_unix_ms: filter.since_unix_ms,
+    };
+    if filter.follow {
+        // A stream: no deadline on the call, but a vanished node is noticed
+        // through keep-alives within the timeout.
+        let mut client = connect_to_stream(conn).await?;
+        let mut stream = client
+            .watch_events(req)
+            .await
+            .map_err(|e| failed("events", e))?
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(e)) => print_event(&e, output),
+                Ok(None) => return Err(Failure::runtime("events: the node ended the stream (shutting down?)")),
+                Err(e) => return Err(failed("events", e)),
+            }
+        }
+    }
     let mut client = connect(conn).await?;
     let reply = client
-        .list_events(pb::ListEventsRequest { since_seq: since })
+        .list_events(req)
         .await
         .map_err(|e| failed("events", e))?
         .into_inner();
     for e in &reply.events {
+        print_event(e, output);
+    }
+    Ok(())
+}
+
+/// A connection for a long stream: no per-call deadline (keep-alives notice
+/// a vanished node within `conn.timeout`).
+async fn connect_to_stream(conn: &Connection) -> Result<TandemClient<Channel>, Failure> {
+    connect_to(&conn.endpoint, Duration::from_secs(365 * 86_400))
+        .await
+        .map(|c| c.max_decoding_message_size(16 << 20))
+}
+
+/// `tandem switchover` / `tandem failover`: asks for the move and prints
+/// each phase as the cluster reaches it; fails unless it completed.
+pub async fn move_group(
+    conn: &Connection,
+    failover: bool,
+    group: String,
+    to: Option<String>,
+    force: bool,
+    output: OutputFormat,
+) -> Outcome {
+    let what = if failover { "failover" } else { "switchover" };
+    let req = pb::MoveRequest {
+        group: group.clone(),
+        to: to.unwrap_or_default(),
+        force,
+        actor: actor(),
+        timeout_ms: u64::try_from(conn.timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    let mut client = connect_to_stream(conn).await?;
+    let call = async {
+        if failover {
+            client.failover(req).await
+        } else {
+            client.switchover(req).await
+        }
+    };
+    let mut stream = call.await.map_err(|e| failed(what, e))?.into_inner();
+    // The server ends the move at the timeout; this bound only covers a
+    // node that stops answering meanwhile.
+    let deadline = tokio::time::Instant::now() + conn.timeout + Duration::from_secs(5);
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.message()).await.map_err(|_| {
+            Failure::runtime(format!(
+                "{what} of {group}: no outcome within {:?}; see `tandem history {group}`",
+                conn.timeout
+            ))
+        })?;
+        let p = match next {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return Err(Failure::runtime(format!(
+                    "{what} of {group}: the stream ended without an outcome; see `tandem history {group}`"
+                )));
+            }
+            Err(e) => return Err(failed(what, e)),
+        };
         match output {
-            OutputFormat::Json => println!("{}", event_json(e)),
-            OutputFormat::Table => println!(
-                "{:>5}  {}  {:<13} {:<24} {}",
-                e.seq,
-                rfc3339_ms(e.at_unix_ms),
-                e.kind,
-                e.actor,
-                e.message
+            OutputFormat::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "phase": p.phase,
+                    "message": p.message,
+                    "elapsed_ms": p.elapsed_ms,
+                    "done": p.done,
+                    "ok": p.ok,
+                    "transition": p.transition.as_ref().map(crate::output::transition_json),
+                })
             ),
+            OutputFormat::Table => println!("{:>7} ms  {:<10} {}", p.elapsed_ms, p.phase, p.message),
+        }
+        if p.done {
+            return if p.ok {
+                Ok(())
+            } else {
+                Err(Failure::runtime(format!(
+                    "{what} of {group} did not complete: {}",
+                    p.message
+                )))
+            };
+        }
+    }
+}
+
+pub async fn standby(conn: &Connection, node: String, on: bool, force: bool, wait: bool) -> Outcome {
+    let mut client = connect(conn).await?;
+    let reply = client
+        .set_standby(pb::SetStandbyRequest {
+            node: node.clone(),
+            on,
+            actor: actor(),
+            force,
+        })
+        .await
+        .map_err(|e| failed(if on { "standby" } else { "unstandby" }, e))?
+        .into_inner();
+    if !on {
+        println!("{node} is out of standby (log index {})", reply.log_index);
+        return Ok(());
+    }
+    println!(
+        "{node} is in standby: its groups move elsewhere (log index {})",
+        reply.log_index
+    );
+    if !wait {
+        return Ok(());
+    }
+    // Drained: no group is assigned there or still running there.
+    let deadline = tokio::time::Instant::now() + conn.timeout;
+    let mut last = String::new();
+    loop {
+        let s = client
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .map_err(|e| failed("status", e))?
+            .into_inner();
+        let left: Vec<String> = s
+            .groups
+            .iter()
+            .filter(|g| g.nodes.contains(&node) || g.resources.iter().any(|r| r.node == node))
+            .map(|g| format!("{} ({})", g.name, g.state))
+            .collect();
+        if left.is_empty() {
+            println!("{node} is drained");
+            return Ok(());
+        }
+        let now = left.join(", ");
+        if now != last {
+            println!("waiting for {now} to leave {node}");
+            last = now;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::runtime(format!(
+                "{node} not drained within {:?}: {last} still there",
+                conn.timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn maintenance(conn: &Connection, on: bool, group: Option<String>, node: Option<String>) -> Outcome {
+    let scope = match (&group, &node) {
+        (Some(g), None) => format!("group {g}"),
+        (None, Some(n)) => format!("node {n}"),
+        (None, None) => "the cluster".to_string(),
+        (Some(_), Some(_)) => return Err(Failure::input("name a group or a node, not both")),
+    };
+    let mut client = connect(conn).await?;
+    let reply = client
+        .set_maintenance(pb::SetMaintenanceRequest {
+            on,
+            group: group.unwrap_or_default(),
+            node: node.unwrap_or_default(),
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed("maintenance", e))?
+        .into_inner();
+    if on {
+        println!(
+            "maintenance on for {scope}: Tandem monitors and reports but does not start, stop, restart or move (log index {})",
+            reply.log_index
+        );
+    } else {
+        println!("maintenance off for {scope} (log index {})", reply.log_index);
+    }
+    Ok(())
+}
+
+pub async fn history(conn: &Connection, group: Option<String>, limit: u32, output: OutputFormat) -> Outcome {
+    let mut client = connect(conn).await?;
+    let reply = client
+        .get_history(pb::GetHistoryRequest {
+            group: group.clone().unwrap_or_default(),
+            limit,
+        })
+        .await
+        .map_err(|e| failed("history", e))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => {
+            let all: Vec<_> = reply.transitions.iter().map(crate::output::transition_json).collect();
+            println!("{}", serde_json::Value::Array(all));
+        }
+        OutputFormat::Table => {
+            if reply.transitions.is_empty() {
+                println!(
+                    "no failover or switchover recorded{}",
+                    group.map(|g| format!(" for {g}")).unwrap_or_default()
+                );
+            }
+            for t in &reply.transitions {
+                print!("{}", crate::output::transition_timeline(t));
+            }
         }
     }
     Ok(())

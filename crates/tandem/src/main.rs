@@ -59,11 +59,81 @@ enum Command {
         #[command(flatten)]
         conn: Connection,
     },
-    /// Show the replicated event log.
+    /// Show the replicated event log: every decision, action, result,
+    /// fence, mode change and operator command, with who caused it.
     Events {
+        /// Only events since this time: a duration ago ("10m", "2h") or an
+        /// RFC 3339 time ("2026-11-22T17:00:00Z").
+        #[arg(long, value_parser = since_time)]
+        since: Option<u64>,
         /// Only events with this sequence number or later.
         #[arg(long, default_value_t = 0)]
-        since: u64,
+        since_seq: u64,
+        /// Only events about this group.
+        #[arg(long, short)]
+        group: Option<String>,
+        /// Keep printing new events as they commit.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Move an exclusive group to another node on purpose: stop it on its
+    /// primary, start it on the target, and wait (up to --timeout) until it
+    /// is healthy and DNS answers the new primary, printing each phase.
+    ///
+    /// Refused, with the reason, when the target is down, in standby, a
+    /// witness, failing its monitors or behind on data (--force overrides the
+    /// last two, never safety). Without --to, the most current healthy
+    /// candidate is chosen.
+    Switchover(MoveArgs),
+    /// Move an exclusive group now, even when its primary does not answer: a
+    /// primary that does not answer is fenced first where it has fence
+    /// devices (otherwise its lease must have certainly expired).
+    Failover(MoveArgs),
+    /// Drain a node: its groups move elsewhere by switchover and nothing new
+    /// starts there, until `tandem unstandby`.
+    Standby {
+        node: String,
+        /// Also when a group there has nowhere else to go (it stops).
+        #[arg(long)]
+        force: bool,
+        /// Wait (up to --timeout) until no group runs there any more.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Take a node out of standby.
+    Unstandby {
+        node: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Maintenance mode: Tandem keeps monitoring and reporting but does not
+    /// start, stop, restart or move anything covered (the whole cluster, one
+    /// group, or one node). A node that loses its lease still stops its
+    /// exclusive groups.
+    Maintenance {
+        #[arg(value_enum)]
+        mode: OnOff,
+        #[arg(long, conflicts_with = "node")]
+        group: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// The timeline of recent failovers and switchovers: each phase
+    /// (detected, decided, fenced, started, healthy, dns) with its time.
+    History {
+        /// Only this group.
+        group: Option<String>,
+        /// How many of the most recent ones.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
         #[command(flatten)]
         conn: Connection,
         #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
@@ -202,6 +272,46 @@ struct Connection {
     timeout: Duration,
 }
 
+#[derive(Args)]
+struct MoveArgs {
+    /// The exclusive group to move.
+    group: String,
+    /// The node to move it to; default: the most current healthy candidate.
+    #[arg(long)]
+    to: Option<String>,
+    /// Override the freshness and monitor-failure checks (never safety).
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    conn: Connection,
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// `--since`: a duration ago or an RFC 3339 time, as Unix milliseconds.
+fn since_time(s: &str) -> Result<u64, String> {
+    let now = std::time::SystemTime::now();
+    let at = match humantime::parse_duration(s) {
+        Ok(ago) => now
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{s:?} reaches before 1970"))?,
+        Err(_) => humantime::parse_rfc3339_weak(s).map_err(|_| {
+            format!("expected a duration ago (\"10m\") or an RFC 3339 time (\"2026-11-22T17:00:00Z\"), got {s:?}")
+        })?,
+    };
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{s:?} is before 1970"))?
+        .as_millis();
+    u64::try_from(ms).map_err(|_| format!("{s:?} is too far in the future"))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OutputFormat {
     Table,
@@ -296,9 +406,61 @@ async fn run(cli: Cli) -> Outcome {
             logging::init_cli();
             client::annotate(&conn, message).await
         }
-        Command::Events { since, conn, output } => {
+        Command::Events {
+            since,
+            since_seq,
+            group,
+            follow,
+            conn,
+            output,
+        } => {
             logging::init_cli();
-            client::events(&conn, since, output).await
+            let filter = client::EventFilter {
+                since_seq,
+                since_unix_ms: since.unwrap_or(0),
+                group,
+                follow,
+            };
+            client::events(&conn, filter, output).await
+        }
+        Command::Switchover(a) => {
+            logging::init_cli();
+            client::move_group(&a.conn, false, a.group, a.to, a.force, a.output).await
+        }
+        Command::Failover(a) => {
+            logging::init_cli();
+            client::move_group(&a.conn, true, a.group, a.to, a.force, a.output).await
+        }
+        Command::Standby {
+            node,
+            force,
+            wait,
+            conn,
+        } => {
+            logging::init_cli();
+            client::standby(&conn, node, true, force, wait).await
+        }
+        Command::Unstandby { node, conn } => {
+            logging::init_cli();
+            client::standby(&conn, node, false, false, false).await
+        }
+        Command::Maintenance {
+            mode,
+            group,
+            node,
+            conn,
+        } => {
+            logging::init_cli();
+            client::maintenance(&conn, mode == OnOff::On, group, node).await
+        }
+        Command::History {
+            group,
+            limit,
+            conn,
+            output,
+        } => {
+            logging::init_cli();
+            client::history(&conn, group, limit, output).await
         }
         Command::Apply { file, conn } => {
             logging::init_cli();

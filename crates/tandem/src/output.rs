@@ -43,7 +43,11 @@ pub fn status_json(s: &pb::ClusterStatus) -> Value {
             "last_heartbeat_age_ms": n.last_heartbeat_age_ms,
             "version": n.version,
             "matched_index": n.matched_index,
+            "standby": n.standby,
+            "maintenance": n.maintenance,
         })).collect::<Vec<_>>(),
+        "maintenance": s.maintenance,
+        "transitions": s.transitions.iter().map(transition_json).collect::<Vec<_>>(),
         "spec_version": s.spec_version,
         "fencing_needed": s.fencing_needed,
         "groups": s.groups.iter().map(|g| json!({
@@ -55,6 +59,8 @@ pub fn status_json(s: &pb::ClusterStatus) -> Value {
             "epoch": g.epoch,
             "blocked_reason": g.blocked_reason,
             "reason": g.reason,
+            "maintenance": g.maintenance,
+            "pending_move": (!g.pending_move.is_empty()).then_some(&g.pending_move),
             "resources": g.resources.iter().map(|r| json!({
                 "name": r.name,
                 "node": r.node,
@@ -102,12 +108,18 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
         } else {
             ""
         };
+        let mode = match (n.standby, n.maintenance) {
+            (true, true) => "+standby+maint",
+            (true, false) => "+standby",
+            (false, true) => "+maint",
+            (false, false) => "",
+        };
         let _ = writeln!(
             out,
             "{:<14} {:<8} {:<8} {:<6} {:<10} {:<8} {:<22} {}",
             format!("{}{marker}", n.name),
             role_name(n.role),
-            state_name(n.state),
+            format!("{}{mode}", state_name(n.state)),
             if n.lease_valid { "valid" } else { "-" },
             age(n.last_heartbeat_age_ms),
             if n.voter { "voter" } else { "learner" },
@@ -139,7 +151,11 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
                     g.nodes.join(",")
                 },
                 g.epoch,
-                why
+                match (g.maintenance, g.pending_move.is_empty()) {
+                    (true, _) => format!("[maintenance] {why}"),
+                    (false, false) => format!("[{}] {why}", g.pending_move),
+                    (false, true) => why.clone(),
+                }
             );
             for r in &g.resources {
                 let _ = writeln!(
@@ -153,6 +169,15 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
     for (node, why) in &s.fencing_needed {
         let _ = writeln!(out, "needs fencing: {node}: {why}");
     }
+    if s.maintenance {
+        let _ = writeln!(
+            out,
+            "the cluster is in maintenance: Tandem does not start, stop or move anything"
+        );
+    }
+    for t in s.transitions.iter().filter(|t| t.outcome == "in_progress") {
+        let _ = write!(out, "\nin progress: {}", transition_timeline(t));
+    }
     out
 }
 
@@ -163,7 +188,59 @@ pub fn event_json(e: &pb::Event) -> Value {
         "actor": e.actor,
         "kind": e.kind,
         "message": e.message,
+        "group": (!e.group.is_empty()).then_some(&e.group),
     })
+}
+
+pub fn transition_json(t: &pb::Transition) -> Value {
+    let phases: serde_json::Map<String, Value> =
+        t.phases.iter().map(|p| (p.name.clone(), json!(p.at_unix_ms))).collect();
+    json!({
+        "id": t.id,
+        "group": t.group,
+        "kind": t.kind,
+        "from": (!t.from.is_empty()).then_some(&t.from),
+        "to": (!t.to.is_empty()).then_some(&t.to),
+        "reason": t.reason,
+        "actor": t.actor,
+        "epoch": t.epoch,
+        "phases_unix_ms": phases,
+        "outcome": t.outcome,
+        "outcome_reason": (!t.outcome_reason.is_empty()).then_some(&t.outcome_reason),
+    })
+}
+
+/// A transition as a timeline: its phases as offsets from the first, and
+/// the time spent in each.
+pub fn transition_timeline(t: &pb::Transition) -> String {
+    let mut out = String::new();
+    let first = t.phases.first().map_or(0, |p| p.at_unix_ms);
+    let outcome = match t.outcome.as_str() {
+        "abandoned" => format!("abandoned: {}", t.outcome_reason),
+        o => o.replace('_', " "),
+    };
+    let total = match (t.outcome.as_str(), t.phases.last()) {
+        ("completed", Some(last)) => format!(" in {} ms", last.at_unix_ms.saturating_sub(first)),
+        _ => String::new(),
+    };
+    let from = if t.from.is_empty() { "-" } else { &t.from };
+    let to = if t.to.is_empty() { "?" } else { &t.to };
+    out.push_str(&format!(
+        "#{} {} of {} {from} -> {to} (epoch {}), {outcome}{total}\n    by {}: {}\n",
+        t.id, t.kind, t.group, t.epoch, t.actor, t.reason
+    ));
+    let mut prev = first;
+    for p in &t.phases {
+        out.push_str(&format!(
+            "    {:<9} {}  +{:>6} ms  (step {:>6} ms)\n",
+            p.name,
+            rfc3339_ms(p.at_unix_ms),
+            p.at_unix_ms.saturating_sub(first),
+            p.at_unix_ms.saturating_sub(prev)
+        ));
+        prev = p.at_unix_ms;
+    }
+    out
 }
 
 /// `2026-11-22T11:13:09.123Z` from Unix milliseconds.
