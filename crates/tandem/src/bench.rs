@@ -61,6 +61,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// Planned switchover of a trivial service: from the command to every
+    /// node's DNS answering the new primary, back and forth.
+    Switchover {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// Resident memory and CPU of idle agents.
     Idle {
         /// How long to sample.
@@ -150,6 +156,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
                 BenchCommand::Failover { runs } => failover(&mut cluster, runs, args.timeout).await,
                 BenchCommand::Commit { writes } => commit(&cluster, writes).await,
                 BenchCommand::Idle { duration } => idle(&cluster, duration).await,
+                BenchCommand::Switchover { runs } => switchover(&cluster, runs, args.timeout).await,
                 BenchCommand::GroupFailover { runs, fencing } => {
                     group_failover(&mut cluster, runs, fencing, args.timeout).await
                 }
@@ -514,6 +521,129 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchF
         " ms",
         &mut dns_samples,
     );
+    Ok(())
+}
+
+/// A trivial service (a shell that sleeps) in the demo's DNS zone.
+const SWITCHOVER_SPEC: &str = "[dns]\nzone = \"demo.tandem.\"\n\n\
+[[groups]]\nname = \"web\"\nkind = \"exclusive\"\n\
+prefer = [{ node = \"site-a\", score = 100 }, { node = \"site-b\", score = 50 }]\n\n\
+[[groups.resources]]\nname = \"svc\"\nagent = \"exec\"\ncommand = \"/bin/sh\"\n\
+args = [\"-c\", \"trap 'exit 0' TERM; while :; do sleep 1; done\"]\nmonitor_interval = \"1s\"\n";
+
+/// Asks every DNS server, every millisecond, until all answer `addr` for
+/// `web.demo.tandem.`; returns when they did (unix ms).
+fn poll_dns_until(servers: Vec<std::net::SocketAddr>, addr: std::net::IpAddr, deadline: Instant) -> Option<u64> {
+    while Instant::now() < deadline {
+        let all = servers.iter().all(|s| {
+            tandem_dns::client::lookup(*s, "web.demo.tandem.", false, Duration::from_millis(200))
+                .is_ok_and(|l| l.addrs == vec![addr])
+        });
+        if all {
+            return Some(crate::client::unix_ms_now());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+async fn switchover(cluster: &LocalCluster, runs: usize, timeout: Duration) -> Outcome {
+    coordinator(cluster, timeout)
+        .await?
+        .1
+        .apply_spec(pb::ApplySpecRequest {
+            spec: SWITCHOVER_SPEC.into(),
+            file: "bench-switchover.toml".into(),
+            dry_run: false,
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed("apply", e))?;
+    println!(
+        "switchover: {runs} planned switchovers of a trivial service (a shell), alternating between site-a and site-b;          the command is sent to the coordinator; DNS of all 3 nodes polled every 1 ms"
+    );
+    let mut to_dns = Vec::with_capacity(runs);
+    let mut to_done = Vec::with_capacity(runs);
+    let mut phases: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for run in 1..=runs {
+        wait_stable(cluster, timeout).await?;
+        let primary = cluster
+            .wait_for(timeout, "web running", |st| {
+                let mut on = None;
+                for (_, s) in st {
+                    let g = s.as_ref()?.groups.iter().find(|g| g.name == "web")?;
+                    if g.state != "running" || (on.is_some() && on != g.primary) {
+                        return None;
+                    }
+                    on = g.primary.clone();
+                }
+                on
+            })
+            .await?;
+        let target = if primary == "site-a" { "site-b" } else { "site-a" };
+        let target_ip = LocalCluster::NAMES
+            .iter()
+            .position(|(n, _)| *n == target)
+            .map(LocalCluster::ip)
+            .map(std::net::IpAddr::V4)
+            .ok_or_else(|| Failure::runtime("no such node"))?;
+        let servers: Vec<std::net::SocketAddr> = cluster.nodes.iter().filter(|n| n.running()).map(|n| n.dns).collect();
+        let (_, mut client) = coordinator(cluster, timeout).await?;
+        let start = Instant::now();
+        let start_ms = crate::client::unix_ms_now();
+        let deadline = start + timeout;
+        let dns = std::thread::spawn(move || poll_dns_until(servers, target_ip, deadline));
+        let mut stream = client
+            .switchover(pb::MoveRequest {
+                group: "web".into(),
+                to: target.into(),
+                force: false,
+                actor: actor(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            })
+            .await
+            .map_err(|e| failed("switchover", e))?
+            .into_inner();
+        let mut last = None;
+        while let Some(p) = stream.message().await.map_err(|e| failed("switchover", e))? {
+            if p.done {
+                if !p.ok {
+                    return Err(Failure::runtime(format!("run {run}: switchover failed: {}", p.message)));
+                }
+                last = p.transition;
+                break;
+            }
+        }
+        let done_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let dns_at = tokio::task::spawn_blocking(move || dns.join().ok().flatten())
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| Failure::runtime(format!("run {run}: DNS never answered {target}")))?;
+        let dns_ms = dns_at.saturating_sub(start_ms) as f64;
+        if let Some(t) = last {
+            let mut prev = None;
+            for ph in &t.phases {
+                if let Some(p) = prev {
+                    phases
+                        .entry(ph.name.clone())
+                        .or_default()
+                        .push(ph.at_unix_ms.saturating_sub(p) as f64);
+                }
+                prev = Some(ph.at_unix_ms);
+            }
+        }
+        println!("  run {run:>3}: {primary} -> {target}: DNS {dns_ms:.0} ms, command done {done_ms:.0} ms");
+        to_dns.push(dns_ms);
+        to_done.push(done_ms);
+    }
+    report("switchover: command to every node's DNS answering the new primary", " ms", &mut to_dns);
+    report("switchover: command to the stream's completion", " ms", &mut to_done);
+    for name in ["fenced", "started", "healthy", "dns"] {
+        if let Some(v) = phases.get_mut(name) {
+            report(&format!("  phase {name} (from the previous phase)"), " ms", v);
+        }
+    }
     Ok(())
 }
 
