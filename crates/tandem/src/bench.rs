@@ -825,7 +825,10 @@ async fn status_load(cluster: &mut LocalCluster, o: StatusLoad, timeout: Duratio
             "  run {run}: {} answered in {elapsed:.0} s = {rate:.0} requests/s, {} errors{} (load average before: {})",
             r.answered(),
             r.errors,
-            r.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+            r.first_error
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default(),
             load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         );
         if o.during_failover {
@@ -854,7 +857,11 @@ async fn status_load(cluster: &mut LocalCluster, o: StatusLoad, timeout: Duratio
         println!("  {} failovers in all", failover_times.len());
         println!("  latency, failover in progress: {}", latency_line(&failover_all));
         println!("  latency, no failover:          {}", latency_line(&calm_all));
-        report("  failover (kill -9 to running on the other member)", " ms", &mut failover_times);
+        report(
+            "  failover (kill -9 to running on the other member)",
+            " ms",
+            &mut failover_times,
+        );
     } else {
         println!("  latency: {}", latency_line(&calm_all));
     }
@@ -958,7 +965,10 @@ async fn watch_memory(
         || with_message.load(Ordering::Relaxed) < opened.load(Ordering::Relaxed)
     {
         if start.elapsed() > timeout {
-            println!("  (gave up waiting for every stream after {})", humantime::format_duration(timeout));
+            println!(
+                "  (gave up waiting for every stream after {})",
+                humantime::format_duration(timeout)
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
