@@ -23,8 +23,7 @@ use tandem_proto::v1 as pb;
 use tandem_proto::v1::tandem_client::TandemClient;
 use tandem_proto::v1::tandem_server::Tandem;
 
-use tokio::sync::Mutex;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{Mutex, watch};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -46,6 +45,11 @@ pub struct TandemService {
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Serialises membership changes made through this node.
     membership_lock: Arc<Mutex<()>>,
+    /// The last status built, answering GetStatus and every status stream.
+    cache: Arc<status::StatusCache>,
+    /// Bumped when the significant part of the status changed; started
+    /// with the first status stream.
+    changes: Arc<std::sync::OnceLock<watch::Receiver<u64>>>,
 }
 
 impl TandemService {
@@ -54,7 +58,26 @@ impl TandemService {
             ctx,
             shutdown,
             membership_lock: Arc::new(Mutex::new(())),
+            cache: Arc::default(),
+            changes: Arc::default(),
         }
+    }
+
+    /// Follows significant status changes, starting the one task that
+    /// publishes them on first use.
+    fn significant_changes(&self) -> watch::Receiver<u64> {
+        self.changes
+            .get_or_init(|| {
+                let (tx, rx) = watch::channel(0);
+                tokio::spawn(publish_changes(
+                    self.ctx.clone(),
+                    self.cache.clone(),
+                    tx,
+                    self.shutdown.clone(),
+                ));
+                rx
+            })
+            .clone()
     }
 
     /// `Ok(None)`: carry the request out here. `Ok(Some(client))`: forward it
@@ -356,10 +379,54 @@ fn forward_metadata<T>(inner: T) -> Request<T> {
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterStatus, Status>> + Send>>;
 
+/// One status stream's state between two messages.
+struct Watch {
+    ctx: NodeContext,
+    cache: Arc<status::StatusCache>,
+    changes: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    max_interval: Duration,
+    first: bool,
+}
+
+/// Builds the status whenever something it is built from changed (and
+/// every two heartbeat intervals, as states also change as heartbeats
+/// age), and bumps `changes` when its significant part changed. One such
+/// task per node serves every status stream.
+async fn publish_changes(
+    ctx: NodeContext,
+    cache: Arc<status::StatusCache>,
+    changes: watch::Sender<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Server metrics change only with leadership or membership; the full
+    // metrics change on every Raft message.
+    let mut metrics = ctx.raft.server_metrics();
+    let mut state = ctx.state.clone();
+    let mut liveness = ctx.liveness.subscribe();
+    let mut poll = tokio::time::interval(ctx.timing.heartbeat_interval * 2);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<pb::ClusterStatus> = None;
+    loop {
+        let sig = status::significant(&cache.get(&ctx));
+        if last.as_ref() != Some(&sig) {
+            changes.send_modify(|v| *v = v.wrapping_add(1));
+            last = Some(sig);
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            r = state.changed() => if r.is_err() { return },
+            r = liveness.changed() => if r.is_err() { return },
+            _ = poll.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Tandem for TandemService {
     async fn get_status(&self, _req: Request<pb::GetStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
-        Ok(Response::new(status::build(&self.ctx)))
+        Ok(Response::new((*self.cache.get(&self.ctx)).clone()))
     }
 
     type WatchStatusStream = StatusStream;
@@ -372,42 +439,31 @@ impl Tandem for TandemService {
             0 => DEFAULT_WATCH_INTERVAL,
             ms => Duration::from_millis(u64::from(ms)),
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let ctx = self.ctx.clone();
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            // Server metrics change only with leadership or membership; the
-            // full metrics change on every Raft message.
-            let mut metrics = ctx.raft.server_metrics();
-            let mut state = ctx.state.clone();
-            let mut liveness = ctx.liveness.subscribe();
-            // States also change as heartbeats age, without any event.
-            let mut poll = tokio::time::interval(ctx.timing.heartbeat_interval * 2);
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last: Option<(pb::ClusterStatus, tokio::time::Instant)> = None;
-            loop {
-                let s = status::build(&ctx);
-                let sig = status::significant(&s);
-                let due = last
-                    .as_ref()
-                    .is_none_or(|(prev, at)| *prev != sig || at.elapsed() >= max_interval);
-                if due {
-                    if tx.send(Ok(s)).await.is_err() {
-                        return;
-                    }
-                    last = Some((sig, tokio::time::Instant::now()));
-                }
+        // No task and no queue per stream: the stream is polled when the
+        // connection can take another message, and then waits for a
+        // significant change (published once for all streams) or its interval.
+        let watch = Watch {
+            ctx: self.ctx.clone(),
+            cache: self.cache.clone(),
+            changes: self.significant_changes(),
+            shutdown: self.shutdown.clone(),
+            max_interval,
+            first: true,
+        };
+        let stream = futures::stream::unfold(watch, |mut w| async move {
+            if !w.first {
                 tokio::select! {
-                    r = metrics.changed() => if r.is_err() { return },
-                    r = state.changed() => if r.is_err() { return },
-                    r = liveness.changed() => if r.is_err() { return },
-                    _ = poll.tick() => {}
-                    _ = tx.closed() => return,
-                    _ = shutdown.changed() => return,
+                    r = w.changes.changed() => if r.is_err() { return None },
+                    _ = tokio::time::sleep(w.max_interval) => {}
+                    _ = w.shutdown.changed() => return None,
                 }
             }
+            w.first = false;
+            w.changes.mark_unchanged();
+            let s = (*w.cache.get(&w.ctx)).clone();
+            Some((Ok(s), w))
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::MemberChangeReply>, Status> {

@@ -1,13 +1,88 @@
 //! The cluster status as one node sees it, built from local state only.
 
+use std::sync::Arc;
+
 use tandem_core::groups::{GroupState, Phase};
 use tandem_core::spec::GroupKind;
 use tandem_proto::v1 as pb;
+use tandem_raft::store::AppliedState;
+use tokio::sync::watch;
 
 use crate::clock::unix_ms;
 use crate::convert::{role_to_pb, state_to_pb};
 use crate::liveness::member_ids;
 use crate::node::NodeContext;
+
+/// How old a cached status may be when nothing it is built from changed:
+/// only heartbeat ages, `at_unix_ms` and states derived from ages (up,
+/// suspect, down; lease validity) move on their own, by at most this much.
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The last status built, shared by every GetStatus and WatchStatus of a
+/// node: rebuilt when the applied state, the Raft metrics or the liveness
+/// changed since, or when it is older than [`MAX_AGE`]. Under load a node
+/// builds a status at most a few hundred times a second, however many
+/// clients ask.
+pub struct StatusCache {
+    last: std::sync::Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    built: std::time::Instant,
+    status: Arc<pb::ClusterStatus>,
+    /// What the status was built from, marked seen when it was built.
+    state: watch::Receiver<Arc<AppliedState>>,
+    metrics: watch::Receiver<tandem_raft::RaftMetrics>,
+    liveness: watch::Receiver<u64>,
+}
+
+impl Cached {
+    fn current(&self) -> bool {
+        // A closed channel counts as a change: rebuild, and let build say what it can.
+        self.built.elapsed() < MAX_AGE
+            && !self.state.has_changed().unwrap_or(true)
+            && !self.metrics.has_changed().unwrap_or(true)
+            && !self.liveness.has_changed().unwrap_or(true)
+    }
+}
+
+impl Default for StatusCache {
+    fn default() -> Self {
+        StatusCache {
+            last: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl StatusCache {
+    /// The status as of at most [`MAX_AGE`] ago, reflecting every change
+    /// of state, metrics and liveness published before the call.
+    pub fn get(&self, ctx: &NodeContext) -> Arc<pb::ClusterStatus> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = last.as_ref()
+            && c.current()
+        {
+            return c.status.clone();
+        }
+        let (mut state, mut metrics, mut liveness) = match last.take() {
+            Some(c) => (c.state, c.metrics, c.liveness),
+            None => (ctx.state.clone(), ctx.raft.metrics(), ctx.liveness.subscribe()),
+        };
+        // Seen before building: a change during the build makes the next call rebuild.
+        state.mark_unchanged();
+        metrics.mark_unchanged();
+        liveness.mark_unchanged();
+        let status = Arc::new(build(ctx));
+        *last = Some(Cached {
+            built: std::time::Instant::now(),
+            status: status.clone(),
+            state,
+            metrics,
+            liveness,
+        });
+        status
+    }
+}
 
 /// The status this node reports now. Never goes through Raft, so it stays
 /// cheap to poll during a failover.

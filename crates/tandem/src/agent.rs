@@ -24,7 +24,7 @@ use tandem_raft::network::{Channels, MAX_MESSAGE, Network};
 use tandem_raft::store::{Identity, OpenError, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 use crate::{Failure, LogFormatArg, Outcome};
@@ -241,7 +241,10 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        // TCP_NODELAY on every accepted connection: without it a reply
+        // written in more than one segment waits for the client's delayed
+        // ACK (40 ms on Linux), which capped a poller at ~23 GetStatus/s.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             let _ = signal_rx.wait_for(|stop| *stop).await;
         });
     let mut server = tokio::spawn(server);

@@ -61,6 +61,42 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// GetStatus throughput and latency: many concurrent pollers on one
+    /// node, optionally while the group's primary is killed again and again.
+    StatusLoad {
+        /// Concurrent pollers, each calling GetStatus as fast as it can.
+        #[arg(long, default_value_t = 50)]
+        pollers: usize,
+        /// Pollers sharing one HTTP/2 connection.
+        #[arg(long, default_value_t = 10)]
+        pollers_per_connection: usize,
+        /// Length of each run, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Kill the group's primary (kill -9 of its agent) again and again
+        /// while polling, and restart it after each failover.
+        #[arg(long)]
+        during_failover: bool,
+        /// The node polled (default: the witness, which is never killed).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Resident memory of a node holding many WatchStatus streams.
+    WatchMemory {
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
+        /// HTTP/2 connections the streams are spread over.
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// How long to keep reading once all are open.
+        #[arg(long, value_parser = crate::humantime_duration, default_value = "10s")]
+        steady: Duration,
+        /// The node watched (default: the coordinator, whose liveness changes most often).
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Planned switchover of a trivial service: from the command to every
     /// node's DNS answering the new primary, back and forth.
     Switchover {
@@ -109,11 +145,16 @@ fn spec_with_fencing(demo_spec: &str, dir: &std::path::Path, mode: BenchFencing)
 
 /// Percentile of sorted samples, nearest-rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    nearest_rank(sorted, p).unwrap_or(f64::NAN)
+}
+
+/// The nearest-rank percentile `p` (0 to 100) of sorted samples.
+fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
-        return f64::NAN;
+        return None;
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 fn report(label: &str, unit: &str, samples: &mut [f64]) {
@@ -147,6 +188,11 @@ pub async fn run(args: BenchArgs) -> Outcome {
             temp.path.clone()
         }
     };
+    if let BenchCommand::WatchMemory { connections, .. } = args.what {
+        // Each connection is a descriptor here and one in the node (which
+        // inherits this limit).
+        raise_nofile(connections as u64 * 2 + 256)?;
+    }
     let (mut cluster, _) = LocalCluster::prepare(&dir, "bench")?;
     cluster.start_all()?;
     let result = tokio::select! {
@@ -162,6 +208,20 @@ pub async fn run(args: BenchArgs) -> Outcome {
                 }
                 BenchCommand::Placement { groups, resources_per_group, runs, .. } => {
                     placement_apply(&cluster, groups, resources_per_group, runs).await
+                }
+                BenchCommand::StatusLoad { pollers, pollers_per_connection, seconds, runs, during_failover, node } => {
+                    let load = StatusLoad {
+                        pollers: pollers.max(1),
+                        per_connection: pollers_per_connection.max(1),
+                        duration: Duration::from_secs(seconds.max(1)),
+                        runs: runs.max(1),
+                        during_failover,
+                        node: node.unwrap_or_else(|| "witness".into()),
+                    };
+                    status_load(&mut cluster, load, args.timeout).await
+                }
+                BenchCommand::WatchMemory { streams, connections, steady, node } => {
+                    watch_memory(&cluster, streams, connections.max(1), steady, node, args.timeout).await
                 }
             }
         } => r,
@@ -524,6 +584,465 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchF
     Ok(())
 }
 
+/// Raises this process's soft limit of open files to at least `wanted`
+/// (capped by the hard limit); agents started afterwards inherit it.
+fn raise_nofile(wanted: u64) -> Outcome {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| Failure::runtime(format!("cannot read the open-files limit: {e}")))?;
+    if soft >= wanted {
+        return Ok(());
+    }
+    let new = wanted.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, new, hard)
+        .map_err(|e| Failure::runtime(format!("cannot raise the open-files limit from {soft} to {new}: {e}")))?;
+    println!("(open-files limit raised from {soft} to {new})");
+    Ok(())
+}
+
+/// A trivial exclusive group for the load benchmarks: commands that always
+/// succeed, preferring site-a, staying where it is after a failover.
+const TRIVIAL_SPEC: &str = r#"[[groups]]
+name = "g"
+kind = "exclusive"
+prefer = [{ node = "site-a", score = 100 }, { node = "site-b", score = 50 }]
+fail_back = false
+
+  [[groups.resources]]
+  name = "r"
+  agent = "exec"
+  start = "true"
+  stop = "true"
+  monitor = "true"
+  monitor_interval = "1s"
+"#;
+
+/// The node every answering node reports running group `g`, if they agree.
+fn g_running_on(st: &[(String, Option<pb::ClusterStatus>)]) -> Option<String> {
+    let mut on = None;
+    for (_, s) in st {
+        let g = s.as_ref()?.groups.iter().find(|g| g.name == "g")?;
+        if g.state != "running" || g.primary.is_none() || (on.is_some() && on != g.primary) {
+            return None;
+        }
+        on = g.primary.clone();
+    }
+    on
+}
+
+struct StatusLoad {
+    pollers: usize,
+    per_connection: usize,
+    duration: Duration,
+    runs: usize,
+    during_failover: bool,
+    node: String,
+}
+
+/// What the pollers of one run saw: latencies in microseconds of the
+/// answered requests, split by whether a failover was in progress when the
+/// request was sent or answered.
+#[derive(Default)]
+struct PollResult {
+    calm: Vec<u32>,
+    failover: Vec<u32>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+impl PollResult {
+    fn answered(&self) -> usize {
+        self.calm.len() + self.failover.len()
+    }
+}
+
+/// p50/p90/p99/max of sorted microsecond samples, in milliseconds.
+fn latency_line(sorted: &[u32]) -> String {
+    let ms = |p: f64| nearest_rank(sorted, p).map_or(f64::NAN, |us| f64::from(us) / 1000.0);
+    format!(
+        "n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        sorted.len(),
+        ms(50.0),
+        ms(90.0),
+        ms(99.0),
+        ms(100.0)
+    )
+}
+
+/// `pollers` tasks calling GetStatus on `address` back to back until
+/// `deadline`, `per_connection` of them sharing one HTTP/2 connection.
+async fn poll_status(
+    address: &str,
+    pollers: usize,
+    per_connection: usize,
+    deadline: Instant,
+    in_failover: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<PollResult, Failure> {
+    use std::sync::atomic::Ordering;
+    let mut clients = Vec::new();
+    for _ in 0..pollers.div_ceil(per_connection) {
+        clients.push(connect_to(address, Duration::from_secs(5)).await?);
+    }
+    let mut tasks = Vec::with_capacity(pollers);
+    for i in 0..pollers {
+        let mut client = clients[i / per_connection].clone();
+        let in_failover = in_failover.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut r = PollResult::default();
+            while Instant::now() < deadline {
+                let during = in_failover.load(Ordering::Relaxed);
+                let start = Instant::now();
+                match client.get_status(pb::GetStatusRequest {}).await {
+                    Ok(_) => {
+                        let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        if during || in_failover.load(Ordering::Relaxed) {
+                            r.failover.push(us);
+                        } else {
+                            r.calm.push(us);
+                        }
+                    }
+                    Err(e) => {
+                        r.errors += 1;
+                        if r.first_error.is_none() {
+                            r.first_error = Some(format!("{:?}: {}", e.code(), e.message()));
+                        }
+                        // An unreachable node fails at once; do not spin.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let mut all = PollResult::default();
+    for t in tasks {
+        let r = t.await.map_err(|e| Failure::runtime(format!("a poller failed: {e}")))?;
+        all.calm.extend(r.calm);
+        all.failover.extend(r.failover);
+        all.errors += r.errors;
+        if all.first_error.is_none() {
+            all.first_error = r.first_error;
+        }
+    }
+    all.calm.sort_unstable();
+    all.failover.sort_unstable();
+    Ok(all)
+}
+
+/// Until `deadline`: waits for `g` running, kills its primary's agent
+/// (flagging a failover in progress), waits until every survivor reports
+/// it running on the other member, restarts the killed agent and waits
+/// until the cluster is whole again. The failover times, in ms.
+async fn kill_primaries(
+    cluster: &mut LocalCluster,
+    deadline: Instant,
+    in_failover: &std::sync::atomic::AtomicBool,
+    timeout: Duration,
+) -> Result<Vec<f64>, Failure> {
+    use std::sync::atomic::Ordering;
+    let mut times = Vec::new();
+    loop {
+        // A calm stretch between failovers.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if Instant::now() >= deadline {
+            return Ok(times);
+        }
+        let primary = cluster.wait_for(timeout, "g running", g_running_on).await?;
+        in_failover.store(true, Ordering::Relaxed);
+        cluster.kill9(&primary).await?;
+        let start = Instant::now();
+        let moved = cluster
+            .wait_for(timeout, "g running elsewhere", |st| {
+                g_running_on(st).filter(|p| *p != primary)
+            })
+            .await;
+        in_failover.store(false, Ordering::Relaxed);
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let new = moved?;
+        println!("    {primary} killed, g running on {new} after {ms:.0} ms");
+        times.push(ms);
+        cluster.start(&primary)?;
+        wait_stable(cluster, timeout).await?;
+    }
+}
+
+async fn status_load(cluster: &mut LocalCluster, o: StatusLoad, timeout: Duration) -> Outcome {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let address = cluster
+        .node(&o.node)
+        .map(|n| n.address.clone())
+        .ok_or_else(|| Failure::input(format!("no local node {:?}", o.node)))?;
+    if o.during_failover && o.node != "witness" {
+        return Err(Failure::input(
+            "--during-failover kills site-a and site-b in turn; poll the witness",
+        ));
+    }
+    coordinator(cluster, timeout)
+        .await?
+        .1
+        .apply_spec(pb::ApplySpecRequest {
+            spec: TRIVIAL_SPEC.into(),
+            file: "bench.toml".into(),
+            dry_run: false,
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed("apply", e))?;
+    let connections = o.pollers.div_ceil(o.per_connection);
+    println!(
+        "status load: {} pollers calling GetStatus back to back on {} over {connections} HTTP/2 connection(s) \
+         ({} pollers per connection), {} runs of {} s, one exclusive group{}",
+        o.pollers,
+        o.node,
+        o.per_connection,
+        o.runs,
+        o.duration.as_secs(),
+        if o.during_failover {
+            "; its primary's agent is killed (kill -9) again and again, lease expiry only, and restarted after each failover"
+        } else {
+            ""
+        }
+    );
+    println!("  targets to compare with: > 20,000 requests/s with 50 pollers; p99 < 20 ms during a failover");
+    let mut rates = Vec::with_capacity(o.runs);
+    let mut calm_all = Vec::new();
+    let mut failover_all = Vec::new();
+    let mut failover_times = Vec::new();
+    for run in 1..=o.runs {
+        wait_stable(cluster, timeout).await?;
+        cluster.wait_for(timeout, "g running", g_running_on).await?;
+        let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let in_failover = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let deadline = start + o.duration;
+        let pollers = tokio::spawn({
+            let address = address.clone();
+            let in_failover = in_failover.clone();
+            async move { poll_status(&address, o.pollers, o.per_connection, deadline, in_failover).await }
+        });
+        let times = if o.during_failover {
+            kill_primaries(cluster, deadline, &in_failover, timeout).await?
+        } else {
+            Vec::new()
+        };
+        let r = pollers
+            .await
+            .map_err(|e| Failure::runtime(format!("the pollers failed: {e}")))??;
+        let elapsed = o.duration.as_secs_f64();
+        let rate = r.answered() as f64 / elapsed;
+        println!(
+            "  run {run}: {} answered in {elapsed:.0} s = {rate:.0} requests/s, {} errors{} (load average before: {})",
+            r.answered(),
+            r.errors,
+            r.first_error
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default(),
+            load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        );
+        if o.during_failover {
+            println!("    {} failovers", times.len());
+            println!("    failover in progress: {}", latency_line(&r.failover));
+            println!("    no failover:          {}", latency_line(&r.calm));
+        } else {
+            println!("    latency: {}", latency_line(&r.calm));
+        }
+        rates.push(rate);
+        calm_all.extend(r.calm);
+        failover_all.extend(r.failover);
+        failover_times.extend(times);
+    }
+    rates.sort_by(f64::total_cmp);
+    calm_all.sort_unstable();
+    failover_all.sort_unstable();
+    println!(
+        "all runs: requests/s median {:.0} (min {:.0}, max {:.0}) over {} runs",
+        percentile(&rates, 50.0),
+        rates.first().copied().unwrap_or(f64::NAN),
+        rates.last().copied().unwrap_or(f64::NAN),
+        rates.len()
+    );
+    if o.during_failover {
+        println!("  {} failovers in all", failover_times.len());
+        println!("  latency, failover in progress: {}", latency_line(&failover_all));
+        println!("  latency, no failover:          {}", latency_line(&calm_all));
+        report(
+            "  failover (kill -9 to running on the other member)",
+            " ms",
+            &mut failover_times,
+        );
+    } else {
+        println!("  latency: {}", latency_line(&calm_all));
+    }
+    Ok(())
+}
+
+/// Opens `streams` WatchStatus streams to one node over `connections`
+/// HTTP/2 connections, keeps reading them, and reports the node's
+/// resident memory before, once all are open, and after `steady`.
+async fn watch_memory(
+    cluster: &LocalCluster,
+    streams: usize,
+    connections: usize,
+    steady: Duration,
+    node: Option<String>,
+    timeout: Duration,
+) -> Outcome {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let target = match node {
+        Some(n) => n,
+        None => coordinator(cluster, timeout).await?.0,
+    };
+    let local = cluster
+        .node(&target)
+        .ok_or_else(|| Failure::input(format!("no local node {target:?}")))?;
+    let pid = local
+        .pid()
+        .ok_or_else(|| Failure::runtime(format!("{target} is not running")))?;
+    let rss = |what: &str| -> Result<u64, Failure> {
+        proc_sample(pid)
+            .map(|(kib, _)| kib)
+            .ok_or_else(|| Failure::runtime(format!("{target} ({pid}) is gone {what}")))
+    };
+    println!(
+        "watch memory: {streams} WatchStatus streams to {target} over {connections} HTTP/2 connections \
+         ({} per connection; the server sets no limit of concurrent streams per connection)",
+        streams.div_ceil(connections)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss("before opening")?;
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(connect_to(&local.address, timeout).await?);
+    }
+    let opened = Arc::new(AtomicUsize::new(0));
+    let failed_to_open = Arc::new(AtomicUsize::new(0));
+    let with_message = Arc::new(AtomicUsize::new(0));
+    let messages = Arc::new(AtomicU64::new(0));
+    let errors: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let note = |errors: &Mutex<BTreeMap<String, usize>>, e: String| {
+        if let Ok(mut m) = errors.lock() {
+            *m.entry(e).or_default() += 1;
+        }
+    };
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(streams);
+    for i in 0..streams {
+        let mut client = clients[i % connections].clone();
+        let (opened, failed_to_open, with_message, messages, errors) = (
+            opened.clone(),
+            failed_to_open.clone(),
+            with_message.clone(),
+            messages.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut stream = match client.watch_status(pb::WatchStatusRequest { max_interval_ms: 0 }).await {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    failed_to_open.fetch_add(1, Ordering::Relaxed);
+                    note(&errors, format!("open: {:?}: {}", e.code(), e.message()));
+                    return;
+                }
+            };
+            opened.fetch_add(1, Ordering::Relaxed);
+            let mut first = true;
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => {
+                        if first {
+                            with_message.fetch_add(1, Ordering::Relaxed);
+                            first = false;
+                        }
+                        messages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => {
+                        note(&errors, "stream ended by the server".into());
+                        return;
+                    }
+                    Err(e) => {
+                        note(&errors, format!("read: {:?}: {}", e.code(), e.message()));
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    while opened.load(Ordering::Relaxed) + failed_to_open.load(Ordering::Relaxed) < streams
+        || with_message.load(Ordering::Relaxed) < opened.load(Ordering::Relaxed)
+    {
+        if start.elapsed() > timeout {
+            println!(
+                "  (gave up waiting for every stream after {})",
+                humantime::format_duration(timeout)
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let open_time = start.elapsed();
+    let all_open = rss("once the streams were open")?;
+    let (_, ticks0) = proc_sample(pid).unwrap_or_default();
+    let messages0 = messages.load(Ordering::Relaxed);
+    let steady_start = Instant::now();
+    let mut peak = all_open;
+    while steady_start.elapsed() < steady {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak = peak.max(rss("at steady state")?);
+    }
+    let (at_steady, ticks1) = proc_sample(pid).unwrap_or_default();
+    let steady_s = steady_start.elapsed().as_secs_f64();
+    let received = messages.load(Ordering::Relaxed) - messages0;
+    for t in &tasks {
+        t.abort();
+    }
+    drop(clients);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let closed = rss("after closing")?;
+    let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as f64;
+    let n = opened.load(Ordering::Relaxed);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "  opened {n} of {streams} in {:.1} s ({} failed to open; {} got a first status)",
+        open_time.as_secs_f64(),
+        failed_to_open.load(Ordering::Relaxed),
+        with_message.load(Ordering::Relaxed)
+    );
+    println!(
+        "  {target} resident: before {:.1} MiB, all open {:.1} MiB, steady ({}) {:.1} MiB (peak {:.1} MiB), 2 s after closing {:.1} MiB",
+        mib(before),
+        mib(all_open),
+        humantime::format_duration(steady),
+        mib(at_steady),
+        mib(peak),
+        mib(closed)
+    );
+    if n > 0 {
+        println!(
+            "  per stream at steady state: {:.1} KiB",
+            at_steady.saturating_sub(before) as f64 / n as f64
+        );
+    }
+    println!(
+        "  at steady state: {:.0} statuses/s received over all streams; {target} used {:.1}% of a core",
+        received as f64 / steady_s,
+        ticks1.saturating_sub(ticks0) as f64 / ticks_per_s / steady_s * 100.0
+    );
+    if let Ok(m) = errors.lock() {
+        for (e, count) in m.iter() {
+            println!("  error x{count}: {e}");
+        }
+    }
+    Ok(())
+}
+
 /// A trivial service (a shell that sleeps) in the demo's DNS zone.
 const SWITCHOVER_SPEC: &str = "[dns]\nzone = \"demo.tandem.\"\n\n\
 [[groups]]\nname = \"web\"\nkind = \"exclusive\"\n\
@@ -637,7 +1156,11 @@ async fn switchover(cluster: &LocalCluster, runs: usize, timeout: Duration) -> O
         to_dns.push(dns_ms);
         to_done.push(done_ms);
     }
-    report("switchover: command to every node's DNS answering the new primary", " ms", &mut to_dns);
+    report(
+        "switchover: command to every node's DNS answering the new primary",
+        " ms",
+        &mut to_dns,
+    );
     report("switchover: command to the stream's completion", " ms", &mut to_done);
     for name in ["fenced", "started", "healthy", "dns"] {
         if let Some(v) = phases.get_mut(name) {
@@ -729,7 +1252,7 @@ impl Drop for TempDir {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{latency_line, nearest_rank, percentile};
 
     #[test]
     fn nearest_rank_percentiles() {
@@ -738,5 +1261,18 @@ mod tests {
         assert_eq!(percentile(&s, 99.0), 99.0);
         assert_eq!(percentile(&s, 100.0), 100.0);
         assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn latency_percentiles_of_microseconds() {
+        let s: Vec<u32> = (1..=1000).map(|i| i * 10).collect();
+        assert_eq!(nearest_rank(&s, 99.0), Some(9900));
+        assert_eq!(nearest_rank(&s, 100.0), Some(10_000));
+        assert_eq!(nearest_rank::<u32>(&[], 50.0), None);
+        assert_eq!(
+            latency_line(&s),
+            "n=1000 p50=5.00 ms p90=9.00 ms p99=9.90 ms max=10.00 ms"
+        );
     }
 }
