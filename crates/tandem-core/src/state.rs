@@ -167,6 +167,56 @@ pub struct ClusterState {
     /// serial, the same on every node for the same state.
     #[serde(default)]
     pub zone_serial: u64,
+    /// The recent failovers and switchovers of exclusive groups, oldest first.
+    #[serde(default)]
+    pub transitions: VecDeque<Transition>,
+}
+
+/// One failover or switchover of an exclusive group, with its phase times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Unique and increasing.
+    pub id: u64,
+    pub group: String,
+    pub kind: TransitionKind,
+    /// The primary it moves away from, if any.
+    pub from: Option<String>,
+    /// The new primary, once chosen.
+    pub to: Option<String>,
+    pub reason: String,
+    /// Who caused it: an operator (user@host) or `coordinator`.
+    pub actor: String,
+    /// The epoch the new primary runs at (0 until assigned).
+    pub epoch: u64,
+    pub phases: TransitionPhases,
+    pub outcome: TransitionOutcome,
+}
+
+/// Wall-clock times (unix ms) of each phase; None until reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TransitionPhases {
+    pub detected_unix_ms: Option<u64>,
+    pub decided_unix_ms: Option<u64>,
+    /// The old primary known stopped: it reported stopped, was fenced, or its lease certainly expired.
+    pub fenced_unix_ms: Option<u64>,
+    pub started_unix_ms: Option<u64>,
+    pub healthy_unix_ms: Option<u64>,
+    pub dns_unix_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionKind {
+    Failover,
+    Switchover,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum TransitionOutcome {
+    InProgress,
+    Completed,
+    Abandoned(String),
 }
 
 impl ClusterState {
