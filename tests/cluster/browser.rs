@@ -299,5 +299,14 @@ fn the_status_page_follows_a_failover_live_and_fits_a_phone() {
             .await;
         assert_eq!(page.eval("window.__tandemMark").await, 42, "the page was reloaded");
     });
+    // An open status stream does not hold up a clean stop.
+    let stopping = Instant::now();
+    assert_eq!(c.sigterm("witness"), Some(0), "{}", c.logs_tail());
+    let log = std::fs::read_to_string(&c.node("witness").log).unwrap();
+    assert!(
+        !log.contains("HTTP server did not drain"),
+        "the status stream kept the HTTP server from stopping ({:?})",
+        stopping.elapsed()
+    );
     drop(browser);
 }
