@@ -66,6 +66,12 @@ fn bad_address_is_refused() {
     );
     let text = good().replace("dns_listen = \"127.0.0.1:", "dns_listen = \"nowhere:");
     refused(&text, 2, &["key `node.dns_listen`", "expected IP:PORT"]);
+    let text = good().replace("[node]\n", "[node]\nhttp_listen = \"localhost:8400\"\n");
+    refused(
+        &text,
+        2,
+        &["key `node.http_listen`", "expected IP:PORT", "\"localhost:8400\""],
+    );
 }
 
 #[test]
@@ -151,6 +157,21 @@ fn a_taken_port_is_a_clear_error() {
     let err = stderr(&out);
     assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
     assert!(err.contains("key `node.grpc_listen`"), "{err}");
+    assert!(err.contains("already listens there"), "{err}");
+}
+
+#[test]
+fn a_taken_http_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = good().replace("[node]\n", &format!("[node]\nhttp_listen = \"127.0.0.1:{port}\"\n"));
+    let path = write(dir.path(), "node.toml", &text);
+    let out = tandem(&["agent", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("key `node.http_listen`"), "{err}");
     assert!(err.contains("already listens there"), "{err}");
 }
 

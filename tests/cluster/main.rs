@@ -6,6 +6,7 @@
 mod namespaces;
 mod support;
 
+mod browser;
 mod config;
 mod dns;
 mod durability;
@@ -13,6 +14,7 @@ mod election;
 mod faults;
 mod fencing;
 mod grpc;
+mod http;
 mod membership;
 mod netns;
 mod operate;

@@ -30,6 +30,8 @@ pub struct TestNode {
     pub role: &'static str,
     pub address: String,
     pub dns: String,
+    /// `[node] http_listen`: healthz, primary, metrics, the status page.
+    pub http: String,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -104,9 +106,10 @@ impl TestCluster {
         members: &[(String, &'static str, String)],
     ) {
         let dns = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
         let data = self.dir.path().join(format!("{name}-data"));
         let mut text = format!(
-            "[cluster]\nname = \"{}\"\njoin = {join}\n\n[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{}\"\ngrpc_listen = \"{address}\"\ndns_listen = \"{dns}\"\n\n",
+            "[cluster]\nname = \"{}\"\njoin = {join}\n\n[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{}\"\ngrpc_listen = \"{address}\"\ndns_listen = \"{dns}\"\nhttp_listen = \"{http}\"\n\n",
             self.cluster,
             data.display()
         );
@@ -127,6 +130,7 @@ impl TestCluster {
             role,
             address: address.to_string(),
             dns,
+            http,
             config,
             log: self.dir.path().join(format!("{name}.log")),
             child: None,
@@ -348,6 +352,28 @@ pub fn tandem(args: &[&str]) -> Output {
             panic!("tandem {args:?} did not finish within 120 s");
         }
     }
+}
+
+/// `GET path` from `addr` over HTTP/1.1: the status code and the body, or
+/// None when nothing answered within 5 s.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    // Bodies of these endpoints are small; chunked encoding is not expected.
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "unexpected chunked answer from {addr}{path}: {head}"
+    );
+    Some((code, body.to_string()))
 }
 
 /// The entry of node `name` in a status JSON.

@@ -1,6 +1,7 @@
 //! The network face of a Tandem node: the gRPC services (`tandem.v1.Tandem`
-//! for operators and dashboards, `tandem.v1.Peer` for node-to-node traffic)
-//! and the lease runtime behind heartbeats.
+//! for operators and dashboards, `tandem.v1.Peer` for node-to-node traffic),
+//! HTTP for load balancers, Prometheus and the status page, and the lease
+//! runtime behind heartbeats.
 //!
 //! This is the only crate that converts between protobuf and core types.
 //! Decisions (liveness, lease grants, membership rules) are the core's; this
@@ -10,9 +11,11 @@ pub mod clock;
 pub mod convert;
 pub mod dns;
 pub mod executor;
+pub mod http;
 pub mod lease_file;
 pub mod liveness;
 pub mod manager;
+pub mod metrics;
 pub mod node;
 pub mod operate;
 pub mod peer;

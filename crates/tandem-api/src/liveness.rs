@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tandem_core::lease::{LeaseTable, NodeState, liveness, may_grant_lease, witness_should_campaign};
@@ -73,6 +74,42 @@ pub struct Liveness {
     inner: Mutex<Inner>,
     /// Bumped whenever leases or views change, for status watchers.
     changed: watch::Sender<u64>,
+    /// Heartbeat and lease counters since the process started (for metrics).
+    pub counters: LeaseCounters,
+}
+
+/// Counters of heartbeats and leases since the process started, read by
+/// `/metrics`.
+#[derive(Debug, Default)]
+pub struct LeaseCounters {
+    /// Leases this node was granted (each one renews its lease).
+    pub lease_renewals: AtomicU64,
+    /// Heartbeats of this node a coordinator answered with a refusal.
+    pub heartbeats_refused: AtomicU64,
+    /// Heartbeats of this node no coordinator answered, directly or relayed.
+    pub heartbeats_unanswered: AtomicU64,
+    /// Leases this node granted while coordinator (its own included).
+    pub leases_granted: AtomicU64,
+}
+
+/// The counters at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseCountersSnapshot {
+    pub lease_renewals: u64,
+    pub heartbeats_refused: u64,
+    pub heartbeats_unanswered: u64,
+    pub leases_granted: u64,
+}
+
+impl LeaseCounters {
+    pub fn snapshot(&self) -> LeaseCountersSnapshot {
+        LeaseCountersSnapshot {
+            lease_renewals: self.lease_renewals.load(Relaxed),
+            heartbeats_refused: self.heartbeats_refused.load(Relaxed),
+            heartbeats_unanswered: self.heartbeats_unanswered.load(Relaxed),
+            leases_granted: self.leases_granted.load(Relaxed),
+        }
+    }
 }
 
 impl Liveness {
@@ -81,6 +118,7 @@ impl Liveness {
             timing,
             inner: Mutex::new(Inner::default()),
             changed: watch::channel(0).0,
+            counters: LeaseCounters::default(),
         }
     }
 
@@ -182,6 +220,7 @@ impl Liveness {
         }
         let view = coordinator_view(side, now, members, &self.timing);
         drop(inner);
+        self.counters.leases_granted.fetch_add(1, Relaxed);
         if before != NodeState::Up {
             self.bump();
         }
@@ -194,6 +233,11 @@ impl Liveness {
     /// this node's own configured lease. The coordinator's view is dated
     /// `sent_at` too, so ages read from it are never understated.
     pub fn record_reply(&self, now: Millis, sent_at: Millis, reply: &HeartbeatReply) {
+        if reply.granted {
+            self.counters.lease_renewals.fetch_add(1, Relaxed);
+        } else {
+            self.counters.heartbeats_refused.fetch_add(1, Relaxed);
+        }
         let mut inner = self.lock();
         let had_lease = inner.lease_until.is_some_and(|t| t > now);
         inner.last_reply = Some(now);
@@ -235,6 +279,12 @@ impl Liveness {
     /// Whether this node holds a lease at `now`.
     pub fn own_lease_valid(&self, now: Millis) -> bool {
         self.lock().lease_until.is_some_and(|t| t > now)
+    }
+
+    /// The coordinator's applied index when it granted this node's lease:
+    /// how far this node must have applied before it may act on it.
+    pub fn lease_index(&self) -> u64 {
+        self.lock().lease_index
     }
 
     /// When this node's lease ends, if it holds one.
@@ -446,6 +496,7 @@ pub async fn run_heartbeats(ctx: NodeContext, mut shutdown: watch::Receiver<bool
                     Ok(r) => r,
                     Err(e) => {
                         debug!(error = %e, "heartbeat not acknowledged through any relay");
+                        ctx.liveness.counters.heartbeats_unanswered.fetch_add(1, Relaxed);
                         continue;
                     }
                 }

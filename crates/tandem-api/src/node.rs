@@ -31,6 +31,8 @@ pub struct NodeContext {
     /// Set when the agent is stopping: exclusive groups stop here (and move),
     /// while heartbeats, the lease guard and the watchdog still run.
     pub leaving: Arc<std::sync::atomic::AtomicBool>,
+    /// Prometheus metrics that accumulate while the process runs.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl NodeContext {

@@ -60,6 +60,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub grpc_listen: SocketAddr,
     pub dns_listen: SocketAddr,
+    /// HTTP for load balancers, Prometheus and the status page; `None`: no
+    /// HTTP server.
+    pub http_listen: Option<SocketAddr>,
     /// The initial members, the same list on every node.
     pub members: Vec<NodeInfo>,
     pub timing: Timing,
@@ -146,6 +149,7 @@ struct RawNode {
     data_dir: PathBuf,
     grpc_listen: String,
     dns_listen: String,
+    http_listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +285,21 @@ impl NodeConfig {
                 format!("expected an address other than node.grpc_listen, got the same {dns_listen}"),
             ));
         }
+        let http_listen = match &raw.node.http_listen {
+            None => None,
+            Some(value) => {
+                let http = listen("http_listen", value)?;
+                for (other, addr) in [("grpc_listen", grpc_listen), ("dns_listen", dns_listen)] {
+                    if http == addr {
+                        return Err(err(
+                            "node.http_listen".into(),
+                            format!("expected an address other than node.{other}, got the same {http}"),
+                        ));
+                    }
+                }
+                Some(http)
+            }
+        };
 
         if raw.members.is_empty() {
             return Err(err("members".into(), "expected at least one [[members]] entry".into()));
@@ -424,6 +443,7 @@ impl NodeConfig {
             data_dir: raw.node.data_dir,
             grpc_listen,
             dns_listen,
+            http_listen,
             members,
             timing,
             snapshot_after_entries,
@@ -504,6 +524,33 @@ lease = "3s"
     fn bad_addresses_are_refused() {
         let msg = refused(&GOOD.replace("grpc_listen = \"127.0.0.1:7401\"", "grpc_listen = \"localhost\""));
         assert!(msg.contains("key `node.grpc_listen`: expected IP:PORT"), "{msg}");
+        let msg = refused(&GOOD.replace(
+            "dns_listen = \"127.0.0.1:5301\"",
+            "dns_listen = \"127.0.0.1:5301\"\nhttp_listen = \"*:8080\"",
+        ));
+        assert!(
+            msg.contains("key `node.http_listen`: expected IP:PORT (for example \"0.0.0.0:7400\" or \"[::]:7400\"), got \"*:8080\""),
+            "{msg}"
+        );
+        let msg = refused(&GOOD.replace(
+            "dns_listen = \"127.0.0.1:5301\"",
+            "dns_listen = \"127.0.0.1:5301\"\nhttp_listen = \"127.0.0.1:7401\"",
+        ));
+        assert!(
+            msg.contains("key `node.http_listen`: expected an address other than node.grpc_listen"),
+            "{msg}"
+        );
+        let c = parse(&GOOD.replace(
+            "dns_listen = \"127.0.0.1:5301\"",
+            "dns_listen = \"127.0.0.1:5301\"\nhttp_listen = \"127.0.0.1:8400\"",
+        ))
+        .unwrap();
+        assert_eq!(c.http_listen, Some("127.0.0.1:8400".parse().unwrap()));
+        assert_eq!(
+            parse(GOOD).unwrap().http_listen,
+            None,
+            "no HTTP server unless configured"
+        );
         let msg = refused(&GOOD.replace("\"127.0.0.1:7402\"", "\"127.0.0.1:99999\""));
         assert!(msg.contains("key `members[1].address`: expected HOST:PORT"), "{msg}");
         let msg = refused(&GOOD.replace("\"127.0.0.1:7402\"", "\"300.1.1.1:7402\""));

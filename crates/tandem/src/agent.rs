@@ -136,13 +136,17 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         ocf_root: ocf_root(),
         self_fence: Arc::new(SelfFence::default()),
         leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        metrics: Arc::new(tandem_api::metrics::Metrics::new()),
     };
+    // Counters are since start: what the loaded state already holds is the baseline.
+    ctx.metrics.follow(&ctx.state.borrow().cluster);
 
     info!(
         cluster = %config.cluster,
         node = %config.node.name,
         role = %config.node.role,
         grpc = %config.grpc_listen,
+        http = ?config.http_listen,
         data_dir = %config.data_dir.display(),
         version = tandem_core::VERSION,
         "agent starting"
@@ -172,10 +176,25 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     }
 
     // DNS: bound before anything runs, so a taken port is an error at start.
-    let (dns, zone_tx, _dns_stats) = tandem_api::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
+    let (dns, zone_tx, dns_stats) = tandem_api::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
         .await
         .map_err(|e| Failure::runtime(format!("cannot serve DNS on {}: {e}", config.dns_listen)))?;
     info!(dns = %config.dns_listen, "DNS responder listening");
+    // HTTP (optional): bound before anything runs too.
+    let http_listener = match config.http_listen {
+        None => None,
+        Some(addr) => Some(tandem_api::http::bind(addr).await.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "; another process already listens there"
+            } else {
+                ""
+            };
+            Failure::runtime(format!(
+                "cannot listen on {addr} (key `node.http_listen` of {}): {e}{hint}",
+                path.display()
+            ))
+        })?),
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Read the previous run's lease end before this run records its own.
@@ -192,6 +211,15 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         shutdown_rx.clone(),
     ));
     let dns_task = tokio::spawn(dns.run(shutdown_rx.clone()));
+    let metrics_task = tokio::spawn(tandem_api::http::follow_metrics(ctx.clone(), shutdown_rx.clone()));
+    let http_task = http_listener.map(|l| {
+        tokio::spawn(tandem_api::http::serve(
+            l,
+            ctx.clone(),
+            Some(dns_stats.clone()),
+            shutdown_rx.clone(),
+        ))
+    });
     let zone_task = tokio::spawn(tandem_api::dns::follow_zone(ctx.clone(), zone_tx, shutdown_rx.clone()));
     let push_task = tokio::spawn(tandem_api::dns::run_dns_push(ctx.clone(), shutdown_rx.clone()));
     let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown_rx.clone()));
@@ -307,6 +335,18 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let _ = lease_task.await;
     let _ = push_task.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), dns_task).await;
+    let _ = metrics_task.await;
+    if let Some(mut http) = http_task {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), &mut http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error"),
+            Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
+            Err(_) => {
+                warn!("HTTP server did not drain within 2 s; closing");
+                http.abort();
+            }
+        }
+    }
     if !server.is_finished() {
         match tokio::time::timeout(std::time::Duration::from_secs(2), &mut server).await {
             Ok(Ok(Ok(()))) => {}

@@ -1,0 +1,798 @@
+//! Prometheus metrics of a node (`GET /metrics`, OpenMetrics text format).
+//!
+//! Two kinds:
+//!
+//! - **Counters that accumulate while the process runs** ([`Counters`]):
+//!   events applied by kind, fencing attempts, failover phase histograms.
+//!   They live as long as the process; [`Metrics::follow`] feeds the ones
+//!   derived from the applied state (events with a higher sequence number
+//!   than the last seen, transitions completed and not yet observed).
+//! - **Values read at scrape time** ([`Scrape`]): node and group states,
+//!   leases, Raft indexes, the lease runtime's and the DNS responder's
+//!   counters. Built into a fresh registry on every scrape from one
+//!   snapshot, so a node or group that disappears leaves no stale series.
+//!
+//! Nothing here carries a secret: only names, states and numbers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tandem_core::state::{ClusterState, Transition, TransitionKind, TransitionOutcome};
+use tandem_dns::StatsSnapshot;
+use tandem_proto::v1 as pb;
+
+use crate::convert::event_kind_str;
+use crate::liveness::LeaseCountersSnapshot;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub kind: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+/// Buckets for failover durations, in seconds: from a fast switchover
+/// (tens of milliseconds) to a fenced failover behind a slow device.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// Metrics that accumulate while the process runs.
+///
+/// To add a family: a field here, its construction in [`Counters::new`] and
+/// one line in [`Counters::register`]; whoever counts reaches it through
+/// `ctx.metrics.counters`.
+#[derive(Clone, Debug)]
+pub struct Counters {
+    /// `tandem_events_total{kind}`: events applied since start, by kind.
+    pub events: Family<KindLabels, Counter>,
+    /// `tandem_fence_attempts_total{outcome}`: fencing attempts this node
+    /// ran as coordinator, `fenced` or `failed`.
+    pub fence_attempts: Family<OutcomeLabels, Counter>,
+    /// `tandem_transitions_total{kind,outcome}`: failovers and switchovers
+    /// that ended since start, `completed` or `abandoned`.
+    pub transitions: Family<TransitionLabels, Counter>,
+    /// `tandem_failover_phase_seconds{kind,phase}`: time from the previous
+    /// reached phase to this one, per completed transition.
+    pub failover_phase_seconds: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+    /// `tandem_failover_duration_seconds{kind}`: from the first reached phase
+    /// to the last, per completed transition.
+    pub failover_duration_seconds: Family<KindLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            events: Family::default(),
+            fence_attempts: Family::default(),
+            transitions: Family::default(),
+            failover_phase_seconds: Family::new_with_constructor(duration_histogram),
+            failover_duration_seconds: Family::new_with_constructor(duration_histogram),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "tandem_events",
+            "Events applied since the process started, by kind",
+            self.events.clone(),
+        );
+        r.register(
+            "tandem_fence_attempts",
+            "Fencing attempts this node ran as coordinator, by outcome (fenced, failed)",
+            self.fence_attempts.clone(),
+        );
+        r.register(
+            "tandem_transitions",
+            "Failovers and switchovers that ended since the process started, by kind and outcome (completed, abandoned)",
+            self.transitions.clone(),
+        );
+        r.register(
+            "tandem_failover_phase_seconds",
+            "Duration of each phase of a completed failover or switchover (detected, decided, fenced, started, healthy, dns), from the previous reached phase",
+            self.failover_phase_seconds.clone(),
+        );
+        r.register(
+            "tandem_failover_duration_seconds",
+            "Duration of a completed failover or switchover, from its first reached phase to its last",
+            self.failover_duration_seconds.clone(),
+        );
+    }
+}
+
+/// What [`Metrics::follow`] has counted so far.
+#[derive(Debug, Default)]
+struct Followed {
+    /// The next event sequence number not yet counted; None before the
+    /// first look (which only takes the baseline: counts are since start).
+    next_event_seq: Option<u64>,
+    /// Transitions already counted (completed or abandoned), kept while
+    /// they are still in the state.
+    seen_transitions: BTreeSet<u64>,
+}
+
+/// The node's metrics. Shared by the agent's tasks through `NodeContext`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub counters: Counters,
+    followed: Mutex<Followed>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let counters = Counters::new();
+        let mut registry = Registry::default();
+        counters.register(&mut registry);
+        Metrics {
+            registry,
+            counters,
+            followed: Mutex::new(Followed::default()),
+        }
+    }
+
+    /// Counts what `state` holds that was not counted yet: events with a
+    /// higher sequence number than the last seen, transitions that ended.
+    /// The first call only takes the baseline (what happened before the
+    /// process started is not counted). Idempotent for the same state.
+    pub fn follow(&self, state: &ClusterState) {
+        let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = |t: &Transition| !matches!(t.outcome, TransitionOutcome::InProgress);
+        let Some(next) = f.next_event_seq else {
+            f.next_event_seq = Some(state.next_event_seq);
+            f.seen_transitions = state.transitions.iter().filter(|t| ended(t)).map(|t| t.id).collect();
+            return;
+        };
+        for e in state.events.iter().filter(|e| e.seq >= next) {
+            self.counters
+                .events
+                .get_or_create(&KindLabels {
+                    kind: event_kind_str(e.kind).to_string(),
+                })
+                .inc();
+        }
+        f.next_event_seq = Some(next.max(state.next_event_seq));
+        for t in state.transitions.iter().filter(|t| ended(t)) {
+            if f.seen_transitions.insert(t.id) {
+                self.observe_transition(t);
+            }
+        }
+        // Forget ids that left the state: ids only grow, they never return.
+        if let Some(oldest) = state.transitions.front().map(|t| t.id) {
+            f.seen_transitions.retain(|id| *id >= oldest);
+        }
+    }
+
+    fn observe_transition(&self, t: &Transition) {
+        let kind = kind_str(t.kind).to_string();
+        let outcome = match t.outcome {
+            TransitionOutcome::Completed => "completed",
+            _ => "abandoned",
+        };
+        self.counters
+            .transitions
+            .get_or_create(&TransitionLabels {
+                kind: kind.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if t.outcome != TransitionOutcome::Completed {
+            return;
+        }
+        let phases = phase_times(t);
+        for pair in phases.windows(2) {
+            if let [(_, prev), (name, at)] = pair {
+                self.counters
+                    .failover_phase_seconds
+                    .get_or_create(&PhaseLabels {
+                        kind: kind.clone(),
+                        phase: (*name).to_string(),
+                    })
+                    .observe(seconds(at.saturating_sub(*prev)));
+            }
+        }
+        if let (Some((_, first)), Some((_, last))) = (phases.first(), phases.last()) {
+            self.counters
+                .failover_duration_seconds
+                .get_or_create(&KindLabels { kind })
+                .observe(seconds(last.saturating_sub(*first)));
+        }
+    }
+
+    /// The whole exposition: the accumulated counters and the values of
+    /// `scrape`, in OpenMetrics text format.
+    pub fn render(&self, scrape: &Scrape) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode_registry(&mut out, &self.registry)?;
+        encode_registry(&mut out, &scrape.registry())?;
+        encode_eof(&mut out)?;
+        Ok(out)
+    }
+}
+
+fn seconds(ms: u64) -> f64 {
+    // Exact for any duration below 2^53 ms.
+    ms as f64 / 1000.0
+}
+
+pub fn kind_str(kind: TransitionKind) -> &'static str {
+    match kind {
+        TransitionKind::Failover => "failover",
+        TransitionKind::Switchover => "switchover",
+    }
+}
+
+/// The reached phases of `t` in order (detected, decided, fenced, started,
+/// healthy, dns), with their times; skipped phases are left out.
+pub fn phase_times(t: &Transition) -> Vec<(&'static str, u64)> {
+    let p = &t.phases;
+    [
+        ("detected", p.detected_unix_ms),
+        ("decided", p.decided_unix_ms),
+        ("fenced", p.fenced_unix_ms),
+        ("started", p.started_unix_ms),
+        ("healthy", p.healthy_unix_ms),
+        ("dns", p.dns_unix_ms),
+    ]
+    .into_iter()
+    .filter_map(|(name, at)| at.map(|at| (name, at)))
+    .collect()
+}
+
+/// Everything read at scrape time, from one look at the node.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    pub status: pb::ClusterStatus,
+    /// This node's role (member, witness).
+    pub role: String,
+    pub own_lease_valid: bool,
+    /// It holds a lease and applied the log as far as the coordinator had
+    /// when granting it (`Liveness::may_act`).
+    pub may_act: bool,
+    pub is_coordinator: bool,
+    /// Per group in the spec: whether it is active on this node (the rule
+    /// of `GET /primary/GROUP`).
+    pub active_here: BTreeMap<String, bool>,
+    pub lease: LeaseCountersSnapshot,
+    pub dns: Option<StatsSnapshot>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A family of gauges set once.
+fn gauges(r: &mut Registry, name: &str, help: &str, values: impl IntoIterator<Item = (Labels, i64)>) {
+    let family = Family::<Labels, Gauge>::default();
+    for (labels, v) in values {
+        family.get_or_create(&labels).set(v);
+    }
+    r.register(name, help, family);
+}
+
+/// A family of counters read from elsewhere (atomics of this process).
+fn counters(r: &mut Registry, name: &str, help: &str, values: impl IntoIterator<Item = (Labels, u64)>) {
+    let family = Family::<Labels, Counter>::default();
+    for (labels, v) in values {
+        family.get_or_create(&labels).inc_by(v);
+    }
+    r.register(name, help, family);
+}
+
+/// One gauge without labels.
+fn gauge(r: &mut Registry, name: &str, help: &str, v: impl Into<i64>) {
+    let g = Gauge::<i64>::default();
+    g.set(v.into());
+    r.register(name, help, g);
+}
+
+/// One counter without labels, read from elsewhere.
+fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(v);
+    r.register(name, help, c);
+}
+
+pub const NODE_STATES: [&str; 3] = ["up", "suspect", "down"];
+pub const GROUP_STATES: [&str; 6] = ["starting", "running", "stopping", "stopped", "failed", "blocked"];
+
+/// Names of response codes for the `rcode` label.
+fn rcode_label(slot: usize) -> String {
+    match slot {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        9 => "NOTAUTH".into(),
+        16 => "BADVERS".into(),
+        n if n + 1 >= tandem_dns::RCODE_SLOTS => "other".into(),
+        n => format!("RCODE{n}"),
+    }
+}
+
+pub fn node_state_str(state: i32) -> &'static str {
+    match pb::NodeState::try_from(state) {
+        Ok(pb::NodeState::Up) => "up",
+        Ok(pb::NodeState::Down) => "down",
+        _ => "suspect",
+    }
+}
+
+pub fn role_str(role: i32) -> &'static str {
+    match pb::NodeRole::try_from(role) {
+        Ok(pb::NodeRole::Witness) => "witness",
+        _ => "member",
+    }
+}
+
+impl Scrape {
+    fn registry(&self) -> Registry {
+        let s = &self.status;
+        let mut r = Registry::default();
+        let node = |n: &str| vec![("node", n.to_string())];
+        gauges(
+            &mut r,
+            "tandem_info",
+            "This node: its name, role, cluster and version (always 1)",
+            [(
+                vec![
+                    ("node", s.answered_by.clone()),
+                    ("role", self.role.clone()),
+                    ("cluster", s.cluster.clone()),
+                    ("version", tandem_core::VERSION.to_string()),
+                ],
+                1,
+            )],
+        );
+        gauges(
+            &mut r,
+            "tandem_node_state",
+            "Each member's state as this node sees it (1 for its current state: up, suspect, down)",
+            s.nodes.iter().flat_map(|n| {
+                let state = node_state_str(n.state);
+                NODE_STATES.iter().map(move |st| {
+                    (
+                        vec![("node", n.name.clone()), ("state", (*st).to_string())],
+                        i64::from(*st == state),
+                    )
+                })
+            }),
+        );
+        gauges(
+            &mut r,
+            "tandem_node_up",
+            "1 while the member is up (heartbeats arrive), else 0",
+            s.nodes
+                .iter()
+                .map(|n| (node(&n.name), i64::from(node_state_str(n.state) == "up"))),
+        );
+        gauges(
+            &mut r,
+            "tandem_node_lease_valid",
+            "1 while the member holds a lease, as this node sees it",
+            s.nodes.iter().map(|n| (node(&n.name), i64::from(n.lease_valid))),
+        );
+        let ages = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        for n in &s.nodes {
+            if let Some(ms) = n.last_heartbeat_age_ms {
+                ages.get_or_create(&node(&n.name)).set(seconds(ms));
+            }
+        }
+        r.register(
+            "tandem_node_heartbeat_age_seconds",
+            "Age of the member's last heartbeat acknowledged by the coordinator (absent when none)",
+            ages,
+        );
+        gauge(
+            &mut r,
+            "tandem_lease_valid",
+            "1 while this node holds a lease",
+            self.own_lease_valid,
+        );
+        gauge(
+            &mut r,
+            "tandem_may_act",
+            "1 while this node may act on its lease (it holds one and applied the log as far as the coordinator had)",
+            self.may_act,
+        );
+        gauge(
+            &mut r,
+            "tandem_is_coordinator",
+            "1 while this node is the coordinator (the Raft leader)",
+            self.is_coordinator,
+        );
+        gauge(
+            &mut r,
+            "tandem_view_fresh",
+            "1 while this node heard from a coordinator within a lease",
+            s.view_fresh,
+        );
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauge(&mut r, "tandem_raft_term", "Raft term", n(s.term));
+        gauge(
+            &mut r,
+            "tandem_raft_commit_index",
+            "Highest log index this node knows committed",
+            n(s.commit_index),
+        );
+        gauge(
+            &mut r,
+            "tandem_raft_applied_index",
+            "Highest log index this node applied",
+            n(s.applied_index),
+        );
+        gauge(
+            &mut r,
+            "tandem_spec_version",
+            "Version of the spec in force (0 before the first apply)",
+            n(s.spec_version),
+        );
+        gauges(
+            &mut r,
+            "tandem_group_state",
+            "Each group's state (1 for its current state: starting, running, stopping, stopped, failed, blocked)",
+            s.groups.iter().flat_map(|g| {
+                GROUP_STATES.iter().map(move |st| {
+                    (
+                        vec![("group", g.name.clone()), ("state", (*st).to_string())],
+                        i64::from(g.state == *st),
+                    )
+                })
+            }),
+        );
+        gauges(
+            &mut r,
+            "tandem_group_epoch",
+            "Each group's epoch (its fencing token, raised on every assignment)",
+            s.groups.iter().map(|g| (vec![("group", g.name.clone())], n(g.epoch))),
+        );
+        gauges(
+            &mut r,
+            "tandem_group_primary_here",
+            "1 while the group is active on this node: assigned here at the current epoch, running at it, and this node may act on its lease",
+            self.active_here
+                .iter()
+                .map(|(g, active)| (vec![("group", g.clone())], i64::from(*active))),
+        );
+        gauges(
+            &mut r,
+            "tandem_fencing_needed",
+            "1 for each node that must be fenced before its groups start elsewhere",
+            s.fencing_needed.keys().map(|k| (node(k), 1)),
+        );
+        counter(
+            &mut r,
+            "tandem_lease_renewals",
+            "Leases this node was granted since the process started",
+            self.lease.lease_renewals,
+        );
+        counters(
+            &mut r,
+            "tandem_heartbeats",
+            "Heartbeats this node sent since the process started, by outcome (granted, refused, unanswered)",
+            [
+                (vec![("outcome", "granted".to_string())], self.lease.lease_renewals),
+                (vec![("outcome", "refused".to_string())], self.lease.heartbeats_refused),
+                (
+                    vec![("outcome", "unanswered".to_string())],
+                    self.lease.heartbeats_unanswered,
+                ),
+            ],
+        );
+        counter(
+            &mut r,
+            "tandem_leases_granted",
+            "Leases this node granted as coordinator since the process started",
+            self.lease.leases_granted,
+        );
+        if let Some(d) = &self.dns {
+            counters(
+                &mut r,
+                "tandem_dns_queries",
+                "DNS queries received, by transport",
+                [
+                    (vec![("transport", "udp".to_string())], d.queries_udp),
+                    (vec![("transport", "tcp".to_string())], d.queries_tcp),
+                ],
+            );
+            counters(
+                &mut r,
+                "tandem_dns_responses",
+                "DNS responses sent, by response code",
+                d.responses_by_rcode
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, v)| **v > 0 || [0, 2, 3, 5].contains(i))
+                    .map(|(i, v)| (vec![("rcode", rcode_label(i))], *v)),
+            );
+            counter(
+                &mut r,
+                "tandem_dns_truncated",
+                "DNS responses sent with TC set",
+                d.truncated,
+            );
+            counter(
+                &mut r,
+                "tandem_dns_dropped",
+                "DNS packets not answered (malformed, not a query)",
+                d.dropped,
+            );
+            counter(&mut r, "tandem_dns_transfers", "DNS zone transfers served", d.transfers);
+            counters(
+                &mut r,
+                "tandem_dns_rate_limited",
+                "DNS queries over the per-client rate limit, by action (dropped, slipped)",
+                [
+                    (vec![("action", "dropped".to_string())], d.rate_limited_dropped),
+                    (vec![("action", "slipped".to_string())], d.rate_limited_slipped),
+                ],
+            );
+        }
+        r
+    }
+}
+
+/// The samples of an exposition as `series -> value`, the series exactly as
+/// written (`name{labels}`); comments skipped. For tests and scripts.
+pub fn parse_samples(text: &str) -> Result<BTreeMap<String, f64>, String> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("line {}: no value: {line:?}", i + 1))?;
+        let v: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().map_err(|e| format!("line {}: bad value {v:?}: {e}", i + 1))?,
+        };
+        out.insert(series.to_string(), v);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tandem_core::state::{EventKind, TransitionPhases};
+
+    fn transition(id: u64, outcome: TransitionOutcome) -> Transition {
+        Transition {
+            id,
+            group: "web".into(),
+            kind: TransitionKind::Failover,
+            from: Some("site-a".into()),
+            to: Some("site-b".into()),
+            reason: "site-a lost".into(),
+            actor: "coordinator".into(),
+            epoch: 4,
+            phases: TransitionPhases {
+                detected_unix_ms: Some(10_000),
+                decided_unix_ms: Some(13_000),
+                fenced_unix_ms: None,
+                started_unix_ms: Some(13_500),
+                healthy_unix_ms: Some(14_000),
+                dns_unix_ms: Some(14_000),
+            },
+            outcome,
+        }
+    }
+
+    fn note(s: &mut ClusterState, i: u64) {
+        s.apply(&tandem_core::state::Command::Note {
+            message: format!("n{i}"),
+            actor: "op@host".into(),
+            at_unix_ms: i,
+        });
+    }
+
+    fn rendered(m: &Metrics) -> BTreeMap<String, f64> {
+        let text = m.render(&Scrape::default()).unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        parse_samples(&text).unwrap()
+    }
+
+    #[test]
+    fn events_are_counted_by_kind_once_and_only_since_start() {
+        let m = Metrics::new();
+        let mut s = ClusterState::default();
+        note(&mut s, 1);
+        m.follow(&s); // the baseline: the first note happened before the start
+        note(&mut s, 2);
+        note(&mut s, 3);
+        m.follow(&s);
+        m.follow(&s); // the same state again counts nothing
+        let samples = rendered(&m);
+        assert_eq!(
+            samples.get("tandem_events_total{kind=\"note\"}"),
+            Some(&2.0),
+            "{samples:?}"
+        );
+        assert!(s.events.iter().all(|e| e.kind == EventKind::Note));
+    }
+
+    #[test]
+    fn a_completed_transition_is_observed_exactly_once_with_its_phases() {
+        let m = Metrics::new();
+        let mut s = ClusterState::default();
+        // Completed before the start: not observed.
+        s.transitions.push_back(transition(1, TransitionOutcome::Completed));
+        m.follow(&s);
+        s.transitions.push_back(transition(2, TransitionOutcome::InProgress));
+        s.transitions.push_back(transition(3, TransitionOutcome::InProgress));
+        m.follow(&s);
+        let samples = rendered(&m);
+        assert_eq!(
+            samples.get("tandem_failover_duration_seconds_count{kind=\"failover\"}"),
+            None,
+            "nothing completed yet: {samples:?}"
+        );
+        // 3 completes before 2 (another group): both are observed, once.
+        s.transitions[2].outcome = TransitionOutcome::Completed;
+        m.follow(&s);
+        s.transitions[1].outcome = TransitionOutcome::Completed;
+        m.follow(&s);
+        m.follow(&s);
+        s.transitions.pop_front();
+        m.follow(&s);
+        let samples = rendered(&m);
+        let count = |k: &str| samples.get(k).copied();
+        assert_eq!(
+            count("tandem_failover_duration_seconds_count{kind=\"failover\"}"),
+            Some(2.0),
+            "{samples:?}"
+        );
+        assert_eq!(
+            count("tandem_failover_duration_seconds_sum{kind=\"failover\"}"),
+            Some(8.0),
+            "4 s each"
+        );
+        assert_eq!(
+            count("tandem_failover_phase_seconds_sum{kind=\"failover\",phase=\"decided\"}"),
+            Some(6.0)
+        );
+        // The skipped phase: started counts from decided.
+        assert_eq!(
+            count("tandem_failover_phase_seconds_sum{kind=\"failover\",phase=\"started\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            count("tandem_failover_phase_seconds_count{kind=\"failover\",phase=\"fenced\"}"),
+            None
+        );
+        assert_eq!(
+            count("tandem_failover_phase_seconds_bucket{le=\"3.0\",kind=\"failover\",phase=\"decided\"}"),
+            Some(2.0),
+            "{samples:?}"
+        );
+        assert_eq!(
+            count("tandem_transitions_total{kind=\"failover\",outcome=\"completed\"}"),
+            Some(2.0)
+        );
+        // Abandoned: counted, not observed in the histograms.
+        s.transitions
+            .push_back(transition(4, TransitionOutcome::Abandoned("no node may run it".into())));
+        m.follow(&s);
+        let samples = rendered(&m);
+        assert_eq!(
+            samples.get("tandem_transitions_total{kind=\"failover\",outcome=\"abandoned\"}"),
+            Some(&1.0)
+        );
+        assert_eq!(
+            samples.get("tandem_failover_duration_seconds_count{kind=\"failover\"}"),
+            Some(&2.0)
+        );
+    }
+
+    #[test]
+    fn scrape_values_are_rendered_from_the_status() {
+        let scrape = Scrape {
+            status: pb::ClusterStatus {
+                cluster: "prod".into(),
+                answered_by: "site-a".into(),
+                term: 7,
+                commit_index: 42,
+                applied_index: 42,
+                nodes: vec![
+                    pb::NodeStatus {
+                        name: "site-a".into(),
+                        state: pb::NodeState::Up.into(),
+                        lease_valid: true,
+                        last_heartbeat_age_ms: Some(150),
+                        ..Default::default()
+                    },
+                    pb::NodeStatus {
+                        name: "site-b".into(),
+                        state: pb::NodeState::Down.into(),
+                        ..Default::default()
+                    },
+                ],
+                groups: vec![pb::GroupStatus {
+                    name: "web".into(),
+                    state: "running".into(),
+                    epoch: 3,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            role: "member".into(),
+            own_lease_valid: true,
+            may_act: true,
+            is_coordinator: true,
+            active_here: BTreeMap::from([("web".to_string(), true)]),
+            lease: LeaseCountersSnapshot {
+                lease_renewals: 12,
+                ..Default::default()
+            },
+            dns: Some(StatsSnapshot {
+                queries_udp: 5,
+                ..Default::default()
+            }),
+        };
+        let text = Metrics::new().render(&scrape).unwrap();
+        let samples = parse_samples(&text).unwrap();
+        let get = |k: &str| {
+            samples
+                .get(k)
+                .copied()
+                .unwrap_or_else(|| panic!("{k} missing in\n{text}"))
+        };
+        assert_eq!(get("tandem_raft_term"), 7.0);
+        assert_eq!(get("tandem_raft_applied_index"), 42.0);
+        assert_eq!(get("tandem_node_up{node=\"site-a\"}"), 1.0);
+        assert_eq!(get("tandem_node_up{node=\"site-b\"}"), 0.0);
+        assert_eq!(get("tandem_node_state{node=\"site-b\",state=\"down\"}"), 1.0);
+        assert_eq!(get("tandem_node_state{node=\"site-b\",state=\"up\"}"), 0.0);
+        assert_eq!(get("tandem_node_heartbeat_age_seconds{node=\"site-a\"}"), 0.15);
+        assert_eq!(get("tandem_group_state{group=\"web\",state=\"running\"}"), 1.0);
+        assert_eq!(get("tandem_group_epoch{group=\"web\"}"), 3.0);
+        assert_eq!(get("tandem_group_primary_here{group=\"web\"}"), 1.0);
+        assert_eq!(get("tandem_is_coordinator"), 1.0);
+        assert_eq!(get("tandem_lease_renewals_total"), 12.0);
+        assert_eq!(get("tandem_heartbeats_total{outcome=\"granted\"}"), 12.0);
+        assert_eq!(get("tandem_dns_queries_total{transport=\"udp\"}"), 5.0);
+        assert_eq!(get("tandem_dns_responses_total{rcode=\"SERVFAIL\"}"), 0.0);
+        assert!(text.contains("# TYPE tandem_lease_renewals counter"), "{text}");
+        assert!(text.contains("# HELP tandem_raft_term Raft term"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
+}
