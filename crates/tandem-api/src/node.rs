@@ -31,6 +31,8 @@ pub struct NodeContext {
     /// Set when the agent is stopping: exclusive groups stop here (and move),
     /// while heartbeats, the lease guard and the watchdog still run.
     pub leaving: Arc<std::sync::atomic::AtomicBool>,
+    /// Calls refused for want of a credential, per method and reason.
+    pub auth_stats: Arc<crate::auth::AuthStats>,
 }
 
 impl NodeContext {

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use tandem_proto::v1 as pb;
-use tandem_proto::v1::tandem_client::TandemClient;
-use tonic::transport::Channel;
 
 use crate::client::{actor, connect_to, failed};
 use crate::cluster::{LocalCluster, agreed_coordinator};
@@ -191,9 +189,12 @@ async fn failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) ->
         let victim = wait_stable(cluster, timeout).await?;
         // Let the survivors hear a few heartbeats so the kill lands at a random point of the cycle.
         tokio::time::sleep(Duration::from_millis(300 + (run as u64 * 37) % 100)).await;
-        let mut survivors: Vec<(String, TandemClient<Channel>)> = Vec::new();
+        let mut survivors: Vec<(String, crate::client::Client)> = Vec::new();
         for n in cluster.nodes.iter().filter(|n| n.name != victim) {
-            survivors.push((n.name.clone(), connect_to(&n.address, Duration::from_secs(2)).await?));
+            survivors.push((
+                n.name.clone(),
+                connect_to(&n.address, Duration::from_secs(2), &Default::default()).await?,
+            ));
         }
         cluster.kill9(&victim).await?;
         let start = Instant::now();
@@ -223,14 +224,14 @@ async fn failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) ->
 }
 
 /// The coordinator's name and a client connected to it.
-async fn coordinator(cluster: &LocalCluster, timeout: Duration) -> Result<(String, TandemClient<Channel>), Failure> {
+async fn coordinator(cluster: &LocalCluster, timeout: Duration) -> Result<(String, crate::client::Client), Failure> {
     let statuses = cluster.statuses(Duration::from_secs(2)).await;
     let (name, _) = agreed_coordinator(&statuses).ok_or_else(|| Failure::runtime("no agreed coordinator"))?;
     let address = cluster
         .node(&name)
         .map(|n| n.address.clone())
         .ok_or_else(|| Failure::runtime("the coordinator is not a local node"))?;
-    Ok((name, connect_to(&address, timeout).await?))
+    Ok((name, connect_to(&address, timeout, &Default::default()).await?))
 }
 
 async fn commit(cluster: &LocalCluster, writes: usize) -> Outcome {
