@@ -16,3 +16,4 @@ mod grpc;
 mod membership;
 mod netns;
 mod resources;
+mod security;
