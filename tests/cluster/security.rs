@@ -140,8 +140,12 @@ fn tokens_guard_operator_calls_and_reads_when_a_viewer_token_is_set() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 
-    // Events name how the writer authenticated; the viewer reads them.
-    let events = stdout(&c.cli_ok(&other, &["events", "--output", "json"]));
+    // Events name how the writer authenticated; the viewer reads them (from
+    // that node's applied state: wait until it applied the last note).
+    let events = c.wait_for("every note applied", |c| {
+        let events = stdout(&c.cli_ok(&other, &["events", "--output", "json"]));
+        events.contains("note with the variable").then_some(events)
+    });
     for note in ["note on the coordinator", "note forwarded", "note with the variable"] {
         let line = events
             .lines()
@@ -288,7 +292,10 @@ fn nodes_talk_over_mutual_tls_and_the_cli_uses_a_client_certificate_or_a_token()
         s(&operator),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let events = stdout(&c.cli_ok(&other, &["events", "--output", "json"]));
+    let events = c.wait_for("every note applied", |c| {
+        let events = stdout(&c.cli_ok(&other, &["events", "--output", "json"]));
+        events.contains("by token over tls").then_some(events)
+    });
     let actor_of = |note: &str| {
         events
             .lines()
