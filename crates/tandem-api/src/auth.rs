@@ -261,6 +261,9 @@ pub fn bearer(value: &[u8]) -> Option<&[u8]> {
 /// How often a refusal of one kind (method and reason) is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How many (method, reason) pairs are counted separately at most.
+const MAX_KINDS: usize = 256;
+
 /// Refused calls, counted per method and reason.
 #[derive(Debug, Default)]
 pub struct AuthStats {
@@ -281,7 +284,12 @@ impl AuthStats {
     /// (this one included).
     pub fn refused(&self, method: &str, refusal: Refusal, now: Instant) -> Option<u64> {
         let mut map = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        let c = map.entry((method.to_string(), refusal.reason())).or_default();
+        let mut key = (method.to_string(), refusal.reason());
+        // Method names come from callers: past a bound, new ones count as "other".
+        if map.len() >= MAX_KINDS && !map.contains_key(&key) {
+            key.0 = "other".to_string();
+        }
+        let c = map.entry(key).or_default();
         c.count += 1;
         c.unlogged += 1;
         if c.logged_at.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
@@ -601,6 +609,13 @@ mod tests {
                 ("ApplySpec".into(), "no_credential".into(), 4),
             ]
         );
+        // Invented method names cannot grow the table without bound.
+        for i in 0..1000 {
+            stats.refused(&format!("Made{i}"), Refusal::NoCredential, t0);
+        }
+        let snapshot = stats.snapshot();
+        assert!(snapshot.len() <= MAX_KINDS + 1, "{}", snapshot.len());
+        assert!(snapshot.iter().any(|(m, _, n)| m == "other" && *n > 0));
     }
 
     fn der(pem: &str) -> Vec<u8> {

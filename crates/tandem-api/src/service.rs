@@ -355,7 +355,8 @@ fn forward_metadata<T>(req: Request<T>) -> Request<T> {
     let mut r = Request::new(req.into_inner());
     r.metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    if let Some(a) = authorization {
+    if let Some(mut a) = authorization {
+        a.set_sensitive(true);
         r.metadata_mut().insert("authorization", a);
     }
     r

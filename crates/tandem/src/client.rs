@@ -49,12 +49,14 @@ impl ClientSecurity {
             None => None,
             Some(path) => {
                 let token = read_token(path, "--token-file")?;
-                let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                let mut value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
                     Failure::input(format!(
                         "--token-file: {} does not hold a usable token (the token is not shown)",
                         path.display()
                     ))
                 })?;
+                // Never indexed by HPACK, and printed as "Sensitive".
+                value.set_sensitive(true);
                 Some(value)
             }
         };
