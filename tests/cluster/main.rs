@@ -19,3 +19,4 @@ mod membership;
 mod netns;
 mod operate;
 mod resources;
+mod security;

@@ -47,6 +47,9 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     /// The initial member list, as written in every node's configuration.
     members: Vec<(String, &'static str, String)>,
+    /// Added to every CLI call the helpers make (`cli`, `status`): the
+    /// credentials of a cluster with `[security]` or `[tls]`.
+    pub client_args: Vec<String>,
 }
 
 impl TestCluster {
@@ -63,6 +66,7 @@ impl TestCluster {
             cluster: format!("t{}", free_port()),
             nodes: Vec::new(),
             members,
+            client_args: Vec::new(),
         };
         for (name, role, address) in c.members.clone() {
             c.write_node(&name, role, &address, false, &c.members.clone());
@@ -85,6 +89,14 @@ impl TestCluster {
             std::fs::write(&n.config, text).unwrap();
         }
         c
+    }
+
+    /// Appends `text` (TOML tables) to the configuration of node `name`.
+    pub fn append_config(&self, name: &str, text: &str) {
+        let path = &self.node(name).config;
+        let mut config = std::fs::read_to_string(path).unwrap();
+        config.push_str(text);
+        std::fs::write(path, config).unwrap();
     }
 
     /// Writes the configuration of a node that will be added with
@@ -211,7 +223,15 @@ impl TestCluster {
 
     /// Runs the CLI against `name`'s endpoint.
     pub fn cli(&self, name: &str, args: &[&str]) -> Output {
-        tandem(&[args, &["--endpoint", &self.node(name).address, "--timeout", "5s"]].concat())
+        let extra: Vec<&str> = self.client_args.iter().map(String::as_str).collect();
+        tandem(
+            &[
+                args,
+                &["--endpoint", &self.node(name).address, "--timeout", "5s"],
+                &extra,
+            ]
+            .concat(),
+        )
     }
 
     /// Runs the CLI against `name` until it succeeds (a write may meet an
@@ -249,15 +269,22 @@ impl TestCluster {
 
     /// `tandem status --output json` against a node, None if it did not answer.
     pub fn status(&self, name: &str) -> Option<Value> {
-        let out = tandem(&[
-            "status",
-            "--output",
-            "json",
-            "--timeout",
-            "1s",
-            "--endpoint",
-            &self.node(name).address,
-        ]);
+        let extra: Vec<&str> = self.client_args.iter().map(String::as_str).collect();
+        let out = tandem(
+            &[
+                &[
+                    "status",
+                    "--output",
+                    "json",
+                    "--timeout",
+                    "1s",
+                    "--endpoint",
+                    &self.node(name).address,
+                ],
+                extra.as_slice(),
+            ]
+            .concat(),
+        );
         if !out.status.success() {
             return None;
         }

@@ -300,6 +300,7 @@ fn scrape(app: &App) -> Scrape {
         active_here: active_groups(ctx, &state.cluster, m.may_act && !m.leaving),
         lease: ctx.liveness.counters.snapshot(),
         dns: app.dns.as_ref().map(|d| d.snapshot()),
+        refused: ctx.auth_stats.snapshot(),
         status,
     }
 }

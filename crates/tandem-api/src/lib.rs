@@ -7,6 +7,7 @@
 //! Decisions (liveness, lease grants, membership rules) are the core's; this
 //! crate feeds them the clock and the Raft metrics and carries out the result.
 
+pub mod auth;
 pub mod clock;
 pub mod convert;
 pub mod dns;

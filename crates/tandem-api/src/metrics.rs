@@ -290,6 +290,8 @@ pub struct Scrape {
     pub active_here: BTreeMap<String, bool>,
     pub lease: LeaseCountersSnapshot,
     pub dns: Option<StatsSnapshot>,
+    /// gRPC calls refused for want of a credential: (method, reason, count).
+    pub refused: Vec<(String, String, u64)>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -364,6 +366,14 @@ impl Scrape {
     fn registry(&self) -> Registry {
         let s = &self.status;
         let mut r = Registry::default();
+        counters(
+            &mut r,
+            "tandem_api_refused",
+            "gRPC calls refused: no or an invalid credential, or a viewer calling an operator method",
+            self.refused
+                .iter()
+                .map(|(method, reason, n)| (vec![("method", method.clone()), ("reason", reason.clone())], *n)),
+        );
         let node = |n: &str| vec![("node", n.to_string())];
         gauges(
             &mut r,

@@ -33,6 +33,8 @@ pub struct NodeContext {
     pub leaving: Arc<std::sync::atomic::AtomicBool>,
     /// Prometheus metrics that accumulate while the process runs.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Calls refused for want of a credential, per method and reason.
+    pub auth_stats: Arc<crate::auth::AuthStats>,
 }
 
 impl NodeContext {

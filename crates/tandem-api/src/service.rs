@@ -370,11 +370,65 @@ pub(crate) fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) ->
     }
 }
 
-fn forward_metadata<T>(inner: T) -> Request<T> {
-    let mut r = Request::new(inner);
+/// The request to send on to the coordinator: marked as forwarded, with the
+/// caller's `authorization` (the coordinator checks the token again; under
+/// TLS this node's own certificate also vouches for it).
+fn forward_metadata<T>(req: Request<T>) -> Request<T> {
+    let authorization = req.metadata().get("authorization").cloned();
+    let mut r = Request::new(req.into_inner());
     r.metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    if let Some(mut a) = authorization {
+        a.set_sensitive(true);
+        r.metadata_mut().insert("authorization", a);
+    }
     r
+}
+
+/// Requests that record who made them.
+trait HasActor {
+    fn actor_mut(&mut self) -> &mut String;
+}
+
+macro_rules! has_actor {
+    ($($t:ty),*) => {$(
+        impl HasActor for $t {
+            fn actor_mut(&mut self) -> &mut String {
+                &mut self.actor
+            }
+        }
+    )*};
+}
+
+has_actor!(
+    pb::AddMemberRequest,
+    pb::RemoveMemberRequest,
+    pb::AnnotateRequest,
+    pb::ApplySpecRequest,
+    pb::CleanupResourceRequest,
+    pb::FenceNodeRequest,
+    pb::MoveRequest,
+    pb::SetStandbyRequest,
+    pb::SetMaintenanceRequest
+);
+
+/// Adds how the caller authenticated to the actor it gave
+/// (`alice@host (operator token)`), once, on the node that received the call
+/// (a forwarded request already carries it). With security off, the actor
+/// stays as given.
+fn stamp_actor<T: HasActor>(mut req: Request<T>) -> Request<T> {
+    if req.metadata().contains_key(FORWARDED) {
+        return req;
+    }
+    if let Some(how) = req
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .and_then(crate::auth::Caller::describe)
+    {
+        let a = req.get_mut().actor_mut();
+        *a = format!("{} ({how})", actor(a));
+    }
+    req
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterStatus, Status>> + Send>>;
@@ -467,8 +521,9 @@ impl Tandem for TandemService {
     }
 
     async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::MemberChangeReply>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.add_member(forward_metadata(req.into_inner())).await;
+            return c.add_member(forward_metadata(req)).await;
         }
         // Detached: a caller that goes away must not cancel a change halfway
         // (a learner left behind, or a joint configuration).
@@ -483,8 +538,9 @@ impl Tandem for TandemService {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MemberChangeReply>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.remove_member(forward_metadata(req.into_inner())).await;
+            return c.remove_member(forward_metadata(req)).await;
         }
         let svc = self.clone();
         tokio::spawn(async move { svc.remove_member_here(req.into_inner()).await })
@@ -494,9 +550,10 @@ impl Tandem for TandemService {
     }
 
     async fn annotate(&self, req: Request<pb::AnnotateRequest>) -> Result<Response<pb::AnnotateReply>, Status> {
+        let req = stamp_actor(req);
         validate_note(&req.get_ref().message).map_err(Status::invalid_argument)?;
         if let Some(mut c) = self.route(&req)? {
-            return c.annotate(forward_metadata(req.into_inner())).await;
+            return c.annotate(forward_metadata(req)).await;
         }
         let req = req.into_inner();
         let (log_index, applied) = self
@@ -513,8 +570,9 @@ impl Tandem for TandemService {
     }
 
     async fn apply_spec(&self, req: Request<pb::ApplySpecRequest>) -> Result<Response<pb::ApplySpecReply>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.apply_spec(forward_metadata(req.into_inner())).await;
+            return c.apply_spec(forward_metadata(req)).await;
         }
         let req = req.into_inner();
         let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
@@ -591,8 +649,9 @@ impl Tandem for TandemService {
         &self,
         req: Request<pb::CleanupResourceRequest>,
     ) -> Result<Response<pb::CleanupResourceReply>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.cleanup_resource(forward_metadata(req.into_inner())).await;
+            return c.cleanup_resource(forward_metadata(req)).await;
         }
         let req = req.into_inner();
         let group = (!req.group.is_empty()).then_some(req.group);
@@ -623,8 +682,9 @@ impl Tandem for TandemService {
     }
 
     async fn fence_node(&self, req: Request<pb::FenceNodeRequest>) -> Result<Response<pb::FenceNodeReply>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.fence_node(forward_metadata(req.into_inner())).await;
+            return c.fence_node(forward_metadata(req)).await;
         }
         let req = req.into_inner();
         self.check_fence_target(&req.node)?;
@@ -673,8 +733,9 @@ impl Tandem for TandemService {
     }
 
     async fn confirm_fenced(&self, req: Request<pb::FenceNodeRequest>) -> Result<Response<pb::FenceNodeReply>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.confirm_fenced(forward_metadata(req.into_inner())).await;
+            return c.confirm_fenced(forward_metadata(req)).await;
         }
         let req = req.into_inner();
         self.check_fence_target(&req.node)?;
@@ -752,8 +813,9 @@ impl Tandem for TandemService {
     type SwitchoverStream = operate::MoveStream;
 
     async fn switchover(&self, req: Request<pb::MoveRequest>) -> Result<Response<Self::SwitchoverStream>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            let s = c.switchover(forward_metadata(req.into_inner())).await?.into_inner();
+            let s = c.switchover(forward_metadata(req)).await?.into_inner();
             return Ok(Response::new(Box::pin(s)));
         }
         let stream = operate::move_group(&self.ctx, req.into_inner(), TransitionKind::Switchover).await?;
@@ -763,8 +825,9 @@ impl Tandem for TandemService {
     type FailoverStream = operate::MoveStream;
 
     async fn failover(&self, req: Request<pb::MoveRequest>) -> Result<Response<Self::FailoverStream>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            let s = c.failover(forward_metadata(req.into_inner())).await?.into_inner();
+            let s = c.failover(forward_metadata(req)).await?.into_inner();
             return Ok(Response::new(Box::pin(s)));
         }
         let stream = operate::move_group(&self.ctx, req.into_inner(), TransitionKind::Failover).await?;
@@ -772,8 +835,9 @@ impl Tandem for TandemService {
     }
 
     async fn set_standby(&self, req: Request<pb::SetStandbyRequest>) -> Result<Response<pb::ModeReply>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.set_standby(forward_metadata(req.into_inner())).await;
+            return c.set_standby(forward_metadata(req)).await;
         }
         Ok(Response::new(operate::set_standby(&self.ctx, req.into_inner()).await?))
     }
@@ -782,8 +846,9 @@ impl Tandem for TandemService {
         &self,
         req: Request<pb::SetMaintenanceRequest>,
     ) -> Result<Response<pb::ModeReply>, Status> {
+        let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.set_maintenance(forward_metadata(req.into_inner())).await;
+            return c.set_maintenance(forward_metadata(req)).await;
         }
         Ok(Response::new(
             operate::set_maintenance(&self.ctx, req.into_inner()).await?,

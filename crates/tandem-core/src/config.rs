@@ -77,6 +77,35 @@ pub struct NodeConfig {
     /// DNS queries answered per second per client address (IPv6: per /64)
     /// before the excess is dropped; `None`: no limit.
     pub dns_rate_limit: Option<u32>,
+    /// Who may call the API (`[security]`); nothing is required by default.
+    pub security: SecurityConfig,
+    /// TLS for the API and node-to-node traffic (`[tls]`), with client
+    /// certificates verified against `ca`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[security]`: the token files (paths only: the binary reads them, the
+/// core never holds a secret).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// When set, every call that changes anything needs this token
+    /// (`authorization: Bearer TOKEN`) or a verified client certificate.
+    pub operator_token_file: Option<PathBuf>,
+    /// When set, reads need this token, the operator token or a verified
+    /// client certificate; when absent, reads are open.
+    pub viewer_token_file: Option<PathBuf>,
+}
+
+/// `[tls]`: PEM files. Relative paths are resolved by the caller against the
+/// configuration file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This node's certificate (chain), valid for its address in the member list.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that signed every node's and operator's certificate.
+    pub ca: PathBuf,
 }
 
 /// The DNS rate limit per client unless the configuration says otherwise.
@@ -115,6 +144,24 @@ struct RawConfig {
     watchdog: Option<RawWatchdog>,
     #[serde(default)]
     dns: RawDns,
+    #[serde(default)]
+    security: RawSecurity,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    operator_token_file: Option<PathBuf>,
+    viewer_token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -429,7 +476,66 @@ impl NodeConfig {
             }
         };
 
+        let path = |key: &str, value: &Option<PathBuf>, expected: &str| match value {
+            Some(p) if p.as_os_str().is_empty() => {
+                Err(err(key.into(), format!("expected {expected}, got an empty string")))
+            }
+            Some(p) => Ok(Some(p.clone())),
+            None => Ok(None),
+        };
+        let token = "the path of a file holding the token (one line)";
+        let security = SecurityConfig {
+            operator_token_file: path("security.operator_token_file", &raw.security.operator_token_file, token)?,
+            viewer_token_file: path("security.viewer_token_file", &raw.security.viewer_token_file, token)?,
+        };
+        let tls = match &raw.tls {
+            None => None,
+            Some(t) => {
+                let required = |key: &str, value: &Option<PathBuf>, expected: &str| {
+                    path(key, value, expected)?.ok_or_else(|| {
+                        err(
+                            key.into(),
+                            format!("expected {expected} (cert, key and ca are all required in [tls])"),
+                        )
+                    })
+                };
+                Some(TlsFiles {
+                    cert: required(
+                        "tls.cert",
+                        &t.cert,
+                        "the path of this node's certificate (PEM), valid for its address in the member list",
+                    )?,
+                    key: required("tls.key", &t.key, "the path of this node's private key (PEM)")?,
+                    ca: required(
+                        "tls.ca",
+                        &t.ca,
+                        "the path of the CA certificate (PEM) that signed every node's and operator's certificate",
+                    )?,
+                })
+            }
+        };
+        if let (Some(viewer), Some(operator)) = (&security.viewer_token_file, &security.operator_token_file)
+            && viewer == operator
+        {
+            return Err(err(
+                "security.viewer_token_file".into(),
+                format!(
+                    "expected a file other than security.operator_token_file, got the same {}",
+                    viewer.display()
+                ),
+            ));
+        }
+        if security.viewer_token_file.is_some() && security.operator_token_file.is_none() && tls.is_none() {
+            return Err(err(
+                "security.viewer_token_file".into(),
+                "needs security.operator_token_file or [tls] as well: otherwise no credential could make changes"
+                    .into(),
+            ));
+        }
+
         Ok(NodeConfig {
+            security,
+            tls,
             watchdog,
             dns_rate_limit: match raw.dns.rate_limit_per_client {
                 Some(0) => None,
@@ -594,6 +700,52 @@ lease = "3s"
     fn bad_names_are_refused() {
         let msg = refused(&GOOD.replace("name = \"demo\"", "name = \"Demo Cluster\""));
         assert!(msg.contains("key `cluster.name`"), "{msg}");
+    }
+
+    #[test]
+    fn security_and_tls_parse() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.security, SecurityConfig::default());
+        assert_eq!(c.tls, None);
+        let text = format!(
+            "{GOOD}\n[security]\noperator_token_file = \"op.token\"\nviewer_token_file = \"/etc/tandem/viewer.token\"\n\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\nca = \"ca.pem\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.security.operator_token_file, Some(PathBuf::from("op.token")));
+        assert_eq!(
+            c.security.viewer_token_file,
+            Some(PathBuf::from("/etc/tandem/viewer.token"))
+        );
+        let tls = c.tls.unwrap();
+        assert_eq!(
+            (tls.cert, tls.key, tls.ca),
+            ("a.pem".into(), "a.key".into(), "ca.pem".into())
+        );
+    }
+
+    #[test]
+    fn bad_security_and_tls_are_refused() {
+        let msg = refused(&format!("{GOOD}\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n"));
+        assert!(
+            msg.contains("key `tls.ca`: expected the path of the CA certificate"),
+            "{msg}"
+        );
+        let msg = refused(&format!("{GOOD}\n[security]\noperator_token_file = \"\"\n"));
+        assert!(
+            msg.contains("key `security.operator_token_file`: expected the path"),
+            "{msg}"
+        );
+        let msg = refused(&format!("{GOOD}\n[security]\nviewer_token_file = \"v\"\n"));
+        assert!(
+            msg.contains("key `security.viewer_token_file`: needs security.operator_token_file"),
+            "{msg}"
+        );
+        let msg = refused(&format!(
+            "{GOOD}\n[security]\noperator_token_file = \"t\"\nviewer_token_file = \"t\"\n"
+        ));
+        assert!(msg.contains("expected a file other than"), "{msg}");
+        let msg = refused(&format!("{GOOD}\n[security]\noperator_token = \"t\"\n"));
+        assert!(msg.contains("unknown field `operator_token`"), "{msg}");
     }
 
     #[test]

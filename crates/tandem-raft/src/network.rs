@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use tandem_core::NodeInfo;
 use tandem_proto::v1::RaftMessage;
 use tandem_proto::v1::peer_client::PeerClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::{Raft, TypeConfig};
 
@@ -37,9 +37,14 @@ pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A lazily connecting channel to `address`, with the timeouts Tandem uses
-/// for every node-to-node and operator connection.
-pub fn channel(address: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
+/// for every node-to-node and operator connection; over TLS (`https`) when
+/// `tls` is given.
+pub fn channel(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match tls {
+        None => Endpoint::from_shared(format!("http://{address}"))?,
+        Some(tls) => Endpoint::from_shared(format!("https://{address}"))?.tls_config(tls.clone())?,
+    };
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -47,20 +52,33 @@ pub fn channel(address: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_lazy())
 }
 
-/// Caches one channel per peer address.
+/// Caches one channel per peer address. Every connection a node makes to
+/// another (Raft, heartbeats and their relays, reports, forwarded writes)
+/// comes from here, so with TLS configured all of it is TLS with the node's
+/// own certificate as its client identity.
 #[derive(Clone, Default)]
 pub struct Channels {
     by_address: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Channels {
+    /// Channels over TLS: `tls` holds the CA to verify peers against and
+    /// this node's certificate and key.
+    pub fn with_tls(tls: ClientTlsConfig) -> Self {
+        Channels {
+            by_address: Default::default(),
+            tls: Some(tls),
+        }
+    }
+
     /// The channel to `address`, created on first use.
     pub fn get(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(address) {
             return Ok(c.clone());
         }
-        let c = channel(address)?;
+        let c = channel(address, self.tls.as_ref())?;
         map.insert(address.to_string(), c.clone());
         Ok(c)
     }

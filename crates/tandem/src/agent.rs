@@ -7,6 +7,7 @@ use std::sync::Arc;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use tandem_api::NodeContext;
+use tandem_api::auth::{AuthLayer, AuthStats};
 use tandem_api::clock::Clock;
 use tandem_api::executor::{ExecutorConfig, run_executor};
 use tandem_api::liveness::{Liveness, confirm_quorum, follow_raft, run_heartbeats, run_witness_fallback};
@@ -43,6 +44,21 @@ pub fn load_config(path: &Path) -> Result<NodeConfig, Failure> {
             .unwrap_or_else(|| PathBuf::from("."));
         config.data_dir = base.join(&config.data_dir);
     }
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    for p in [
+        config.security.operator_token_file.as_mut(),
+        config.security.viewer_token_file.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        crate::security::resolve(base, p);
+    }
+    if let Some(tls) = config.tls.as_mut() {
+        for p in [&mut tls.cert, &mut tls.key, &mut tls.ca] {
+            crate::security::resolve(base, p);
+        }
+    }
     Ok(config)
 }
 
@@ -75,6 +91,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         None => config.log_format == LogFormat::Json,
     };
     crate::logging::init_agent(config.log_level.as_deref(), json);
+    let security = crate::security::load_node(&config, path)?;
 
     let identity = Identity {
         cluster: config.cluster.clone(),
@@ -108,7 +125,10 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         ))
     })?;
     let state = state_machine.subscribe();
-    let channels = Channels::default();
+    let channels = match security.client_tls.clone() {
+        Some(tls) => Channels::with_tls(tls),
+        None => Channels::default(),
+    };
     let raft = Raft::new(
         config.node_id,
         raft_config,
@@ -137,6 +157,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         self_fence: Arc::new(SelfFence::default()),
         leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         metrics: Arc::new(tandem_api::metrics::Metrics::new()),
+        auth_stats: Arc::new(AuthStats::default()),
     };
     // Counters are since start: what the loaded state already holds is the baseline.
     ctx.metrics.follow(&ctx.state.borrow().cluster);
@@ -149,6 +170,9 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         http = ?config.http_listen,
         data_dir = %config.data_dir.display(),
         version = tandem_core::VERSION,
+        tls = config.tls.is_some(),
+        operator_token = security.policy.operator_token.is_some(),
+        viewer_token = security.policy.viewer_token.is_some(),
         "agent starting"
     );
 
@@ -260,7 +284,14 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         .map_err(|e| Failure::runtime(format!("cannot build the reflection service: {e}")))?;
 
     let mut signal_rx = shutdown_rx.clone();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = security.server_tls.clone() {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Failure::input(format!("{}: [tls]: {}", path.display(), crate::client::root_cause(&e))))?;
+    }
+    let server = builder
+        .layer(AuthLayer::new(security.policy.clone(), ctx.auth_stats.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(TandemServer::new(TandemService::new(ctx.clone(), shutdown_rx.clone())))

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use tandem_proto::v1 as pb;
-use tandem_proto::v1::tandem_client::TandemClient;
-use tonic::transport::Channel;
 
 use crate::client::{actor, connect_to, failed};
 use crate::cluster::{LocalCluster, agreed_coordinator};
@@ -258,9 +256,12 @@ async fn failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) ->
         let victim = wait_stable(cluster, timeout).await?;
         // Let the survivors hear a few heartbeats so the kill lands at a random point of the cycle.
         tokio::time::sleep(Duration::from_millis(300 + (run as u64 * 37) % 100)).await;
-        let mut survivors: Vec<(String, TandemClient<Channel>)> = Vec::new();
+        let mut survivors: Vec<(String, crate::client::Client)> = Vec::new();
         for n in cluster.nodes.iter().filter(|n| n.name != victim) {
-            survivors.push((n.name.clone(), connect_to(&n.address, Duration::from_secs(2)).await?));
+            survivors.push((
+                n.name.clone(),
+                connect_to(&n.address, Duration::from_secs(2), &Default::default()).await?,
+            ));
         }
         cluster.kill9(&victim).await?;
         let start = Instant::now();
@@ -290,14 +291,14 @@ async fn failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) ->
 }
 
 /// The coordinator's name and a client connected to it.
-async fn coordinator(cluster: &LocalCluster, timeout: Duration) -> Result<(String, TandemClient<Channel>), Failure> {
+async fn coordinator(cluster: &LocalCluster, timeout: Duration) -> Result<(String, crate::client::Client), Failure> {
     let statuses = cluster.statuses(Duration::from_secs(2)).await;
     let (name, _) = agreed_coordinator(&statuses).ok_or_else(|| Failure::runtime("no agreed coordinator"))?;
     let address = cluster
         .node(&name)
         .map(|n| n.address.clone())
         .ok_or_else(|| Failure::runtime("the coordinator is not a local node"))?;
-    Ok((name, connect_to(&address, timeout).await?))
+    Ok((name, connect_to(&address, timeout, &Default::default()).await?))
 }
 
 async fn commit(cluster: &LocalCluster, writes: usize) -> Outcome {
@@ -681,7 +682,7 @@ async fn poll_status(
     use std::sync::atomic::Ordering;
     let mut clients = Vec::new();
     for _ in 0..pollers.div_ceil(per_connection) {
-        clients.push(connect_to(address, Duration::from_secs(5)).await?);
+        clients.push(connect_to(address, Duration::from_secs(5), &Default::default()).await?);
     }
     let mut tasks = Vec::with_capacity(pollers);
     for i in 0..pollers {
@@ -916,7 +917,7 @@ async fn watch_memory(
     let before = rss("before opening")?;
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
-        clients.push(connect_to(&local.address, timeout).await?);
+        clients.push(connect_to(&local.address, timeout, &Default::default()).await?);
     }
     let opened = Arc::new(AtomicUsize::new(0));
     let failed_to_open = Arc::new(AtomicUsize::new(0));

@@ -6,38 +6,122 @@ use std::time::Duration;
 use tandem_core::config::check_peer_address;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::tandem_client::TandemClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::security::{client_tls, read_tls, read_token};
 
 use crate::output::{event_json, rfc3339_ms, role_name, state_name, status_json, status_table};
 use crate::{Connection, Failure, Outcome, OutputFormat};
 
-/// Connects to the node at `conn.endpoint`; an unreachable endpoint is a
-/// one-line error with exit code 1.
-pub async fn connect(conn: &Connection) -> Result<TandemClient<Channel>, Failure> {
-    connect_to(&conn.endpoint, conn.timeout).await
+/// A client of the operator API, with the caller's credentials.
+pub type Client = TandemClient<InterceptedService<Channel, Credentials>>;
+
+/// Adds `authorization: Bearer TOKEN` to every call when a token is given.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
-pub async fn connect_to(address: &str, timeout: Duration) -> Result<TandemClient<Channel>, Failure> {
+impl Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(a) = &self.authorization {
+            req.metadata_mut().insert("authorization", a.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// How the CLI authenticates: a token, TLS (with or without a client
+/// certificate). The default is neither (the demo, the benchmarks).
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    credentials: Credentials,
+    tls: Option<ClientTlsConfig>,
+}
+
+impl ClientSecurity {
+    /// From `--token-file`, `--ca`, `--cert`, `--key` (or their variables).
+    pub fn from_connection(conn: &Connection) -> Result<ClientSecurity, Failure> {
+        let authorization = match &conn.token_file {
+            None => None,
+            Some(path) => {
+                let token = read_token(path, "--token-file")?;
+                let mut value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                    Failure::input(format!(
+                        "--token-file: {} does not hold a usable token (the token is not shown)",
+                        path.display()
+                    ))
+                })?;
+                // Never indexed by HPACK, and printed as "Sensitive".
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let tls = match (&conn.ca, &conn.cert, &conn.key) {
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(Failure::input(
+                    "--cert and --key need --ca (the cluster's CA certificate): client certificates are used over TLS only",
+                ));
+            }
+            (Some(ca), cert, key) => {
+                let material = read_tls(cert.as_deref(), key.as_deref(), ca, ("--cert", "--key", "--ca"))?;
+                Some(client_tls(&material, "--ca/--cert/--key")?)
+            }
+        };
+        Ok(ClientSecurity {
+            credentials: Credentials { authorization },
+            tls,
+        })
+    }
+}
+
+/// Connects to the node at `conn.endpoint`; an unreachable endpoint is a
+/// one-line error with exit code 1.
+pub async fn connect(conn: &Connection) -> Result<Client, Failure> {
+    let security = ClientSecurity::from_connection(conn)?;
+    connect_to(&conn.endpoint, conn.timeout, &security).await
+}
+
+pub async fn connect_to(address: &str, timeout: Duration, security: &ClientSecurity) -> Result<Client, Failure> {
+    connect_with(address, timeout, security, true).await
+}
+
+/// `deadline`: every call must be answered within `timeout`; without, only
+/// the connection (and keep-alives) are bounded by it, for long streams.
+async fn connect_with(
+    address: &str,
+    timeout: Duration,
+    security: &ClientSecurity,
+    deadline: bool,
+) -> Result<Client, Failure> {
     check_peer_address(address).map_err(|e| Failure::input(format!("endpoint: {e}")))?;
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+    let endpoint = match &security.tls {
+        None => Endpoint::from_shared(format!("http://{address}")),
+        Some(tls) => Endpoint::from_shared(format!("https://{address}")).and_then(|e| e.tls_config(tls.clone())),
+    };
+    let endpoint = endpoint
         .map_err(|e| Failure::input(format!("endpoint {address:?}: {e}")))?
         .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .timeout(timeout)
         .tcp_nodelay(true)
         // A stream (status --watch) notices a vanished node within the timeout.
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(timeout)
         .keep_alive_while_idle(true);
+    let endpoint = if deadline { endpoint.timeout(timeout) } else { endpoint };
     let channel = endpoint.connect().await.map_err(|e| {
         Failure::runtime(format!(
             "cannot reach a Tandem node at {address}: {} (is the agent running? set --endpoint or TANDEM_ENDPOINT)",
             root_cause(&e)
         ))
     })?;
-    Ok(TandemClient::new(channel))
+    Ok(TandemClient::with_interceptor(channel, security.credentials.clone()))
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
@@ -51,7 +135,8 @@ pub fn failed(context: &str, s: tonic::Status) -> Failure {
     use tonic::Code::*;
     let message = format!("{context}: {}", s.message());
     match s.code() {
-        InvalidArgument | FailedPrecondition | AlreadyExists | NotFound | OutOfRange => Failure::input(message),
+        InvalidArgument | FailedPrecondition | AlreadyExists | NotFound | OutOfRange | Unauthenticated
+        | PermissionDenied => Failure::input(message),
         _ => Failure::runtime(message),
     }
 }
@@ -163,7 +248,8 @@ pub async fn members_add(
 ) -> Outcome {
     check_peer_address(&address).map_err(|e| Failure::input(format!("address: {e}")))?;
     // The call waits for the catch-up; give it that long plus the usual timeout.
-    let mut client = connect_to(&conn.endpoint, conn.timeout + catch_up).await?;
+    let security = ClientSecurity::from_connection(conn)?;
+    let mut client = connect_to(&conn.endpoint, conn.timeout + catch_up, &security).await?;
     let role = if witness {
         pb::NodeRole::Witness
     } else {
@@ -283,10 +369,9 @@ pub async fn events(conn: &Connection, filter: EventFilter, output: OutputFormat
 
 /// A connection for a long stream: no per-call deadline (keep-alives notice
 /// a vanished node within `conn.timeout`).
-async fn connect_to_stream(conn: &Connection) -> Result<TandemClient<Channel>, Failure> {
-    connect_to(&conn.endpoint, Duration::from_secs(365 * 86_400))
-        .await
-        .map(|c| c.max_decoding_message_size(16 << 20))
+async fn connect_to_stream(conn: &Connection) -> Result<Client, Failure> {
+    let security = ClientSecurity::from_connection(conn)?;
+    connect_with(&conn.endpoint, conn.timeout, &security, false).await
 }
 
 /// `tandem switchover` / `tandem failover`: asks for the move and prints
@@ -566,7 +651,8 @@ pub async fn fence(conn: &Connection, node: String, yes: bool, wait: Duration) -
             "This powers off {node} through its fence devices; whatever runs there stops at once."
         ))?;
     }
-    let mut client = connect_to(&conn.endpoint, wait + Duration::from_secs(5)).await?;
+    let security = ClientSecurity::from_connection(conn)?;
+    let mut client = connect_to(&conn.endpoint, wait + Duration::from_secs(5), &security).await?;
     eprintln!("fencing {node} (waiting up to {})...", humantime::format_duration(wait));
     let reply = client
         .fence_node(pb::FenceNodeRequest {

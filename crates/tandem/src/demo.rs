@@ -315,7 +315,7 @@ async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &Demo
         .node(&coordinator)
         .map(|n| n.address.clone())
         .unwrap_or_default();
-    let mut client = crate::client::connect_to(&address, args.timeout).await?;
+    let mut client = crate::client::connect_to(&address, args.timeout, &Default::default()).await?;
     let reply = client
         .apply_spec(pb::ApplySpecRequest {
             spec,
@@ -439,7 +439,9 @@ async fn live(cluster: &LocalCluster) -> Outcome {
     let clear = std::io::stdout().is_terminal();
     loop {
         for node in cluster.nodes.iter().filter(|n| n.running()) {
-            let Ok(mut client) = crate::client::connect_to(&node.address, Duration::from_secs(2)).await else {
+            let Ok(mut client) =
+                crate::client::connect_to(&node.address, Duration::from_secs(2), &Default::default()).await
+            else {
                 continue;
             };
             let mut req = tonic::Request::new(pb::WatchStatusRequest { max_interval_ms: 0 });

@@ -7,6 +7,7 @@ mod cluster;
 mod demo;
 mod logging;
 mod output;
+mod security;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -270,6 +271,19 @@ struct Connection {
     /// How long to wait for an answer.
     #[arg(long, value_parser = humantime_duration, default_value = "10s", global = true)]
     timeout: Duration,
+    /// A file holding the operator or viewer token, sent as
+    /// `authorization: Bearer TOKEN`.
+    #[arg(long, env = "TANDEM_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): connect with TLS and verify the node against it.
+    #[arg(long, env = "TANDEM_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM) signed by the cluster's CA: an operator credential. Needs --key and --ca.
+    #[arg(long, env = "TANDEM_CERT", global = true)]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TANDEM_KEY", global = true)]
+    key: Option<PathBuf>,
 }
 
 #[derive(Args)]
