@@ -777,6 +777,7 @@ mod tests {
                 queries_udp: 5,
                 ..Default::default()
             }),
+            refused: vec![("Switchover".into(), "viewer_not_allowed".into(), 3)],
         };
         let text = Metrics::new().render(&scrape).unwrap();
         let samples = parse_samples(&text).unwrap();
@@ -787,6 +788,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("{k} missing in\n{text}"))
         };
         assert_eq!(get("tandem_raft_term"), 7.0);
+        assert_eq!(
+            get("tandem_api_refused_total{method=\"Switchover\",reason=\"viewer_not_allowed\"}"),
+            3.0
+        );
         assert_eq!(get("tandem_raft_applied_index"), 42.0);
         assert_eq!(get("tandem_node_up{node=\"site-a\"}"), 1.0);
         assert_eq!(get("tandem_node_up{node=\"site-b\"}"), 0.0);
