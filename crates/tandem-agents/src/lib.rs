@@ -25,6 +25,7 @@
 
 mod exec;
 pub mod fence;
+pub mod freshness;
 mod ocf;
 mod output;
 mod process;
@@ -107,6 +108,10 @@ pub struct ActionResult {
     /// The last lines (up to 20) of the action's combined stdout/stderr (for a
     /// supervised process: of its log), for status and events.
     pub output_tail: String,
+    /// How current the resource's data is, as the agent reported it (exec
+    /// commands: a `tandem-freshness:` line; OCF: the `tandem-position` or
+    /// `tandem-lag` attribute); see [`freshness`].
+    pub freshness: Option<tandem_core::groups::Freshness>,
 }
 
 /// Identity handed to every agent process.
@@ -169,8 +174,8 @@ impl Runner {
             quiet: false,
         };
         debug!(group = %env.group, resource = %env.resource, action = action.as_str(), agent = %self.spec.agent, "action begins");
-        let (outcome, output_tail) = if let Err(why) = check_names(env) {
-            (Outcome::Unavailable(why), String::new())
+        let (outcome, output_tail, freshness) = if let Err(why) = check_names(env) {
+            (Outcome::Unavailable(why), String::new(), None)
         } else {
             match &self.spec.agent {
                 AgentSpec::Process {
@@ -187,9 +192,11 @@ impl Runner {
                         workdir: workdir.as_deref(),
                         user: user.as_deref(),
                     };
-                    self.supervisor
+                    let (outcome, tail) = self
+                        .supervisor
                         .run(&proc, &self.state_dir, action, env, timeout, &ctx)
-                        .await
+                        .await;
+                    (outcome, tail, None)
                 }
                 AgentSpec::Commands { start, stop, monitor } => {
                     let script = match action {
@@ -214,7 +221,10 @@ impl Runner {
                     };
                     call.run(action, env, timeout, &ctx).await
                 }
-                AgentSpec::Systemd { unit } => systemd::run(unit, action, env, timeout, &ctx).await,
+                AgentSpec::Systemd { unit } => {
+                    let (outcome, tail) = systemd::run(unit, action, env, timeout, &ctx).await;
+                    (outcome, tail, None)
+                }
             }
         };
         let duration = began.elapsed();
@@ -225,6 +235,7 @@ impl Runner {
             outcome,
             duration,
             output_tail,
+            freshness,
         }
     }
 }
@@ -259,8 +270,15 @@ pub(crate) fn tandem_env(cmd: &mut Command, env: &Env) {
         .env("TANDEM_RESOURCE", &env.resource);
 }
 
-/// The `exec` class with three shell commands.
-async fn commands(script: &str, action: Action, env: &Env, timeout: Duration, ctx: &LogCtx) -> (Outcome, String) {
+/// The `exec` class with three shell commands. A monitor may report its
+/// data's freshness with a `tandem-freshness:` line.
+async fn commands(
+    script: &str,
+    action: Action,
+    env: &Env,
+    timeout: Duration,
+    ctx: &LogCtx,
+) -> (Outcome, String, Option<tandem_core::groups::Freshness>) {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(script);
     tandem_env(&mut cmd, env);
@@ -275,7 +293,8 @@ async fn commands(script: &str, action: Action, env: &Env, timeout: Duration, ct
         End::SpawnError(e) => Outcome::Unavailable(format!("cannot run /bin/sh: {e}")),
         End::WaitError(e) => Outcome::Failed(format!("waiting for the action failed: {e}")),
     };
-    (outcome, ran.tail)
+    let freshness = if action == Action::Monitor { ran.freshness } else { None };
+    (outcome, ran.tail, freshness)
 }
 
 /// Checks a resource before a spec is committed, on the node that validates

@@ -779,3 +779,100 @@ async fn systemd_class() {
         assert_eq!(runner.run(Action::Stop, &e).await.outcome, Outcome::Ok);
     }
 }
+
+// ---------------------------------------------------------------------------
+// freshness
+
+#[tokio::test]
+async fn an_exec_monitor_reports_freshness_on_its_output() {
+    use tandem_core::groups::Freshness;
+    let dir = tempfile::tempdir().unwrap();
+    let e = env("db");
+    let cases: [(&str, Outcome, Option<Freshness>); 5] = [
+        (
+            "echo tandem-freshness: position=10; echo tandem-freshness: position=12",
+            Outcome::Ok,
+            Some(Freshness::Position(12)),
+        ),
+        // A stopped candidate still says how current its data is.
+        (
+            "echo 'tandem-freshness: lag=1500ms' >&2; exit 7",
+            Outcome::NotRunning,
+            Some(Freshness::LagMs(1500)),
+        ),
+        (
+            "echo tandem-freshness: lag=2s; for i in $(seq 1 40); do echo noise; done",
+            Outcome::Ok,
+            Some(Freshness::LagMs(2000)),
+        ),
+        ("echo tandem-freshness: position=soon", Outcome::Ok, None),
+        ("echo nothing", Outcome::Ok, None),
+    ];
+    for (monitor, outcome, freshness) in cases {
+        let mut runner = Runner::new(
+            &resource("db", commands("true", "true", monitor)),
+            dir.path(),
+            Path::new(OCF_ROOT),
+        );
+        let r = runner.run(Action::Monitor, &e).await;
+        assert_eq!((r.outcome, r.freshness), (outcome, freshness), "{monitor}");
+    }
+    // Only monitors report it.
+    let mut runner = Runner::new(
+        &resource("db", commands("echo tandem-freshness: position=1", "true", "true")),
+        dir.path(),
+        Path::new(OCF_ROOT),
+    );
+    assert_eq!(runner.run(Action::Start, &e).await.freshness, None);
+}
+
+#[tokio::test]
+async fn an_ocf_agent_reports_freshness_through_the_attribute_tools() {
+    use tandem_core::groups::Freshness;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ocf");
+    let agent_dir = root.join("resource.d/test");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent = agent_dir.join("replica");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\n\
+         crm_attribute -l reboot -n master-db -v 100 || exit 1\n\
+         case \"$OCF_RESKEY_mode\" in\n\
+         position) crm_attribute -l reboot -n tandem-position -v 40 || exit 1\n\
+                   attrd_updater -n tandem-position -U 41 || exit 1;;\n\
+         lag) attrd_updater -n tandem-lag -U 3s || exit 1;;\n\
+         esac\n\
+         exit \"$OCF_RESKEY_code\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let state = dir.path().join("run");
+    let run = |mode: &str, code: &str| {
+        let spec = ResourceSpec {
+            agent: AgentSpec::Ocf {
+                provider: "test".into(),
+                agent: "replica".into(),
+                params: [
+                    ("mode".to_string(), mode.to_string()),
+                    ("code".to_string(), code.to_string()),
+                ]
+                .into(),
+            },
+            ..resource("db", commands("", "", ""))
+        };
+        let (root, state) = (root.clone(), state.clone());
+        async move {
+            let r = Runner::new(&spec, &state, &root).run(Action::Monitor, &env("db")).await;
+            (r.outcome, r.freshness)
+        }
+    };
+    assert_eq!(run("position", "0").await, (Outcome::Ok, Some(Freshness::Position(41))));
+    assert_eq!(
+        run("lag", "7").await,
+        (Outcome::NotRunning, Some(Freshness::LagMs(3000)))
+    );
+    // Nothing recorded by this action: nothing reported (an earlier
+    // action's record does not linger).
+    assert_eq!(run("none", "0").await, (Outcome::Ok, None));
+}
