@@ -341,3 +341,89 @@ pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+/// What a role-change hook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookResult {
+    /// It exited 0.
+    pub ok: bool,
+    /// `exit 0`, `exit 3`, `killed by signal 9 (SIGKILL)`, `timed out after
+    /// 30s (its process group was killed)`, `cannot run /bin/sh: ...`.
+    pub status: String,
+    /// The last line it printed (stdout and stderr), cut to
+    /// [`HOOK_LINE_MAX`] characters, or a placeholder when the line looks
+    /// like it carries a secret.
+    pub last_line: String,
+}
+
+/// The longest last line of a hook kept for the events.
+pub const HOOK_LINE_MAX: usize = 200;
+
+/// Runs a role-change hook: `/bin/sh -c COMMAND` in its own process group
+/// with `vars` in its environment, killed with its group after `timeout`.
+/// Its output goes to tracing line by line, like an action's.
+pub async fn run_hook(
+    group: &str,
+    hook: &str,
+    command: &str,
+    vars: &[(&str, String)],
+    timeout: Duration,
+) -> HookResult {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let ctx = LogCtx {
+        group: group.to_string(),
+        resource: hook.to_string(),
+        action: "hook",
+        quiet: false,
+    };
+    let ran = exec::run(cmd, timeout, &ctx, false).await;
+    let (ok, status) = match ran.end {
+        End::Exited(status) => (status.success(), describe(status)),
+        End::TimedOut => (
+            false,
+            format!(
+                "timed out after {} (its process group was killed)",
+                humantime::format_duration(timeout)
+            ),
+        ),
+        End::SpawnError(e) => (false, format!("cannot run /bin/sh: {e}")),
+        End::WaitError(e) => (false, format!("waiting for the hook failed: {e}")),
+    };
+    HookResult {
+        ok,
+        status,
+        last_line: hook_line(&ran.tail),
+    }
+}
+
+/// The last non-empty line of `tail`, cut, with lines that may carry a
+/// secret (password, token, key...) replaced: events are replicated and
+/// shown to every operator.
+pub fn hook_line(tail: &str) -> String {
+    let Some(line) = tail.lines().rev().map(str::trim).find(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let lower = line.to_ascii_lowercase();
+    const SECRET_WORDS: [&str; 8] = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "private key",
+    ];
+    if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+        return "<redacted: the line may carry a secret>".into();
+    }
+    let mut cut: String = line.chars().take(HOOK_LINE_MAX).collect();
+    if cut.len() < line.len() {
+        cut.push('…');
+    }
+    cut
+}

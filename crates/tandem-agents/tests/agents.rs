@@ -876,3 +876,56 @@ async fn an_ocf_agent_reports_freshness_through_the_attribute_tools() {
     // action's record does not linger).
     assert_eq!(run("none", "0").await, (Outcome::Ok, None));
 }
+
+// ---------------------------------------------------------------------------
+// role-change hooks
+
+#[tokio::test]
+async fn hooks_run_in_their_own_group_with_a_timeout() {
+    use tandem_agents::run_hook;
+    let vars = [
+        ("TANDEM_HOOK", "after_promote".to_string()),
+        ("TANDEM_GROUP", "db".to_string()),
+    ];
+    let r = run_hook(
+        "db",
+        "after_promote",
+        "echo first; echo \"$TANDEM_HOOK $TANDEM_GROUP\"",
+        &vars,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        (r.ok, r.status.as_str(), r.last_line.as_str()),
+        (true, "exit 0", "after_promote db")
+    );
+
+    let r = run_hook(
+        "db",
+        "h",
+        "echo the password is hunter2; exit 3",
+        &[],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!((r.ok, r.status.as_str()), (false, "exit 3"));
+    assert!(!r.last_line.contains("hunter2"), "{r:?}");
+
+    let long = "x".repeat(1000);
+    let r = run_hook("db", "h", &format!("echo {long}"), &[], Duration::from_secs(5)).await;
+    assert!(
+        r.ok && r.last_line.chars().count() == tandem_agents::HOOK_LINE_MAX + 1,
+        "{r:?}"
+    );
+
+    // A hook past its timeout is killed with everything it started.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+    let began = std::time::Instant::now();
+    let r = run_hook("db", "h", &script, &[], Duration::from_millis(300)).await;
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(!r.ok && r.status.starts_with("timed out after 300ms"), "{r:?}");
+    let child = pid_in(&pidfile);
+    assert!(wait_dead(child).await, "the hook's child survived");
+}
