@@ -10,6 +10,7 @@ pub mod clock;
 pub mod convert;
 pub mod dns;
 pub mod executor;
+pub mod hooks;
 pub mod lease_file;
 pub mod liveness;
 pub mod manager;

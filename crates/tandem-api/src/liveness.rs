@@ -257,6 +257,11 @@ impl Liveness {
         self.lock().freshness.clone()
     }
 
+    /// Whether any node ever reported freshness for `group`.
+    pub fn freshness_known(&self, group: &str) -> bool {
+        self.lock().freshness.values().any(|m| m.contains_key(group))
+    }
+
     /// `node`'s last known freshness per group, as sent in a view.
     pub fn freshness_pb(&self, node: NodeId) -> Vec<GroupFreshness> {
         self.lock()
