@@ -456,6 +456,36 @@ impl Tandem for TandemService {
         }))
     }
 
+    async fn set_maintenance(
+        &self,
+        req: Request<pb::SetMaintenanceRequest>,
+    ) -> Result<Response<pb::SetMaintenanceReply>, Status> {
+        use tandem_core::state::MaintenanceScope;
+        let r = req.get_ref();
+        let scope = match (r.group.as_str(), r.node.as_str()) {
+            ("", "") => MaintenanceScope::Cluster,
+            (g, "") => MaintenanceScope::Group(g.to_string()),
+            ("", n) => MaintenanceScope::Node(n.to_string()),
+            _ => return Err(Status::invalid_argument("give a group or a node, not both")),
+        };
+        if let Some(mut c) = self.route(&req)? {
+            return c.set_maintenance(forward_metadata(req.into_inner())).await;
+        }
+        let req = req.into_inner();
+        let (log_index, applied) = self
+            .propose(Command::SetMaintenance {
+                scope,
+                on: req.on,
+                actor: actor(&req.actor),
+                at_unix_ms: unix_ms(),
+            })
+            .await?;
+        Ok(Response::new(pb::SetMaintenanceReply {
+            event_seq: applied.event_seq.unwrap_or_default(),
+            log_index,
+        }))
+    }
+
     async fn apply_spec(&self, req: Request<pb::ApplySpecRequest>) -> Result<Response<pb::ApplySpecReply>, Status> {
         if let Some(mut c) = self.route(&req)? {
             return c.apply_spec(forward_metadata(req.into_inner())).await;

@@ -224,6 +224,27 @@ pub async fn annotate(conn: &Connection, message: String) -> Outcome {
     Ok(())
 }
 
+pub async fn maintenance(conn: &Connection, on: bool, group: Option<String>, node: Option<String>) -> Outcome {
+    let mut client = connect(conn).await?;
+    let reply = client
+        .set_maintenance(pb::SetMaintenanceRequest {
+            on,
+            group: group.unwrap_or_default(),
+            node: node.unwrap_or_default(),
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed("maintenance", e))?
+        .into_inner();
+    println!(
+        "maintenance {} recorded as event {} (log index {})",
+        if on { "on" } else { "off" },
+        reply.event_seq,
+        reply.log_index
+    );
+    Ok(())
+}
+
 pub async fn events(conn: &Connection, since: u64, output: OutputFormat) -> Outcome {
     let mut client = connect(conn).await?;
     let reply = client

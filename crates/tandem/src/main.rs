@@ -59,6 +59,19 @@ enum Command {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Maintenance on or off (the whole cluster, or one group or node):
+    /// Tandem monitors and reports but starts, stops, restarts and moves
+    /// nothing there.
+    Maintenance {
+        #[arg(value_enum)]
+        switch: OnOff,
+        #[arg(long, conflicts_with = "node")]
+        group: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Show the replicated event log.
     Events {
         /// Only events with this sequence number or later.
@@ -203,6 +216,12 @@ struct Connection {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OutputFormat {
     Table,
     Json,
@@ -295,6 +314,15 @@ async fn run(cli: Cli) -> Outcome {
         Command::Annotate { message, conn } => {
             logging::init_cli();
             client::annotate(&conn, message).await
+        }
+        Command::Maintenance {
+            switch,
+            group,
+            node,
+            conn,
+        } => {
+            logging::init_cli();
+            client::maintenance(&conn, switch == OnOff::On, group, node).await
         }
         Command::Events { since, conn, output } => {
             logging::init_cli();
