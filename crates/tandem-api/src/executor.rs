@@ -146,6 +146,9 @@ struct GroupTask {
     was_primary: bool,
     /// Which hooks already ran (kept across agent restarts).
     hooks: HookMemory,
+    /// `after_demote` is due once this node may act again (its state is
+    /// then current, so the hook sees the epoch and the new primary).
+    demote_pending: bool,
     /// This group's agents reported freshness here.
     reports_freshness: bool,
 }
@@ -201,6 +204,7 @@ impl GroupTask {
             monitored: 0,
             was_primary: false,
             hooks: HookMemory::default(),
+            demote_pending: false,
             reports_freshness: false,
         }
     }
@@ -542,6 +546,7 @@ impl GroupTask {
         }
         self.monitored = 0;
         self.check_failover();
+        self.fire_demote();
         if let Some(why) = self.maintenance() {
             self.maintain(&why).await;
             return;
@@ -917,6 +922,23 @@ impl GroupTask {
         // A later promotion at the same epoch (the lease came back) is one again.
         self.hooks.promoted_epoch = 0;
         self.hooks.save(&self.state_dir, &self.name);
+        self.demote_pending = true;
+        self.fire_demote();
+    }
+
+    /// Runs a pending `after_demote` once this node may act (it holds a
+    /// lease and applied the log as far as its grant): a node that stopped
+    /// its group on a stale state (a restart, a lost lease) runs it with the
+    /// current epoch and new primary.
+    fn fire_demote(&mut self) {
+        if !self.demote_pending {
+            return;
+        }
+        let applied = self.ctx.state.borrow().last_applied.map_or(0, |l| l.index);
+        if !self.ctx.liveness.may_act(self.ctx.clock.now(), applied) {
+            return;
+        }
+        self.demote_pending = false;
         let (epoch, new_primary) = {
             let s = self.ctx.state.borrow();
             let me = &self.ctx.me.name;
@@ -959,13 +981,13 @@ impl GroupTask {
                     t.group == self.name
                         && t.outcome == TransitionOutcome::Completed
                         && t.to.as_deref() == Some(me)
-                        && t.id > self.hooks.failover_transition
+                        && t.id >= self.hooks.failover_next
                 })
                 .max_by_key(|t| t.id)
             else {
                 return;
             };
-            self.hooks.failover_transition = t.id;
+            self.hooks.failover_next = t.id + 1;
             let current = s
                 .cluster
                 .groups

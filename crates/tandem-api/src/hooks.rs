@@ -59,8 +59,8 @@ pub struct HookCall {
 pub struct HookMemory {
     /// The epoch `after_promote` last ran for.
     pub promoted_epoch: u64,
-    /// The highest transition whose completion this node handled.
-    pub failover_transition: u64,
+    /// Transitions with a lower id were handled (ids start at 0).
+    pub failover_next: u64,
 }
 
 impl HookMemory {
@@ -81,11 +81,11 @@ impl HookMemory {
                 }
                 HookMemory {
                     promoted_epoch: 0,
-                    failover_transition: state
+                    failover_next: state
                         .transitions
                         .iter()
                         .filter(|t| t.group == group && t.outcome == TransitionOutcome::Completed)
-                        .map(|t| t.id)
+                        .map(|t| t.id + 1)
                         .max()
                         .unwrap_or(0),
                 }
@@ -102,7 +102,7 @@ impl HookMemory {
             };
             match key {
                 "promoted_epoch" => m.promoted_epoch = value,
-                "failover_transition" => m.failover_transition = value,
+                "failover_next" => m.failover_next = value,
                 _ => {}
             }
         }
@@ -114,8 +114,8 @@ impl HookMemory {
     pub fn save(&self, state_dir: &Path, group: &str) {
         let path = Self::path(state_dir, group);
         let text = format!(
-            "promoted_epoch {}\nfailover_transition {}\n",
-            self.promoted_epoch, self.failover_transition
+            "promoted_epoch {}\nfailover_next {}\n",
+            self.promoted_epoch, self.failover_next
         );
         let tmp = path.with_extension("tmp");
         let written = path
@@ -208,15 +208,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = HookMemory {
             promoted_epoch: 7,
-            failover_transition: 3,
+            failover_next: 3,
         };
         m.save(dir.path(), "db");
         assert_eq!(HookMemory::load(dir.path(), "db", &ClusterState::default()), m);
         assert_eq!(
-            HookMemory::parse("promoted_epoch x\nnoise\nfailover_transition 9\n"),
+            HookMemory::parse("promoted_epoch x\nnoise\nfailover_next 9\n"),
             HookMemory {
                 promoted_epoch: 0,
-                failover_transition: 9
+                failover_next: 9
             }
         );
     }
