@@ -15,4 +15,5 @@ mod fencing;
 mod grpc;
 mod membership;
 mod netns;
+mod operator;
 mod resources;
