@@ -134,7 +134,7 @@ impl Call<'_> {
     /// Where the shims record attributes for this resource's current action.
     fn attributes_file(&self, env: &Env) -> PathBuf {
         self.state_dir
-            .join("ocf-attributes")
+            .join(".ocf-attributes")
             .join(format!("{}.{}", env.group, env.resource))
     }
 
@@ -168,7 +168,7 @@ impl Call<'_> {
         // The attribute shims and the file they record into (emptied first:
         // only what this action records counts).
         let attributes = self.attributes_file(env);
-        let shims = match crate::freshness::install_shims(&self.state_dir.join("ocf-bin")).and_then(|dir| {
+        let shims = match crate::freshness::install_shims(&self.state_dir.join(".ocf-bin")).and_then(|dir| {
             attributes
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)

@@ -3,9 +3,9 @@
 //!
 //! A hook never holds up the executor (it is spawned) and never changes what
 //! runs: its outcome is committed as [`Command::HookRan`] and shows in the
-//! events. What already ran is remembered in `STATE_DIR/hooks/GROUP`, so an
-//! agent restart does not run a hook a second time for the same epoch or
-//! transition.
+//! events. What already ran is remembered in `STATE_DIR/.hooks/GROUP` (a
+//! directory no group's can be), so an agent restart does not run a hook a
+//! second time for the same epoch or transition.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,7 +65,7 @@ pub struct HookMemory {
 
 impl HookMemory {
     fn path(state_dir: &Path, group: &str) -> PathBuf {
-        state_dir.join("hooks").join(group)
+        state_dir.join(".hooks").join(group)
     }
 
     /// The memory of `group`; without one (the first run of this agent with
