@@ -18,5 +18,6 @@ mod http;
 mod membership;
 mod netns;
 mod operate;
+mod operator;
 mod resources;
 mod security;

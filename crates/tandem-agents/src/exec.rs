@@ -43,6 +43,8 @@ pub(crate) struct Ran {
     pub tail: String,
     /// Whole standard output, if asked for.
     pub stdout: Option<String>,
+    /// The last freshness line the action printed (see [`crate::freshness`]).
+    pub freshness: Option<tandem_core::groups::Freshness>,
 }
 
 /// Sends SIGKILL to a process group. Refuses group ids that could not be an
@@ -111,6 +113,7 @@ pub(crate) async fn run_with(
         end: End::SpawnError(e),
         tail: String::new(),
         stdout: None,
+        freshness: None,
     };
     let stdin = if extra.stdin.is_some() {
         Stdio::piped()
@@ -230,6 +233,7 @@ pub(crate) async fn run_with(
         end,
         tail: collected.tail.render(),
         stdout: collected.stdout.clone(),
+        freshness: collected.freshness,
     }
 }
 

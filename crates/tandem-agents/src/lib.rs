@@ -25,6 +25,7 @@
 
 mod exec;
 pub mod fence;
+pub mod freshness;
 mod ocf;
 mod output;
 mod process;
@@ -107,6 +108,10 @@ pub struct ActionResult {
     /// The last lines (up to 20) of the action's combined stdout/stderr (for a
     /// supervised process: of its log), for status and events.
     pub output_tail: String,
+    /// How current the resource's data is, as the agent reported it (exec
+    /// commands: a `tandem-freshness:` line; OCF: the `tandem-position` or
+    /// `tandem-lag` attribute); see [`freshness`].
+    pub freshness: Option<tandem_core::groups::Freshness>,
 }
 
 /// Identity handed to every agent process.
@@ -169,8 +174,8 @@ impl Runner {
             quiet: false,
         };
         debug!(group = %env.group, resource = %env.resource, action = action.as_str(), agent = %self.spec.agent, "action begins");
-        let (outcome, output_tail) = if let Err(why) = check_names(env) {
-            (Outcome::Unavailable(why), String::new())
+        let (outcome, output_tail, freshness) = if let Err(why) = check_names(env) {
+            (Outcome::Unavailable(why), String::new(), None)
         } else {
             match &self.spec.agent {
                 AgentSpec::Process {
@@ -187,9 +192,11 @@ impl Runner {
                         workdir: workdir.as_deref(),
                         user: user.as_deref(),
                     };
-                    self.supervisor
+                    let (outcome, tail) = self
+                        .supervisor
                         .run(&proc, &self.state_dir, action, env, timeout, &ctx)
-                        .await
+                        .await;
+                    (outcome, tail, None)
                 }
                 AgentSpec::Commands { start, stop, monitor } => {
                     let script = match action {
@@ -214,7 +221,10 @@ impl Runner {
                     };
                     call.run(action, env, timeout, &ctx).await
                 }
-                AgentSpec::Systemd { unit } => systemd::run(unit, action, env, timeout, &ctx).await,
+                AgentSpec::Systemd { unit } => {
+                    let (outcome, tail) = systemd::run(unit, action, env, timeout, &ctx).await;
+                    (outcome, tail, None)
+                }
             }
         };
         let duration = began.elapsed();
@@ -225,6 +235,7 @@ impl Runner {
             outcome,
             duration,
             output_tail,
+            freshness,
         }
     }
 }
@@ -259,8 +270,15 @@ pub(crate) fn tandem_env(cmd: &mut Command, env: &Env) {
         .env("TANDEM_RESOURCE", &env.resource);
 }
 
-/// The `exec` class with three shell commands.
-async fn commands(script: &str, action: Action, env: &Env, timeout: Duration, ctx: &LogCtx) -> (Outcome, String) {
+/// The `exec` class with three shell commands. A monitor may report its
+/// data's freshness with a `tandem-freshness:` line.
+async fn commands(
+    script: &str,
+    action: Action,
+    env: &Env,
+    timeout: Duration,
+    ctx: &LogCtx,
+) -> (Outcome, String, Option<tandem_core::groups::Freshness>) {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(script);
     tandem_env(&mut cmd, env);
@@ -275,7 +293,8 @@ async fn commands(script: &str, action: Action, env: &Env, timeout: Duration, ct
         End::SpawnError(e) => Outcome::Unavailable(format!("cannot run /bin/sh: {e}")),
         End::WaitError(e) => Outcome::Failed(format!("waiting for the action failed: {e}")),
     };
-    (outcome, ran.tail)
+    let freshness = if action == Action::Monitor { ran.freshness } else { None };
+    (outcome, ran.tail, freshness)
 }
 
 /// Checks a resource before a spec is committed, on the node that validates
@@ -321,4 +340,90 @@ pub async fn validate(spec: &ResourceSpec, ocf_root: &Path) -> Result<(), String
 pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// What a role-change hook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookResult {
+    /// It exited 0.
+    pub ok: bool,
+    /// `exit 0`, `exit 3`, `killed by signal 9 (SIGKILL)`, `timed out after
+    /// 30s (its process group was killed)`, `cannot run /bin/sh: ...`.
+    pub status: String,
+    /// The last line it printed (stdout and stderr), cut to
+    /// [`HOOK_LINE_MAX`] characters, or a placeholder when the line looks
+    /// like it carries a secret.
+    pub last_line: String,
+}
+
+/// The longest last line of a hook kept for the events.
+pub const HOOK_LINE_MAX: usize = 200;
+
+/// Runs a role-change hook: `/bin/sh -c COMMAND` in its own process group
+/// with `vars` in its environment, killed with its group after `timeout`.
+/// Its output goes to tracing line by line, like an action's.
+pub async fn run_hook(
+    group: &str,
+    hook: &str,
+    command: &str,
+    vars: &[(&str, String)],
+    timeout: Duration,
+) -> HookResult {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let ctx = LogCtx {
+        group: group.to_string(),
+        resource: hook.to_string(),
+        action: "hook",
+        quiet: false,
+    };
+    let ran = exec::run(cmd, timeout, &ctx, false).await;
+    let (ok, status) = match ran.end {
+        End::Exited(status) => (status.success(), describe(status)),
+        End::TimedOut => (
+            false,
+            format!(
+                "timed out after {} (its process group was killed)",
+                humantime::format_duration(timeout)
+            ),
+        ),
+        End::SpawnError(e) => (false, format!("cannot run /bin/sh: {e}")),
+        End::WaitError(e) => (false, format!("waiting for the hook failed: {e}")),
+    };
+    HookResult {
+        ok,
+        status,
+        last_line: hook_line(&ran.tail),
+    }
+}
+
+/// The last non-empty line of `tail`, cut, with lines that may carry a
+/// secret (password, token, key...) replaced: events are replicated and
+/// shown to every operator.
+pub fn hook_line(tail: &str) -> String {
+    let Some(line) = tail.lines().rev().map(str::trim).find(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let lower = line.to_ascii_lowercase();
+    const SECRET_WORDS: [&str; 8] = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "private key",
+    ];
+    if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+        return "<redacted: the line may carry a secret>".into();
+    }
+    let mut cut: String = line.chars().take(HOOK_LINE_MAX).collect();
+    if cut.len() < line.len() {
+        cut.push('…');
+    }
+    cut
 }

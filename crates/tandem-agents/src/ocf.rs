@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tandem_core::groups::Freshness;
 use tokio::process::Command;
 
 use crate::exec::{self, End, describe};
@@ -82,6 +83,13 @@ fn agent_path_var() -> OsString {
     std::env::join_paths(dirs).unwrap_or_else(|_| PATH_DIRS.join(":").into())
 }
 
+/// The agent's PATH with Tandem's attribute shims first.
+fn shims_first(shims: &Path) -> OsString {
+    let mut dirs = vec![shims.to_path_buf()];
+    dirs.extend(std::env::split_paths(&agent_path_var()));
+    std::env::join_paths(dirs).unwrap_or_else(|_| agent_path_var())
+}
+
 /// The agent command with a clean OCF environment (nothing OCF-ish inherited
 /// from the Tandem agent's own environment).
 fn base_command(path: &Path, ocf_root: &Path) -> Command {
@@ -107,7 +115,30 @@ pub(crate) struct Call<'a> {
 }
 
 impl Call<'_> {
-    pub(crate) async fn run(&self, action: Action, env: &Env, timeout: Duration, ctx: &LogCtx) -> (Outcome, String) {
+    /// Runs `action`; the freshness is what the agent recorded through the
+    /// attribute shims (see [`crate::freshness`]).
+    pub(crate) async fn run(
+        &self,
+        action: Action,
+        env: &Env,
+        timeout: Duration,
+        ctx: &LogCtx,
+    ) -> (Outcome, String, Option<Freshness>) {
+        let (outcome, tail) = self.run_inner(action, env, timeout, ctx).await;
+        let freshness = std::fs::read_to_string(self.attributes_file(env))
+            .ok()
+            .and_then(|t| crate::freshness::parse_attributes(&t));
+        (outcome, tail, freshness)
+    }
+
+    /// Where the shims record attributes for this resource's current action.
+    fn attributes_file(&self, env: &Env) -> PathBuf {
+        self.state_dir
+            .join(".ocf-attributes")
+            .join(format!("{}.{}", env.group, env.resource))
+    }
+
+    async fn run_inner(&self, action: Action, env: &Env, timeout: Duration, ctx: &LogCtx) -> (Outcome, String) {
         let path = match agent_path(self.ocf_root, self.provider, self.agent) {
             Ok(p) => p,
             Err(why) => return (Outcome::Unavailable(why), String::new()),
@@ -134,6 +165,34 @@ impl Call<'_> {
                 String::new(),
             );
         }
+        // The attribute shims and the file they record into (emptied first:
+        // only what this action records counts).
+        let attributes = self.attributes_file(env);
+        let shims = match crate::freshness::install_shims(&self.state_dir.join(".ocf-bin")).and_then(|dir| {
+            attributes
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .map(|()| dir)
+        }) {
+            Ok(dir) => dir,
+            Err(e) => {
+                return (
+                    Outcome::Failed(format!(
+                        "cannot prepare the attribute tools under {}: {e}",
+                        self.state_dir.display()
+                    )),
+                    String::new(),
+                );
+            }
+        };
+        if let Err(e) = std::fs::remove_file(&attributes)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return (
+                Outcome::Failed(format!("cannot remove {}: {e}", attributes.display())),
+                String::new(),
+            );
+        }
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string();
         let interval = if action == Action::Monitor {
             self.monitor_interval
@@ -142,7 +201,7 @@ impl Call<'_> {
         };
 
         let mut cmd = base_command(&path, self.ocf_root);
-        cmd.arg(action.as_str());
+        cmd.env("PATH", shims_first(&shims)).arg(action.as_str());
         for (name, value) in self.params {
             cmd.env(format!("OCF_RESKEY_{name}"), value);
         }
@@ -153,7 +212,8 @@ impl Call<'_> {
             .env("OCF_RA_VERSION_MINOR", "0")
             .env("OCF_RESKEY_CRM_meta_timeout", millis(timeout))
             .env("OCF_RESKEY_CRM_meta_interval", millis(interval))
-            .env("HA_RSCTMP", &rsctmp);
+            .env("HA_RSCTMP", &rsctmp)
+            .env("TANDEM_ATTRIBUTES_FILE", &attributes);
         tandem_env(&mut cmd, env);
 
         let ran = exec::run(cmd, timeout, ctx, false).await;

@@ -104,6 +104,9 @@ pub(crate) struct Collected {
     pub tail: Tail,
     /// Whole standard output, when asked for (bounded by [`MAX_CAPTURE`]).
     pub stdout: Option<String>,
+    /// The last `tandem-freshness:` line on standard output (see
+    /// [`crate::freshness`]).
+    pub freshness: Option<tandem_core::groups::Freshness>,
 }
 
 pub(crate) type Shared = Arc<Mutex<Collected>>;
@@ -111,6 +114,12 @@ pub(crate) type Shared = Arc<Mutex<Collected>>;
 pub(crate) fn record(shared: &Shared, ctx: &LogCtx, stream: &'static str, line: String) {
     ctx.line(stream, &line);
     let mut c = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    // "output" is stdout and stderr on one pipe: either may carry it.
+    if matches!(stream, "stdout" | "output")
+        && let Some(f) = crate::freshness::parse_line(&line)
+    {
+        c.freshness = Some(f);
+    }
     if stream == "stdout"
         && let Some(all) = c.stdout.as_mut()
         && all.len() + line.len() < MAX_CAPTURE

@@ -779,3 +779,153 @@ async fn systemd_class() {
         assert_eq!(runner.run(Action::Stop, &e).await.outcome, Outcome::Ok);
     }
 }
+
+// ---------------------------------------------------------------------------
+// freshness
+
+#[tokio::test]
+async fn an_exec_monitor_reports_freshness_on_its_output() {
+    use tandem_core::groups::Freshness;
+    let dir = tempfile::tempdir().unwrap();
+    let e = env("db");
+    let cases: [(&str, Outcome, Option<Freshness>); 5] = [
+        (
+            "echo tandem-freshness: position=10; echo tandem-freshness: position=12",
+            Outcome::Ok,
+            Some(Freshness::Position(12)),
+        ),
+        // A stopped candidate still says how current its data is.
+        (
+            "echo 'tandem-freshness: lag=1500ms' >&2; exit 7",
+            Outcome::NotRunning,
+            Some(Freshness::LagMs(1500)),
+        ),
+        (
+            "echo tandem-freshness: lag=2s; for i in $(seq 1 40); do echo noise; done",
+            Outcome::Ok,
+            Some(Freshness::LagMs(2000)),
+        ),
+        ("echo tandem-freshness: position=soon", Outcome::Ok, None),
+        ("echo nothing", Outcome::Ok, None),
+    ];
+    for (monitor, outcome, freshness) in cases {
+        let mut runner = Runner::new(
+            &resource("db", commands("true", "true", monitor)),
+            dir.path(),
+            Path::new(OCF_ROOT),
+        );
+        let r = runner.run(Action::Monitor, &e).await;
+        assert_eq!((r.outcome, r.freshness), (outcome, freshness), "{monitor}");
+    }
+    // Only monitors report it.
+    let mut runner = Runner::new(
+        &resource("db", commands("echo tandem-freshness: position=1", "true", "true")),
+        dir.path(),
+        Path::new(OCF_ROOT),
+    );
+    assert_eq!(runner.run(Action::Start, &e).await.freshness, None);
+}
+
+#[tokio::test]
+async fn an_ocf_agent_reports_freshness_through_the_attribute_tools() {
+    use tandem_core::groups::Freshness;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ocf");
+    let agent_dir = root.join("resource.d/test");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent = agent_dir.join("replica");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\n\
+         crm_attribute -l reboot -n master-db -v 100 || exit 1\n\
+         case \"$OCF_RESKEY_mode\" in\n\
+         position) crm_attribute -l reboot -n tandem-position -v 40 || exit 1\n\
+                   attrd_updater -n tandem-position -U 41 || exit 1;;\n\
+         lag) attrd_updater -n tandem-lag -U 3s || exit 1;;\n\
+         esac\n\
+         exit \"$OCF_RESKEY_code\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let state = dir.path().join("run");
+    let run = |mode: &str, code: &str| {
+        let spec = ResourceSpec {
+            agent: AgentSpec::Ocf {
+                provider: "test".into(),
+                agent: "replica".into(),
+                params: [
+                    ("mode".to_string(), mode.to_string()),
+                    ("code".to_string(), code.to_string()),
+                ]
+                .into(),
+            },
+            ..resource("db", commands("", "", ""))
+        };
+        let (root, state) = (root.clone(), state.clone());
+        async move {
+            let r = Runner::new(&spec, &state, &root).run(Action::Monitor, &env("db")).await;
+            (r.outcome, r.freshness)
+        }
+    };
+    assert_eq!(run("position", "0").await, (Outcome::Ok, Some(Freshness::Position(41))));
+    assert_eq!(
+        run("lag", "7").await,
+        (Outcome::NotRunning, Some(Freshness::LagMs(3000)))
+    );
+    // Nothing recorded by this action: nothing reported (an earlier
+    // action's record does not linger).
+    assert_eq!(run("none", "0").await, (Outcome::Ok, None));
+}
+
+// ---------------------------------------------------------------------------
+// role-change hooks
+
+#[tokio::test]
+async fn hooks_run_in_their_own_group_with_a_timeout() {
+    use tandem_agents::run_hook;
+    let vars = [
+        ("TANDEM_HOOK", "after_promote".to_string()),
+        ("TANDEM_GROUP", "db".to_string()),
+    ];
+    let r = run_hook(
+        "db",
+        "after_promote",
+        "echo first; echo \"$TANDEM_HOOK $TANDEM_GROUP\"",
+        &vars,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        (r.ok, r.status.as_str(), r.last_line.as_str()),
+        (true, "exit 0", "after_promote db")
+    );
+
+    let r = run_hook(
+        "db",
+        "h",
+        "echo the password is hunter2; exit 3",
+        &[],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!((r.ok, r.status.as_str()), (false, "exit 3"));
+    assert!(!r.last_line.contains("hunter2"), "{r:?}");
+
+    let long = "x".repeat(1000);
+    let r = run_hook("db", "h", &format!("echo {long}"), &[], Duration::from_secs(5)).await;
+    assert!(
+        r.ok && r.last_line.chars().count() == tandem_agents::HOOK_LINE_MAX + 1,
+        "{r:?}"
+    );
+
+    // A hook past its timeout is killed with everything it started.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+    let began = std::time::Instant::now();
+    let r = run_hook("db", "h", &script, &[], Duration::from_millis(300)).await;
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(!r.ok && r.status.starts_with("timed out after 300ms"), "{r:?}");
+    let child = pid_in(&pidfile);
+    assert!(wait_dead(child).await, "the hook's child survived");
+}

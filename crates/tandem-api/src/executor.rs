@@ -6,6 +6,27 @@
 //! node and, for an exclusive group, while this node holds a lease: a node
 //! whose lease lapses stops its exclusive groups by itself, before the
 //! coordinator may reassign them (invariant 3).
+//!
+//! Maintenance (`ClusterState::maintenance` covering the group here: the
+//! cluster, the group or this node): the task starts, stops and restarts
+//! nothing, also when the assignment changes or a monitor fails. It keeps
+//! monitoring every resource of a group that is assigned here or may run
+//! here and reports what it sees; a failed monitor is reported (phase
+//! `failed`, the resource's result) but not counted towards the migration
+//! threshold and not acted on. When maintenance ends it resumes from what it
+//! observed: what is assigned and not running is started (a resource found
+//! stopped under a running one is stopped down to it first), what runs
+//! where it is not assigned is stopped. Self-fencing stays on: an exclusive
+//! group still stops when this node's lease runs out, and the lease guard
+//! still acts at its end.
+//!
+//! Role-change hooks ([`crate::hooks`]) run beside the task, never in its way.
+//!
+//! Freshness: every monitor's reported freshness is kept as this node's for
+//! the group and sent with heartbeats. For groups whose spec sets `max_lag`,
+//! or whose agents reported freshness anywhere, a node that does not run the
+//! group probes it: it runs the monitors at their interval and keeps only
+//! the freshness (a stopped resource's "not running" is expected).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +38,7 @@ use std::time::Duration;
 use tandem_agents::{Action, ActionResult, Env, Outcome, Runner};
 use tandem_core::groups::{NodeReport, Phase, ResourceReport};
 use tandem_core::spec::{GroupKind, GroupSpec, ResourceSpec};
-use tandem_core::state::Command;
+use tandem_core::state::{Command, TransitionOutcome};
 use tandem_proto::v1::RaftMessage;
 use tandem_proto::v1::peer_client::PeerClient;
 use tokio::sync::watch;
@@ -25,6 +46,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::unix_ms;
+use crate::hooks::{Hook, HookCall, HookMemory};
 use crate::node::NodeContext;
 
 /// Where the executor keeps its runtime files and finds OCF agents.
@@ -113,6 +135,34 @@ struct GroupTask {
     guard: Arc<AtomicBool>,
     /// The resources the guard may have to end.
     guarded: Arc<Mutex<Vec<ResourceSpec>>>,
+    /// Maintenance covered the group here at the last step.
+    in_maintenance: bool,
+    /// In maintenance: what each resource's last monitor found.
+    observed: Vec<Seen>,
+    /// Monitors (or probes) due up to this resource, beside the started ones.
+    monitored: usize,
+    /// The exclusive group ran here (as primary) since it last stopped: its
+    /// stop or release runs `after_demote`.
+    was_primary: bool,
+    /// Which hooks already ran (kept across agent restarts).
+    hooks: HookMemory,
+    /// `after_demote` is due once this node may act again (its state is
+    /// then current, so the hook sees the epoch and the new primary).
+    demote_pending: bool,
+    /// This group's agents reported freshness here.
+    reports_freshness: bool,
+}
+
+/// What a monitor found, in maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Not monitored since maintenance began.
+    Unknown,
+    Running,
+    /// Cleanly not running.
+    NotRunning,
+    /// Failed or hung: something may still run.
+    Failing,
 }
 
 /// The pause between a failure and the next start on the same node.
@@ -149,6 +199,13 @@ impl GroupTask {
             gave_up: None,
             guard: Arc::new(AtomicBool::new(false)),
             guarded: Arc::new(Mutex::new(Vec::new())),
+            in_maintenance: false,
+            observed: Vec::new(),
+            monitored: 0,
+            was_primary: false,
+            hooks: HookMemory::default(),
+            demote_pending: false,
+            reports_freshness: false,
         }
     }
 
@@ -235,6 +292,11 @@ impl GroupTask {
             .unwrap_or_default();
         let env = self.env(&name);
         let result = self.runners[index].run(action, &env).await;
+        if action == Action::Monitor
+            && let Some(f) = result.freshness
+        {
+            self.note_freshness(f);
+        }
         let action_name = match action {
             Action::Start => "start",
             Action::Stop => "stop",
@@ -358,15 +420,26 @@ impl GroupTask {
         // anything but stopped. Probing every group of a large spec on every
         // node would spawn thousands of monitor processes for nothing.
         let (spec, _, _) = self.desired();
-        let may_run_here = {
+        let (may_run_here, last_ran_here) = {
             let s = self.ctx.state.borrow();
-            s.cluster.groups.get(&self.name).is_some_and(|g| {
-                g.assigned.contains(&self.ctx.me.name)
-                    || g.reports
-                        .get(&self.ctx.me.name)
-                        .is_some_and(|r| r.phase != Phase::Stopped)
-            })
+            self.hooks = HookMemory::load(&self.state_dir, &self.name, &s.cluster);
+            let me = &self.ctx.me.name;
+            let ran = s
+                .cluster
+                .groups
+                .get(&self.name)
+                .and_then(|g| g.reports.get(me))
+                .is_some_and(|r| r.phase != Phase::Stopped);
+            let assigned = s
+                .cluster
+                .groups
+                .get(&self.name)
+                .is_some_and(|g| g.assigned.contains(me));
+            (assigned || ran, ran)
         };
+        // It last ran here (this node was its primary before a restart):
+        // once it is known stopped here, that is a demotion.
+        self.was_primary = last_ran_here && spec.as_ref().is_some_and(|g| g.kind == GroupKind::Exclusive);
         if let Some(spec) = spec.filter(|_| may_run_here) {
             self.build_runners(&spec);
             for i in 0..self.runners.len() {
@@ -382,6 +455,9 @@ impl GroupTask {
                 info!(group = %self.name, started = self.started, "found the group partly or fully running");
                 self.phase = Phase::Running;
                 self.arm_guard(true);
+                if self.exclusive() {
+                    self.was_primary = true;
+                }
             }
         }
         // A restarted agent that found services running waits for a new
@@ -404,7 +480,12 @@ impl GroupTask {
         loop {
             self.step().await;
             self.flush().await;
-            let wake = self.next_monitor.iter().take(self.started).min().copied();
+            let wake = self
+                .next_monitor
+                .iter()
+                .take(self.started.max(self.monitored))
+                .min()
+                .copied();
             let retry = if self.pending.is_some() {
                 Some(Instant::now() + self.ctx.timing.heartbeat_interval * 2)
             } else {
@@ -451,6 +532,9 @@ impl GroupTask {
         // Clone groups keep running when the agent stops (a restarted agent
         // finds them again); exclusive groups were stopped above.
         guard.abort();
+        if self.ctx.state.borrow().cluster.spec.group(&self.name).is_none() {
+            self.ctx.liveness.set_own_freshness(&self.name, None);
+        }
     }
 
     async fn step(&mut self) {
@@ -459,6 +543,19 @@ impl GroupTask {
         }
         if self.retry_at.is_some_and(|t| Instant::now() >= t) {
             self.retry_at = None;
+        }
+        self.monitored = 0;
+        self.check_failover();
+        self.fire_demote();
+        if let Some(why) = self.maintenance() {
+            self.maintain(&why).await;
+            return;
+        }
+        if self.in_maintenance {
+            self.in_maintenance = false;
+            if !self.resume_after_maintenance().await {
+                return;
+            }
         }
         let (spec, epoch, run) = self.desired();
         // A changed resource list: stop everything under the old spec first.
@@ -540,6 +637,7 @@ impl GroupTask {
                     self.next_monitor[i] = Instant::now() + interval;
                 }
                 self.report(Phase::Running, None);
+                self.promoted(epoch);
                 return;
             }
             // Running: monitor what is due.
@@ -577,13 +675,349 @@ impl GroupTask {
                 self.phase = Phase::Stopping;
                 if self.stop_down_to(0).await {
                     self.report(Phase::Stopped, None);
+                    self.demoted();
                 } else {
                     self.stuck = true;
                     self.report(Phase::StopFailed, None);
                 }
-            } else if self.pending.is_none() && self.cluster_thinks_it_may_run_here() {
-                self.report(Phase::Stopped, None);
+            } else {
+                if self.pending.is_none() && self.cluster_thinks_it_may_run_here() {
+                    self.report(Phase::Stopped, None);
+                }
+                // Released after a failure, or found stopped after a restart
+                // (not merely waiting for a lease while still assigned).
+                if !self.assigned_here() {
+                    self.demoted();
+                }
+                if self.should_probe() {
+                    self.probe().await;
+                }
             }
+        }
+    }
+
+    /// Why maintenance covers this group on this node now (`None`: it does not).
+    fn maintenance(&self) -> Option<String> {
+        self.ctx
+            .state
+            .borrow()
+            .cluster
+            .maintenance
+            .covers(&self.name, &self.ctx.me.name)
+    }
+
+    /// One step in maintenance: monitor and report, act only to self-fence.
+    async fn maintain(&mut self, why: &str) {
+        if !self.in_maintenance {
+            info!(group = %self.name, %why, "maintenance: monitoring and reporting only; nothing is started, stopped or restarted here");
+            self.in_maintenance = true;
+            self.observed = vec![Seen::Unknown; self.runners.len()];
+        }
+        let (spec, epoch, _) = self.desired();
+        // Invariant 3 holds in maintenance too: an exclusive group stops
+        // before this node's lease runs out, and when its agent leaves
+        // (nobody would stop it at the lease's end).
+        let leaving = self.ctx.leaving.load(Ordering::SeqCst);
+        if self.started > 0 && (self.self_fencing() || (leaving && self.exclusive())) {
+            warn!(group = %self.name, leaving, "maintenance, but this node's lease runs out or its agent stops: stopping the exclusive group (self-fencing)");
+            self.epoch = epoch;
+            self.phase = Phase::Stopping;
+            if self.stop_down_to(0).await {
+                self.observed = vec![Seen::NotRunning; self.runners.len()];
+                self.report(Phase::Stopped, None);
+                self.demoted();
+            } else {
+                self.stuck = true;
+                self.report(Phase::StopFailed, None);
+            }
+            return;
+        }
+        if let Some(new) = &spec
+            && (self.spec.as_ref() != Some(new) || self.runners.is_empty())
+            && self.started == 0
+        {
+            self.build_runners(new);
+            self.observed = vec![Seen::Unknown; self.runners.len()];
+        }
+        let assigned = self.assigned_here();
+        if !assigned && self.started == 0 && !self.cluster_thinks_it_may_run_here() {
+            if self.should_probe() {
+                self.probe().await;
+            }
+            return;
+        }
+        let total = self.runners.len();
+        self.observed.resize(total, Seen::Unknown);
+        self.monitored = total;
+        let mut monitored = false;
+        for i in 0..total {
+            if Instant::now() < self.next_monitor[i] {
+                continue;
+            }
+            monitored = true;
+            let r = self.act(i, Action::Monitor).await;
+            self.observed[i] = match r.outcome {
+                Outcome::Ok => Seen::Running,
+                Outcome::NotRunning | Outcome::Unavailable(_) => Seen::NotRunning,
+                Outcome::Failed(_) | Outcome::TimedOut => Seen::Failing,
+            };
+            let interval = self
+                .spec
+                .as_ref()
+                .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
+            self.next_monitor[i] = Instant::now() + interval;
+        }
+        if !monitored && epoch == self.epoch {
+            return;
+        }
+        // What was not monitored yet is as it was: running if started.
+        let before = self.started;
+        let seen: Vec<Seen> = (0..total)
+            .map(|i| match self.observed[i] {
+                Seen::Unknown if i < before => Seen::Running,
+                Seen::Unknown => Seen::NotRunning,
+                s => s,
+            })
+            .collect();
+        // Only a clean "not running" proves nothing runs.
+        self.started = seen.iter().rposition(|s| *s != Seen::NotRunning).map_or(0, |i| i + 1);
+        self.arm_guard(self.started > 0);
+        let phase = if total > 0 && seen.iter().all(|s| *s == Seen::Running) {
+            Phase::Running
+        } else if !assigned && seen.iter().all(|s| *s == Seen::NotRunning) {
+            Phase::Stopped
+        } else {
+            Phase::Failed
+        };
+        if phase != self.phase || epoch != self.epoch || self.pending.is_some() {
+            if phase == Phase::Failed {
+                let names: Vec<String> = self
+                    .spec
+                    .as_ref()
+                    .map(|s| {
+                        s.resources
+                            .iter()
+                            .zip(&seen)
+                            .filter(|(_, s)| **s != Seen::Running)
+                            .map(|(r, _)| r.name.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                warn!(group = %self.name, resources = ?names, "maintenance: not running or failing here; reported, not acted on");
+            }
+            self.epoch = epoch;
+            // No failed resource: a failure in maintenance is not counted
+            // towards the migration threshold.
+            self.report(phase, None);
+            if phase == Phase::Running && assigned && self.exclusive() {
+                self.was_primary = true;
+            }
+        }
+    }
+
+    /// Maintenance ended: act again, from what the monitors found. A
+    /// resource found stopped or failing under a running one is stopped down
+    /// to it (not counted as a failure); the usual step then starts what is
+    /// missing or stops what must not run. False when a stop failed.
+    async fn resume_after_maintenance(&mut self) -> bool {
+        let gap = (0..self.started).find(|&i| matches!(self.observed.get(i), Some(Seen::NotRunning | Seen::Failing)));
+        info!(group = %self.name, started = self.started, "maintenance over: resuming from what runs here");
+        self.observed.clear();
+        if let Some(i) = gap {
+            self.phase = Phase::Stopping;
+            if !self.stop_down_to(i).await {
+                self.stuck = true;
+                self.report(Phase::StopFailed, None);
+                return false;
+            }
+            self.started = i;
+            // The start that follows reports `starting` again.
+            self.phase = Phase::Failed;
+        }
+        true
+    }
+
+    fn assigned_here(&self) -> bool {
+        self.ctx
+            .state
+            .borrow()
+            .cluster
+            .groups
+            .get(&self.name)
+            .is_some_and(|g| g.assigned.contains(&self.ctx.me.name))
+    }
+
+    /// This node's agents reported `f` for the group: it is sent to the
+    /// coordinator with the next heartbeat.
+    fn note_freshness(&mut self, f: tandem_core::groups::Freshness) {
+        self.reports_freshness = true;
+        self.ctx.liveness.set_own_freshness(&self.name, Some(f));
+    }
+
+    /// Whether this node, which does not run the group, should run its
+    /// monitors for the freshness of its data: the group sets `max_lag` or
+    /// its agents report freshness, and this node may host it.
+    fn should_probe(&self) -> bool {
+        let Some(spec) = &self.spec else { return false };
+        if self.runners.is_empty() || spec.placement.avoid.contains(&self.ctx.me.name) {
+            return false;
+        }
+        spec.max_lag.is_some() || self.reports_freshness || self.ctx.liveness.freshness_known(&self.name)
+    }
+
+    /// Runs the monitors that are due for their freshness only (nothing
+    /// else of a probe is kept or reported). At each resource's monitor
+    /// interval, one resource at a time, each bounded by its timeout.
+    async fn probe(&mut self) {
+        let total = self.runners.len();
+        self.monitored = total;
+        for i in 0..total {
+            if Instant::now() < self.next_monitor[i] {
+                continue;
+            }
+            let Some(r) = self.spec.as_ref().map(|s| s.resources[i].clone()) else {
+                return;
+            };
+            let env = self.env(&r.name);
+            let result = self.runners[i].run(Action::Monitor, &env).await;
+            if let Some(f) = result.freshness {
+                self.note_freshness(f);
+            }
+            self.next_monitor[i] = Instant::now() + r.monitor_interval;
+        }
+    }
+
+    /// The exclusive group reached `running` here at `epoch`: `after_promote`
+    /// runs, once per epoch (again only after a demotion in between).
+    fn promoted(&mut self, epoch: u64) {
+        if !self.exclusive() {
+            return;
+        }
+        self.was_primary = true;
+        if self.hooks.promoted_epoch == epoch {
+            return;
+        }
+        self.hooks.promoted_epoch = epoch;
+        self.hooks.save(&self.state_dir, &self.name);
+        let old_primary = {
+            let s = self.ctx.state.borrow();
+            crate::hooks::old_primary_for(&s.cluster, &self.name, epoch, &self.ctx.me.name)
+        };
+        self.spawn_hook(HookCall {
+            hook: Hook::AfterPromote,
+            group: self.name.clone(),
+            epoch,
+            old_primary,
+            new_primary: Some(self.ctx.me.name.clone()),
+        });
+    }
+
+    /// The exclusive group that ran here is known stopped here now (stopped,
+    /// released, or found stopped after a restart): `after_demote` runs.
+    fn demoted(&mut self) {
+        if !self.was_primary {
+            return;
+        }
+        self.was_primary = false;
+        // A later promotion at the same epoch (the lease came back) is one again.
+        self.hooks.promoted_epoch = 0;
+        self.hooks.save(&self.state_dir, &self.name);
+        self.demote_pending = true;
+        self.fire_demote();
+    }
+
+    /// Runs a pending `after_demote` once this node may act (it holds a
+    /// lease and applied the log as far as its grant): a node that stopped
+    /// its group on a stale state (a restart, a lost lease) runs it with the
+    /// current epoch and new primary.
+    fn fire_demote(&mut self) {
+        if !self.demote_pending {
+            return;
+        }
+        let applied = self.ctx.state.borrow().last_applied.map_or(0, |l| l.index);
+        if !self.ctx.liveness.may_act(self.ctx.clock.now(), applied) {
+            return;
+        }
+        self.demote_pending = false;
+        let (epoch, new_primary) = {
+            let s = self.ctx.state.borrow();
+            let me = &self.ctx.me.name;
+            let g = s.cluster.groups.get(&self.name);
+            let assigned = g.and_then(|g| g.assigned.iter().find(|n| *n != me).cloned());
+            let next = assigned.or_else(|| {
+                s.cluster
+                    .transition_in_progress(&self.name)
+                    .filter(|t| t.from.as_deref() == Some(me.as_str()))
+                    .and_then(|t| t.to.clone())
+            });
+            (g.map_or(self.epoch, |g| g.epoch), next)
+        };
+        self.spawn_hook(HookCall {
+            hook: Hook::AfterDemote,
+            group: self.name.clone(),
+            epoch,
+            old_primary: Some(self.ctx.me.name.clone()),
+            new_primary,
+        });
+    }
+
+    /// Runs `after_failover` once for each transition of this group to this
+    /// node that completed while it is still the primary at that epoch
+    /// (remembered by id, so never again after a restart; a node that is
+    /// catching up, without a lease, waits).
+    fn check_failover(&mut self) {
+        let applied = self.ctx.state.borrow().last_applied.map_or(0, |l| l.index);
+        if !self.ctx.liveness.may_act(self.ctx.clock.now(), applied) {
+            return;
+        }
+        let call = {
+            let s = self.ctx.state.borrow();
+            let me = self.ctx.me.name.as_str();
+            let Some(t) = s
+                .cluster
+                .transitions
+                .iter()
+                .filter(|t| {
+                    t.group == self.name
+                        && t.outcome == TransitionOutcome::Completed
+                        && t.to.as_deref() == Some(me)
+                        && t.id >= self.hooks.failover_next
+                })
+                .max_by_key(|t| t.id)
+            else {
+                return;
+            };
+            self.hooks.failover_next = t.id + 1;
+            let current = s
+                .cluster
+                .groups
+                .get(&self.name)
+                .is_some_and(|g| g.epoch == t.epoch && g.assigned.contains(me));
+            current.then(|| HookCall {
+                hook: Hook::AfterFailover,
+                group: self.name.clone(),
+                epoch: t.epoch,
+                old_primary: t.from.clone(),
+                new_primary: t.to.clone(),
+            })
+        };
+        self.hooks.save(&self.state_dir, &self.name);
+        if let Some(call) = call {
+            self.spawn_hook(call);
+        }
+    }
+
+    fn spawn_hook(&self, call: HookCall) {
+        let hooks = self
+            .ctx
+            .state
+            .borrow()
+            .cluster
+            .spec
+            .group(&self.name)
+            .map(|g| g.hooks.clone());
+        if let Some(hooks) = hooks {
+            crate::hooks::spawn(&self.ctx, &hooks, call);
         }
     }
 

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod convert;
 pub mod dns;
 pub mod executor;
+pub mod hooks;
 pub mod http;
 pub mod lease_file;
 pub mod liveness;

@@ -11,11 +11,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use tandem_core::groups::Freshness;
 use tandem_core::lease::{LeaseTable, NodeState, liveness, may_grant_lease, witness_should_campaign};
 use tandem_core::timing::duration_ms;
 use tandem_core::{Millis, NodeId, Timing};
 use tandem_proto::v1::peer_client::PeerClient;
-use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, NodeView};
+use tandem_proto::v1::{GroupFreshness, HeartbeatReply, HeartbeatRequest, NodeView, group_freshness};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -65,6 +66,15 @@ struct Inner {
     /// The term and start time of the last successful quorum confirmation
     /// round while this node was coordinator.
     confirmed: Option<(u64, Millis)>,
+    /// This node's own freshness per group, as its executor last saw it
+    /// (sent with every heartbeat).
+    own_freshness: BTreeMap<String, Freshness>,
+    /// Every node's last known freshness per group: on the coordinator from
+    /// the heartbeats it granted, elsewhere from the views it received. A
+    /// node not heard from keeps its last values (a lost primary's last
+    /// position is the reference its candidates are measured against), and
+    /// a new coordinator starts from what it knew as a follower.
+    freshness: BTreeMap<NodeId, BTreeMap<String, Freshness>>,
 }
 
 /// Lease and liveness bookkeeping of one node. Shared by the heartbeat loop,
@@ -252,6 +262,9 @@ impl Liveness {
         let mut changed = had_lease != reply.granted;
         // A refusal carries no view: keep the last one, and let it age.
         if reply.granted {
+            for n in &reply.nodes {
+                merge_freshness(&mut inner.freshness, n.node_id, &n.freshness);
+            }
             let nodes: Vec<ViewEntry> = reply.nodes.iter().map(view_entry_from_pb).collect();
             changed |= inner.view.as_ref().is_none_or(|v| !same_states(&v.nodes, &nodes));
             inner.view = Some(ReceivedView { at: sent_at, nodes });
@@ -260,6 +273,46 @@ impl Liveness {
         if changed {
             self.bump();
         }
+    }
+
+    /// Records this node's own freshness for `group` (`None`: forget it, the
+    /// group left the spec), sent with the next heartbeats.
+    pub fn set_own_freshness(&self, group: &str, freshness: Option<Freshness>) {
+        let mut inner = self.lock();
+        match freshness {
+            Some(f) => _ = inner.own_freshness.insert(group.to_string(), f),
+            None => _ = inner.own_freshness.remove(group),
+        }
+    }
+
+    /// This node's own freshness, as sent in a heartbeat.
+    pub fn own_freshness_pb(&self) -> Vec<GroupFreshness> {
+        freshness_to_pb(&self.lock().own_freshness)
+    }
+
+    /// On the coordinator: records the freshness a granted heartbeat of
+    /// `node` carried (merged: groups it did not mention keep their values).
+    pub fn record_freshness(&self, node: NodeId, reported: &[GroupFreshness]) {
+        merge_freshness(&mut self.lock().freshness, node, reported);
+    }
+
+    /// Every node's last known freshness per group.
+    pub fn freshness(&self) -> BTreeMap<NodeId, BTreeMap<String, Freshness>> {
+        self.lock().freshness.clone()
+    }
+
+    /// Whether any node ever reported freshness for `group`.
+    pub fn freshness_known(&self, group: &str) -> bool {
+        self.lock().freshness.values().any(|m| m.contains_key(group))
+    }
+
+    /// `node`'s last known freshness per group, as sent in a view.
+    pub fn freshness_pb(&self, node: NodeId) -> Vec<GroupFreshness> {
+        self.lock()
+            .freshness
+            .get(&node)
+            .map(freshness_to_pb)
+            .unwrap_or_default()
     }
 
     /// On the coordinator of `term`: whether no lease of `node` can still be
@@ -371,6 +424,46 @@ fn coordinator_view(
         .collect()
 }
 
+/// Freshness as carried in heartbeats and views.
+pub fn freshness_to_pb(map: &BTreeMap<String, Freshness>) -> Vec<GroupFreshness> {
+    map.iter()
+        .map(|(group, f)| GroupFreshness {
+            group: group.clone(),
+            value: Some(match f {
+                Freshness::Position(p) => group_freshness::Value::Position(*p),
+                Freshness::LagMs(ms) => group_freshness::Value::LagMs(*ms),
+            }),
+        })
+        .collect()
+}
+
+/// Merges what `node` reported into `table` (entries without a value are
+/// ignored; bounded by the groups a node names, at most [`MAX_FRESHNESS`]).
+fn merge_freshness(
+    table: &mut BTreeMap<NodeId, BTreeMap<String, Freshness>>,
+    node: NodeId,
+    reported: &[GroupFreshness],
+) {
+    if reported.is_empty() {
+        return;
+    }
+    let entry = table.entry(node).or_default();
+    for g in reported.iter().take(MAX_FRESHNESS) {
+        let f = match g.value {
+            Some(group_freshness::Value::Position(p)) => Freshness::Position(p),
+            Some(group_freshness::Value::LagMs(ms)) => Freshness::LagMs(ms),
+            None => continue,
+        };
+        if entry.len() < MAX_FRESHNESS || entry.contains_key(&g.group) {
+            entry.insert(g.group.clone(), f);
+        }
+    }
+}
+
+/// The most groups whose freshness is kept per node (a bound against a
+/// misbehaving peer; a spec has far fewer groups).
+pub const MAX_FRESHNESS: usize = 10_000;
+
 fn view_entry_from_pb(v: &NodeView) -> ViewEntry {
     ViewEntry {
         id: v.node_id,
@@ -384,12 +477,13 @@ fn view_entry_from_pb(v: &NodeView) -> ViewEntry {
     }
 }
 
-fn view_entry_to_pb(e: &ViewEntry) -> NodeView {
+fn view_entry_to_pb(e: &ViewEntry, freshness: Vec<GroupFreshness>) -> NodeView {
     NodeView {
         node_id: e.id,
         age_ms: e.age.map(tandem_core::timing::duration_ms),
         state: e.state.as_str().to_string(),
         version: e.version.clone(),
+        freshness,
     }
 }
 
@@ -434,14 +528,20 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatR
         .liveness
         .grant(now, term, req.node_id, &req.version, &member_ids(ctx))
     {
-        Ok(view) => HeartbeatReply {
-            applied_index: ctx.state.borrow().last_applied.map_or(0, |l| l.index),
-            granted: true,
-            lease_ms: duration_ms(ctx.timing.lease),
-            refusal: String::new(),
-            term,
-            nodes: view.iter().map(view_entry_to_pb).collect(),
-        },
+        Ok(view) => {
+            ctx.liveness.record_freshness(req.node_id, &req.freshness);
+            HeartbeatReply {
+                applied_index: ctx.state.borrow().last_applied.map_or(0, |l| l.index),
+                granted: true,
+                lease_ms: duration_ms(ctx.timing.lease),
+                refusal: String::new(),
+                term,
+                nodes: view
+                    .iter()
+                    .map(|e| view_entry_to_pb(e, ctx.liveness.freshness_pb(e.id)))
+                    .collect(),
+            }
+        }
         Err(reason) => refusal(term, reason),
     }
 }
@@ -479,6 +579,7 @@ pub async fn run_heartbeats(ctx: NodeContext, mut shutdown: watch::Receiver<bool
             clock_drift_margin_ms: duration_ms(ctx.timing.clock_drift_margin),
             election_timeout_ms: duration_ms(ctx.timing.election_timeout),
             relay: false,
+            freshness: ctx.liveness.own_freshness_pb(),
         };
         let sent_at = ctx.clock.now();
         let direct = match &known {

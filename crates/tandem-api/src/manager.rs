@@ -26,6 +26,8 @@ pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
     let members: BTreeSet<NodeId> = member_ids(ctx);
     let (view, _) = ctx.liveness.view(now, &members);
     let state = ctx.state.borrow().clone();
+    // What each node's agents last reported (kept for nodes not heard from).
+    let mut freshness = ctx.liveness.freshness();
     let mut facts: Vec<NodeFacts> = view
         .iter()
         .filter_map(|e| {
@@ -35,7 +37,7 @@ pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
                 state: e.state,
                 lease_expired: ctx.liveness.lease_certainly_expired(term, e.id, now),
                 standby: state.cluster.standby.contains(&info.name),
-                freshness: BTreeMap::new(),
+                freshness: freshness.remove(&e.id).unwrap_or_default(),
                 name: info.name,
             })
         })

@@ -67,8 +67,10 @@ impl Peer for PeerService {
         }
         let command: Command = serde_json::from_slice(&msg.json)
             .map_err(|e| Status::invalid_argument(format!("undecodable report: {e}")))?;
-        if !matches!(command, Command::Report { .. }) {
-            return Err(Status::invalid_argument("only reports are accepted from peers"));
+        if !matches!(command, Command::Report { .. } | Command::HookRan { .. }) {
+            return Err(Status::invalid_argument(
+                "only reports and hook outcomes are accepted from peers",
+            ));
         }
         if !self.ctx.is_coordinator() {
             return Err(Status::unavailable("this node is not the coordinator"));

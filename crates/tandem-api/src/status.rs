@@ -203,6 +203,7 @@ pub fn significant(s: &pb::ClusterStatus) -> pb::ClusterStatus {
 /// placement plan (for the reasons a group is blocked).
 fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::HashMap<String, String>) {
     let plan = crate::manager::current_plan(ctx);
+    let facts = crate::manager::node_facts(ctx);
     let state = ctx.state.borrow().clone();
     let c = &state.cluster;
     let now = crate::clock::unix_ms();
@@ -267,6 +268,7 @@ fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::Ha
                     .get(name)
                     .map(|m| format!("{} to {} requested by {}", m.kind.as_str(), m.to, m.actor))
                     .unwrap_or_default(),
+                candidates: candidates(c, &facts, name, now),
             }
         })
         .collect();
@@ -311,4 +313,41 @@ fn group_state(gs: &GroupState, blocked: &str) -> &'static str {
     } else {
         "starting"
     }
+}
+
+/// Every member that may host `group`, with its data's freshness and
+/// whether placement would consider it now.
+fn candidates(
+    c: &tandem_core::state::ClusterState,
+    facts: &[tandem_core::placement::NodeFacts],
+    group: &str,
+    now_unix_ms: u64,
+) -> Vec<pb::Candidate> {
+    use tandem_core::groups::Freshness;
+    tandem_core::placement::candidates(
+        &c.spec,
+        &c.groups,
+        &c.fencing_needed,
+        Some(&c.maintenance),
+        facts,
+        group,
+        now_unix_ms,
+    )
+    .into_iter()
+    .map(|k| pb::Candidate {
+        node: k.node,
+        freshness: k.freshness.map(|f| f.to_string()).unwrap_or_default(),
+        position: match k.freshness {
+            Some(Freshness::Position(p)) => Some(p),
+            _ => None,
+        },
+        lag_ms: match k.freshness {
+            Some(Freshness::LagMs(ms)) => Some(ms),
+            _ => None,
+        },
+        behind: k.behind,
+        eligible: k.unfit.is_none(),
+        reason: k.unfit.unwrap_or_default(),
+    })
+    .collect()
 }

@@ -674,6 +674,53 @@ fn clone_target(
     (Some(target), reason)
 }
 
+/// A node that may host a group, as placement sees it now: how current its
+/// data is and whether a failover would consider it (for status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub node: String,
+    pub freshness: Option<Freshness>,
+    /// How far behind the most current node: ms of lag, or positions behind
+    /// the highest position any node reported. `None`: it reported nothing.
+    pub behind: Option<u64>,
+    /// Why placement would not start the group there now (`None`: it
+    /// would consider it, most current first).
+    pub unfit: Option<String>,
+}
+
+/// Every node but witnesses as a candidate for `group`, with the same
+/// rules placement applies when it chooses where to start it (fitness, up,
+/// within `max_lag`). Empty for a group not in the spec.
+pub fn candidates(
+    spec: &Spec,
+    groups: &BTreeMap<String, GroupState>,
+    fencing_needed: &BTreeMap<String, String>,
+    maintenance: Option<&Maintenance>,
+    nodes: &[NodeFacts],
+    group: &str,
+    now_unix_ms: u64,
+) -> Vec<Candidate> {
+    let Some(g) = spec.group(group) else {
+        return Vec::new();
+    };
+    let by_name: BTreeMap<&str, &NodeFacts> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let ctx = context(spec, groups, fencing_needed, &by_name, maintenance, now_unix_ms);
+    let planned: BTreeMap<String, BTreeSet<String>> =
+        groups.iter().map(|(n, s)| (n.clone(), s.assigned.clone())).collect();
+    nodes
+        .iter()
+        .filter(|n| n.role != NodeRole::Witness)
+        .map(|n| Candidate {
+            node: n.name.clone(),
+            freshness: n.freshness.get(group).copied(),
+            behind: ctx.lag(g, &n.name),
+            unfit: ctx
+                .not_eligible(g, &n.name, &planned)
+                .or_else(|| ctx.too_far_behind(g, &n.name)),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -765,6 +812,40 @@ mod tests {
         let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &three(), 0);
         assert_eq!(p.decisions.len(), 1);
         assert_eq!(p.decisions[0].assign, names(&["site-a"]));
+    }
+
+    #[test]
+    fn candidates_show_freshness_and_why_a_node_is_refused() {
+        let mut g = group(
+            "db",
+            GroupKind::Exclusive,
+            &[("site-a", 100), ("site-b", 50), ("site-c", 90)],
+        );
+        g.max_lag = Some(MaxLag::Position(10));
+        let spec = Spec {
+            groups: vec![g],
+            ..Spec::default()
+        };
+        let mut nodes = three();
+        nodes.push(node("site-c", NodeRole::Member, NodeState::Up));
+        // site-a, the lost primary, was at 100: the reference.
+        nodes[0].state = NodeState::Down;
+        nodes[0].freshness.insert("db".into(), Freshness::Position(100));
+        nodes[1].freshness.insert("db".into(), Freshness::Position(95));
+        nodes[3].freshness.insert("db".into(), Freshness::Position(80));
+        let c = candidates(&spec, &BTreeMap::new(), &BTreeMap::new(), None, &nodes, "db", 0);
+        let by: BTreeMap<&str, &Candidate> = c.iter().map(|c| (c.node.as_str(), c)).collect();
+        assert_eq!(by.len(), 3, "no witness: {c:?}");
+        assert_eq!(by["site-a"].unfit.as_deref(), Some("site-a is down"));
+        assert_eq!((by["site-b"].behind, by["site-b"].unfit.as_deref()), (Some(5), None));
+        assert_eq!(by["site-c"].freshness, Some(Freshness::Position(80)));
+        assert_eq!(
+            by["site-c"].unfit.as_deref(),
+            Some("site-c is behind: 20 positions > max_lag 10 positions")
+        );
+        // Placement agrees: the most current fit candidate, not the best score.
+        let p = plan(&spec, &BTreeMap::new(), &BTreeMap::new(), &nodes, 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
     }
 
     /// Applies a plan's decisions the way the state machine does.

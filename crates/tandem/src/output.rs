@@ -68,6 +68,15 @@ pub fn status_json(s: &pb::ClusterStatus) -> Value {
                 "result": r.result,
                 "failures": r.failures,
             })).collect::<Vec<_>>(),
+            "candidates": g.candidates.iter().map(|c| json!({
+                "node": c.node,
+                "freshness": (!c.freshness.is_empty()).then_some(&c.freshness),
+                "position": c.position,
+                "lag_ms": c.lag_ms,
+                "behind": c.behind,
+                "eligible": c.eligible,
+                "reason": c.reason,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -163,6 +172,26 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
                     "  {:<12} {:<10} {:<8} {} (failures {})",
                     r.name, r.node, r.last_action, r.result, r.failures
                 );
+            }
+            // Freshness only matters (and is shown) once agents report it.
+            if g.candidates.iter().any(|c| !c.freshness.is_empty()) {
+                for c in &g.candidates {
+                    let fresh = if c.freshness.is_empty() {
+                        "no freshness reported".to_string()
+                    } else {
+                        match c.behind {
+                            Some(0) => format!("{} (most current)", c.freshness),
+                            Some(b) if c.position.is_some() => format!("{} ({b} behind)", c.freshness),
+                            _ => c.freshness.clone(),
+                        }
+                    };
+                    let fit = if c.eligible {
+                        "eligible".to_string()
+                    } else {
+                        format!("not eligible: {}", c.reason)
+                    };
+                    let _ = writeln!(out, "  candidate {:<14} {:<32} {fit}", c.node, fresh);
+                }
             }
         }
     }
