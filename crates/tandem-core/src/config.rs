@@ -533,6 +533,20 @@ impl NodeConfig {
             ));
         }
 
+        if security.viewer_token_file.is_some()
+            && let Some(http) = http_listen
+            && !http.ip().is_loopback()
+        {
+            return Err(err(
+                "node.http_listen".into(),
+                format!(
+                    "the HTTP endpoints (status page, /api, /metrics) answer reads without a token, but \
+                     security.viewer_token_file requires one for reads: bind http_listen to a loopback address \
+                     (behind a proxy that authenticates) or leave it out; got {http}"
+                ),
+            ));
+        }
+
         Ok(NodeConfig {
             security,
             tls,
@@ -733,6 +747,17 @@ lease = "3s"
         let msg = refused(&format!("{GOOD}\n[security]\noperator_token_file = \"\"\n"));
         assert!(
             msg.contains("key `security.operator_token_file`: expected the path"),
+            "{msg}"
+        );
+        let msg = refused(&format!(
+            "{}\n[security]\noperator_token_file = \"o\"\nviewer_token_file = \"v\"\n",
+            GOOD.replace(
+                "dns_listen = \"127.0.0.1:5301\"",
+                "dns_listen = \"127.0.0.1:5301\"\nhttp_listen = \"0.0.0.0:8080\""
+            )
+        ));
+        assert!(
+            msg.contains("key `node.http_listen`: the HTTP endpoints") && msg.contains("got 0.0.0.0:8080"),
             "{msg}"
         );
         let msg = refused(&format!("{GOOD}\n[security]\nviewer_token_file = \"v\"\n"));

@@ -22,6 +22,8 @@ pub struct LocalNode {
     pub address: String,
     /// Where its DNS responder listens.
     pub dns: SocketAddr,
+    /// Where its HTTP endpoints and status page listen, if anywhere.
+    pub http: Option<SocketAddr>,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -61,6 +63,7 @@ fn config_text(
     data_dir: &Path,
     grpc: SocketAddr,
     dns: SocketAddr,
+    http: SocketAddr,
     members: &[(String, NodeRole, String)],
 ) -> String {
     let mut t = String::new();
@@ -72,7 +75,7 @@ fn config_text(
     let _ = writeln!(t, "[cluster]\nname = \"{cluster}\"\n");
     let _ = writeln!(
         t,
-        "[node]\nname = \"{me}\"\nrole = \"{role}\"\ndata_dir = {:?}\ngrpc_listen = \"{grpc}\"\ndns_listen = \"{dns}\"\n",
+        "[node]\nname = \"{me}\"\nrole = \"{role}\"\ndata_dir = {:?}\ngrpc_listen = \"{grpc}\"\ndns_listen = \"{dns}\"\nhttp_listen = \"{http}\"\n",
         data_dir.display().to_string()
     );
     for (name, role, address) in members {
@@ -113,6 +116,7 @@ impl LocalCluster {
                     name: name.to_string(),
                     address: config.node.address.clone(),
                     dns: config.dns_listen,
+                    http: config.http_listen,
                     config: path.clone(),
                     log: dir.join(format!("{name}.log")),
                     child: None,
@@ -130,17 +134,18 @@ impl LocalCluster {
         let mut ports = Vec::new();
         for i in 0..Self::NAMES.len() {
             let ip = Self::ip(i);
-            ports.push((free_port(ip)?, free_port(ip)?));
+            ports.push((free_port(ip)?, free_port(ip)?, free_port(ip)?));
         }
         let members: Vec<(String, NodeRole, String)> = Self::NAMES
             .iter()
             .zip(&ports)
             .enumerate()
-            .map(|(i, ((n, r), (grpc, _)))| (n.to_string(), *r, format!("{}:{grpc}", Self::ip(i))))
+            .map(|(i, ((n, r), (grpc, _, _)))| (n.to_string(), *r, format!("{}:{grpc}", Self::ip(i))))
             .collect();
-        for (i, (((name, role), (grpc, dns)), path)) in Self::NAMES.iter().zip(&ports).zip(&paths).enumerate() {
+        for (i, (((name, role), (grpc, dns, http)), path)) in Self::NAMES.iter().zip(&ports).zip(&paths).enumerate() {
             let grpc_addr = SocketAddr::from((Self::ip(i), *grpc));
             let dns_addr = SocketAddr::from((Self::ip(i), *dns));
+            let http_addr = SocketAddr::from((Self::ip(i), *http));
             let text = config_text(
                 cluster,
                 name,
@@ -148,6 +153,7 @@ impl LocalCluster {
                 &dir.join(format!("{name}-data")),
                 grpc_addr,
                 dns_addr,
+                http_addr,
                 &members,
             );
             std::fs::write(path, text)
@@ -156,6 +162,7 @@ impl LocalCluster {
                 name: name.to_string(),
                 address: grpc_addr.to_string(),
                 dns: dns_addr,
+                http: Some(http_addr),
                 config: path.clone(),
                 log: dir.join(format!("{name}.log")),
                 child: None,

@@ -289,6 +289,60 @@ async fn wait_back(cluster: &mut LocalCluster, node: &str, narrator: &mut Narrat
     Ok(())
 }
 
+/// Step 5: a planned switchover back, phase by phase, then the timeline of
+/// every move the demo made.
+async fn switchover(cluster: &LocalCluster, service: &DemoService, primary: &str, args: &DemoArgs) -> Outcome {
+    let target = if primary == "site-a" { "site-b" } else { "site-a" };
+    println!("5. Planned switchover of web from {primary} to {target}: `tandem switchover web --to {target}`.");
+    let address = cluster.node("witness").map(|n| n.address.clone()).unwrap_or_default();
+    let mut client = crate::client::connect_to(&address, args.timeout, &Default::default()).await?;
+    let mut stream = client
+        .switchover(pb::MoveRequest {
+            group: "web".into(),
+            to: target.into(),
+            force: false,
+            actor: crate::client::actor(),
+            timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
+        })
+        .await
+        .map_err(|e| crate::client::failed("switchover", e))?
+        .into_inner();
+    while let Some(p) = stream
+        .message()
+        .await
+        .map_err(|e| crate::client::failed("switchover", e))?
+    {
+        println!("  {:>6} ms  {:<10} {}", p.elapsed_ms, p.phase, p.message);
+        if p.done {
+            if !p.ok {
+                return Err(Failure::runtime(format!(
+                    "the switchover did not complete: {}",
+                    p.message
+                )));
+            }
+            break;
+        }
+    }
+    ask(service, target);
+    ask_dns(cluster, target).await;
+    println!("\nThe timeline of every move of web (`tandem history web`):");
+    let history = client
+        .get_history(pb::GetHistoryRequest {
+            group: "web".into(),
+            limit: 10,
+        })
+        .await
+        .map_err(|e| crate::client::failed("history", e))?
+        .into_inner();
+    for t in &history.transitions {
+        for line in crate::output::transition_timeline(t).lines() {
+            println!("  {line}");
+        }
+    }
+    println!();
+    Ok(())
+}
+
 async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &DemoArgs) -> Outcome {
     let count = cluster.nodes.len();
     let mut narrator = Narrator::new();
@@ -303,7 +357,16 @@ async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &Demo
                 .then_some(agreed)
         })
         .await?;
-    println!("  elected {coordinator} after {} ms\n", narrator.ms());
+    println!("  elected {coordinator} after {} ms", narrator.ms());
+    for n in &cluster.nodes {
+        if let Some(http) = n.http {
+            println!(
+                "  {}: live status page http://{http}/ (also /healthz, /primary/web, /metrics)",
+                n.name
+            );
+        }
+    }
+    println!();
 
     println!(
         "2. Applying {}: group web, preferring site-a, failing over to site-b.",
@@ -396,6 +459,7 @@ async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &Demo
     }
     println!("web stays on {primary}: fail_back = false, so a returning node does not take it back.\n");
     print_table(cluster).await;
+    switchover(cluster, service, &primary, args).await?;
 
     if args.once {
         println!("Scenario complete.");
