@@ -1044,12 +1044,12 @@ async fn watch_memory(
     Ok(())
 }
 
-/// A trivial service (a shell that sleeps) in the demo's DNS zone.
+/// A trivial service (a sleep, which SIGTERM ends at once) in the demo's DNS zone.
 const SWITCHOVER_SPEC: &str = "[dns]\nzone = \"demo.tandem.\"\n\n\
 [[groups]]\nname = \"web\"\nkind = \"exclusive\"\n\
 prefer = [{ node = \"site-a\", score = 100 }, { node = \"site-b\", score = 50 }]\n\n\
-[[groups.resources]]\nname = \"svc\"\nagent = \"exec\"\ncommand = \"/bin/sh\"\n\
-args = [\"-c\", \"trap 'exit 0' TERM; while :; do sleep 1; done\"]\nmonitor_interval = \"1s\"\n";
+[[groups.resources]]\nname = \"svc\"\nagent = \"exec\"\ncommand = \"/bin/sleep\"\n\
+args = [\"1000000\"]\nmonitor_interval = \"1s\"\n";
 
 /// Asks every DNS server, every millisecond, until all answer `addr` for
 /// `web.demo.tandem.`; returns when they did (unix ms).
@@ -1080,7 +1080,7 @@ async fn switchover(cluster: &LocalCluster, runs: usize, timeout: Duration) -> O
         .await
         .map_err(|e| failed("apply", e))?;
     println!(
-        "switchover: {runs} planned switchovers of a trivial service (a shell), alternating between site-a and site-b;          the command is sent to the coordinator; DNS of all 3 nodes polled every 1 ms"
+        "switchover: {runs} planned switchovers of a trivial service (a sleep), alternating between site-a and site-b;          the command is sent to the coordinator; DNS of all 3 nodes polled every 1 ms"
     );
     let mut to_dns = Vec::with_capacity(runs);
     let mut to_done = Vec::with_capacity(runs);

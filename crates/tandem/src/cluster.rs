@@ -61,9 +61,7 @@ fn config_text(
     me: &str,
     role: NodeRole,
     data_dir: &Path,
-    grpc: SocketAddr,
-    dns: SocketAddr,
-    http: SocketAddr,
+    (grpc, dns, http): (SocketAddr, SocketAddr, SocketAddr),
     members: &[(String, NodeRole, String)],
 ) -> String {
     let mut t = String::new();
@@ -151,9 +149,7 @@ impl LocalCluster {
                 name,
                 *role,
                 &dir.join(format!("{name}-data")),
-                grpc_addr,
-                dns_addr,
-                http_addr,
+                (grpc_addr, dns_addr, http_addr),
                 &members,
             );
             std::fs::write(path, text)
