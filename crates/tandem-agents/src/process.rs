@@ -172,13 +172,20 @@ struct Current {
     /// Present when this runner spawned it: gives the exit status.
     child: Option<Child>,
     exit: Option<ExitStatus>,
-    forwarder: Option<JoinHandle<()>>,
+    forwarder: Option<Forwarder>,
+}
+
+/// The task that tails a process's log into tracing, and a way to make it
+/// look again at once (after a stop) instead of at its next interval.
+struct Forwarder {
+    task: JoinHandle<()>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Current {
     fn drop(&mut self) {
         if let Some(f) = self.forwarder.take() {
-            f.abort();
+            f.task.abort();
         }
     }
 }
@@ -224,7 +231,7 @@ impl Supervisor {
             exit: None,
             forwarder: None,
         });
-        if current.forwarder.as_ref().is_none_or(|f| f.is_finished()) {
+        if current.forwarder.as_ref().is_none_or(|f| f.task.is_finished()) {
             current.forwarder = Some(spawn_forwarder(paths.log.clone(), rec, ctx.clone(), true));
         }
     }
@@ -405,8 +412,12 @@ impl Supervisor {
         if rec.alive() {
             signal_group(rec.pid, Signal::SIGTERM, ctx);
             let deadline = Instant::now() + timeout;
+            // Most services exit within milliseconds of SIGTERM: look again
+            // soon, then less and less often (a switchover waits for this).
+            let mut pause = Duration::from_millis(2);
             while rec.alive() && Instant::now() < deadline {
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(POLL);
             }
             if rec.alive() {
                 warn!(group = %ctx.group, resource = %ctx.resource, pid = rec.pid,
@@ -436,9 +447,11 @@ impl Supervisor {
             if let Some(child) = current.child.as_mut() {
                 let _ = child.try_wait();
             }
-            // Let the forwarder pass on the last lines (it ends on its own).
+            // Let the forwarder pass on the last lines: it looks now, sees
+            // the process gone, and ends.
             if let Some(f) = current.forwarder.take() {
-                let _ = tokio::time::timeout(FORWARD_INTERVAL * 4, f).await;
+                f.wake.notify_one();
+                let _ = tokio::time::timeout(FORWARD_INTERVAL * 4, f.task).await;
             }
         }
         remove_pid_file(&paths.pid);
@@ -477,8 +490,10 @@ fn open_log(paths: &Paths) -> std::io::Result<(std::fs::File, std::fs::File)> {
 }
 
 /// Tails the log into tracing until the process is gone.
-fn spawn_forwarder(log: PathBuf, rec: PidRecord, ctx: LogCtx, from_end: bool) -> JoinHandle<()> {
-    tokio::spawn(async move {
+fn spawn_forwarder(log: PathBuf, rec: PidRecord, ctx: LogCtx, from_end: bool) -> Forwarder {
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let woken = wake.clone();
+    let task = tokio::spawn(async move {
         let mut file = match tokio::fs::File::open(&log).await {
             Ok(f) => f,
             Err(e) => {
@@ -527,9 +542,13 @@ fn spawn_forwarder(log: PathBuf, rec: PidRecord, ctx: LogCtx, from_end: bool) ->
                     Err(e) => warn!(log = %log.display(), error = %e, "cannot truncate the process log"),
                 }
             }
-            tokio::time::sleep(FORWARD_INTERVAL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(FORWARD_INTERVAL) => {}
+                _ = woken.notified() => {}
+            }
         }
-    })
+    });
+    Forwarder { task, wake }
 }
 
 /// The command exists (absolute or relative path, or found on PATH) and the
