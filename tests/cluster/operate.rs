@@ -131,15 +131,65 @@ fn a_switchover_moves_the_group_phase_by_phase_and_refuses_unfit_targets() {
     let later = stdout(&c.cli_ok("site-b", &["events", "--since", "2099-01-01T00:00:00Z"]));
     assert!(later.trim().is_empty(), "{later}");
 
-    // A second switchover back, now with --to.
+    // `events --follow` streams new events as they commit (WatchEvents).
+    let next_seq = stdout(&c.cli_ok("site-a", &["events", "--output", "json"]))
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap()
+        + 1;
+    let mut follow = std::process::Command::new(BIN)
+        .args([
+            "events",
+            "--follow",
+            "--group",
+            "web",
+            "--since-seq",
+            &next_seq.to_string(),
+        ])
+        .args(["--endpoint", &c.node("site-a").address])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let out = follow.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
     c.cli_ok("site-b", &["switchover", "web", "--to", "site-a"]);
     wait_running_on(&c, "site-a");
     assert_eq!(history(&c, "witness").len(), 2);
+    c.wait_for("the followed events to show the second switchover", |_| {
+        let l = lines.lock().unwrap();
+        l.iter()
+            .any(|l| l.contains("switchover of web from site-b to site-a completed"))
+            .then_some(())
+    });
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|l| !l.contains("switchover of web from site-a to site-b")),
+        "only events from --since-seq on: {:?}",
+        lines.lock().unwrap()
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let _ = reader.join();
 }
 
 #[test]
 fn standby_drains_a_node_and_refuses_to_strand_a_group() {
-    let (c, _) = web_on_site_a("", "");
+    let (mut c, _) = web_on_site_a("", "");
     let why = refused(&c, "site-b", &["standby", "witness"]);
     assert!(why.contains("witness is a witness"), "{why}");
     let out = c.cli_ok("site-b", &["standby", "site-a", "--wait"]);
@@ -156,6 +206,16 @@ fn standby_drains_a_node_and_refuses_to_strand_a_group() {
     assert!(why.contains("site-a is in standby"), "{why}");
     let why = refused(&c, "witness", &["standby", "site-b"]);
     assert!(why.contains("would stop web with nowhere to go"), "{why}");
+    // Committed state: it survives a restart of every agent.
+    for n in ["site-a", "site-b", "witness"] {
+        c.sigterm(n);
+        c.start(n);
+    }
+    c.wait_for_agreed_coordinator(None);
+    c.wait_for("site-a still in standby after the restarts", |c| {
+        let s = c.status("site-b")?;
+        (node_in(&s, "site-a")?["standby"] == true).then_some(())
+    });
     c.cli_ok("witness", &["unstandby", "site-a"]);
     let s = c.status_of("site-b");
     assert_eq!(node_in(&s, "site-a").unwrap()["standby"], false, "{s}");

@@ -92,6 +92,10 @@ fn tokens_guard_operator_calls_and_reads_when_a_viewer_token_is_set() {
         (vec!["annotate", "from a viewer"], "Annotate"),
         (vec!["apply", "-f", s(&spec)], "ApplySpec"),
         (vec!["resource", "cleanup"], "CleanupResource"),
+        (vec!["switchover", "web"], "Switchover"),
+        (vec!["failover", "web"], "Failover"),
+        (vec!["standby", "site-a"], "SetStandby"),
+        (vec!["maintenance", "on"], "SetMaintenance"),
     ] {
         let out = c.cli(&other, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -171,6 +175,13 @@ fn tokens_guard_operator_calls_and_reads_when_a_viewer_token_is_set() {
             "no refusal of {method} ({reason}) logged on {other}"
         );
     }
+    // Counted in the metrics, by method and reason.
+    let (code, metrics) = http_get(&c.node(&other).http, "/metrics").expect("metrics answer");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("tandem_api_refused_total{method=\"Switchover\",reason=\"viewer_not_allowed\"} 1"),
+        "{metrics}"
+    );
     let coordinator_log = std::fs::read_to_string(&c.node(&coordinator).log).unwrap();
     assert!(
         coordinator_log
