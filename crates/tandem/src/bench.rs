@@ -464,40 +464,21 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchF
         }
     };
     power_on(cluster);
-    coordinator(cluster, timeout)
-        .await?
-        .1
-        .apply_spec(pb::ApplySpecRequest {
-            spec,
-            file: service.spec.display().to_string(),
-            dry_run: false,
-            actor: actor(),
-        })
-        .await
-        .map_err(|e| failed("apply", e))?;
+    apply(cluster, spec, &service.spec.display().to_string(), timeout).await?;
     let how = match fencing {
         BenchFencing::Exec => "fenced through the demo's exec device",
         BenchFencing::FenceDummy => "fenced through fence_dummy",
         BenchFencing::None => "no fence device: lease expiry only",
     };
     println!("group failover: {runs} runs of kill -9 of web's primary (agent and service), default timing, {how}");
-    let running_on = |st: &[(String, Option<pb::ClusterStatus>)]| -> Option<String> {
-        let mut on = None;
-        for (_, s) in st {
-            let g = s.as_ref()?.groups.iter().find(|g| g.name == "web")?;
-            if g.state != "running" || (on.is_some() && on != g.primary) {
-                return None;
-            }
-            on = g.primary.clone();
-        }
-        on
-    };
     let mut samples = Vec::with_capacity(runs);
     let mut dns_samples = Vec::with_capacity(runs);
     let mut with_coordinator = 0;
     for run in 1..=runs {
         wait_stable(cluster, timeout).await?;
-        let primary = cluster.wait_for(timeout, "web running", |st| running_on(st)).await?;
+        let primary = cluster
+            .wait_for(timeout, "web running", |st| running_on(st, "web"))
+            .await?;
         let statuses = cluster.statuses(Duration::from_secs(2)).await;
         let was_coordinator = agreed_coordinator(&statuses).is_some_and(|(c, _)| c == primary);
         tokio::time::sleep(Duration::from_millis(300 + (run as u64 * 37) % 100)).await;
@@ -536,7 +517,7 @@ async fn group_failover(cluster: &mut LocalCluster, runs: usize, fencing: BenchF
         });
         let new = cluster
             .wait_for(timeout, "web running elsewhere", |st| {
-                running_on(st).filter(|p| *p != primary)
+                running_on(st, "web").filter(|p| *p != primary)
             })
             .await?;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -618,11 +599,11 @@ fail_back = false
   monitor_interval = "1s"
 "#;
 
-/// The node every answering node reports running group `g`, if they agree.
-fn g_running_on(st: &[(String, Option<pb::ClusterStatus>)]) -> Option<String> {
+/// The node every answering node reports running `group` on, if they agree.
+fn running_on(st: &[(String, Option<pb::ClusterStatus>)], group: &str) -> Option<String> {
     let mut on = None;
     for (_, s) in st {
-        let g = s.as_ref()?.groups.iter().find(|g| g.name == "g")?;
+        let g = s.as_ref()?.groups.iter().find(|g| g.name == group)?;
         if g.state != "running" || g.primary.is_none() || (on.is_some() && on != g.primary) {
             return None;
         }
@@ -748,13 +729,13 @@ async fn kill_primaries(
         if Instant::now() >= deadline {
             return Ok(times);
         }
-        let primary = cluster.wait_for(timeout, "g running", g_running_on).await?;
+        let primary = cluster.wait_for(timeout, "g running", |st| running_on(st, "g")).await?;
         in_failover.store(true, Ordering::Relaxed);
         cluster.kill9(&primary).await?;
         let start = Instant::now();
         let moved = cluster
             .wait_for(timeout, "g running elsewhere", |st| {
-                g_running_on(st).filter(|p| *p != primary)
+                running_on(st, "g").filter(|p| *p != primary)
             })
             .await;
         in_failover.store(false, Ordering::Relaxed);
@@ -779,17 +760,7 @@ async fn status_load(cluster: &mut LocalCluster, o: StatusLoad, timeout: Duratio
             "--during-failover kills site-a and site-b in turn; poll the witness",
         ));
     }
-    coordinator(cluster, timeout)
-        .await?
-        .1
-        .apply_spec(pb::ApplySpecRequest {
-            spec: TRIVIAL_SPEC.into(),
-            file: "bench.toml".into(),
-            dry_run: false,
-            actor: actor(),
-        })
-        .await
-        .map_err(|e| failed("apply", e))?;
+    apply(cluster, TRIVIAL_SPEC.into(), "bench.toml", timeout).await?;
     let connections = o.pollers.div_ceil(o.per_connection);
     println!(
         "status load: {} pollers calling GetStatus back to back on {} over {connections} HTTP/2 connection(s) \
@@ -812,7 +783,7 @@ async fn status_load(cluster: &mut LocalCluster, o: StatusLoad, timeout: Duratio
     let mut failover_times = Vec::new();
     for run in 1..=o.runs {
         wait_stable(cluster, timeout).await?;
-        cluster.wait_for(timeout, "g running", g_running_on).await?;
+        cluster.wait_for(timeout, "g running", |st| running_on(st, "g")).await?;
         let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let in_failover = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
@@ -1067,20 +1038,26 @@ fn poll_dns_until(servers: Vec<std::net::SocketAddr>, addr: std::net::IpAddr, de
     None
 }
 
-async fn switchover(cluster: &LocalCluster, runs: usize, timeout: Duration) -> Outcome {
+/// Commits `spec` through the coordinator.
+async fn apply(cluster: &LocalCluster, spec: String, file: &str, timeout: Duration) -> Outcome {
     coordinator(cluster, timeout)
         .await?
         .1
         .apply_spec(pb::ApplySpecRequest {
-            spec: SWITCHOVER_SPEC.into(),
-            file: "bench-switchover.toml".into(),
+            spec,
+            file: file.into(),
             dry_run: false,
             actor: actor(),
         })
         .await
         .map_err(|e| failed("apply", e))?;
+    Ok(())
+}
+
+async fn switchover(cluster: &LocalCluster, runs: usize, timeout: Duration) -> Outcome {
+    apply(cluster, SWITCHOVER_SPEC.into(), "bench-switchover.toml", timeout).await?;
     println!(
-        "switchover: {runs} planned switchovers of a trivial service (a sleep), alternating between site-a and site-b;          the command is sent to the coordinator; DNS of all 3 nodes polled every 1 ms"
+        "switchover: {runs} planned switchovers of a trivial service (a sleep), alternating between site-a and site-b; the command is sent to the coordinator; DNS of all 3 nodes polled every 1 ms"
     );
     let mut to_dns = Vec::with_capacity(runs);
     let mut to_done = Vec::with_capacity(runs);
@@ -1088,17 +1065,7 @@ async fn switchover(cluster: &LocalCluster, runs: usize, timeout: Duration) -> O
     for run in 1..=runs {
         wait_stable(cluster, timeout).await?;
         let primary = cluster
-            .wait_for(timeout, "web running", |st| {
-                let mut on = None;
-                for (_, s) in st {
-                    let g = s.as_ref()?.groups.iter().find(|g| g.name == "web")?;
-                    if g.state != "running" || (on.is_some() && on != g.primary) {
-                        return None;
-                    }
-                    on = g.primary.clone();
-                }
-                on
-            })
+            .wait_for(timeout, "web running", |st| running_on(st, "web"))
             .await?;
         let target = if primary == "site-a" { "site-b" } else { "site-a" };
         let target_ip = LocalCluster::NAMES
