@@ -400,6 +400,34 @@ fn nodes_talk_over_mutual_tls_and_the_cli_uses_a_client_certificate_or_a_token()
         let err = heartbeat(None).await.unwrap_err();
         assert!(err.contains("Unauthenticated"), "{err}");
         assert!(err.contains("client certificate"), "{err}");
+
+        // A cluster certificate of someone else (the operator's) may not
+        // report for a node: a forged `stopped` would move a running group.
+        let operator = Identity::from_pem(
+            std::fs::read(p("operator.pem")).unwrap(),
+            std::fs::read(p("operator.key")).unwrap(),
+        );
+        let endpoint = Endpoint::from_shared(format!("https://{}", address(&coordinator)))
+            .unwrap()
+            .tls_config(ClientTlsConfig::new().ca_certificate(ca.clone()).identity(operator))
+            .unwrap();
+        let forged = serde_json::json!({
+            "type": "report", "node": "site-a", "group": "web", "failed_resource": null,
+            "report": {"epoch": 99, "phase": "stopped", "resources": [], "at_unix_ms": 1}
+        });
+        let err = PeerClient::new(endpoint.connect().await.unwrap())
+            .report(tandem_proto::v1::RaftMessage {
+                cluster: c.cluster.clone(),
+                json: forged.to_string().into_bytes(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        assert!(
+            err.message()
+                .contains("a report for site-a must come with site-a's certificate"),
+            "{err:?}"
+        );
     });
     c.wait_for_log(&coordinator, "no_client_cert");
     // The cluster is unharmed.

@@ -288,7 +288,7 @@ async fn primary(State(app): State<App>, Path(group): Path<String>) -> Response 
 /// Everything `/metrics` reads at scrape time.
 fn scrape(app: &App) -> Scrape {
     let ctx = &app.ctx;
-    let status = crate::status::build(ctx);
+    let status = (*ctx.status_cache.get(ctx)).clone();
     let state = ctx.state.borrow().clone();
     ctx.metrics.follow(&state.cluster);
     let m = me(ctx);
@@ -527,7 +527,7 @@ impl StatusView {
 
 /// The status page's JSON now.
 fn status_view(ctx: &NodeContext) -> StatusView {
-    let status = crate::status::build(ctx);
+    let status = (*ctx.status_cache.get(ctx)).clone();
     let state = ctx.state.borrow().clone();
     let m = me(ctx);
     StatusView::new(&status, &state.cluster, m.may_act && !m.leaving)

@@ -95,16 +95,23 @@ impl Detection {
         }
     }
 
-    /// When the fault behind moving `group` away from its primary was
-    /// detected: the primary stopped heartbeating, or its last failure.
-    fn detected(&self, ctx: &NodeContext, group: &str) -> Option<u64> {
-        let state = ctx.state.borrow().clone();
-        let g = state.cluster.groups.get(group)?;
+    /// When the fault behind moving a group away from its primary was
+    /// detected: the primary stopped heartbeating, or it reported the group
+    /// failed at the current epoch. None for a planned move (its operator's
+    /// request or the drain is the detection) and when nothing failed.
+    fn detected(&self, ctx: &NodeContext, d: &tandem_core::placement::Decision) -> Option<u64> {
+        if d.planned {
+            return None;
+        }
+        let state = ctx.state.borrow();
+        let g = state.cluster.groups.get(&d.group)?;
         let holder = g.assigned.iter().next()?;
-        self.not_up_since
-            .get(holder)
-            .copied()
-            .or_else(|| g.failures.get(holder).and_then(|f| f.last()).map(|f| f.at_unix_ms))
+        self.not_up_since.get(holder).copied().or_else(|| {
+            g.reports
+                .get(holder)
+                .filter(|r| r.epoch == g.epoch && r.phase == tandem_core::groups::Phase::Failed)
+                .map(|r| r.at_unix_ms)
+        })
     }
 }
 
@@ -167,7 +174,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
             let epoch = d.epoch;
             info!(group = %d.group, nodes = ?d.assign, epoch, reason = %d.reason, "assigning");
             let cmd = Command::Assign {
-                detected_unix_ms: detection.detected(&ctx, &d.group),
+                detected_unix_ms: detection.detected(&ctx, &d),
                 group: d.group.clone(),
                 nodes: d.assign,
                 epoch,

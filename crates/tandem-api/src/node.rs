@@ -35,6 +35,9 @@ pub struct NodeContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Calls refused for want of a credential, per method and reason.
     pub auth_stats: Arc<crate::auth::AuthStats>,
+    /// The last status built: GetStatus, status streams, the HTTP status
+    /// page and /metrics all answer from it, so many readers cost one build.
+    pub status_cache: Arc<crate::status::StatusCache>,
 }
 
 impl NodeContext {

@@ -26,6 +26,8 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Se
 
 /// How long a move may take unless the caller says otherwise.
 pub const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait a caller may ask for.
+pub const MAX_MOVE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How many transitions `GetHistory` returns unless asked otherwise.
 const DEFAULT_HISTORY: usize = 20;
 
@@ -62,7 +64,7 @@ pub async fn move_group(ctx: &NodeContext, req: pb::MoveRequest, kind: Transitio
     let what = kind.as_str();
     let timeout = match req.timeout_ms {
         0 => DEFAULT_MOVE_TIMEOUT,
-        ms => Duration::from_millis(ms),
+        ms => Duration::from_millis(ms).min(MAX_MOVE_TIMEOUT),
     };
     let facts = node_facts(ctx);
     let (from, to) = {
@@ -137,7 +139,7 @@ pub async fn move_group(ctx: &NodeContext, req: pb::MoveRequest, kind: Transitio
             from: from.clone(),
             to: to.clone(),
             force: req.force,
-            deadline_unix_ms: now + tandem_core::timing::duration_ms(timeout),
+            deadline_unix_ms: now.saturating_add(tandem_core::timing::duration_ms(timeout)),
             actor,
             at_unix_ms: now,
         },
@@ -264,8 +266,11 @@ async fn follow_move(
             r = state.changed() => if r.is_err() { return },
             _ = tokio::time::sleep_until(give_up) => {
                 let msg = pb::MoveProgress {
-                    phase: "abandoned".into(),
-                    message: format!("not completed within {timeout:?}; see `tandem history {group}` and `tandem status`"),
+                    phase: "timeout".into(),
+                    message: format!(
+                        "not completed within {timeout:?}; a move already under way goes on: follow it with \
+                         `tandem history {group}` or `tandem events --follow --group {group}`"
+                    ),
                     elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     transition: Some(transition_to_pb(&t)),
                     done: true,
@@ -281,7 +286,10 @@ async fn follow_move(
 
 /// Puts a node in standby or takes it out (on the coordinator).
 pub async fn set_standby(ctx: &NodeContext, req: pb::SetStandbyRequest) -> Result<pb::ModeReply, Status> {
+    // A node removed while in standby can still be taken out of it.
+    let was_in_standby = ctx.state.borrow().cluster.standby.contains(&req.node);
     match is_member(ctx, &req.node) {
+        None if !req.on && was_in_standby => {}
         None => return Err(Status::not_found(format!("there is no member named {:?}", req.node))),
         Some(tandem_core::NodeRole::Witness) => {
             return Err(Status::failed_precondition(format!(
@@ -292,7 +300,9 @@ pub async fn set_standby(ctx: &NodeContext, req: pb::SetStandbyRequest) -> Resul
         Some(_) => {}
     }
     if req.on && !req.force {
-        // Draining must move the groups, not stop them.
+        // Draining must move the groups, not stop them. The drain itself
+        // follows placement, which counts failures only at the migration
+        // threshold and does not check freshness: so does this check.
         let facts = node_facts(ctx);
         let state = ctx.state.borrow().clone();
         let c = &state.cluster;
@@ -309,7 +319,7 @@ pub async fn set_standby(ctx: &NodeContext, req: pb::SetStandbyRequest) -> Resul
                 &facts,
                 &g.name,
                 None,
-                false,
+                true,
                 unix_ms(),
             ) {
                 return Err(Status::failed_precondition(format!(
@@ -351,7 +361,9 @@ pub async fn set_maintenance(ctx: &NodeContext, req: pb::SetMaintenanceRequest) 
             MaintenanceScope::Group(req.group.clone())
         }
         (true, false) => {
-            if is_member(ctx, &req.node).is_none() {
+            // A node removed while in maintenance can still be taken out of it.
+            let listed = ctx.state.borrow().cluster.maintenance.nodes.contains(&req.node);
+            if is_member(ctx, &req.node).is_none() && !(listed && !req.on) {
                 return Err(Status::not_found(format!("there is no member named {:?}", req.node)));
             }
             MaintenanceScope::Node(req.node.clone())

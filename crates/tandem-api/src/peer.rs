@@ -58,6 +58,13 @@ impl Peer for PeerService {
     }
 
     async fn report(&self, req: Request<RaftMessage>) -> Result<Response<ReportReply>, Status> {
+        // Under TLS a node may only report for itself: its certificate's
+        // common name must be the reporting node's name (otherwise any
+        // holder of a cluster certificate could report a primary stopped).
+        let certified = match req.extensions().get::<crate::auth::Caller>() {
+            Some(crate::auth::Caller::ClientCert(cn)) => Some(cn.clone()),
+            _ => None,
+        };
         let msg = req.into_inner();
         if msg.cluster != self.ctx.cluster {
             return Err(Status::failed_precondition(format!(
@@ -67,10 +74,21 @@ impl Peer for PeerService {
         }
         let command: Command = serde_json::from_slice(&msg.json)
             .map_err(|e| Status::invalid_argument(format!("undecodable report: {e}")))?;
-        if !matches!(command, Command::Report { .. } | Command::HookRan { .. }) {
-            return Err(Status::invalid_argument(
-                "only reports and hook outcomes are accepted from peers",
-            ));
+        let node = match &command {
+            Command::Report { node, .. } | Command::HookRan { node, .. } => node,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "only reports and hook outcomes are accepted from peers",
+                ));
+            }
+        };
+        if let Some(cn) = certified
+            && cn.as_deref() != Some(node.as_str())
+        {
+            return Err(Status::permission_denied(format!(
+                "a report for {node} must come with {node}'s certificate (common name {node}), not {}",
+                cn.map_or("one without a common name".to_string(), |cn| format!("CN={cn}"))
+            )));
         }
         if !self.ctx.is_coordinator() {
             return Err(Status::unavailable("this node is not the coordinator"));

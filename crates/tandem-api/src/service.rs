@@ -55,10 +55,10 @@ pub struct TandemService {
 impl TandemService {
     pub fn new(ctx: NodeContext, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
         TandemService {
-            ctx,
+            ctx: ctx.clone(),
             shutdown,
             membership_lock: Arc::new(Mutex::new(())),
-            cache: Arc::default(),
+            cache: ctx.status_cache.clone(),
             changes: Arc::default(),
         }
     }

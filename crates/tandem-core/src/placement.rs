@@ -105,6 +105,18 @@ impl Ctx<'_> {
 
     /// Why `node` may not host `g` given the planned assignments (`None`: it may).
     fn unfit(&self, g: &GroupSpec, node: &str, planned: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
+        self.unfit_counting(g, node, planned, true)
+    }
+
+    /// [`Ctx::unfit`], with the migration threshold checked only if
+    /// `count_failures` (an operator's forced move overrides it, nothing else).
+    fn unfit_counting(
+        &self,
+        g: &GroupSpec,
+        node: &str,
+        planned: &BTreeMap<String, BTreeSet<String>>,
+        count_failures: bool,
+    ) -> Option<String> {
         let Some(facts) = self.nodes.get(node) else {
             return Some(format!("{node} is not a member"));
         };
@@ -124,7 +136,7 @@ impl Ctx<'_> {
             return Some(format!("{node} is avoided"));
         }
         let failures = self.failures(g, node);
-        if failures >= g.migration_threshold {
+        if count_failures && failures >= g.migration_threshold {
             return Some(format!(
                 "{node} reached the migration threshold ({failures} failures >= {})",
                 g.migration_threshold
@@ -140,7 +152,17 @@ impl Ctx<'_> {
 
     /// Why `node` cannot start `g` now (stricter than staying: it must be up).
     fn not_eligible(&self, g: &GroupSpec, node: &str, planned: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
-        if let Some(r) = self.unfit(g, node, planned) {
+        self.not_eligible_counting(g, node, planned, true)
+    }
+
+    fn not_eligible_counting(
+        &self,
+        g: &GroupSpec,
+        node: &str,
+        planned: &BTreeMap<String, BTreeSet<String>>,
+        count_failures: bool,
+    ) -> Option<String> {
+        if let Some(r) = self.unfit_counting(g, node, planned, count_failures) {
             return Some(r);
         }
         match self.nodes.get(node).map(|f| f.state) {
@@ -260,9 +282,7 @@ impl Ctx<'_> {
             .iter()
             .map(|(n, s)| (n.clone(), s.assigned.clone()))
             .collect();
-        if let Some(why) = self.not_eligible(g, node, &planned)
-            && !(force && why.contains("migration threshold"))
-        {
+        if let Some(why) = self.not_eligible_counting(g, node, &planned, !force) {
             return Some(why);
         }
         if force {
@@ -473,6 +493,17 @@ pub fn plan_with(
     let mut planned: BTreeMap<String, BTreeSet<String>> =
         groups.iter().map(|(n, s)| (n.clone(), s.assigned.clone())).collect();
     let mut out = Plan::default();
+    for (group, m) in moves {
+        if spec.group(group).is_none_or(|g| g.kind != GroupKind::Exclusive) {
+            out.abandon.insert(
+                group.clone(),
+                (
+                    m.transition,
+                    format!("{group} is no longer an exclusive group in the spec"),
+                ),
+            );
+        }
+    }
 
     // Groups that left the spec stop everywhere.
     for (name, s) in groups {
@@ -502,23 +533,34 @@ pub fn plan_with(
         }
         let request = moves.get(&g.name).filter(|_| g.kind == GroupKind::Exclusive);
         let request = match request {
-            Some(m) if now_unix_ms >= m.deadline_unix_ms => {
+            // The deadline only ends a move that has not begun: once the old
+            // primary is released, giving up would start the group wherever
+            // placement prefers, often back on the node it just left.
+            Some(m) if now_unix_ms >= m.deadline_unix_ms && current.iter().any(|h| *h != m.to) => {
                 out.abandon.insert(
                     g.name.clone(),
-                    (m.transition, format!("not completed by its deadline (to {})", m.to)),
+                    (m.transition, format!("not under way by its deadline (to {})", m.to)),
                 );
                 None
             }
-            Some(m) => match ctx.unfit_for_move(g, &m.to, m.force) {
-                Some(why) if !current.contains(&m.to) => {
-                    out.abandon.insert(
-                        g.name.clone(),
-                        (m.transition, format!("{} cannot take it: {why}", m.to)),
-                    );
-                    None
+            Some(m) => {
+                let unfit = if current.contains(&m.to) {
+                    // Assigned there: it must still be allowed to stay.
+                    ctx.must_leave(g, &m.to, &planned)
+                } else {
+                    ctx.unfit_for_move(g, &m.to, m.force)
+                };
+                match unfit {
+                    Some(why) => {
+                        out.abandon.insert(
+                            g.name.clone(),
+                            (m.transition, format!("{} cannot take it: {why}", m.to)),
+                        );
+                        None
+                    }
+                    None => Some(m),
                 }
-                _ => Some(m),
-            },
+            }
             None => None,
         };
         let holder_leaves_voluntarily = current.len() == 1
@@ -969,6 +1011,39 @@ mod tests {
     }
 
     #[test]
+    fn a_released_move_outlives_its_deadline_but_not_its_target_or_group() {
+        let mut state = web_on_a();
+        state
+            .moves
+            .insert("web".into(), request(TransitionKind::Switchover, "site-b"));
+        let p = plan_state(&state, &three(), 0);
+        apply(&mut state.groups, &p);
+        // Past the deadline, released, site-a not yet stopped: the move goes
+        // on (giving up would put it back on site-a once it stopped).
+        let p = plan_state(&state, &three(), 5_000);
+        assert!(p.abandon.is_empty(), "{p:?}");
+        state
+            .groups
+            .get_mut("web")
+            .unwrap()
+            .record_report("site-a", report(4, Phase::Stopped));
+        let p = plan_state(&state, &three(), 5_000);
+        assert_eq!(p.decisions[0].assign, names(&["site-b"]), "{p:?}");
+        apply(&mut state.groups, &p);
+        // Assigned to site-b, which is lost before it runs: the request ends,
+        // so ordinary failover takes over.
+        let mut nodes = three();
+        nodes[1].state = NodeState::Down;
+        nodes[1].lease_expired = true;
+        let p = plan_state(&state, &nodes, 0);
+        assert_eq!(p.abandon["web"].1, "site-b cannot take it: site-b is down", "{p:?}");
+        // A request for a group that left the spec ends too.
+        state.spec.groups.clear();
+        let p = plan_state(&state, &three(), 0);
+        assert!(p.abandon["web"].1.contains("no longer an exclusive group"), "{p:?}");
+    }
+
+    #[test]
     fn a_forced_failover_fences_an_unresponsive_primary_at_once() {
         let mut state = web_on_a();
         state
@@ -1140,6 +1215,16 @@ mod tests {
                 .unwrap_err()
                 .contains("down")
         );
+        // Forcing past the migration threshold never skips the other checks.
+        for _ in 0..3 {
+            state
+                .groups
+                .get_mut("web")
+                .unwrap()
+                .record_failure("site-d", "r", 0, false);
+        }
+        let forced = target(Some("site-d"), true, &state, &nodes).unwrap_err();
+        assert!(forced.contains("site-d is down"), "{forced}");
         let none = target(None, false, &state, &nodes).unwrap_err();
         assert!(none.starts_with("no node can take web over"), "{none}");
         nodes[3].standby = false;

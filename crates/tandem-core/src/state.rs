@@ -732,6 +732,7 @@ impl ClusterState {
                 if self.moves.get(group).is_some_and(|m| m.transition == *transition) {
                     self.moves.remove(group);
                 }
+                let released = self.groups.get(group).is_some_and(|g| g.assigned.is_empty());
                 let Some(t) = self
                     .transitions
                     .iter_mut()
@@ -739,8 +740,19 @@ impl ClusterState {
                 else {
                     return rejected(format!("transition {transition} of {group} is not in progress"));
                 };
-                t.outcome = TransitionOutcome::Abandoned(reason.clone());
-                let message = format!("{} of {group} abandoned: {reason}", t.kind.as_str());
+                let message = if released && t.epoch == 0 && t.from.is_some() {
+                    // The old primary was already released: the group moves
+                    // on, to wherever placement puts it, in this record.
+                    t.to = None;
+                    t.reason = format!("{}; the request ended ({reason}), placement chooses the node", t.reason);
+                    format!(
+                        "{} of {group} no longer goes to a chosen node: {reason}; placement places it",
+                        t.kind.as_str()
+                    )
+                } else {
+                    t.outcome = TransitionOutcome::Abandoned(reason.clone());
+                    format!("{} of {group} abandoned: {reason}", t.kind.as_str())
+                };
                 (EventKind::Move, message, actor.clone(), *at_unix_ms)
             }
             Command::TransitionDone {
@@ -902,7 +914,16 @@ impl ClusterState {
             old.outcome = TransitionOutcome::Abandoned(format!("superseded by {} #{id}", kind.as_str()));
         }
         while self.transitions.len() >= TRANSITIONS_KEPT {
-            self.transitions.pop_front();
+            // The oldest finished one goes first: one in progress is still
+            // being filled in (and its mover waits for it).
+            let finished = self
+                .transitions
+                .iter()
+                .position(|t| t.outcome != TransitionOutcome::InProgress);
+            match finished {
+                Some(i) => _ = self.transitions.remove(i),
+                None => _ = self.transitions.pop_front(),
+            }
         }
         self.transitions.push_back(Transition {
             id,
@@ -1356,6 +1377,77 @@ mod tests {
             s.events.back().unwrap().message,
             "switchover of web abandoned: timed out"
         );
+    }
+
+    #[test]
+    fn a_request_ended_after_the_release_keeps_recording_the_move() {
+        let mut s = exclusive_web();
+        assign(&mut s, &["site-a"], 1, 10, None);
+        let id = s
+            .apply(&Command::RequestMove {
+                group: "web".into(),
+                kind: TransitionKind::Switchover,
+                from: Some("site-a".into()),
+                to: "site-b".into(),
+                force: false,
+                deadline_unix_ms: 10_000,
+                actor: "op@host".into(),
+                at_unix_ms: 100,
+            })
+            .transition
+            .unwrap();
+        assign(&mut s, &[], 2, 110, None);
+        s.apply(&Command::EndMove {
+            group: "web".into(),
+            transition: id,
+            reason: "site-b cannot take it: site-b is down".into(),
+            actor: "coordinator".into(),
+            at_unix_ms: 200,
+        });
+        assert!(s.moves.is_empty());
+        let t = s.transition_in_progress("web").expect("still recorded");
+        assert_eq!(t.to, None);
+        assign(&mut s, &["site-c"], 3, 300, None);
+        report(&mut s, "site-c", 3, Phase::Running, 400);
+        let t = &s.transitions[0];
+        assert_eq!((t.to.as_deref(), t.phases.healthy_unix_ms), (Some("site-c"), Some(400)));
+    }
+
+    #[test]
+    fn transitions_in_progress_outlive_finished_ones_when_the_log_is_full() {
+        let mut s = exclusive_web();
+        for i in 0..TRANSITIONS_KEPT as u64 {
+            let id = s.start_transition(
+                "web",
+                TransitionKind::Failover,
+                None,
+                Decided {
+                    kind: TransitionKind::Failover,
+                    reason: String::new(),
+                    at_unix_ms: i,
+                    detected_unix_ms: None,
+                },
+            );
+            if i > 0 {
+                s.transitions.iter_mut().find(|t| t.id == id - 1).unwrap().outcome = TransitionOutcome::Completed;
+            }
+        }
+        // The first was superseded (finished); make it look in progress.
+        s.transitions[0].outcome = TransitionOutcome::InProgress;
+        s.start_transition(
+            "db",
+            TransitionKind::Failover,
+            None,
+            Decided {
+                kind: TransitionKind::Failover,
+                reason: String::new(),
+                at_unix_ms: 1_000,
+                detected_unix_ms: None,
+            },
+        );
+        assert_eq!(s.transitions.len(), TRANSITIONS_KEPT);
+        assert_eq!(s.transitions[0].id, 0, "the one in progress stays");
+        assert_eq!(s.transitions[1].id, 2, "the oldest finished one went");
     }
 
     #[test]

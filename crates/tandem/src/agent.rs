@@ -158,6 +158,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         metrics: Arc::new(tandem_api::metrics::Metrics::new()),
         auth_stats: Arc::new(AuthStats::default()),
+        status_cache: Arc::default(),
     };
     // Counters are since start: what the loaded state already holds is the baseline.
     ctx.metrics.follow(&ctx.state.borrow().cluster);

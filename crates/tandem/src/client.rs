@@ -374,6 +374,13 @@ async fn connect_to_stream(conn: &Connection) -> Result<Client, Failure> {
     connect_with(&conn.endpoint, conn.timeout, &security, false).await
 }
 
+/// `now + wait`, or a far future for a wait too long to represent.
+fn deadline_after(wait: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// `tandem switchover` / `tandem failover`: asks for the move and prints
 /// each phase as the cluster reaches it; fails unless it completed.
 pub async fn move_group(
@@ -403,7 +410,7 @@ pub async fn move_group(
     let mut stream = call.await.map_err(|e| failed(what, e))?.into_inner();
     // The server ends the move at the timeout; this bound only covers a
     // node that stops answering meanwhile.
-    let deadline = tokio::time::Instant::now() + conn.timeout + Duration::from_secs(5);
+    let deadline = deadline_after(conn.timeout.saturating_add(Duration::from_secs(5)));
     loop {
         let next = tokio::time::timeout_at(deadline, stream.message()).await.map_err(|_| {
             Failure::runtime(format!(
@@ -471,7 +478,7 @@ pub async fn standby(conn: &Connection, node: String, on: bool, force: bool, wai
         return Ok(());
     }
     // Drained: no group is assigned there or still running there.
-    let deadline = tokio::time::Instant::now() + conn.timeout;
+    let deadline = deadline_after(conn.timeout);
     let mut last = String::new();
     loop {
         let s = client
