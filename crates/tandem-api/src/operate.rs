@@ -363,7 +363,7 @@ pub async fn set_maintenance(ctx: &NodeContext, req: pb::SetMaintenanceRequest) 
         (true, false) => {
             // A node removed while in maintenance can still be taken out of it.
             let listed = ctx.state.borrow().cluster.maintenance.nodes.contains(&req.node);
-            if is_member(ctx, &req.node).is_none() && !(listed && !req.on) {
+            if (req.on || !listed) && is_member(ctx, &req.node).is_none() {
                 return Err(Status::not_found(format!("there is no member named {:?}", req.node)));
             }
             MaintenanceScope::Node(req.node.clone())
