@@ -151,6 +151,8 @@ struct GroupTask {
     demote_pending: bool,
     /// This group's agents reported freshness here.
     reports_freshness: bool,
+    /// The resource whose monitor reported this node's freshness last.
+    freshness_from: Option<usize>,
 }
 
 /// What a monitor found, in maintenance.
@@ -206,6 +208,7 @@ impl GroupTask {
             hooks: HookMemory::default(),
             demote_pending: false,
             reports_freshness: false,
+            freshness_from: None,
         }
     }
 
@@ -292,10 +295,8 @@ impl GroupTask {
             .unwrap_or_default();
         let env = self.env(&name);
         let result = self.runners[index].run(action, &env).await;
-        if action == Action::Monitor
-            && let Some(f) = result.freshness
-        {
-            self.note_freshness(f);
+        if action == Action::Monitor {
+            self.note_freshness_from(index, result.freshness);
         }
         let action_name = match action {
             Action::Start => "start",
@@ -849,6 +850,24 @@ impl GroupTask {
 
     /// This node's agents reported `f` for the group: it is sent to the
     /// coordinator with the next heartbeat.
+    /// What a monitor of resource `index` said about freshness. The resource
+    /// that reported it last must keep saying so: a monitor of it that
+    /// fails, times out or prints no freshness makes this node's value
+    /// unknown (a replica whose replication broke must not stay the most
+    /// current candidate on its last word).
+    fn note_freshness_from(&mut self, index: usize, f: Option<tandem_core::groups::Freshness>) {
+        match f {
+            Some(f) => {
+                self.freshness_from = Some(index);
+                self.note_freshness(f);
+            }
+            None if self.freshness_from == Some(index) => {
+                self.ctx.liveness.set_own_freshness(&self.name, None);
+            }
+            None => {}
+        }
+    }
+
     fn note_freshness(&mut self, f: tandem_core::groups::Freshness) {
         self.reports_freshness = true;
         self.ctx.liveness.set_own_freshness(&self.name, Some(f));
@@ -880,9 +899,7 @@ impl GroupTask {
             };
             let env = self.env(&r.name);
             let result = self.runners[i].run(Action::Monitor, &env).await;
-            if let Some(f) = result.freshness {
-                self.note_freshness(f);
-            }
+            self.note_freshness_from(i, result.freshness);
             self.next_monitor[i] = Instant::now() + r.monitor_interval;
         }
     }

@@ -68,7 +68,9 @@ struct Inner {
     confirmed: Option<(u64, Millis)>,
     /// This node's own freshness per group, as its executor last saw it
     /// (sent with every heartbeat).
-    own_freshness: BTreeMap<String, Freshness>,
+    /// `None`: it reported one before but not any more (its monitor stopped
+    /// saying): sent as "unknown" so the coordinator forgets the old value.
+    own_freshness: BTreeMap<String, Option<Freshness>>,
     /// Every node's last known freshness per group: on the coordinator from
     /// the heartbeats it granted, elsewhere from the views it received. A
     /// node not heard from keeps its last values (a lost primary's last
@@ -262,7 +264,10 @@ impl Liveness {
         let mut changed = had_lease != reply.granted;
         // A refusal carries no view: keep the last one, and let it age.
         if reply.granted {
-            for n in &reply.nodes {
+            // The coordinator's values replace this node's for every node it
+            // knows something of (so what it forgot is forgotten here too).
+            for n in reply.nodes.iter().filter(|n| !n.freshness.is_empty()) {
+                inner.freshness.remove(&n.node_id);
                 merge_freshness(&mut inner.freshness, n.node_id, &n.freshness);
             }
             let nodes: Vec<ViewEntry> = reply.nodes.iter().map(view_entry_from_pb).collect();
@@ -280,14 +285,25 @@ impl Liveness {
     pub fn set_own_freshness(&self, group: &str, freshness: Option<Freshness>) {
         let mut inner = self.lock();
         match freshness {
-            Some(f) => _ = inner.own_freshness.insert(group.to_string(), f),
-            None => _ = inner.own_freshness.remove(group),
+            Some(f) => _ = inner.own_freshness.insert(group.to_string(), Some(f)),
+            None => {
+                if let Some(v) = inner.own_freshness.get_mut(group) {
+                    *v = None;
+                }
+            }
         }
     }
 
     /// This node's own freshness, as sent in a heartbeat.
     pub fn own_freshness_pb(&self) -> Vec<GroupFreshness> {
-        freshness_to_pb(&self.lock().own_freshness)
+        self.lock()
+            .own_freshness
+            .iter()
+            .map(|(group, f)| GroupFreshness {
+                group: group.clone(),
+                value: f.map(freshness_value),
+            })
+            .collect()
     }
 
     /// On the coordinator: records the freshness a granted heartbeat of
@@ -429,16 +445,20 @@ pub fn freshness_to_pb(map: &BTreeMap<String, Freshness>) -> Vec<GroupFreshness>
     map.iter()
         .map(|(group, f)| GroupFreshness {
             group: group.clone(),
-            value: Some(match f {
-                Freshness::Position(p) => group_freshness::Value::Position(*p),
-                Freshness::LagMs(ms) => group_freshness::Value::LagMs(*ms),
-            }),
+            value: Some(freshness_value(*f)),
         })
         .collect()
 }
 
-/// Merges what `node` reported into `table` (entries without a value are
-/// ignored; bounded by the groups a node names, at most [`MAX_FRESHNESS`]).
+fn freshness_value(f: Freshness) -> group_freshness::Value {
+    match f {
+        Freshness::Position(p) => group_freshness::Value::Position(p),
+        Freshness::LagMs(ms) => group_freshness::Value::LagMs(ms),
+    }
+}
+
+/// Merges what `node` reported into `table` (an entry without a value
+/// forgets the group's: the node no longer knows; bounded by the groups a node names, at most [`MAX_FRESHNESS`]).
 fn merge_freshness(
     table: &mut BTreeMap<NodeId, BTreeMap<String, Freshness>>,
     node: NodeId,
@@ -452,7 +472,10 @@ fn merge_freshness(
         let f = match g.value {
             Some(group_freshness::Value::Position(p)) => Freshness::Position(p),
             Some(group_freshness::Value::LagMs(ms)) => Freshness::LagMs(ms),
-            None => continue,
+            None => {
+                entry.remove(&g.group);
+                continue;
+            }
         };
         if entry.len() < MAX_FRESHNESS || entry.contains_key(&g.group) {
             entry.insert(g.group.clone(), f);
@@ -755,5 +778,46 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
         if should && let Err(e) = ctx.raft.trigger().elect().await {
             warn!(error = %e, "could not start an election");
         }
+    }
+}
+
+#[cfg(test)]
+mod freshness_tests {
+    use super::*;
+
+    fn entry(group: &str, value: Option<group_freshness::Value>) -> GroupFreshness {
+        GroupFreshness {
+            group: group.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn a_value_reported_as_unknown_is_forgotten_and_others_are_kept() {
+        let mut table = BTreeMap::new();
+        merge_freshness(
+            &mut table,
+            1,
+            &[
+                entry("db", Some(group_freshness::Value::Position(42))),
+                entry("web", Some(group_freshness::Value::LagMs(5))),
+            ],
+        );
+        merge_freshness(&mut table, 1, &[entry("db", None)]);
+        assert_eq!(table[&1].get("db"), None);
+        assert_eq!(table[&1].get("web"), Some(&Freshness::LagMs(5)));
+        // Nothing reported: nothing changes (a node not heard from keeps its values).
+        merge_freshness(&mut table, 1, &[]);
+        assert_eq!(table[&1].len(), 1);
+    }
+
+    #[test]
+    fn a_node_sends_unknown_once_its_monitor_stops_reporting() {
+        let l = Liveness::new(tandem_core::Timing::default());
+        l.set_own_freshness("ghost", None);
+        assert!(l.own_freshness_pb().is_empty(), "never reported: nothing to forget");
+        l.set_own_freshness("db", Some(Freshness::Position(7)));
+        l.set_own_freshness("db", None);
+        assert_eq!(l.own_freshness_pb(), vec![entry("db", None)]);
     }
 }
