@@ -155,7 +155,7 @@ pub async fn move_group(ctx: &NodeContext, req: pb::MoveRequest, kind: Transitio
     let ctx = ctx.clone();
     let group = req.group.clone();
     tokio::spawn(async move {
-        follow_move(ctx, group, id, timeout, tx).await;
+        follow_move(ctx, group, id, to, timeout, tx).await;
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
@@ -204,6 +204,7 @@ async fn follow_move(
     ctx: NodeContext,
     group: String,
     id: u64,
+    target: String,
     timeout: Duration,
     tx: tokio::sync::mpsc::Sender<Result<pb::MoveProgress, Status>>,
 ) {
@@ -225,8 +226,22 @@ async fn follow_move(
                 .await;
             return;
         };
-        let lines = progress_lines(&t);
+        let mut lines = progress_lines(&t);
         let done = t.outcome != TransitionOutcome::InProgress;
+        // Completed, but not where it was asked to go (the request ended on
+        // the way and placement chose): the operator must not read success.
+        let elsewhere = t.outcome == TransitionOutcome::Completed && t.to.as_deref() != Some(target.as_str());
+        if elsewhere && let Some(last) = lines.last_mut() {
+            *last = (
+                "elsewhere",
+                format!(
+                    "{} runs on {} instead of {target}: {}",
+                    group,
+                    t.to.as_deref().unwrap_or("?"),
+                    t.reason
+                ),
+            );
+        }
         for (i, (phase, message)) in lines.iter().enumerate().skip(sent) {
             let last = done && i + 1 == lines.len();
             let msg = pb::MoveProgress {
@@ -235,7 +250,7 @@ async fn follow_move(
                 elapsed_ms,
                 transition: Some(transition_to_pb(&t)),
                 done: last,
-                ok: last && t.outcome == TransitionOutcome::Completed,
+                ok: last && t.outcome == TransitionOutcome::Completed && !elsewhere,
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
