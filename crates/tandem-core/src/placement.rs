@@ -207,6 +207,9 @@ impl Ctx<'_> {
         except: Option<&str>,
         force: bool,
     ) -> Result<String, String> {
+        if !force && let Some(waiting) = self.freshness_pending(g, planned, except) {
+            return Err(waiting);
+        }
         let mut reasons = Vec::new();
         let mut best: Option<(u64, i64, &str)> = None;
         for name in self.nodes.keys() {
@@ -229,6 +232,38 @@ impl Ctx<'_> {
         }
         best.map(|(_, _, n)| n.to_string())
             .ok_or_else(|| format!("no eligible node: {}", reasons.join("; ")))
+    }
+
+    /// With `max_lag` set, the most current candidate can only be told once
+    /// every candidate that is up has reported: until then (a probe takes up
+    /// to a monitor interval), choosing among those that did could pick one
+    /// that is far behind. Names the candidates still to report, if any
+    /// other node reported.
+    fn freshness_pending(
+        &self,
+        g: &GroupSpec,
+        planned: &BTreeMap<String, BTreeSet<String>>,
+        except: Option<&str>,
+    ) -> Option<String> {
+        g.max_lag?;
+        let reported = |f: &NodeFacts| f.freshness.contains_key(&g.name);
+        if !self.nodes.values().any(|f| reported(f)) {
+            return None;
+        }
+        let missing: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|(name, f)| Some(**name) != except && !reported(f))
+            .filter(|(name, _)| self.not_eligible(g, name, planned).is_none())
+            .map(|(name, _)| *name)
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "waiting for {} to report data freshness (max_lag {} is set)",
+                missing.join(", "),
+                g.max_lag.map(|m| m.to_string()).unwrap_or_default()
+            )
+        })
     }
 
     /// How far `node`'s data for `g` is behind, in the unit it reports: its
@@ -1167,10 +1202,41 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("site-c is behind: 20 positions"), "{why}");
-        // A candidate that reports nothing is not trusted with max_lag set.
+        // A candidate that is up and has not reported yet is waited for:
+        // until it has, the most current one cannot be told.
         nodes[3].freshness.clear();
         let p = plan_state(&state, &nodes, 0);
-        assert!(p.blocked["web"].contains("site-c reports no data freshness"), "{p:?}");
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert_eq!(
+            p.blocked["web"],
+            "waiting for site-c to report data freshness (max_lag 10 positions is set)"
+        );
+        // Down, it is not waited for, and not trusted either.
+        nodes[3].state = NodeState::Down;
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.blocked["web"].contains("site-c is down"), "{p:?}");
+    }
+
+    #[test]
+    fn a_first_placement_waits_for_every_candidate_s_freshness() {
+        // site-c reported first; site-a (most current, but silent so far)
+        // must not lose the group to that race.
+        let mut state = crate::state::ClusterState::default();
+        let mut web = group("web", GroupKind::Exclusive, &[("site-c", 100), ("site-a", 50)]);
+        web.max_lag = Some(MaxLag::Position(10));
+        state.spec.groups = vec![web];
+        let mut nodes = three();
+        nodes.push(node("site-c", NodeRole::Member, NodeState::Up));
+        with_positions(&mut nodes, &[("site-c", 80)]);
+        let p = plan_state(&state, &nodes, 0);
+        assert!(p.decisions.is_empty(), "{p:?}");
+        assert!(
+            p.blocked["web"].starts_with("waiting for site-a, site-b to report"),
+            "{p:?}"
+        );
+        with_positions(&mut nodes, &[("site-a", 100), ("site-b", 95)]);
+        let p = plan_state(&state, &nodes, 0);
+        assert_eq!(p.decisions[0].assign, names(&["site-a"]), "{p:?}");
     }
 
     #[test]
