@@ -286,9 +286,11 @@ fn a_forced_failover_fences_an_unresponsive_primary_first() {
     let (c, _) = web_on_site_a("", &fencing);
     // site-a stops answering (its agent is frozen, its service runs on).
     c.signal("site-a", nix::sys::signal::Signal::SIGSTOP);
-    c.wait_for("site-a suspect or down in site-b's status", |c| {
-        let s = c.status("site-b")?;
-        (node_in(&s, "site-a")?["state"] != "up").then_some(())
+    c.wait_for("site-a suspect or down, and a coordinator other than site-a", |c| {
+        let (b, w) = (c.status("site-b")?, c.status("witness")?);
+        let coordinator = b["coordinator"].as_str()?;
+        let agreed = coordinator != "site-a" && w["coordinator"].as_str() == Some(coordinator);
+        (agreed && node_in(&b, "site-a")?["state"] != "up").then_some(())
     });
     let why = refused(&c, "witness", &["switchover", "web"]);
     assert!(

@@ -354,6 +354,20 @@ fn actor(given: &str) -> String {
 }
 
 /// Maps a Raft write error to a gRPC status that tells the caller what to do.
+/// A forwarded call that failed on the way (the coordinator did not answer,
+/// the connection broke) rather than being refused by the coordinator: say
+/// so, and that a retry may meet a new coordinator.
+fn forward_failed(s: Status) -> Status {
+    if std::error::Error::source(&s).is_some() {
+        Status::unavailable(format!(
+            "the coordinator did not answer the forwarded request ({}); an election may be under way: retry",
+            s.message()
+        ))
+    } else {
+        s
+    }
+}
+
 pub(crate) fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
@@ -523,7 +537,7 @@ impl Tandem for TandemService {
     async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::MemberChangeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.add_member(forward_metadata(req)).await;
+            return c.add_member(forward_metadata(req)).await.map_err(forward_failed);
         }
         // Detached: a caller that goes away must not cancel a change halfway
         // (a learner left behind, or a joint configuration).
@@ -540,7 +554,7 @@ impl Tandem for TandemService {
     ) -> Result<Response<pb::MemberChangeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.remove_member(forward_metadata(req)).await;
+            return c.remove_member(forward_metadata(req)).await.map_err(forward_failed);
         }
         let svc = self.clone();
         tokio::spawn(async move { svc.remove_member_here(req.into_inner()).await })
@@ -553,7 +567,7 @@ impl Tandem for TandemService {
         let req = stamp_actor(req);
         validate_note(&req.get_ref().message).map_err(Status::invalid_argument)?;
         if let Some(mut c) = self.route(&req)? {
-            return c.annotate(forward_metadata(req)).await;
+            return c.annotate(forward_metadata(req)).await.map_err(forward_failed);
         }
         let req = req.into_inner();
         let (log_index, applied) = self
@@ -572,7 +586,7 @@ impl Tandem for TandemService {
     async fn apply_spec(&self, req: Request<pb::ApplySpecRequest>) -> Result<Response<pb::ApplySpecReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.apply_spec(forward_metadata(req)).await;
+            return c.apply_spec(forward_metadata(req)).await.map_err(forward_failed);
         }
         let req = req.into_inner();
         let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
@@ -651,7 +665,7 @@ impl Tandem for TandemService {
     ) -> Result<Response<pb::CleanupResourceReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.cleanup_resource(forward_metadata(req)).await;
+            return c.cleanup_resource(forward_metadata(req)).await.map_err(forward_failed);
         }
         let req = req.into_inner();
         let group = (!req.group.is_empty()).then_some(req.group);
@@ -684,7 +698,7 @@ impl Tandem for TandemService {
     async fn fence_node(&self, req: Request<pb::FenceNodeRequest>) -> Result<Response<pb::FenceNodeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.fence_node(forward_metadata(req)).await;
+            return c.fence_node(forward_metadata(req)).await.map_err(forward_failed);
         }
         let req = req.into_inner();
         self.check_fence_target(&req.node)?;
@@ -735,7 +749,7 @@ impl Tandem for TandemService {
     async fn confirm_fenced(&self, req: Request<pb::FenceNodeRequest>) -> Result<Response<pb::FenceNodeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.confirm_fenced(forward_metadata(req)).await;
+            return c.confirm_fenced(forward_metadata(req)).await.map_err(forward_failed);
         }
         let req = req.into_inner();
         self.check_fence_target(&req.node)?;
@@ -815,7 +829,11 @@ impl Tandem for TandemService {
     async fn switchover(&self, req: Request<pb::MoveRequest>) -> Result<Response<Self::SwitchoverStream>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            let s = c.switchover(forward_metadata(req)).await?.into_inner();
+            let s = c
+                .switchover(forward_metadata(req))
+                .await
+                .map_err(forward_failed)?
+                .into_inner();
             return Ok(Response::new(Box::pin(s)));
         }
         let stream = operate::move_group(&self.ctx, req.into_inner(), TransitionKind::Switchover).await?;
@@ -827,7 +845,11 @@ impl Tandem for TandemService {
     async fn failover(&self, req: Request<pb::MoveRequest>) -> Result<Response<Self::FailoverStream>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            let s = c.failover(forward_metadata(req)).await?.into_inner();
+            let s = c
+                .failover(forward_metadata(req))
+                .await
+                .map_err(forward_failed)?
+                .into_inner();
             return Ok(Response::new(Box::pin(s)));
         }
         let stream = operate::move_group(&self.ctx, req.into_inner(), TransitionKind::Failover).await?;
@@ -837,7 +859,7 @@ impl Tandem for TandemService {
     async fn set_standby(&self, req: Request<pb::SetStandbyRequest>) -> Result<Response<pb::ModeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.set_standby(forward_metadata(req)).await;
+            return c.set_standby(forward_metadata(req)).await.map_err(forward_failed);
         }
         Ok(Response::new(operate::set_standby(&self.ctx, req.into_inner()).await?))
     }
@@ -848,7 +870,7 @@ impl Tandem for TandemService {
     ) -> Result<Response<pb::ModeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.set_maintenance(forward_metadata(req)).await;
+            return c.set_maintenance(forward_metadata(req)).await.map_err(forward_failed);
         }
         Ok(Response::new(
             operate::set_maintenance(&self.ctx, req.into_inner()).await?,
