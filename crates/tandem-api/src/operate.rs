@@ -20,6 +20,7 @@ use crate::clock::unix_ms;
 use crate::convert::{event_to_pb, transition_to_pb};
 use crate::manager::{current_plan, node_facts};
 use crate::node::NodeContext;
+use crate::service::actor;
 
 pub type MoveStream = Pin<Box<dyn Stream<Item = Result<pb::MoveProgress, Status>> + Send>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
@@ -31,15 +32,9 @@ pub const MAX_MOVE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How many transitions `GetHistory` returns unless asked otherwise.
 const DEFAULT_HISTORY: usize = 20;
 
-fn actor(given: &str) -> String {
-    if given.trim().is_empty() {
-        "unknown".to_string()
-    } else {
-        given.to_string()
-    }
-}
-
-async fn propose(ctx: &NodeContext, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
+/// Commits `command` on this node, the coordinator: its log index and what
+/// applying it returned.
+pub(crate) async fn propose(ctx: &NodeContext, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
     let r = ctx
         .raft
         .client_write(command)

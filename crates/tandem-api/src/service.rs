@@ -149,8 +149,7 @@ impl TandemService {
     }
 
     async fn propose(&self, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
-        let r = self.ctx.raft.client_write(command).await.map_err(write_error)?;
-        Ok((r.log_id.index, r.data))
+        operate::propose(&self.ctx, command).await
     }
 
     async fn add_member_here(&self, req: pb::AddMemberRequest) -> Result<pb::MemberChangeReply, Status> {
@@ -345,7 +344,7 @@ impl TandemService {
     }
 }
 
-fn actor(given: &str) -> String {
+pub(crate) fn actor(given: &str) -> String {
     if given.trim().is_empty() {
         "unknown".to_string()
     } else {
