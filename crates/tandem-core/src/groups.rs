@@ -144,6 +144,27 @@ impl GroupState {
         });
     }
 
+    /// Whether the group is active on `node` at its current epoch: assigned
+    /// there now, and the node's last report is `running` at that epoch.
+    ///
+    /// Architecture invariant: this is the one definition of "active on a
+    /// node" in the replicated state. DNS answers, `/primary/GROUP`,
+    /// placement (prerequisites, fail-back) and the state machine's DNS
+    /// event all follow it; on a node, it is and-ed with that node's own
+    /// `may_act` before it is answered.
+    pub fn active_on(&self, node: &str) -> bool {
+        self.assigned.contains(node)
+            && self
+                .reports
+                .get(node)
+                .is_some_and(|r| r.epoch == self.epoch && r.phase == Phase::Running)
+    }
+
+    /// The nodes the group is active on (see [`GroupState::active_on`]).
+    pub fn active_nodes(&self) -> impl Iterator<Item = &String> {
+        self.assigned.iter().filter(|n| self.active_on(n))
+    }
+
     /// Nodes that may still run some of the group: assigned now, released
     /// and not yet confirmed stopped, or whose last report is anything but
     /// `stopped`.
@@ -177,5 +198,42 @@ impl GroupState {
             self.released.remove(node);
         }
         self.reports.insert(node.to_string(), report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(epoch: u64, phase: Phase) -> NodeReport {
+        NodeReport {
+            epoch,
+            phase,
+            resources: Vec::new(),
+            at_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn active_means_assigned_and_running_at_the_current_epoch() {
+        let mut g = GroupState::default();
+        assert!(!g.active_on("a"), "nothing assigned");
+        g.assign(&BTreeSet::from(["a".to_string()]), 3);
+        assert!(!g.active_on("a"), "assigned but no report");
+        g.record_report("a", report(2, Phase::Running));
+        assert!(!g.active_on("a"), "running at an older epoch");
+        g.record_report("a", report(3, Phase::Starting));
+        assert!(!g.active_on("a"), "still starting");
+        g.record_report("a", report(3, Phase::Running));
+        assert!(g.active_on("a"));
+        assert_eq!(g.active_nodes().collect::<Vec<_>>(), vec!["a"]);
+        // Released: its report still says running, but it is not assigned.
+        g.assign(&BTreeSet::from(["b".to_string()]), 4);
+        assert!(!g.active_on("a"));
+        assert!(
+            g.may_run().contains("a"),
+            "but it may still run until it reports stopped"
+        );
+        assert_eq!(g.active_nodes().count(), 0);
     }
 }

@@ -11,9 +11,11 @@
 //! * [`membership`]: node identities and the rules for membership changes.
 
 pub mod config;
+pub mod duty;
 pub mod groups;
 pub mod lease;
 pub mod membership;
+pub mod operator;
 pub mod placement;
 pub mod spec;
 pub mod state;

@@ -393,11 +393,7 @@ impl Ctx<'_> {
             .iter()
             .find(|dep| {
                 let Some(s) = self.state(dep) else { return true };
-                !s.assigned.iter().any(|n| {
-                    s.reports
-                        .get(n)
-                        .is_some_and(|r| r.epoch == s.epoch && r.phase == Phase::Running)
-                })
+                s.active_nodes().next().is_none()
             })
             .map(|dep| format!("waiting for group {dep} to run"))
     }
@@ -697,21 +693,16 @@ fn exclusive_target(
         if g.placement.fail_back
             && let Ok(y) = ctx.best(g, planned)
             && Ctx::score(g, &y) > Ctx::score(g, x)
+            && ctx.state(&g.name).is_some_and(|s| s.active_on(x))
         {
-            let running = ctx
-                .state(&g.name)
-                .and_then(|s| s.reports.get(x).map(|r| (r, s.epoch)))
-                .is_some_and(|(r, e)| r.epoch == e && r.phase == Phase::Running);
-            if running {
-                return (
-                    Some(BTreeSet::from([y.clone()])),
-                    format!(
-                        "failing back to {y} (score {} > {})",
-                        Ctx::score(g, &y),
-                        Ctx::score(g, x)
-                    ),
-                );
-            }
+            return (
+                Some(BTreeSet::from([y.clone()])),
+                format!(
+                    "failing back to {y} (score {} > {})",
+                    Ctx::score(g, &y),
+                    Ctx::score(g, x)
+                ),
+            );
         }
         return (None, String::new());
     }

@@ -594,13 +594,8 @@ impl ClusterState {
                     .spec
                     .group(group)
                     .is_some_and(|g| g.kind == crate::spec::GroupKind::Exclusive);
-                let repointed = exclusive
-                    && phase_changed
-                    && report.phase == Phase::Running
-                    && self
-                        .groups
-                        .get(group)
-                        .is_some_and(|g| g.epoch == report.epoch && g.assigned.contains(node));
+                // (The report is recorded: active now means this report made it so.)
+                let repointed = exclusive && phase_changed && self.groups.get(group).is_some_and(|g| g.active_on(node));
                 if repointed {
                     self.record(
                         EventKind::Dns,
