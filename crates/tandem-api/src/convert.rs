@@ -73,3 +73,12 @@ pub fn transition_to_pb(t: &tandem_core::state::Transition) -> pb::Transition {
         outcome_reason,
     }
 }
+
+/// An operator's request refused by the core's preconditions, as a gRPC status.
+pub fn refusal_status(r: tandem_core::operator::Refusal) -> tonic::Status {
+    use tandem_core::operator::RefusalKind;
+    match r.kind {
+        RefusalKind::NotFound => tonic::Status::not_found(r.message),
+        RefusalKind::FailedPrecondition => tonic::Status::failed_precondition(r.message),
+    }
+}

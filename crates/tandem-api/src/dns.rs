@@ -12,7 +12,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_core::groups::Phase;
 use tandem_core::spec::{GroupKind, Spec};
 use tandem_core::{NodeInfo, NodeRole};
 use tandem_dns::{
@@ -67,16 +66,12 @@ pub fn zone_input(cluster: &str, state: &AppliedState, members: &[NodeInfo]) -> 
         zg.ttl = g.dns.ttl;
         zg.port = g.dns.port;
         if let Some(gs) = c.groups.get(&g.name) {
-            // Only healthy: assigned now, and running at the current epoch.
-            for node in &gs.assigned {
-                let running = gs
-                    .reports
-                    .get(node)
-                    .is_some_and(|r| r.epoch == gs.epoch && r.phase == Phase::Running);
+            // Only healthy: active at the current epoch (the one rule).
+            for node in gs.active_nodes() {
                 let Some(info) = members.iter().find(|m| m.name == *node) else {
                     continue;
                 };
-                if !running || info.role == NodeRole::Witness {
+                if info.role == NodeRole::Witness {
                     continue;
                 }
                 let addrs = g.dns.addresses.get(node).cloned().unwrap_or_else(|| node_addrs(info));

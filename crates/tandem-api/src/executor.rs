@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_agents::{Action, ActionResult, Env, Outcome, Runner};
+use tandem_core::duty::{Duty, DutyInput, KeepReason, duty};
 use tandem_core::groups::{NodeReport, Phase, ResourceReport};
 use tandem_core::spec::{GroupKind, GroupSpec, ResourceSpec};
 use tandem_core::state::{Command, TransitionOutcome};
@@ -43,7 +44,7 @@ use tandem_proto::v1::RaftMessage;
 use tandem_proto::v1::peer_client::PeerClient;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock::unix_ms;
 use crate::hooks::{Hook, HookCall, HookMemory};
@@ -54,9 +55,6 @@ use crate::node::NodeContext;
 pub struct ExecutorConfig {
     pub state_dir: PathBuf,
     pub ocf_root: PathBuf,
-    /// When the lease of this agent's previous run ends (from
-    /// [`crate::lease_file`]); `None`: it has ended.
-    pub previous_lease_until: Option<Instant>,
     /// Per group: whether it may be active here as an exclusive group (the
     /// agent waits for all to clear before it stops).
     pub active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
@@ -110,7 +108,6 @@ struct GroupTask {
     name: String,
     state_dir: PathBuf,
     ocf_root: PathBuf,
-    previous_lease_until: Option<Instant>,
     /// The spec the runners were built from.
     spec: Option<GroupSpec>,
     runners: Vec<Runner>,
@@ -149,6 +146,8 @@ struct GroupTask {
     /// `after_demote` is due once this node may act again (its state is
     /// then current, so the hook sees the epoch and the new primary).
     demote_pending: bool,
+    /// Why the group last neither started nor stopped here (logged when it changes).
+    keeping: Option<KeepReason>,
     /// This group's agents reported freshness here.
     reports_freshness: bool,
     /// The resource whose monitor reported this node's freshness last.
@@ -187,7 +186,6 @@ impl GroupTask {
             name,
             state_dir: config.state_dir.clone(),
             ocf_root: config.ocf_root.clone(),
-            previous_lease_until: config.previous_lease_until,
             spec: None,
             runners: Vec::new(),
             started: 0,
@@ -209,6 +207,7 @@ impl GroupTask {
             demote_pending: false,
             reports_freshness: false,
             freshness_from: None,
+            keeping: None,
         }
     }
 
@@ -233,40 +232,53 @@ impl GroupTask {
         self.spec = Some(spec.clone());
     }
 
-    /// What the committed state asks of this node: run the group (with its
-    /// spec and epoch) or not.
-    fn desired(&self) -> (Option<GroupSpec>, u64, bool) {
+    /// The group's committed spec and epoch, and what this node must do
+    /// with it now: the core's [`duty`], from the committed state, this
+    /// node's lease, whether the agent is leaving and what runs here.
+    fn duty(&self) -> (Option<GroupSpec>, u64, Duty) {
         let s = self.ctx.state.borrow();
-        let spec = s.cluster.spec.groups.iter().find(|g| g.name == self.name).cloned();
-        let Some(gs) = s.cluster.groups.get(&self.name) else {
-            return (spec, 0, false);
+        let spec = s.cluster.spec.group(&self.name).cloned();
+        let epoch = s.cluster.groups.get(&self.name).map_or(0, |g| g.epoch);
+        // What would run: the runners while something runs, else the spec.
+        let total = match &spec {
+            Some(g) if self.started == 0 => g.resources.len(),
+            _ => self.runners.len(),
         };
-        let assigned = gs.assigned.contains(&self.ctx.me.name);
-        let applied = s.last_applied.map_or(0, |l| l.index);
-        let now = self.ctx.clock.now();
-        // Starting needs a lease and a state as fresh as the grant; keeping
-        // what already runs needs only the lease (a follower a few entries
-        // behind must not stop a healthy service).
-        // Self-fencing starts a quarter lease before the lease ends, so that
-        // a graceful stop has that long (plus the drift margin) before anyone
-        // may start the group elsewhere; nothing starts in that last quarter.
-        let now = now.plus(self.self_fence_margin());
-        let lease_ok = if self.started > 0 {
-            self.ctx.liveness.own_lease_valid(now)
-        } else {
-            self.ctx.liveness.may_act(now, applied)
-        };
-        let leaving = self.ctx.leaving.load(Ordering::SeqCst);
-        let run = match &spec {
-            Some(g) if assigned => g.kind == GroupKind::Clone || (lease_ok && !leaving),
-            _ => false,
-        };
-        (spec, gs.epoch, run)
+        let lease = self.ctx.liveness.own_lease();
+        let duty = duty(&DutyInput {
+            cluster: &s.cluster,
+            applied: s.last_applied.map_or(0, |l| l.index),
+            group: &self.name,
+            me: &self.ctx.me.name,
+            lease: &lease,
+            leaving: self.ctx.leaving.load(Ordering::SeqCst),
+            kind_here: self.spec.as_ref().map(|g| g.kind),
+            started: self.started,
+            total,
+            now: self.ctx.clock.now(),
+            timing: &self.ctx.timing,
+        });
+        (spec, epoch, duty)
     }
 
-    /// How long before its lease ends a node stops its exclusive groups.
-    fn self_fence_margin(&self) -> Duration {
-        self.ctx.timing.lease / 4
+    /// Logs why the group neither starts nor stops here, when that changes
+    /// (at debug: waiting is the ordinary state of a secondary).
+    fn note_keep(&mut self, duty: &Duty) {
+        let keep = match duty {
+            Duty::Keep { why } => Some(why.clone()),
+            _ => None,
+        };
+        if keep != self.keeping {
+            if let Some(why) = &keep {
+                match why {
+                    KeepReason::NoLease | KeepReason::CatchingUp { .. } | KeepReason::FoundAfterRestart => {
+                        info!(group = %self.name, %why, "not starting")
+                    }
+                    _ => debug!(group = %self.name, %why, "nothing to do here"),
+                }
+            }
+            self.keeping = keep;
+        }
     }
 
     fn exclusive(&self) -> bool {
@@ -277,8 +289,7 @@ impl GroupTask {
     /// lease is running out. Such a stop goes on past a failed resource, so
     /// that everything that can be stopped is.
     fn self_fencing(&self) -> bool {
-        let now = self.ctx.clock.now().plus(self.self_fence_margin());
-        self.exclusive() && !self.ctx.liveness.own_lease_valid(now)
+        matches!(self.duty().2, Duty::Stop { why } if why.is_self_fencing())
     }
 
     /// Tells the lease guard whether this exclusive group may be active here.
@@ -375,9 +386,13 @@ impl GroupTask {
         }
     }
 
-    /// Stops resources in reverse order down to `keep` started ones.
-    /// Returns false when a stop failed (the node then needs fencing).
-    async fn stop_down_to(&mut self, keep: usize) -> bool {
+    /// Stops resources in reverse order down to `keep` started ones, and
+    /// logs `why`. Returns false when a stop failed (the node then needs
+    /// fencing).
+    async fn stop_down_to(&mut self, keep: usize, why: &str) -> bool {
+        if self.started > keep {
+            info!(group = %self.name, epoch = self.epoch, started = self.started, keep, %why, "stopping");
+        }
         // Self-fencing: every resource gets its stop, even after one failed.
         // (A stop that outlives the lease is the lease guard's to end.)
         let self_fencing = self.self_fencing();
@@ -420,7 +435,7 @@ impl GroupTask {
         // may: the group is assigned here, or this node last reported it as
         // anything but stopped. Probing every group of a large spec on every
         // node would spawn thousands of monitor processes for nothing.
-        let (spec, _, _) = self.desired();
+        let (spec, _, _) = self.duty();
         let (may_run_here, last_ran_here) = {
             let s = self.ctx.state.borrow();
             self.hooks = HookMemory::load(&self.state_dir, &self.name, &s.cluster);
@@ -461,23 +476,12 @@ impl GroupTask {
                 }
             }
         }
-        // A restarted agent that found services running waits for a new
-        // lease before deciding anything, so a restart does not stop healthy
-        // services; but never past the lease its previous run held (the
-        // cluster may start them elsewhere right after), and if that record
-        // is missing, at most one lease.
-        if self.started > 0 {
-            // Stop a self-fencing margin before that lease ends, as if it
-            // were this run's.
-            let deadline = self
-                .previous_lease_until
-                .unwrap_or_else(Instant::now)
-                .checked_sub(self.self_fence_margin())
-                .unwrap_or_else(Instant::now);
-            while !self.ctx.liveness.own_lease_valid(self.ctx.clock.now()) && Instant::now() < deadline {
-                tokio::time::sleep(self.ctx.timing.heartbeat_interval).await;
-            }
-        }
+        // A restarted agent that found services running keeps them as they
+        // are until this run holds a lease, so a restart does not stop
+        // healthy services; but never past the lease its previous run held
+        // (the cluster may start them elsewhere right after): the duty is
+        // `Keep { FoundAfterRestart }` until then, and self-fencing a margin
+        // before that lease's end.
         loop {
             self.step().await;
             self.flush().await;
@@ -493,13 +497,12 @@ impl GroupTask {
                 None
             };
             // Invariant 3: an exclusive group stops the moment the lease
-            // lapses, not at the next monitor.
-            let exclusive = self.spec.as_ref().is_some_and(|g| g.kind == GroupKind::Exclusive);
-            let lease_end = (exclusive && self.started > 0)
-                .then(|| self.ctx.liveness.lease_until())
+            // lapses, not at the next monitor (and what was found running
+            // after a restart is decided on once its inherited lease lapses).
+            let lease_end = (self.started > 0)
+                .then(|| self.ctx.liveness.own_lease().self_fence_at(&self.ctx.timing))
                 .flatten()
-                .map(|t| (Instant::now() + t.since(self.ctx.clock.now())).checked_sub(self.self_fence_margin()))
-                .map(|t| t.unwrap_or_else(Instant::now));
+                .map(|t| Instant::now() + t.since(self.ctx.clock.now()));
             let until = if self.stuck {
                 retry
             } else {
@@ -513,9 +516,8 @@ impl GroupTask {
                     // A node whose agent stops leaves the cluster: nobody
                     // would stop its exclusive groups when its lease ends.
                     if self.exclusive() && self.started > 0 {
-                        info!(group = %self.name, "the agent is stopping: stopping the exclusive group first");
                         self.phase = Phase::Stopping;
-                        if !self.stop_down_to(0).await {
+                        if !self.stop_down_to(0, "the agent is stopping: its exclusive group stops first").await {
                             self.ctx
                                 .self_fence
                                 .escalate(format!("a stop of {} failed while the agent was stopping", self.name));
@@ -558,14 +560,18 @@ impl GroupTask {
                 return;
             }
         }
-        let (spec, epoch, run) = self.desired();
+        let (spec, epoch, duty) = self.duty();
         // A changed resource list: stop everything under the old spec first.
         if let Some(new) = &spec
             && self.spec.as_ref().is_some_and(|old| old.resources != new.resources)
             && self.started > 0
+            && duty == Duty::Run
         {
             self.phase = Phase::Stopping;
-            if !self.stop_down_to(0).await {
+            if !self
+                .stop_down_to(0, "the group's resources changed: stopping under the old spec first")
+                .await
+            {
                 self.stuck = true;
                 self.report(Phase::StopFailed, None);
                 return;
@@ -578,7 +584,8 @@ impl GroupTask {
             self.build_runners(new);
         }
         let total = self.runners.len();
-        if run {
+        self.note_keep(&duty);
+        if duty == Duty::Run {
             if epoch != self.epoch {
                 self.epoch = epoch;
                 // Still running under a new assignment (a clone's node set
@@ -607,7 +614,7 @@ impl GroupTask {
                 }
                 while self.started < total {
                     // The lease or the assignment may have gone during a long start.
-                    if !self.desired().2 {
+                    if self.duty().2 != Duty::Run {
                         return;
                     }
                     let i = self.started;
@@ -621,7 +628,11 @@ impl GroupTask {
                         }
                         // Undo a partial start (the failed one included).
                         self.started = i + 1;
-                        let ok = self.stop_down_to(0).await;
+                        let why = format!(
+                            "undoing a partial start: {} failed to start",
+                            name.as_deref().unwrap_or("?")
+                        );
+                        let ok = self.stop_down_to(0, &why).await;
                         if !ok {
                             self.stuck = true;
                             self.report_failure(Phase::StopFailed, name, fatal);
@@ -656,7 +667,11 @@ impl GroupTask {
                     let name = self.spec.as_ref().map(|s| s.resources[i].name.clone());
                     warn!(group = %self.name, resource = ?name, result = %outcome_text(&r.outcome), "monitor failed; restarting in place");
                     // Restart in place: stop it and everything after it, start again next step.
-                    let ok = self.stop_down_to(i).await;
+                    let why = format!(
+                        "restarting in place: the monitor of {} failed",
+                        name.as_deref().unwrap_or("?")
+                    );
+                    let ok = self.stop_down_to(i, &why).await;
                     if !ok {
                         self.stuck = true;
                         self.report(Phase::StopFailed, name);
@@ -667,32 +682,35 @@ impl GroupTask {
                     return;
                 }
             }
-        } else {
+        } else if let Duty::Stop { why } = &duty {
             // What is reported carries the current epoch, so that it
             // confirms the release made by that epoch.
             self.epoch = epoch;
-            if self.started > 0 {
-                // Stop first, report after: self-fencing never waits on the network.
-                self.phase = Phase::Stopping;
-                if self.stop_down_to(0).await {
-                    self.report(Phase::Stopped, None);
-                    self.demoted();
-                } else {
-                    self.stuck = true;
-                    self.report(Phase::StopFailed, None);
-                }
+            if why.is_self_fencing() {
+                warn!(group = %self.name, epoch, %why, "self-fencing");
+            }
+            // Stop first, report after: self-fencing never waits on the network.
+            self.phase = Phase::Stopping;
+            if self.stop_down_to(0, &why.to_string()).await {
+                self.report(Phase::Stopped, None);
+                self.demoted();
             } else {
-                if self.pending.is_none() && self.cluster_thinks_it_may_run_here() {
-                    self.report(Phase::Stopped, None);
-                }
-                // Released after a failure, or found stopped after a restart
-                // (not merely waiting for a lease while still assigned).
-                if !self.assigned_here() {
-                    self.demoted();
-                }
-                if self.should_probe() {
-                    self.probe().await;
-                }
+                self.stuck = true;
+                self.report(Phase::StopFailed, None);
+            }
+        } else if self.started == 0 {
+            // Keep, with nothing running here.
+            self.epoch = epoch;
+            if self.pending.is_none() && self.cluster_thinks_it_may_run_here() {
+                self.report(Phase::Stopped, None);
+            }
+            // Released after a failure, or found stopped after a restart
+            // (not merely waiting for a lease while still assigned).
+            if !self.assigned_here() {
+                self.demoted();
+            }
+            if self.should_probe() {
+                self.probe().await;
             }
         }
     }
@@ -714,16 +732,17 @@ impl GroupTask {
             self.in_maintenance = true;
             self.observed = vec![Seen::Unknown; self.runners.len()];
         }
-        let (spec, epoch, _) = self.desired();
+        let (spec, epoch, duty) = self.duty();
         // Invariant 3 holds in maintenance too: an exclusive group stops
         // before this node's lease runs out, and when its agent leaves
-        // (nobody would stop it at the lease's end).
-        let leaving = self.ctx.leaving.load(Ordering::SeqCst);
-        if self.started > 0 && (self.self_fencing() || (leaving && self.exclusive())) {
-            warn!(group = %self.name, leaving, "maintenance, but this node's lease runs out or its agent stops: stopping the exclusive group (self-fencing)");
+        // (nobody would stop it at the lease's end). The duty says so.
+        if let Duty::Stop { why } = &duty
+            && self.started > 0
+        {
+            warn!(group = %self.name, %why, "maintenance, but the exclusive group must stop");
             self.epoch = epoch;
             self.phase = Phase::Stopping;
-            if self.stop_down_to(0).await {
+            if self.stop_down_to(0, &format!("in maintenance: {why}")).await {
                 self.observed = vec![Seen::NotRunning; self.runners.len()];
                 self.report(Phase::Stopped, None);
                 self.demoted();
@@ -826,7 +845,13 @@ impl GroupTask {
         self.observed.clear();
         if let Some(i) = gap {
             self.phase = Phase::Stopping;
-            if !self.stop_down_to(i).await {
+            if !self
+                .stop_down_to(
+                    i,
+                    "maintenance over: a resource under a running one was found stopped or failing",
+                )
+                .await
+            {
                 self.stuck = true;
                 self.report(Phase::StopFailed, None);
                 return false;
@@ -1066,9 +1091,10 @@ async fn lease_guard(
     let mut liveness = ctx.liveness.subscribe();
     let poll = ctx.timing.heartbeat_interval;
     loop {
-        // Wake at the lease's end (or every heartbeat while there is none).
+        // Wake at the lease's end (or every heartbeat while there is none):
+        // this run's lease, or the one inherited from the previous run.
         let now = ctx.clock.now();
-        let until = ctx.liveness.lease_until();
+        let until = ctx.liveness.own_lease().end();
         let wait = until.map_or(poll, |t| t.since(now).max(Duration::from_millis(1)));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -1076,7 +1102,7 @@ async fn lease_guard(
             _ = shutdown.changed() => return,
         }
         let now = ctx.clock.now();
-        let ended = ctx.liveness.lease_until().is_some_and(|t| t <= now);
+        let ended = ctx.liveness.own_lease().ended(now);
         if !ended || !active.load(Ordering::SeqCst) {
             continue;
         }
@@ -1102,7 +1128,7 @@ async fn lease_guard(
             ));
         }
         // Once per lapse: wait for the group to stop or the lease to return.
-        while active.load(Ordering::SeqCst) && !ctx.liveness.own_lease_valid(ctx.clock.now()) {
+        while active.load(Ordering::SeqCst) && ctx.liveness.own_lease().ended(ctx.clock.now()) {
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
                 _ = shutdown.changed() => return,

@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::Stream;
 use serde::Serialize;
-use tandem_core::groups::Phase;
 use tandem_core::spec::GroupKind;
 use tandem_core::state::{ClusterState, Transition, TransitionOutcome};
 use tandem_dns::Stats;
@@ -214,16 +213,14 @@ pub struct PrimaryAnswer {
 pub fn group_on_node(c: &ClusterState, group: &str, node: &str) -> Option<PrimaryAnswer> {
     let spec = c.spec.group(group)?;
     let gs = c.groups.get(group).cloned().unwrap_or_default();
-    let assigned = gs.assigned.contains(node);
     let report = gs.reports.get(node);
-    let running = report.is_some_and(|r| r.epoch == gs.epoch && r.phase == Phase::Running);
-    let reason = if !assigned {
+    let reason = if !gs.assigned.contains(node) {
         Some(match gs.assigned.iter().next() {
             Some(p) if spec.kind == GroupKind::Exclusive => format!("not assigned here; the primary is {p}"),
             Some(_) => "not assigned here".to_string(),
             None => "not assigned to any node".to_string(),
         })
-    } else if !running {
+    } else if !gs.active_on(node) {
         Some(format!(
             "assigned here at epoch {} but not running at it (last report: {})",
             gs.epoch,
@@ -642,6 +639,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
     use tandem_core::groups::NodeReport;
+    use tandem_core::groups::Phase;
     use tandem_core::state::{TransitionKind, TransitionPhases};
 
     fn state_with_web() -> ClusterState {

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tandem_core::groups::Freshness;
-use tandem_core::lease::{LeaseTable, NodeState, liveness, may_grant_lease, witness_should_campaign};
+use tandem_core::lease::{LeaseTable, NodeState, OwnLease, liveness, may_grant_lease, witness_should_campaign};
+use tandem_core::operator::{PeerTiming, check_peer_timing};
 use tandem_core::timing::duration_ms;
 use tandem_core::{Millis, NodeId, Timing};
 use tandem_proto::v1::peer_client::PeerClient;
@@ -57,10 +58,8 @@ struct ReceivedView {
 struct Inner {
     coordinator: Option<CoordinatorSide>,
     view: Option<ReceivedView>,
-    lease_until: Option<Millis>,
-    /// The coordinator's applied index when it granted the lease: this node
-    /// must have applied that far before it acts on its lease.
-    lease_index: u64,
+    /// This node's own lease (the core's arithmetic).
+    own: OwnLease,
     /// When a coordinator last answered this node's heartbeat at all.
     last_reply: Option<Millis>,
     /// The term and start time of the last successful quorum confirmation
@@ -251,15 +250,13 @@ impl Liveness {
             self.counters.heartbeats_refused.fetch_add(1, Relaxed);
         }
         let mut inner = self.lock();
-        let had_lease = inner.lease_until.is_some_and(|t| t > now);
+        let had_lease = inner.own.valid(now);
         inner.last_reply = Some(now);
         if reply.granted {
-            let lease = Duration::from_millis(reply.lease_ms).min(self.timing.lease);
-            let until = sent_at.plus(lease);
-            if inner.lease_until.is_none_or(|t| t < until) {
-                inner.lease_until = Some(until);
-            }
-            inner.lease_index = inner.lease_index.max(reply.applied_index);
+            let granted = Duration::from_millis(reply.lease_ms);
+            inner
+                .own
+                .record_grant(sent_at, granted, reply.applied_index, &self.timing);
         }
         let mut changed = had_lease != reply.granted;
         // A refusal carries no view: keep the last one, and let it age.
@@ -345,28 +342,37 @@ impl Liveness {
         self.lock().last_reply.map(|t| now.since(t))
     }
 
-    /// Whether this node holds a lease at `now`.
+    /// Whether this node holds a lease granted in this run at `now`.
     pub fn own_lease_valid(&self, now: Millis) -> bool {
-        self.lock().lease_until.is_some_and(|t| t > now)
+        self.lock().own.valid(now)
+    }
+
+    /// This node's own lease as it stands (the core decides with it).
+    pub fn own_lease(&self) -> OwnLease {
+        self.lock().own
+    }
+
+    /// Takes over the lease this agent's previous run recorded (its end on
+    /// this run's clock; `None`: it ended or was not recorded): what runs
+    /// may be kept until then, nothing starts on it.
+    pub fn inherit_lease(&self, until: Option<Millis>) {
+        self.lock().own.inherit(until);
     }
 
     /// The coordinator's applied index when it granted this node's lease:
     /// how far this node must have applied before it may act on it.
     pub fn lease_index(&self) -> u64 {
-        self.lock().lease_index
+        self.lock().own.index()
     }
 
-    /// When this node's lease ends, if it holds one.
+    /// When this node's lease granted in this run ends, if it holds one.
     pub fn lease_until(&self) -> Option<Millis> {
-        self.lock().lease_until
+        self.lock().own.until()
     }
 
-    /// Whether this node may act on its lease: it holds one, and it has
-    /// applied the log at least as far as the coordinator had when granting
-    /// it, so it knows every assignment made before the grant.
+    /// Whether this node may act on its lease ([`OwnLease::may_act`]).
     pub fn may_act(&self, now: Millis, applied_index: u64) -> bool {
-        let inner = self.lock();
-        inner.lease_until.is_some_and(|t| t > now) && applied_index >= inner.lease_index
+        self.lock().own.may_act(now, applied_index)
     }
 
     /// Every member's state at `now` and whether the view is fresh: taken
@@ -530,22 +536,13 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatR
     if !ctx.is_coordinator() {
         return refusal(term, "this node is not the coordinator".into());
     }
-    let t = &ctx.timing;
-    let theirs = (req.lease_ms, req.clock_drift_margin_ms, req.election_timeout_ms);
-    let ours = (
-        duration_ms(t.lease),
-        duration_ms(t.clock_drift_margin),
-        duration_ms(t.election_timeout),
-    );
-    if theirs != ours {
-        return refusal(
-            term,
-            format!(
-                "timing differs from the coordinator's (lease, clock_drift_margin, election_timeout in ms: \
-                 {theirs:?} on {}, {ours:?} on the coordinator); every node needs the same [timing]",
-                req.node
-            ),
-        );
+    let theirs = PeerTiming {
+        lease_ms: req.lease_ms,
+        clock_drift_margin_ms: req.clock_drift_margin_ms,
+        election_timeout_ms: req.election_timeout_ms,
+    };
+    if let Err(why) = check_peer_timing(&req.node, theirs, &ctx.timing) {
+        return refusal(term, why);
     }
     match ctx
         .liveness

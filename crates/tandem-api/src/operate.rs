@@ -7,9 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use tandem_core::lease::NodeState;
-use tandem_core::placement::move_target;
-use tandem_core::spec::GroupKind;
+use tandem_core::operator::{MoveAsk, MovePlan, check_move, check_standby};
 use tandem_core::state::{Command, MaintenanceScope, Transition, TransitionKind, TransitionOutcome};
 use tandem_proto::v1 as pb;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,7 +15,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use crate::clock::unix_ms;
-use crate::convert::{event_to_pb, transition_to_pb};
+use crate::convert::{event_to_pb, refusal_status, transition_to_pb};
 use crate::manager::{current_plan, node_facts};
 use crate::node::NodeContext;
 use crate::service::actor;
@@ -62,66 +60,15 @@ pub async fn move_group(ctx: &NodeContext, req: pb::MoveRequest, kind: Transitio
         ms => Duration::from_millis(ms).min(MAX_MOVE_TIMEOUT),
     };
     let facts = node_facts(ctx);
-    let (from, to) = {
+    let ask = MoveAsk {
+        group: &req.group,
+        to: (!req.to.is_empty()).then_some(req.to.as_str()),
+        kind,
+        force: req.force,
+    };
+    let MovePlan { from, to } = {
         let state = ctx.state.borrow().clone();
-        let c = &state.cluster;
-        let Some(spec) = c.spec.group(&req.group) else {
-            return Err(Status::not_found(format!(
-                "there is no group {:?} in the spec",
-                req.group
-            )));
-        };
-        if spec.kind == GroupKind::Clone {
-            return Err(Status::failed_precondition(format!(
-                "{} is a clone group: it runs on every eligible node, so there is no primary to move",
-                req.group
-            )));
-        }
-        let to = (!req.to.is_empty()).then_some(req.to.as_str());
-        if let Some(t) = to
-            && is_member(ctx, t).is_none()
-        {
-            return Err(Status::not_found(format!("there is no member named {t:?}")));
-        }
-        let from = c.groups.get(&req.group).and_then(|g| g.assigned.iter().next().cloned());
-        if kind == TransitionKind::Switchover {
-            if let Some(m) = c.moves.get(&req.group) {
-                return Err(Status::failed_precondition(format!(
-                    "a {} of {} to {} is in progress (requested by {}); wait for it, or force a move with `tandem failover`",
-                    m.kind.as_str(),
-                    req.group,
-                    m.to,
-                    m.actor
-                )));
-            }
-            let Some(primary) = &from else {
-                return Err(Status::failed_precondition(format!(
-                    "{} has no primary to switch over from; use `tandem failover {}` to place it",
-                    req.group, req.group
-                )));
-            };
-            let up = facts.iter().any(|f| &f.name == primary && f.state == NodeState::Up);
-            if !up {
-                return Err(Status::failed_precondition(format!(
-                    "the primary {primary} does not answer: a switchover needs a responsive primary; \
-                     use `tandem failover {}` (it fences {primary} first where needed)",
-                    req.group
-                )));
-            }
-        }
-        let to = move_target(
-            &c.spec,
-            &c.groups,
-            &c.fencing_needed,
-            &c.maintenance,
-            &facts,
-            &req.group,
-            to,
-            req.force,
-            unix_ms(),
-        )
-        .map_err(|why| Status::failed_precondition(format!("{what} of {} refused: {why}", req.group)))?;
-        (from, to)
+        check_move(&state.cluster, &facts, |n| is_member(ctx, n), ask, unix_ms()).map_err(refusal_status)?
     };
     let actor = actor(&req.actor);
     info!(group = %req.group, ?from, %to, force = req.force, %actor, "{what} requested");
@@ -296,48 +243,11 @@ async fn follow_move(
 
 /// Puts a node in standby or takes it out (on the coordinator).
 pub async fn set_standby(ctx: &NodeContext, req: pb::SetStandbyRequest) -> Result<pb::ModeReply, Status> {
-    // A node removed while in standby can still be taken out of it.
-    let was_in_standby = ctx.state.borrow().cluster.standby.contains(&req.node);
-    match is_member(ctx, &req.node) {
-        None if !req.on && was_in_standby => {}
-        None => return Err(Status::not_found(format!("there is no member named {:?}", req.node))),
-        Some(tandem_core::NodeRole::Witness) => {
-            return Err(Status::failed_precondition(format!(
-                "{} is a witness: it hosts nothing, so standby has no effect",
-                req.node
-            )));
-        }
-        Some(_) => {}
-    }
-    if req.on && !req.force {
-        // Draining must move the groups, not stop them. The drain itself
-        // follows placement, which counts failures only at the migration
-        // threshold and does not check freshness: so does this check.
+    {
         let facts = node_facts(ctx);
         let state = ctx.state.borrow().clone();
-        let c = &state.cluster;
-        for g in c.spec.groups.iter().filter(|g| g.kind == GroupKind::Exclusive) {
-            let here = c.groups.get(&g.name).is_some_and(|s| s.assigned.contains(&req.node));
-            if !here {
-                continue;
-            }
-            if let Err(why) = move_target(
-                &c.spec,
-                &c.groups,
-                &c.fencing_needed,
-                &c.maintenance,
-                &facts,
-                &g.name,
-                None,
-                true,
-                unix_ms(),
-            ) {
-                return Err(Status::failed_precondition(format!(
-                    "standby of {} would stop {} with nowhere to go: {why}; --force stops it",
-                    req.node, g.name
-                )));
-            }
-        }
+        let role = is_member(ctx, &req.node);
+        check_standby(&state.cluster, &facts, &req.node, role, req.on, req.force, unix_ms()).map_err(refusal_status)?;
     }
     let (log_index, applied) = propose(
         ctx,

@@ -16,6 +16,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use tandem_core::config::{check_peer_address, valid_name};
 use tandem_core::lease::NodeState;
 use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
+use tandem_core::operator::check_fence_confirm;
 use tandem_core::spec::{Spec, diff};
 use tandem_core::state::{Command, EventKind, TransitionKind, validate_note};
 use tandem_core::{NodeId, NodeInfo};
@@ -757,19 +758,16 @@ impl Tandem for TandemService {
         let (view, _) = self.ctx.liveness.view(now, &members);
         let term = self.ctx.raft.metrics().borrow().current_term;
         let id = node_id(&req.node);
-        if !self.ctx.liveness.lease_certainly_expired(term, id, now) {
-            // Until then it may still run its groups on its own authority.
-            let state = view.iter().find(|e| e.id == id).map_or(NodeState::Suspect, |e| e.state);
-            let heard = view.iter().find(|e| e.id == id).and_then(|e| e.age).map_or_else(
-                || "not since this coordinator's election".to_string(),
-                |a| format!("{} ms ago", a.as_millis()),
-            );
-            return Err(Status::failed_precondition(format!(
-                "{} is {state} (last heartbeat {heard}): its lease may still be valid, so it may still run its \
-                 groups; refusing to record it as fenced until it shows down",
-                req.node
-            )));
-        }
+        // Until its lease certainly expired it may still run its groups on
+        // its own authority.
+        let seen = view.iter().find(|e| e.id == id);
+        check_fence_confirm(
+            &req.node,
+            self.ctx.liveness.lease_certainly_expired(term, id, now),
+            seen.map_or(NodeState::Suspect, |e| e.state),
+            seen.and_then(|e| e.age),
+        )
+        .map_err(crate::convert::refusal_status)?;
         let actor = actor(&req.actor);
         warn!(node = %req.node, %actor, "an operator confirmed a node is off");
         let how = format!("confirmed off by {actor}");

@@ -85,6 +85,9 @@ pub enum KeepReason {
     CatchingUp { applied: u64, needed: u64 },
     /// The agent is stopping: nothing exclusive starts.
     Leaving,
+    /// Found running when the agent started: kept, untouched, until this
+    /// run holds a lease (or the inherited lease runs out).
+    FoundAfterRestart,
     /// Maintenance covers the group here: observe and report only.
     Maintenance(String),
 }
@@ -100,6 +103,10 @@ impl fmt::Display for KeepReason {
                 "assigned here, catching up before starting (applied {applied}, the lease needs {needed})"
             ),
             KeepReason::Leaving => f.write_str("the agent is stopping: nothing exclusive starts"),
+            KeepReason::FoundAfterRestart => f.write_str(
+                "found running after an agent restart: kept as it is until this run holds a lease, at most until \
+                 the previous run's lease runs out",
+            ),
             KeepReason::Maintenance(why) => write!(f, "maintenance ({why}): monitoring and reporting only"),
         }
     }
@@ -147,6 +154,13 @@ pub fn duty(i: &DutyInput<'_>) -> Duty {
         if i.leaving {
             return stop(StopReason::Leaving);
         }
+    }
+    // After an agent restart, what runs was found running on a state that
+    // may be stale: until a lease of this run (and the log applied as far
+    // as it requires) confirms that state, nothing is stopped or started on
+    // it. Only self-fencing (above) acts, by the inherited lease's end.
+    if running && i.lease.until().is_none() && i.lease.may_keep(i.now, i.timing) {
+        return keep(KeepReason::FoundAfterRestart);
     }
     if let Some(why) = c.maintenance.covers(i.group, i.me) {
         return keep(KeepReason::Maintenance(why));
@@ -398,14 +412,31 @@ mod tests {
     fn a_restarted_agent_keeps_what_it_found_until_its_inherited_lease_runs_out() {
         let c = cluster("exclusive", &["a"]);
         let l = OwnLease::inherited(Some(Millis(3_000)));
-        assert_eq!(duty(&input(&c, &l, 2, 2_000)), Duty::Run, "fully running: kept");
+        let found = Duty::Keep {
+            why: KeepReason::FoundAfterRestart,
+        };
+        assert_eq!(duty(&input(&c, &l, 2, 2_000)), found, "fully running: kept");
         assert_eq!(
             duty(&input(&c, &l, 1, 2_000)),
-            Duty::Keep {
-                why: KeepReason::NoLease
-            },
+            found,
             "nothing more starts on an inherited lease"
         );
+        assert_eq!(
+            duty(&input(&c, &l, 0, 2_000)),
+            Duty::Keep {
+                why: KeepReason::NoLease
+            }
+        );
+        // Assigned elsewhere by a state that may be stale: not stopped on it.
+        let moved = cluster("exclusive", &["b"]);
+        assert_eq!(duty(&input(&moved, &l, 2, 2_000)), found);
+        // A lease of this run confirms the state: then it stops.
+        let mut granted = l;
+        granted.record_grant(Millis(2_000), T.lease, 0, &T);
+        assert!(matches!(duty(&input(&moved, &granted, 2, 2_000)), Duty::Stop { .. }));
+        // No record (nothing inherited): nothing is kept on it.
+        let none = OwnLease::inherited(None);
+        assert!(matches!(duty(&input(&moved, &none, 2, 2_000)), Duty::Stop { .. }));
         assert_eq!(
             duty(&input(&c, &l, 2, 2_500)),
             Duty::Stop {
@@ -440,6 +471,9 @@ mod tests {
             i.applied = applied;
             i.leaving = leaving;
             let d = duty(&i);
+            if started > 0 && !granted && lease.may_keep(Millis(now), &T) && !leaving {
+                prop_assert_eq!(&d, &Duty::Keep { why: KeepReason::FoundAfterRestart });
+            }
             if d == Duty::Run {
                 prop_assert!(assigned_here && !leaving);
                 prop_assert!(lease.may_keep(Millis(now), &T));
@@ -450,7 +484,7 @@ mod tests {
             if started > 0 && !lease.may_keep(Millis(now), &T) {
                 prop_assert_eq!(&d, &Duty::Stop { why: StopReason::LeaseRunningOut });
             }
-            if !assigned_here && started > 0 {
+            if !assigned_here && started > 0 && granted {
                 prop_assert!(matches!(d, Duty::Stop { .. }), "{:?}", d);
             }
         }

@@ -133,6 +133,12 @@ impl OwnLease {
         }
     }
 
+    /// Takes over the lease the previous run recorded (see
+    /// [`OwnLease::inherited`]); a lease of this run is kept.
+    pub fn inherit(&mut self, until: Option<Millis>) {
+        self.inherited = until;
+    }
+
     /// Records a grant of a heartbeat sent at `sent_at` (this node's clock):
     /// the lease runs from `sent_at` for the shorter of `granted` and the
     /// configured lease. A grant never shortens a lease already held (a late

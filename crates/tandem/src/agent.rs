@@ -229,7 +229,10 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         left_ms = left.as_millis() as u64,
         "what is left of the previous run's lease"
     );
-    let previous_lease_until = Some(tokio::time::Instant::now() + left);
+    // What runs may be kept until then (less the self-fencing margin), and
+    // the lease guard ends what still runs there; nothing starts on it.
+    ctx.liveness
+        .inherit_lease((!left.is_zero()).then(|| ctx.clock.now().plus(left)));
     let lease_task = tokio::spawn(tandem_api::lease_file::persist_lease(
         ctx.clone(),
         lease_file,
@@ -259,7 +262,6 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         let exec_config = ExecutorConfig {
             state_dir: config.data_dir.join("run"),
             ocf_root: ctx.ocf_root.clone(),
-            previous_lease_until,
             active: exclusive_active.clone(),
         };
         tokio::spawn(run_executor(ctx.clone(), exec_config, shutdown_rx.clone()))
