@@ -2181,7 +2181,7 @@ mod tests {
         format!("[[groups]]\nname = \"web\"\n[[groups.resources]]\nname = \"app\"\n{resource}\n")
     }
 
-    const EXAMPLE: &str = include_str!("../../../deploy/examples/spec.toml");
+    const EXAMPLE: &str = include_str!("../../../../deploy/examples/spec.toml");
 
     #[test]
     fn the_shipped_example_parses() {
