@@ -9,9 +9,9 @@ use super::common::coordinator;
 use super::stats::report;
 use crate::Outcome;
 use crate::client::{actor, failed};
-use crate::cluster::LocalCluster;
+use crate::cluster::DemoCluster;
 
-pub(super) async fn commit(cluster: &LocalCluster, writes: usize) -> Outcome {
+pub(super) async fn commit(cluster: &DemoCluster, writes: usize) -> Outcome {
     let (coordinator, mut client) = coordinator(cluster, Duration::from_secs(10)).await?;
     println!("commit: {writes} sequential notes through the coordinator ({coordinator}), each fsync'ed on a majority");
     let who = actor();

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use tandem_proto::v1 as pb;
 
 use crate::client::{actor, connect_to, failed};
-use crate::cluster::{LocalCluster, agreed_coordinator};
+use crate::cluster::{DemoCluster, agreed_coordinator};
 use crate::{Failure, Outcome};
 
 /// Waits until all agree on one coordinator, every node is up and has
 /// applied everything the coordinator committed.
-pub(super) async fn wait_stable(cluster: &LocalCluster, timeout: Duration) -> Result<String, Failure> {
+pub(super) async fn wait_stable(cluster: &DemoCluster, timeout: Duration) -> Result<String, Failure> {
     let count = cluster.nodes.iter().filter(|n| n.running()).count();
     cluster
         .wait_for(timeout, "a stable, caught-up cluster", |st| {
@@ -32,7 +32,7 @@ pub(super) async fn wait_stable(cluster: &LocalCluster, timeout: Duration) -> Re
 
 /// The coordinator's name and a client connected to it.
 pub(super) async fn coordinator(
-    cluster: &LocalCluster,
+    cluster: &DemoCluster,
     timeout: Duration,
 ) -> Result<(String, crate::client::Client), Failure> {
     let statuses = cluster.statuses(Duration::from_secs(2)).await;
@@ -45,7 +45,7 @@ pub(super) async fn coordinator(
 }
 
 /// Commits `spec` through the coordinator.
-pub(super) async fn apply(cluster: &LocalCluster, spec: String, file: &str, timeout: Duration) -> Outcome {
+pub(super) async fn apply(cluster: &DemoCluster, spec: String, file: &str, timeout: Duration) -> Outcome {
     coordinator(cluster, timeout)
         .await?
         .1

@@ -8,10 +8,10 @@ use tandem_proto::v1 as pb;
 use super::common::wait_stable;
 use super::stats::report;
 use crate::client::connect_to;
-use crate::cluster::LocalCluster;
+use crate::cluster::DemoCluster;
 use crate::{Failure, Outcome};
 
-pub(super) async fn failover(cluster: &mut LocalCluster, runs: usize, timeout: Duration) -> Outcome {
+pub(super) async fn failover(cluster: &mut DemoCluster, runs: usize, timeout: Duration) -> Outcome {
     println!("failover: {runs} runs of kill -9 of the coordinator, default timing");
     let mut samples = Vec::with_capacity(runs);
     for run in 1..=runs {

@@ -9,7 +9,7 @@ use tandem_proto::v1 as pb;
 use super::common::{apply, coordinator, poll_dns_until, running_on, wait_stable};
 use super::stats::report;
 use crate::client::failed;
-use crate::cluster::{LocalCluster, agreed_coordinator};
+use crate::cluster::{DemoCluster, agreed_coordinator};
 use crate::{Failure, Outcome};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,7 +47,7 @@ fn spec_with_fencing(demo_spec: &str, dir: &std::path::Path, mode: BenchFencing)
 /// From `kill -9` of web's primary (agent and service) until every survivor
 /// reports web running on the other member.
 pub(super) async fn group_failover(
-    cluster: &mut LocalCluster,
+    cluster: &mut DemoCluster,
     runs: usize,
     fencing: BenchFencing,
     timeout: Duration,
@@ -56,7 +56,7 @@ pub(super) async fn group_failover(
     let demo_spec = std::fs::read_to_string(&service.spec).map_err(|e| Failure::runtime(e.to_string()))?;
     let spec = spec_with_fencing(&demo_spec, &cluster.dir, fencing)?;
     // fence_dummy's plugs start on; each run switches one off.
-    let power_on = |cluster: &LocalCluster| {
+    let power_on = |cluster: &DemoCluster| {
         for node in ["site-a", "site-b"] {
             let _ = std::fs::write(cluster.dir.join(format!("pdu-{node}.status")), "ON");
         }
@@ -94,10 +94,10 @@ pub(super) async fn group_failover(
             .filter(|n| n.name != primary && n.running())
             .map(|n| n.dns)
             .collect();
-        let other = LocalCluster::NAMES
+        let other = DemoCluster::NAMES
             .iter()
             .position(|(n, _)| *n != primary && *n != "witness")
-            .map(LocalCluster::ip)
+            .map(DemoCluster::ip)
             .map(std::net::IpAddr::V4);
         let dns_deadline = start + timeout;
         let dns_poll = std::thread::spawn(move || {

@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use super::stats::{proc_sample, ticks_per_second};
 use crate::Outcome;
-use crate::cluster::LocalCluster;
+use crate::cluster::DemoCluster;
 
-pub(super) async fn idle(cluster: &LocalCluster, duration: Duration) -> Outcome {
+pub(super) async fn idle(cluster: &DemoCluster, duration: Duration) -> Outcome {
     let ticks_per_s = ticks_per_second();
     println!(
         "idle: sampling the three agents for {}",

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::cluster::LocalCluster;
+use crate::cluster::DemoCluster;
 use crate::{Failure, Outcome};
 use common::wait_stable;
 use group_failover::BenchFencing;
@@ -147,7 +147,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
         // inherits this limit).
         watch_memory::raise_nofile(connections as u64 * 2 + 256)?;
     }
-    let (mut cluster, _) = LocalCluster::prepare(&dir, "bench")?;
+    let (mut cluster, _) = DemoCluster::prepare(&dir, "bench")?;
     cluster.start_all()?;
     let result = tokio::select! {
         r = async {

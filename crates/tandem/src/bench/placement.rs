@@ -9,7 +9,7 @@ use super::common::coordinator;
 use super::stats::report;
 use crate::Outcome;
 use crate::client::{actor, failed};
-use crate::cluster::LocalCluster;
+use crate::cluster::DemoCluster;
 
 /// The pure placement computation on a synthetic cluster: every group
 /// prefers three nodes, clones one in ten, anti-affinity between neighbours.
@@ -96,7 +96,7 @@ pub(super) fn compute(nodes: usize, groups: usize, per_group: usize, runs: usize
 /// Validating and committing a large spec through `ApplySpec` on the local
 /// cluster. Its groups avoid every node, so the figure is the spec's own
 /// cost, not that of starting thousands of processes.
-pub(super) async fn apply(cluster: &LocalCluster, groups: usize, per_group: usize, runs: usize) -> Outcome {
+pub(super) async fn apply(cluster: &DemoCluster, groups: usize, per_group: usize, runs: usize) -> Outcome {
     use std::fmt::Write as _;
     let mut text = String::new();
     for g in 0..groups {

@@ -9,7 +9,7 @@ use tandem_proto::v1 as pb;
 use super::common::{apply, running_on, wait_stable};
 use super::stats::{latency_line, percentile, report};
 use crate::client::connect_to;
-use crate::cluster::LocalCluster;
+use crate::cluster::DemoCluster;
 use crate::{Failure, Outcome};
 
 /// A trivial exclusive group for the load benchmarks: commands that always
@@ -120,7 +120,7 @@ async fn poll_status(
 /// it running on the other member, restarts the killed agent and waits
 /// until the cluster is whole again. The failover times, in ms.
 async fn kill_primaries(
-    cluster: &mut LocalCluster,
+    cluster: &mut DemoCluster,
     deadline: Instant,
     in_failover: &std::sync::atomic::AtomicBool,
     timeout: Duration,
@@ -152,7 +152,7 @@ async fn kill_primaries(
     }
 }
 
-pub(super) async fn status_load(cluster: &mut LocalCluster, o: StatusLoad, timeout: Duration) -> Outcome {
+pub(super) async fn status_load(cluster: &mut DemoCluster, o: StatusLoad, timeout: Duration) -> Outcome {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let address = cluster

@@ -8,7 +8,7 @@ use tandem_proto::v1 as pb;
 use super::common::{apply, coordinator, poll_dns_until, running_on, wait_stable};
 use super::stats::report;
 use crate::client::{actor, failed};
-use crate::cluster::LocalCluster;
+use crate::cluster::DemoCluster;
 use crate::{Failure, Outcome};
 
 /// A trivial service (a sleep, which SIGTERM ends at once) in the demo's DNS zone.
@@ -18,7 +18,7 @@ prefer = [{ node = \"site-a\", score = 100 }, { node = \"site-b\", score = 50 }]
 [[groups.resources]]\nname = \"svc\"\nagent = \"exec\"\ncommand = \"/bin/sleep\"\n\
 args = [\"1000000\"]\nmonitor_interval = \"1s\"\n";
 
-pub(super) async fn switchover(cluster: &LocalCluster, runs: usize, timeout: Duration) -> Outcome {
+pub(super) async fn switchover(cluster: &DemoCluster, runs: usize, timeout: Duration) -> Outcome {
     apply(cluster, SWITCHOVER_SPEC.into(), "bench-switchover.toml", timeout).await?;
     println!(
         "switchover: {runs} planned switchovers of a trivial service (a sleep), alternating between site-a and site-b; the command is sent to the coordinator; DNS of all 3 nodes polled every 1 ms"
@@ -32,10 +32,10 @@ pub(super) async fn switchover(cluster: &LocalCluster, runs: usize, timeout: Dur
             .wait_for(timeout, "web running", |st| running_on(st, "web"))
             .await?;
         let target = if primary == "site-a" { "site-b" } else { "site-a" };
-        let target_ip = LocalCluster::NAMES
+        let target_ip = DemoCluster::NAMES
             .iter()
             .position(|(n, _)| *n == target)
-            .map(LocalCluster::ip)
+            .map(DemoCluster::ip)
             .map(std::net::IpAddr::V4)
             .ok_or_else(|| Failure::runtime("no such node"))?;
         let servers: Vec<std::net::SocketAddr> = cluster.nodes.iter().filter(|n| n.running()).map(|n| n.dns).collect();

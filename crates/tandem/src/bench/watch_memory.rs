@@ -8,7 +8,7 @@ use tandem_proto::v1 as pb;
 use super::common::coordinator;
 use super::stats::{proc_sample, ticks_per_second};
 use crate::client::connect_to;
-use crate::cluster::LocalCluster;
+use crate::cluster::DemoCluster;
 use crate::{Failure, Outcome};
 
 /// Raises this process's soft limit of open files to at least `wanted`
@@ -31,7 +31,7 @@ pub(super) fn raise_nofile(wanted: u64) -> Outcome {
 /// HTTP/2 connections, keeps reading them, and reports the node's
 /// resident memory before, once all are open, and after `steady`.
 pub(super) async fn watch_memory(
-    cluster: &LocalCluster,
+    cluster: &DemoCluster,
     streams: usize,
     connections: usize,
     steady: Duration,
