@@ -42,9 +42,9 @@ pub fn free_port() -> u16 {
 }
 
 /// A member of a test cluster, on 127.0.0.1.
-fn member(name: &str, role: &str) -> Member {
+fn member(local: &mut LocalCluster, name: &str, role: &str) -> Member {
     let role = NodeRole::parse(role).unwrap_or_else(|| panic!("no role {role:?}"));
-    Member::on(name, role, Ipv4Addr::LOCALHOST).unwrap()
+    local.member(name, role, Ipv4Addr::LOCALHOST).unwrap()
 }
 
 pub struct TestCluster {
@@ -75,8 +75,8 @@ impl TestCluster {
     /// Writes configurations for `nodes` (name, role), all initial members.
     pub fn new(nodes: &[(&str, &'static str)]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let local = LocalCluster::new(BIN, dir.path(), format!("t{}", free_port())).with_tail(TEST_CONFIG);
-        let members: Vec<Member> = nodes.iter().map(|(n, r)| member(n, r)).collect();
+        let mut local = LocalCluster::new(BIN, dir.path(), format!("t{}", free_port())).with_tail(TEST_CONFIG);
+        let members: Vec<Member> = nodes.iter().map(|(n, r)| member(&mut local, n, r)).collect();
         let mut c = TestCluster {
             local,
             dir,
@@ -109,7 +109,7 @@ impl TestCluster {
     /// Writes the configuration of a node that will be added with
     /// `tandem members add` (join = true) and returns its address.
     pub fn add_joiner(&mut self, name: &str, role: &'static str) -> String {
-        let me = member(name, role);
+        let me = member(&mut self.local, name, role);
         let mut members = self.members.clone();
         members.push(me.clone());
         self.local.write_node(&me, &members, true).unwrap();

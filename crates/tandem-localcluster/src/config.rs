@@ -17,18 +17,6 @@ pub struct Member {
     pub address: SocketAddr,
 }
 
-impl Member {
-    /// A member whose gRPC listens on a free port of `ip`.
-    pub fn on(name: &str, role: NodeRole, ip: impl Into<IpAddr>) -> io::Result<Member> {
-        let ip = ip.into();
-        Ok(Member {
-            name: name.to_string(),
-            role,
-            address: SocketAddr::new(ip, free_port(ip)?),
-        })
-    }
-}
-
 /// Asks the kernel for a free port on `ip`. Another process could take it
 /// before the agent binds it; the agent then says so and exits.
 pub fn free_port(ip: impl Into<IpAddr>) -> io::Result<u16> {

@@ -12,14 +12,16 @@
 
 mod config;
 
+use std::collections::BTreeSet;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tandem_core::NodeRole;
 
 use config::ConfigFile;
 pub use config::{Member, free_port};
@@ -63,6 +65,10 @@ pub struct LocalCluster {
     head: String,
     /// TOML tables at the end of every configuration written.
     tail: String,
+    /// Every address handed out so far: the kernel may offer a port again
+    /// as soon as it was released, and two listeners of one cluster on the
+    /// same port would keep one agent from starting.
+    given: BTreeSet<SocketAddr>,
 }
 
 /// `e` with `what` in front of its message.
@@ -81,6 +87,7 @@ impl LocalCluster {
             bin: bin.into(),
             head: String::new(),
             tail: String::new(),
+            given: BTreeSet::new(),
         }
     }
 
@@ -105,14 +112,36 @@ impl LocalCluster {
         self.dir.join(format!("{name}-data"))
     }
 
+    /// A free address on `ip` that this cluster has not handed out before.
+    fn fresh_address(&mut self, ip: IpAddr) -> io::Result<SocketAddr> {
+        for _ in 0..100 {
+            let address = SocketAddr::new(ip, free_port(ip)?);
+            if self.given.insert(address) {
+                return Ok(address);
+            }
+        }
+        Err(io::Error::other(format!(
+            "cannot find a free loopback port on {ip} not given out already"
+        )))
+    }
+
+    /// A member whose gRPC listens on a free port of `ip`.
+    pub fn member(&mut self, name: &str, role: NodeRole, ip: impl Into<IpAddr>) -> io::Result<Member> {
+        Ok(Member {
+            name: name.to_string(),
+            role,
+            address: self.fresh_address(ip.into())?,
+        })
+    }
+
     /// Writes the configuration of `me` and adds it, not started: gRPC on
     /// its member address, DNS and HTTP on free ports of the same IP,
     /// `members` as the initial member list; `join` for a node that is to
     /// be added to the running cluster with `tandem members add`.
     pub fn write_node(&mut self, me: &Member, members: &[Member], join: bool) -> io::Result<()> {
         let ip = me.address.ip();
-        let dns = SocketAddr::new(ip, free_port(ip)?);
-        let http = SocketAddr::new(ip, free_port(ip)?);
+        let dns = self.fresh_address(ip)?;
+        let http = self.fresh_address(ip)?;
         let file = ConfigFile {
             cluster: &self.cluster,
             me,
@@ -313,6 +342,17 @@ pub fn agreed_coordinator<'a>(answers: impl IntoIterator<Item = Option<(&'a str,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_never_hands_out_one_address_twice() -> io::Result<()> {
+        let mut c = LocalCluster::new("tandem", std::env::temp_dir(), "t");
+        let mut seen = BTreeSet::new();
+        for i in 0..200 {
+            let m = c.member(&format!("n{i}"), NodeRole::Member, std::net::Ipv4Addr::LOCALHOST)?;
+            assert!(seen.insert(m.address), "{} given twice", m.address);
+        }
+        Ok(())
+    }
 
     #[test]
     fn a_coordinator_is_agreed_only_when_every_node_names_it_in_one_term() {

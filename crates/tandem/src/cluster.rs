@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tandem_core::NodeRole;
-use tandem_localcluster::{LocalCluster, Member, free_port};
+use tandem_localcluster::{LocalCluster, free_port};
 use tandem_proto::v1 as pb;
 
 use crate::Failure;
@@ -73,7 +73,7 @@ impl DemoCluster {
             let members = Self::NAMES
                 .iter()
                 .enumerate()
-                .map(|(i, (name, role))| Member::on(name, *role, Self::ip(i)))
+                .map(|(i, (name, role))| local.member(name, *role, Self::ip(i)))
                 .collect::<io::Result<Vec<_>>>()
                 .map_err(failure)?;
             for m in &members {
