@@ -225,7 +225,7 @@ fn the_status_page_follows_a_failover_live_and_fits_a_phone() {
         .build()
         .unwrap();
     // The witness's page: it stays up while the primary goes.
-    let url = format!("http://{}/", c.node("witness").http);
+    let url = format!("http://{}/", c.node("witness").http.unwrap());
     rt.block_on(async {
         let mut page = Page::open(&browser).await;
         page.call("Page.navigate", json!({ "url": url })).await;

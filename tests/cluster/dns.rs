@@ -73,7 +73,7 @@ fn web_spec(c: &TestCluster, name: &str) -> std::path::PathBuf {
 }
 
 fn a_records(c: &TestCluster, node: &str) -> Answer {
-    dig(&c.node(node).dns, "web.svc.test.", "A", false)
+    dig(&c.node(node).dns.to_string(), "web.svc.test.", "A", false)
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn every_node_answers_the_primary_and_follows_it_through_a_failover() {
     });
     let mut serials = BTreeSet::new();
     for n in nodes {
-        let server = &c.node(n).dns;
+        let server = &c.node(n).dns.to_string();
         let soa = dig(server, "svc.test.", "SOA", false);
         assert_eq!(soa.status, "NOERROR", "{n}: {soa:?}");
         serials.insert(soa.records[0].split_whitespace().nth(3).unwrap().to_string());
@@ -176,8 +176,8 @@ fn a_node_cut_off_from_the_majority_answers_servfail_once_its_lease_runs_out() {
     };
     let took = paused.elapsed();
     // Static records and the zone's apex still answer.
-    let www = dig(&c.node("site-b").dns, "www.svc.test.", "CNAME", false);
-    let soa = dig(&c.node("site-b").dns, "svc.test.", "SOA", false);
+    let www = dig(&c.node("site-b").dns.to_string(), "www.svc.test.", "CNAME", false);
+    let soa = dig(&c.node("site-b").dns.to_string(), "svc.test.", "SOA", false);
     c.signal("site-a", nix::sys::signal::Signal::SIGCONT);
     c.signal("witness", nix::sys::signal::Signal::SIGCONT);
     assert_eq!(answer.status, "SERVFAIL", "after {took:?}: {answer:?}");

@@ -12,17 +12,17 @@ use crate::support::*;
 
 /// `GET path` on `node`'s HTTP listener: the status code and the body as JSON.
 fn get_json(c: &TestCluster, node: &str, path: &str) -> Option<(u16, Value)> {
-    let (code, body) = http_get(&c.node(node).http, path)?;
+    let (code, body) = http_get(c.node(node).http, path)?;
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{node} {path}: not JSON ({e}): {body}"));
     Some((code, json))
 }
 
 fn code(c: &TestCluster, node: &str, path: &str) -> Option<u16> {
-    http_get(&c.node(node).http, path).map(|(code, _)| code)
+    http_get(c.node(node).http, path).map(|(code, _)| code)
 }
 
 fn metrics(c: &TestCluster, node: &str) -> BTreeMap<String, f64> {
-    let (code, text) = http_get(&c.node(node).http, "/metrics").expect("an answer from /metrics");
+    let (code, text) = http_get(c.node(node).http, "/metrics").expect("an answer from /metrics");
     assert_eq!(code, 200, "{text}");
     assert!(
         text.ends_with("# EOF\n"),

@@ -176,7 +176,7 @@ fn tokens_guard_operator_calls_and_reads_when_a_viewer_token_is_set() {
         );
     }
     // Counted in the metrics, by method and reason.
-    let (code, metrics) = http_get(&c.node(&other).http, "/metrics").expect("metrics answer");
+    let (code, metrics) = http_get(c.node(&other).http, "/metrics").expect("metrics answer");
     assert_eq!(code, 200);
     assert!(
         metrics.contains("tandem_api_refused_total{method=\"Switchover\",reason=\"viewer_not_allowed\"} 1"),

@@ -1,4 +1,8 @@
-//! Shared helpers: a cluster of real `tandem` agent processes on loopback.
+//! Shared helpers: a cluster of real `tandem` agent processes on loopback,
+//! the harness `tandem demo` and `tandem bench` use too
+//! (`tandem_localcluster::LocalCluster`), as tests want it: a failure panics
+//! with the agents' logs, every wait ends after [`WAIT`], the CLI runs with
+//! the cluster's credentials.
 //!
 //! Every process a test starts is killed when its `TestCluster` is dropped,
 //! also when the test fails; data lives in a temporary directory that goes
@@ -6,14 +10,20 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
+use tandem_core::NodeRole;
+use tandem_localcluster::{LocalCluster, Member, agreed_coordinator};
+
+/// A node of a test cluster: `address` (gRPC), `dns`, `http`, `config`, `log`.
+pub use tandem_localcluster::Node as TestNode;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 
@@ -21,55 +31,60 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 /// CI machines are shared; figures come from `tandem bench`, not from tests.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The end of every test node's configuration. Roomier timing than the
+/// defaults: tests share two cores with other tests, and a spurious
+/// election would only make them slower to read.
+const TEST_CONFIG: &str = "[timing]\nheartbeat_interval = \"100ms\"\nelection_timeout = \"300ms\"\nlease = \"3s\"\n\n\
+                           [log]\nlevel = \"debug\"\n";
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    tandem_localcluster::free_port(Ipv4Addr::LOCALHOST).unwrap()
 }
 
-pub struct TestNode {
-    pub name: String,
-    pub role: &'static str,
-    pub address: String,
-    pub dns: String,
-    /// `[node] http_listen`: healthz, primary, metrics, the status page.
-    pub http: String,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    child: Option<Child>,
+/// A member of a test cluster, on 127.0.0.1.
+fn member(local: &mut LocalCluster, name: &str, role: &str) -> Member {
+    let role = NodeRole::parse(role).unwrap_or_else(|| panic!("no role {role:?}"));
+    local.member(name, role, Ipv4Addr::LOCALHOST).unwrap()
 }
 
 pub struct TestCluster {
-    /// Extra TOML appended to every node's configuration.
-    extra: String,
+    /// The agents: declared before `dir`, so they are killed before their
+    /// directory goes.
+    local: LocalCluster,
+    /// Where the configurations, data and logs are (`local.dir`).
     pub dir: tempfile::TempDir,
-    /// Unique per test, so that agents of concurrent tests never talk to
-    /// each other even if one reuses a port another just released.
-    pub cluster: String,
-    pub nodes: Vec<TestNode>,
     /// The initial member list, as written in every node's configuration.
-    members: Vec<(String, &'static str, String)>,
+    members: Vec<Member>,
     /// Added to every CLI call the helpers make (`cli`, `status`): the
     /// credentials of a cluster with `[security]` or `[tls]`.
     pub client_args: Vec<String>,
+}
+
+/// `nodes`, `cluster` (the cluster's name: unique per test, so that agents
+/// of concurrent tests never talk to each other even if one reuses a port
+/// another just released), `running()`, `data_dir(name)`.
+impl Deref for TestCluster {
+    type Target = LocalCluster;
+
+    fn deref(&self) -> &LocalCluster {
+        &self.local
+    }
 }
 
 impl TestCluster {
     /// Writes configurations for `nodes` (name, role), all initial members.
     pub fn new(nodes: &[(&str, &'static str)]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let members: Vec<(String, &'static str, String)> = nodes
-            .iter()
-            .map(|(n, r)| (n.to_string(), *r, format!("127.0.0.1:{}", free_port())))
-            .collect();
+        let mut local = LocalCluster::new(BIN, dir.path(), format!("t{}", free_port())).with_tail(TEST_CONFIG);
+        let members: Vec<Member> = nodes.iter().map(|(n, r)| member(&mut local, n, r)).collect();
         let mut c = TestCluster {
-            extra: String::new(),
+            local,
             dir,
-            cluster: format!("t{}", free_port()),
-            nodes: Vec::new(),
             members,
             client_args: Vec::new(),
         };
-        for (name, role, address) in c.members.clone() {
-            c.write_node(&name, role, &address, false, &c.members.clone());
+        for m in &c.members {
+            c.local.write_node(m, &c.members, false).unwrap();
         }
         c
     }
@@ -82,143 +97,54 @@ impl TestCluster {
     /// A three-node cluster whose configurations end with `extra` (TOML tables).
     pub fn three_with(extra: &str) -> TestCluster {
         let mut c = TestCluster::three();
-        c.extra = extra.to_string();
-        for n in &c.nodes {
-            let mut text = std::fs::read_to_string(&n.config).unwrap();
-            text.push_str(extra);
-            std::fs::write(&n.config, text).unwrap();
-        }
+        c.local.append_config_all(extra).unwrap();
         c
     }
 
     /// Appends `text` (TOML tables) to the configuration of node `name`.
     pub fn append_config(&self, name: &str, text: &str) {
-        let path = &self.node(name).config;
-        let mut config = std::fs::read_to_string(path).unwrap();
-        config.push_str(text);
-        std::fs::write(path, config).unwrap();
+        self.local.append_config(name, text).unwrap();
     }
 
     /// Writes the configuration of a node that will be added with
     /// `tandem members add` (join = true) and returns its address.
     pub fn add_joiner(&mut self, name: &str, role: &'static str) -> String {
-        let address = format!("127.0.0.1:{}", free_port());
+        let me = member(&mut self.local, name, role);
         let mut members = self.members.clone();
-        members.push((name.to_string(), role, address.clone()));
-        self.write_node(name, role, &address, true, &members);
-        address
-    }
-
-    fn write_node(
-        &mut self,
-        name: &str,
-        role: &'static str,
-        address: &str,
-        join: bool,
-        members: &[(String, &'static str, String)],
-    ) {
-        let dns = format!("127.0.0.1:{}", free_port());
-        let http = format!("127.0.0.1:{}", free_port());
-        let data = self.dir.path().join(format!("{name}-data"));
-        let mut text = format!(
-            "[cluster]\nname = \"{}\"\njoin = {join}\n\n[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{}\"\ngrpc_listen = \"{address}\"\ndns_listen = \"{dns}\"\nhttp_listen = \"{http}\"\n\n",
-            self.cluster,
-            data.display()
-        );
-        for (n, r, a) in members {
-            text.push_str(&format!(
-                "[[members]]\nname = \"{n}\"\naddress = \"{a}\"\nrole = \"{r}\"\n\n"
-            ));
-        }
-        // Roomier than the defaults: tests share two cores with other tests,
-        // and a spurious election would only make them slower to read.
-        text.push_str("[timing]\nheartbeat_interval = \"100ms\"\nelection_timeout = \"300ms\"\nlease = \"3s\"\n\n");
-        text.push_str("[log]\nlevel = \"debug\"\n");
-        text.push_str(&self.extra);
-        let config = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(&config, text).unwrap();
-        self.nodes.push(TestNode {
-            name: name.to_string(),
-            role,
-            address: address.to_string(),
-            dns,
-            http,
-            config,
-            log: self.dir.path().join(format!("{name}.log")),
-            child: None,
-        });
+        members.push(me.clone());
+        self.local.write_node(&me, &members, true).unwrap();
+        me.address.to_string()
     }
 
     pub fn node(&self, name: &str) -> &TestNode {
-        self.nodes.iter().find(|n| n.name == name).unwrap()
-    }
-
-    fn node_mut(&mut self, name: &str) -> &mut TestNode {
-        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+        self.local.node(name).unwrap_or_else(|| panic!("no node {name}"))
     }
 
     pub fn start(&mut self, name: &str) {
-        let node = self.node_mut(name);
-        assert!(node.child.is_none(), "{name} already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["agent", "--config"])
-            .arg(&node.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        node.child = Some(child);
+        self.local.start(name).unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn start_all(&mut self) {
-        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
-        for n in names {
-            self.start(&n);
-        }
-    }
-
-    pub fn running(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| n.child.is_some())
-            .map(|n| n.name.clone())
-            .collect()
+        self.local.start_all().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// `kill -9` of a node's agent.
     pub fn kill9(&mut self, name: &str) {
-        let mut child = self.node_mut(name).child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        self.local.kill9(name).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// SIGTERM, then waits for the exit; returns the exit code.
     pub fn sigterm(&mut self, name: &str) -> Option<i32> {
-        let mut child = self.node_mut(name).child.take().unwrap();
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            if start.elapsed() > WAIT {
-                child.kill().unwrap();
-                panic!("{name} did not stop within {WAIT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        self.signal(name, Signal::SIGTERM);
+        match self.local.wait_exit(name, WAIT).unwrap() {
+            Some(status) => status.code(),
+            None => panic!("{name} did not stop within {WAIT:?} of SIGTERM"),
         }
     }
 
     /// Sends `signal` to `name`'s agent (SIGSTOP/SIGCONT to pause it).
     pub fn signal(&self, name: &str, signal: Signal) {
-        let child = self.node(name).child.as_ref().unwrap();
-        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        self.local.signal(name, signal).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Runs the CLI against `name`'s endpoint.
@@ -316,17 +242,17 @@ impl TestCluster {
         self.wait_for("one coordinator agreed by every running node", |c| {
             let running = c.running();
             let statuses: Vec<Value> = running.iter().map(|n| c.status(n)).collect::<Option<_>>()?;
-            let first = statuses[0]["coordinator"].as_str()?.to_string();
-            let term = statuses[0]["term"].as_u64()?;
-            let agreed = statuses
-                .iter()
-                .all(|s| s["coordinator"].as_str() == Some(first.as_str()) && s["term"].as_u64() == Some(term));
+            let (first, _) = agreed_coordinator(
+                statuses
+                    .iter()
+                    .map(|s| Some((s["coordinator"].as_str()?, s["term"].as_u64()?))),
+            )?;
             let all_up = statuses.iter().all(|s| {
                 running
                     .iter()
                     .all(|r| node_in(s, r).is_some_and(|n| n["state"] == "up"))
             });
-            (agreed && all_up && Some(first.as_str()) != excluding).then_some(first)
+            (all_up && Some(first.as_str()) != excluding).then_some(first)
         })
     }
 
@@ -339,21 +265,6 @@ impl TestCluster {
             out.push_str(&format!("--- {} log (last 30 lines) ---\n{tail}\n", n.name));
         }
         out
-    }
-
-    pub fn data_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}-data"))
-    }
-}
-
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
     }
 }
 
@@ -381,12 +292,12 @@ pub fn tandem(args: &[&str]) -> Output {
     }
 }
 
-/// `GET path` from `addr` over HTTP/1.1: the status code and the body, or
-/// None when nothing answered within 5 s.
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+/// `GET path` from a node's HTTP listener `addr` over HTTP/1.1: the status
+/// code and the body, or None when it has none or nothing answered within 5 s.
+pub fn http_get(addr: Option<SocketAddr>, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let sock: std::net::SocketAddr = addr.parse().unwrap();
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5)).ok()?;
+    let addr = addr?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;

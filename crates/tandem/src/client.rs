@@ -11,10 +11,13 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::security::{client_tls, read_tls, read_token};
-
 use crate::output::{event_json, rfc3339_ms, role_name, state_name, status_json, status_table};
+use crate::security::{client_tls, read_tls, read_token};
 use crate::{Connection, Failure, Outcome, OutputFormat};
+
+/// Moved beside `Failure` (security.rs needs it, and client.rs needs
+/// security.rs); still reachable here for agent.rs, which calls it by this path.
+pub use crate::root_cause;
 
 /// A client of the operator API, with the caller's credentials.
 pub type Client = TandemClient<InterceptedService<Channel, Credentials>>;
@@ -119,14 +122,6 @@ async fn connect_with(
         ))
     })?;
     Ok(TandemClient::with_interceptor(channel, security.credentials.clone()))
-}
-
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 /// Turns a gRPC error into a failure: refusals (bad input, a change the

@@ -1,91 +1,47 @@
-//! A cluster of local agent processes on loopback, for `tandem demo` and
-//! `tandem bench`: writes the configuration files, starts and stops the
-//! agents, and watches their status.
+//! The local cluster of `tandem demo` and `tandem bench`: three nodes on
+//! 127.0.0.11-13, real agents run by a [`LocalCluster`], watched over gRPC;
+//! and the demo's service and fence device.
 
-use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tandem_core::NodeRole;
+use tandem_localcluster::{LocalCluster, free_port};
 use tandem_proto::v1 as pb;
-use tokio::process::{Child, Command};
 
 use crate::Failure;
 
-/// One node of the local cluster.
-pub struct LocalNode {
-    pub name: String,
-    pub address: String,
-    /// Where its DNS responder listens.
-    pub dns: SocketAddr,
-    /// Where its HTTP endpoints and status page listen, if anywhere.
-    pub http: Option<SocketAddr>,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    child: Option<Child>,
+/// What the harness could not do, as a failure of the command.
+fn failure(e: io::Error) -> Failure {
+    Failure::runtime(e.to_string())
 }
 
-impl LocalNode {
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
-    }
+/// The comment at the top of every configuration the demo writes.
+const CONFIG_HEAD: &str = "# Written by `tandem demo`: a local cluster on loopback, for trying Tandem out.\n\
+                           # See deploy/examples/ for an annotated production configuration.\n\n";
 
-    pub fn running(&self) -> bool {
-        self.child.is_some()
-    }
-}
-
-pub struct LocalCluster {
-    pub dir: PathBuf,
-    pub nodes: Vec<LocalNode>,
+/// Three agents on loopback (`NAMES`, node `i` on [`DemoCluster::ip`]),
+/// with the same timing defaults as production.
+pub struct DemoCluster {
+    local: LocalCluster,
     /// One lazily connecting channel per node, reused by every poll.
     channels: tandem_raft::network::Channels,
 }
 
-/// Asks the kernel for a free loopback port. Another process could take it
-/// before the agent binds it; the agent then says so and exits.
-fn free_port(ip: std::net::Ipv4Addr) -> Result<u16, Failure> {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Failure::runtime(format!("cannot find a free loopback port: {e}")))
-}
+/// The nodes, their files and addresses. Starting and stopping agents goes
+/// through [`DemoCluster`]'s own methods.
+impl Deref for DemoCluster {
+    type Target = LocalCluster;
 
-/// The configuration of one demo node. Same timing defaults as production.
-fn config_text(
-    cluster: &str,
-    me: &str,
-    role: NodeRole,
-    data_dir: &Path,
-    (grpc, dns, http): (SocketAddr, SocketAddr, SocketAddr),
-    members: &[(String, NodeRole, String)],
-) -> String {
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "# Written by `tandem demo`: a local cluster on loopback, for trying Tandem out."
-    );
-    let _ = writeln!(t, "# See deploy/examples/ for an annotated production configuration.\n");
-    let _ = writeln!(t, "[cluster]\nname = \"{cluster}\"\n");
-    let _ = writeln!(
-        t,
-        "[node]\nname = \"{me}\"\nrole = \"{role}\"\ndata_dir = {:?}\ngrpc_listen = \"{grpc}\"\ndns_listen = \"{dns}\"\nhttp_listen = \"{http}\"\n",
-        data_dir.display().to_string()
-    );
-    for (name, role, address) in members {
-        let _ = writeln!(
-            t,
-            "[[members]]\nname = \"{name}\"\naddress = \"{address}\"\nrole = \"{role}\"\n"
-        );
+    fn deref(&self) -> &LocalCluster {
+        &self.local
     }
-    t
 }
 
-impl LocalCluster {
+impl DemoCluster {
     /// Node `i` lives on 127.0.0.(11 + i): each node, and each node's
     /// services, get an address of their own, as on separate machines.
     pub fn ip(i: usize) -> std::net::Ipv4Addr {
@@ -101,113 +57,39 @@ impl LocalCluster {
     /// Writes `DIR/site-a.toml`, `DIR/site-b.toml` and `DIR/witness.toml`
     /// with free loopback ports, or reuses them when they are already there
     /// (the cluster's membership lives in its data, so the addresses must stay).
-    pub fn prepare(dir: &Path, cluster: &str) -> Result<(LocalCluster, bool), Failure> {
+    pub fn prepare(dir: &Path, cluster: &str) -> Result<(DemoCluster, bool), Failure> {
         let dir = std::path::absolute(dir).map_err(|e| Failure::input(format!("{}: {e}", dir.display())))?;
         std::fs::create_dir_all(&dir).map_err(|e| Failure::runtime(format!("cannot create {}: {e}", dir.display())))?;
-        let paths: Vec<PathBuf> = Self::NAMES.iter().map(|(n, _)| dir.join(format!("{n}.toml"))).collect();
-        let reused = paths.iter().all(|p| p.exists());
-        let mut nodes = Vec::new();
+        let bin =
+            std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the tandem binary: {e}")))?;
+        let mut local = LocalCluster::new(bin, dir, cluster).with_head(CONFIG_HEAD);
+        let reused = Self::NAMES.iter().all(|(n, _)| local.config_path(n).exists());
         if reused {
-            for (path, (name, _)) in paths.iter().zip(Self::NAMES) {
-                let config = crate::agent::load_config(path)?;
-                nodes.push(LocalNode {
-                    name: name.to_string(),
-                    address: config.node.address.clone(),
-                    dns: config.dns_listen,
-                    http: config.http_listen,
-                    config: path.clone(),
-                    log: dir.join(format!("{name}.log")),
-                    child: None,
-                });
+            for (name, _) in Self::NAMES {
+                let config = crate::agent::load_config(&local.config_path(name))?;
+                local.add_written(name, config.node.address.clone(), config.dns_listen, config.http_listen);
             }
-            return Ok((
-                LocalCluster {
-                    dir,
-                    nodes,
-                    channels: Default::default(),
-                },
-                true,
-            ));
+        } else {
+            let members = Self::NAMES
+                .iter()
+                .enumerate()
+                .map(|(i, (name, role))| local.member(name, *role, Self::ip(i)))
+                .collect::<io::Result<Vec<_>>>()
+                .map_err(failure)?;
+            for m in &members {
+                local.write_node(m, &members, false).map_err(failure)?;
+            }
         }
-        let mut ports = Vec::new();
-        for i in 0..Self::NAMES.len() {
-            let ip = Self::ip(i);
-            ports.push((free_port(ip)?, free_port(ip)?, free_port(ip)?));
-        }
-        let members: Vec<(String, NodeRole, String)> = Self::NAMES
-            .iter()
-            .zip(&ports)
-            .enumerate()
-            .map(|(i, ((n, r), (grpc, _, _)))| (n.to_string(), *r, format!("{}:{grpc}", Self::ip(i))))
-            .collect();
-        for (i, (((name, role), (grpc, dns, http)), path)) in Self::NAMES.iter().zip(&ports).zip(&paths).enumerate() {
-            let grpc_addr = SocketAddr::from((Self::ip(i), *grpc));
-            let dns_addr = SocketAddr::from((Self::ip(i), *dns));
-            let http_addr = SocketAddr::from((Self::ip(i), *http));
-            let text = config_text(
-                cluster,
-                name,
-                *role,
-                &dir.join(format!("{name}-data")),
-                (grpc_addr, dns_addr, http_addr),
-                &members,
-            );
-            std::fs::write(path, text)
-                .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
-            nodes.push(LocalNode {
-                name: name.to_string(),
-                address: grpc_addr.to_string(),
-                dns: dns_addr,
-                http: Some(http_addr),
-                config: path.clone(),
-                log: dir.join(format!("{name}.log")),
-                child: None,
-            });
-        }
-        Ok((
-            LocalCluster {
-                dir,
-                nodes,
-                channels: Default::default(),
-            },
-            false,
-        ))
-    }
-
-    pub fn node(&self, name: &str) -> Option<&LocalNode> {
-        self.nodes.iter().find(|n| n.name == name)
-    }
-
-    fn node_mut(&mut self, name: &str) -> Result<&mut LocalNode, Failure> {
-        self.nodes
-            .iter_mut()
-            .find(|n| n.name == name)
-            .ok_or_else(|| Failure::runtime(format!("no local node {name}")))
+        let cluster = DemoCluster {
+            local,
+            channels: Default::default(),
+        };
+        Ok((cluster, reused))
     }
 
     /// Starts the agent of `name` as a child process, its log appended to `DIR/NAME.log`.
     pub fn start(&mut self, name: &str) -> Result<u32, Failure> {
-        let exe =
-            std::env::current_exe().map_err(|e| Failure::runtime(format!("cannot find the tandem binary: {e}")))?;
-        let node = self.node_mut(name)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", node.log.display())))?;
-        let log_err = log.try_clone().map_err(|e| Failure::runtime(e.to_string()))?;
-        let child = Command::new(exe)
-            .arg("agent")
-            .arg("--config")
-            .arg(&node.config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Failure::runtime(format!("cannot start the agent of {name}: {e}")))?;
-        let pid = child.id().unwrap_or(0);
-        node.child = Some(child);
+        let pid = self.local.start(name).map_err(failure)?;
         // For the demo's fence devices (fence-node.sh), which run in another agent.
         let pid_file = self.dir.join(format!("{name}.pid"));
         std::fs::write(&pid_file, format!("{pid}\n"))
@@ -225,32 +107,13 @@ impl LocalCluster {
 
     /// `kill -9` of the agent of `name`, as a crash or power loss would.
     pub async fn kill9(&mut self, name: &str) -> Result<(), Failure> {
-        let node = self.node_mut(name)?;
-        if let Some(mut child) = node.child.take() {
-            child
-                .start_kill()
-                .map_err(|e| Failure::runtime(format!("cannot kill {name}: {e}")))?;
-            let _ = child.wait().await;
-        }
-        Ok(())
+        tokio::task::block_in_place(|| self.local.kill9(name)).map_err(failure)
     }
 
     /// Stops every agent with SIGTERM and waits for it (up to `grace`,
     /// then SIGKILL).
     pub async fn stop_all(&mut self, grace: Duration) {
-        for node in &self.nodes {
-            if let Some(pid) = node.pid().and_then(|p| i32::try_from(p).ok()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-        }
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take()
-                && tokio::time::timeout(grace, child.wait()).await.is_err()
-            {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-            }
-        }
+        tokio::task::block_in_place(|| self.local.stop_all(grace));
     }
 
     /// The status each running node reports now (`None` where it did not answer).
@@ -314,17 +177,11 @@ pub async fn interrupted() -> &'static str {
 
 /// The coordinator all answering nodes agree on, with the term, if they do.
 pub fn agreed_coordinator(statuses: &[(String, Option<pb::ClusterStatus>)]) -> Option<(String, u64)> {
-    let mut agreed: Option<(String, u64)> = None;
-    for (_, s) in statuses {
-        let s = s.as_ref()?;
-        let c = s.coordinator.clone()?;
-        match &agreed {
-            None => agreed = Some((c, s.term)),
-            Some((a, t)) if *a == c && *t == s.term => {}
-            Some(_) => return None,
-        }
-    }
-    agreed
+    tandem_localcluster::agreed_coordinator(
+        statuses
+            .iter()
+            .map(|(_, s)| s.as_ref().and_then(|s| Some((s.coordinator.as_deref()?, s.term)))),
+    )
 }
 
 /// The demo's fence device: a stand-in for a power switch, fit ONLY for a
@@ -403,11 +260,11 @@ impl DemoService {
         }
         let fence = dir.join("fence-node.sh");
         write(&fence, FENCE_SH)?;
-        let port = free_port(LocalCluster::ip(0))?;
+        let port = free_port(DemoCluster::ip(0)).map_err(failure)?;
         let addresses = format!(
             "{{\"site-a\": \"{}\", \"site-b\": \"{}\"}}",
-            LocalCluster::ip(0),
-            LocalCluster::ip(1)
+            DemoCluster::ip(0),
+            DemoCluster::ip(1)
         );
         let py = WEB_PY
             .replace("ADDRESSES", &addresses)
@@ -457,7 +314,7 @@ impl DemoService {
     /// Asks the service on node `i`'s address; `None` if nothing answers.
     pub fn ask(&self, i: usize) -> Option<String> {
         use std::io::{Read, Write};
-        let addr = SocketAddr::from((LocalCluster::ip(i), self.port));
+        let addr = SocketAddr::from((DemoCluster::ip(i), self.port));
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
         s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
         s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
@@ -467,10 +324,10 @@ impl DemoService {
     }
 }
 
-impl LocalCluster {
+impl DemoCluster {
     /// The pid of the demo service on `node`, from its pid file.
     pub fn service_pid(&self, node: &str) -> Option<i32> {
-        let text = std::fs::read_to_string(self.dir.join(format!("{node}-data/run/web/http.pid"))).ok()?;
+        let text = std::fs::read_to_string(self.data_dir(node).join("run/web/http.pid")).ok()?;
         text.split_whitespace().next()?.parse().ok()
     }
 }

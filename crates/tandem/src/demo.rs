@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tandem_proto::v1 as pb;
 
-use crate::cluster::{DemoService, LocalCluster, agreed_coordinator};
+use crate::cluster::{DemoCluster, DemoService, agreed_coordinator};
 use crate::output::{state_name, status_table};
 use crate::{Failure, Outcome};
 
@@ -41,7 +41,7 @@ fn remove_demo_files(dir: &std::path::Path) -> Outcome {
             std::fs::remove_file(&p).map_err(|e| Failure::runtime(format!("cannot remove {}: {e}", p.display())))?;
         }
     }
-    for (name, _) in LocalCluster::NAMES {
+    for (name, _) in DemoCluster::NAMES {
         for file in [format!("{name}.toml"), format!("{name}.log")] {
             let p = dir.join(file);
             if p.exists() {
@@ -62,7 +62,7 @@ pub async fn run(args: DemoArgs) -> Outcome {
     if args.fresh {
         remove_demo_files(&args.dir)?;
     }
-    let (mut cluster, reused) = LocalCluster::prepare(&args.dir, "demo")?;
+    let (mut cluster, reused) = DemoCluster::prepare(&args.dir, "demo")?;
     let service = DemoService::prepare(&cluster.dir)?;
     let configs: Vec<String> = cluster.nodes.iter().map(|n| n.config.display().to_string()).collect();
     if args.configs_only {
@@ -213,7 +213,7 @@ fn web_running(st: &[(String, Option<pb::ClusterStatus>)]) -> Option<String> {
 
 /// Asks the web service on `node`'s address and prints the answer.
 /// What every node's DNS responder answers for web's name now.
-fn dns_answers(cluster: &LocalCluster) -> String {
+fn dns_answers(cluster: &DemoCluster) -> String {
     let mut parts = Vec::new();
     for n in &cluster.nodes {
         let answer = match tandem_dns::client::lookup(n.dns, "web.demo.tandem.", false, Duration::from_millis(500)) {
@@ -228,9 +228,9 @@ fn dns_answers(cluster: &LocalCluster) -> String {
 }
 
 /// Waits (briefly) until every node's DNS answers `node`'s address for web, and prints the answers.
-async fn ask_dns(cluster: &LocalCluster, node: &str) {
-    let i = LocalCluster::NAMES.iter().position(|(n, _)| *n == node).unwrap_or(0);
-    let want = LocalCluster::ip(i).to_string();
+async fn ask_dns(cluster: &DemoCluster, node: &str) {
+    let i = DemoCluster::NAMES.iter().position(|(n, _)| *n == node).unwrap_or(0);
+    let want = DemoCluster::ip(i).to_string();
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut line = dns_answers(cluster);
     while line.matches(want.as_str()).count() < cluster.nodes.iter().filter(|n| n.running()).count()
@@ -243,7 +243,7 @@ async fn ask_dns(cluster: &LocalCluster, node: &str) {
 }
 
 fn ask(service: &DemoService, node: &str) {
-    let i = LocalCluster::NAMES.iter().position(|(n, _)| *n == node).unwrap_or(0);
+    let i = DemoCluster::NAMES.iter().position(|(n, _)| *n == node).unwrap_or(0);
     // The process runs before it listens: give it a moment.
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut answer = service.ask(i);
@@ -252,13 +252,13 @@ fn ask(service: &DemoService, node: &str) {
         answer = service.ask(i);
     }
     match answer {
-        Some(answer) => println!("  http://{}:{}/ answers: {answer}", LocalCluster::ip(i), service.port),
-        None => println!("  http://{}:{}/ does not answer", LocalCluster::ip(i), service.port),
+        Some(answer) => println!("  http://{}:{}/ answers: {answer}", DemoCluster::ip(i), service.port),
+        None => println!("  http://{}:{}/ does not answer", DemoCluster::ip(i), service.port),
     }
 }
 
 /// `kill -9` of a node's agent and, if it runs there, of the demo service.
-async fn kill_node(cluster: &mut LocalCluster, node: &str) -> Outcome {
+async fn kill_node(cluster: &mut DemoCluster, node: &str) -> Outcome {
     let pid = cluster.node(node).and_then(|n| n.pid()).unwrap_or(0);
     let service = cluster.service_pid(node);
     cluster.kill9(node).await?;
@@ -271,7 +271,7 @@ async fn kill_node(cluster: &mut LocalCluster, node: &str) -> Outcome {
     Ok(())
 }
 
-async fn wait_back(cluster: &mut LocalCluster, node: &str, narrator: &mut Narrator, args: &DemoArgs) -> Outcome {
+async fn wait_back(cluster: &mut DemoCluster, node: &str, narrator: &mut Narrator, args: &DemoArgs) -> Outcome {
     let count = cluster.nodes.len();
     println!("  restarting {node}; it rejoins and catches up.");
     narrator.restart_clock();
@@ -291,7 +291,7 @@ async fn wait_back(cluster: &mut LocalCluster, node: &str, narrator: &mut Narrat
 
 /// Step 5: a planned switchover back, phase by phase, then the timeline of
 /// every move the demo made.
-async fn switchover(cluster: &LocalCluster, service: &DemoService, primary: &str, args: &DemoArgs) -> Outcome {
+async fn switchover(cluster: &DemoCluster, service: &DemoService, primary: &str, args: &DemoArgs) -> Outcome {
     let target = if primary == "site-a" { "site-b" } else { "site-a" };
     println!("5. Planned switchover of web from {primary} to {target}: `tandem switchover web --to {target}`.");
     let address = cluster.node("witness").map(|n| n.address.clone()).unwrap_or_default();
@@ -343,7 +343,7 @@ async fn switchover(cluster: &LocalCluster, service: &DemoService, primary: &str
     Ok(())
 }
 
-async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &DemoArgs) -> Outcome {
+async fn scenario(cluster: &mut DemoCluster, service: &DemoService, args: &DemoArgs) -> Outcome {
     let count = cluster.nodes.len();
     let mut narrator = Narrator::new();
 
@@ -471,7 +471,7 @@ async fn scenario(cluster: &mut LocalCluster, service: &DemoService, args: &Demo
 
 /// Waits until web runs on a node other than `old` and says how long it took.
 async fn wait_moved(
-    cluster: &LocalCluster,
+    cluster: &DemoCluster,
     narrator: &mut Narrator,
     old: &str,
     args: &DemoArgs,
@@ -489,7 +489,7 @@ async fn wait_moved(
     Ok(primary)
 }
 
-async fn print_table(cluster: &LocalCluster) {
+async fn print_table(cluster: &DemoCluster) {
     for (_, s) in cluster.statuses(Duration::from_secs(2)).await {
         if let Some(s) = s {
             println!("{}", status_table(&s));
@@ -499,7 +499,7 @@ async fn print_table(cluster: &LocalCluster) {
 }
 
 /// Follows the status stream of a running node, moving to another when it stops answering.
-async fn live(cluster: &LocalCluster) -> Outcome {
+async fn live(cluster: &DemoCluster) -> Outcome {
     let clear = std::io::stdout().is_terminal();
     loop {
         for node in cluster.nodes.iter().filter(|n| n.running()) {

@@ -369,6 +369,16 @@ impl Failure {
 
 pub type Outcome = Result<(), Failure>;
 
+/// The innermost cause of an error, which is what a failure's message should
+/// say (tonic and rustls wrap the cause that matters in layers of context).
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Two worker threads: a CPU-heavy request (validating a large spec) must

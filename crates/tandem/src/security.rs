@@ -108,7 +108,7 @@ pub fn client_tls(material: &TlsMaterial, files: &str) -> Result<ClientTlsConfig
     }
     tonic::transport::Endpoint::from_static("https://127.0.0.1:1")
         .tls_config(tls.clone())
-        .map_err(|e| Failure::input(format!("{files}: {}", crate::client::root_cause(&e))))?;
+        .map_err(|e| Failure::input(format!("{files}: {}", crate::root_cause(&e))))?;
     Ok(tls)
 }
 
