@@ -9,7 +9,9 @@
 
 pub mod auth;
 pub mod clock;
+pub mod context;
 pub mod convert;
+pub mod counters;
 pub mod dns;
 pub mod executor;
 pub mod hooks;
@@ -25,4 +27,5 @@ pub mod service;
 pub mod status;
 pub mod watchdog;
 
+pub use context::ApiContext;
 pub use node::NodeContext;

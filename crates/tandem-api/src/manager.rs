@@ -306,13 +306,7 @@ pub async fn fence_and_commit(
 ) -> Result<String, String> {
     info!(%node, "fencing");
     let result = fence_node(&fencing, &node, FenceAction::Off).await;
-    ctx.metrics
-        .counters
-        .fence_attempts
-        .get_or_create(&crate::metrics::OutcomeLabels {
-            outcome: if result.fenced { "fenced" } else { "failed" }.to_string(),
-        })
-        .inc();
+    ctx.counters.fence_attempt(result.fenced);
     let summary = result.summary();
     let actor = format!("node:{}", ctx.me.name);
     let cmd = if result.fenced {

@@ -9,6 +9,7 @@ use tandem_raft::store::AppliedState;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::counters::NodeCounters;
 use crate::liveness::Liveness;
 
 /// The running node as the services see it. Cheap to clone.
@@ -31,13 +32,8 @@ pub struct NodeContext {
     /// Set when the agent is stopping: exclusive groups stop here (and move),
     /// while heartbeats, the lease guard and the watchdog still run.
     pub leaving: Arc<std::sync::atomic::AtomicBool>,
-    /// Prometheus metrics that accumulate while the process runs.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Calls refused for want of a credential, per method and reason.
-    pub auth_stats: Arc<crate::auth::AuthStats>,
-    /// The last status built: GetStatus, status streams, the HTTP status
-    /// page and /metrics all answer from it, so many readers cost one build.
-    pub status_cache: Arc<crate::status::StatusCache>,
+    /// Counters of the runtime since the process started (for metrics).
+    pub counters: Arc<NodeCounters>,
 }
 
 impl NodeContext {

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::clock::unix_ms;
+use crate::context::ApiContext;
 use crate::convert::{event_to_pb, role_from_pb};
 use crate::liveness::member_ids;
 use crate::node::NodeContext;
@@ -53,12 +54,12 @@ pub struct TandemService {
 }
 
 impl TandemService {
-    pub fn new(ctx: NodeContext, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn new(api: ApiContext, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
         TandemService {
-            ctx: ctx.clone(),
+            ctx: api.node,
             shutdown,
             membership_lock: Arc::new(Mutex::new(())),
-            cache: ctx.status_cache.clone(),
+            cache: api.status_cache,
             changes: Arc::default(),
         }
     }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
-use tandem_api::NodeContext;
-use tandem_api::auth::{AuthLayer, AuthStats};
+use tandem_api::auth::AuthLayer;
 use tandem_api::clock::Clock;
 use tandem_api::executor::{ExecutorConfig, run_executor};
 use tandem_api::liveness::{Liveness, confirm_quorum, follow_raft, run_heartbeats, run_witness_fallback};
@@ -15,6 +14,7 @@ use tandem_api::manager::run_manager;
 use tandem_api::peer::PeerService;
 use tandem_api::service::TandemService;
 use tandem_api::watchdog::{SelfFence, run_watchdog};
+use tandem_api::{ApiContext, NodeContext};
 use tandem_core::NodeRole;
 use tandem_core::config::{LogFormat, NodeConfig};
 use tandem_core::timing::duration_ms;
@@ -156,12 +156,10 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         ocf_root: ocf_root(),
         self_fence: Arc::new(SelfFence::default()),
         leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        metrics: Arc::new(tandem_api::metrics::Metrics::new()),
-        auth_stats: Arc::new(AuthStats::default()),
-        status_cache: Arc::default(),
+        counters: Arc::default(),
     };
     // Counters are since start: what the loaded state already holds is the baseline.
-    ctx.metrics.follow(&ctx.state.borrow().cluster);
+    let api = ApiContext::new(ctx.clone());
 
     info!(
         cluster = %config.cluster,
@@ -236,11 +234,11 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         shutdown_rx.clone(),
     ));
     let dns_task = tokio::spawn(dns.run(shutdown_rx.clone()));
-    let metrics_task = tokio::spawn(tandem_api::http::follow_metrics(ctx.clone(), shutdown_rx.clone()));
+    let metrics_task = tokio::spawn(tandem_api::http::follow_metrics(api.clone(), shutdown_rx.clone()));
     let http_task = http_listener.map(|l| {
         tokio::spawn(tandem_api::http::serve(
             l,
-            ctx.clone(),
+            api.clone(),
             Some(dns_stats.clone()),
             shutdown_rx.clone(),
         ))
@@ -292,10 +290,10 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
             .map_err(|e| Failure::input(format!("{}: [tls]: {}", path.display(), crate::client::root_cause(&e))))?;
     }
     let server = builder
-        .layer(AuthLayer::new(security.policy.clone(), ctx.auth_stats.clone()))
+        .layer(AuthLayer::new(security.policy.clone(), api.auth_stats.clone()))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(TandemServer::new(TandemService::new(ctx.clone(), shutdown_rx.clone())))
+        .add_service(TandemServer::new(TandemService::new(api.clone(), shutdown_rx.clone())))
         .add_service(
             PeerServer::new(PeerService::new(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
