@@ -73,3 +73,12 @@ pub fn transition_to_pb(t: &tandem_core::state::Transition) -> pb::Transition {
         outcome_reason,
     }
 }
+
+/// The actor a request names, as recorded in events ("unknown" when none).
+pub fn actor(given: &str) -> String {
+    if given.trim().is_empty() {
+        "unknown".to_string()
+    } else {
+        given.to_string()
+    }
+}

@@ -39,8 +39,6 @@ use tandem_agents::{Action, ActionResult, Env, Outcome, Runner};
 use tandem_core::groups::{NodeReport, Phase, ResourceReport};
 use tandem_core::spec::{GroupKind, GroupSpec, ResourceSpec};
 use tandem_core::state::{Command, TransitionOutcome};
-use tandem_proto::v1::RaftMessage;
-use tandem_proto::v1::peer_client::PeerClient;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -48,6 +46,7 @@ use tracing::{error, info, warn};
 use crate::clock::unix_ms;
 use crate::hooks::{Hook, HookCall, HookMemory};
 use crate::node::NodeContext;
+use crate::report::send_report;
 
 /// Where the executor keeps its runtime files and finds OCF agents.
 #[derive(Clone)]
@@ -1109,34 +1108,4 @@ async fn lease_guard(
             }
         }
     }
-}
-
-/// Commits a report: proposed here on the coordinator, else sent to it.
-pub async fn send_report(ctx: &NodeContext, command: &Command) -> Result<(), String> {
-    if ctx.is_coordinator() {
-        let r = ctx
-            .raft
-            .client_write(command.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        return match r.data.rejected {
-            Some(why) => Err(why),
-            None => Ok(()),
-        };
-    }
-    let Some((_, coordinator)) = ctx.coordinator() else {
-        return Err("no coordinator".into());
-    };
-    let channel = ctx.channels.get(&coordinator.address).map_err(|e| e.to_string())?;
-    let json = serde_json::to_vec(command).map_err(|e| e.to_string())?;
-    let mut req = tonic::Request::new(RaftMessage {
-        cluster: ctx.cluster.clone(),
-        json,
-    });
-    req.set_timeout(Duration::from_secs(5));
-    PeerClient::new(channel)
-        .report(req)
-        .await
-        .map(|_| ())
-        .map_err(|s| s.message().to_string())
 }

@@ -6,8 +6,10 @@ use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, RaftMessage, ReportRepl
 use tandem_raft::network::{Inbound, InboundError};
 use tonic::{Request, Response, Status};
 
+use crate::errors::report_status;
 use crate::liveness::handle_heartbeat;
 use crate::node::NodeContext;
+use crate::write::propose;
 
 pub struct PeerService {
     ctx: NodeContext,
@@ -93,20 +95,13 @@ impl Peer for PeerService {
         if !self.ctx.is_coordinator() {
             return Err(Status::unavailable("this node is not the coordinator"));
         }
-        let r = self
-            .ctx
-            .raft
-            .client_write(command)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        if let Some(why) = r.data.rejected {
+        let (log_index, applied) = propose(&self.ctx, command).await.map_err(report_status)?;
+        if let Some(why) = applied.rejected {
             // The sender must not act as if the cluster knew (a stale report
             // is one from before this node was fenced).
             return Err(Status::failed_precondition(why));
         }
-        Ok(Response::new(ReportReply {
-            log_index: r.log_id.index,
-        }))
+        Ok(Response::new(ReportReply { log_index }))
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {

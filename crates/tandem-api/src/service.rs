@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures::Stream;
 use openraft::ChangeMembers;
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use tandem_core::config::{check_peer_address, valid_name};
 use tandem_core::lease::NodeState;
 use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
@@ -29,7 +28,8 @@ use tracing::{info, warn};
 
 use crate::clock::unix_ms;
 use crate::context::ApiContext;
-use crate::convert::{event_to_pb, role_from_pb};
+use crate::convert::{actor, event_to_pb, role_from_pb};
+use crate::errors::write_status;
 use crate::liveness::member_ids;
 use crate::node::NodeContext;
 use crate::{operate, status};
@@ -247,7 +247,7 @@ impl TandemService {
             .raft
             .change_membership(change, false)
             .await
-            .map_err(write_error)?;
+            .map_err(|e| write_status(e.into()))?;
         let mut log_index = r.log_id.index;
         match self.propose(event).await {
             Ok((i, _)) => log_index = i,
@@ -274,7 +274,7 @@ impl TandemService {
             .raft
             .add_learner(id, node.clone(), false)
             .await
-            .map_err(|e| Some(write_error(e)))?;
+            .map_err(|e| Some(write_status(e.into())))?;
         let target = added.log_id.index;
         let caught_up = |m: &openraft::RaftMetrics<u64, NodeInfo>| {
             m.replication
@@ -345,15 +345,6 @@ impl TandemService {
     }
 }
 
-pub(crate) fn actor(given: &str) -> String {
-    if given.trim().is_empty() {
-        "unknown".to_string()
-    } else {
-        given.to_string()
-    }
-}
-
-/// Maps a Raft write error to a gRPC status that tells the caller what to do.
 /// A forwarded call that failed on the way (the coordinator did not answer,
 /// the connection broke) rather than being refused by the coordinator: say
 /// so, and that a retry may meet a new coordinator.
@@ -365,22 +356,6 @@ fn forward_failed(s: Status) -> Status {
         ))
     } else {
         s
-    }
-}
-
-pub(crate) fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
-            "this node stopped being the coordinator{}; retry",
-            f.leader_node
-                .map(|n| format!(" ({} is now)", n.name))
-                .unwrap_or_default()
-        )),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(p))) => {
-            Status::unavailable(format!("another membership change is still in progress ({p}); retry"))
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => Status::failed_precondition(c.to_string()),
-        RaftError::Fatal(f) => Status::internal(format!("raft stopped: {f}")),
     }
 }
 

@@ -1,0 +1,24 @@
+//! Node errors as gRPC statuses, in one place: what the runtime says went
+//! wrong, told to the caller with the code that says what to do about it.
+
+use tonic::Status;
+
+use crate::write::WriteError;
+
+/// A write that was not committed: `UNAVAILABLE` when a retry may succeed
+/// (no coordinator, an election or another change under way, this node no
+/// longer the coordinator), `FAILED_PRECONDITION` when Raft refused it as
+/// asked, `INTERNAL` when Raft stopped here.
+pub fn write_status(e: WriteError) -> Status {
+    match e {
+        WriteError::Retry(m) | WriteError::Forward { message: m, .. } => Status::unavailable(m),
+        WriteError::Refused(m) => Status::failed_precondition(m),
+        WriteError::Fatal(m) => Status::internal(m),
+    }
+}
+
+/// A peer's report that was not committed: always `UNAVAILABLE`, so the
+/// sending node tries again (with whoever is coordinator then).
+pub fn report_status(e: WriteError) -> Status {
+    Status::unavailable(e.to_string())
+}
