@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use crate::write::WriteError;
+use tandem_node::write::WriteError;
 
 /// A write that was not committed: `UNAVAILABLE` when a retry may succeed
 /// (no coordinator, an election or another change under way, this node no

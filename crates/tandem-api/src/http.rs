@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use crate::context::ApiContext;
 use crate::metrics::{self, Scrape, kind_str, node_state_str, phase_times, role_str};
-use crate::node::NodeContext;
+use tandem_node::node::NodeContext;
 
 /// The status page: one self-contained file (inline CSS and JS).
 const STATUS_PAGE: &str = include_str!("status.html");

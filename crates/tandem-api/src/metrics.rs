@@ -29,8 +29,8 @@ use tandem_dns::StatsSnapshot;
 use tandem_proto::v1 as pb;
 
 use crate::convert::event_kind_str;
-use crate::counters::NodeCountersSnapshot;
-use crate::liveness::LeaseCountersSnapshot;
+use tandem_node::counters::NodeCountersSnapshot;
+use tandem_node::liveness::LeaseCountersSnapshot;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

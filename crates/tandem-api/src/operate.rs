@@ -16,11 +16,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::{info, warn};
 
-use crate::clock::unix_ms;
 use crate::convert::{actor, event_to_pb, transition_to_pb};
 use crate::errors::write_status;
-use crate::manager::{current_plan, node_facts};
-use crate::node::NodeContext;
+use tandem_node::clock::unix_ms;
+use tandem_node::manager::{current_plan, node_facts};
+use tandem_node::node::NodeContext;
 
 pub type MoveStream = Pin<Box<dyn Stream<Item = Result<pb::MoveProgress, Status>> + Send>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
@@ -35,7 +35,7 @@ const DEFAULT_HISTORY: usize = 20;
 /// Commits `command` on this node, the coordinator: its log index and what
 /// applying it returned.
 pub(crate) async fn propose(ctx: &NodeContext, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
-    crate::write::propose(ctx, command).await.map_err(write_status)
+    tandem_node::write::propose(ctx, command).await.map_err(write_status)
 }
 
 fn is_member(ctx: &NodeContext, node: &str) -> Option<tandem_core::NodeRole> {

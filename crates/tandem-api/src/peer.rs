@@ -7,9 +7,9 @@ use tandem_raft::network::{Inbound, InboundError};
 use tonic::{Request, Response, Status};
 
 use crate::errors::report_status;
-use crate::liveness::handle_heartbeat;
-use crate::node::NodeContext;
-use crate::write::propose;
+use tandem_node::liveness::handle_heartbeat;
+use tandem_node::node::NodeContext;
+use tandem_node::write::propose;
 
 pub struct PeerService {
     ctx: NodeContext,
@@ -112,7 +112,7 @@ impl Peer for PeerService {
                 return Err(Status::unavailable("no coordinator known here either"));
             };
             let forwarded = HeartbeatRequest { relay: false, ..req };
-            return crate::liveness::send_heartbeat(
+            return tandem_node::liveness::send_heartbeat(
                 &self.ctx,
                 &coordinator.address,
                 forwarded,

@@ -26,13 +26,13 @@ use tokio::sync::{Mutex, watch};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::clock::unix_ms;
 use crate::context::ApiContext;
 use crate::convert::{actor, event_to_pb, role_from_pb};
 use crate::errors::write_status;
-use crate::liveness::member_ids;
-use crate::node::NodeContext;
 use crate::{operate, status};
+use tandem_node::clock::unix_ms;
+use tandem_node::liveness::member_ids;
+use tandem_node::node::NodeContext;
 
 /// Marks a request forwarded by another node, so it is never forwarded twice.
 const FORWARDED: &str = "x-tandem-forwarded";
@@ -585,7 +585,7 @@ impl Tandem for TandemService {
             let mut trial = (*self.ctx.state.borrow().clone()).clone();
             trial.cluster.spec = spec.clone();
             let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-            crate::dns::build_zone(&self.ctx.cluster, &trial, &members)
+            tandem_node::dns::build_zone(&self.ctx.cluster, &trial, &members)
                 .map_err(|e| Status::invalid_argument(format!("{file}: dns: {e}")))?;
         }
         for (name, d) in &spec.fencing.devices {
@@ -767,11 +767,11 @@ impl Tandem for TandemService {
     async fn get_dns(&self, _req: Request<pb::GetDnsRequest>) -> Result<Response<pb::DnsZone>, Status> {
         let state = self.ctx.state.borrow().clone();
         let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-        let zone = crate::dns::build_zone(&self.ctx.cluster, &state, &members).map_err(Status::internal)?;
+        let zone = tandem_node::dns::build_zone(&self.ctx.cluster, &state, &members).map_err(Status::internal)?;
         Ok(Response::new(pb::DnsZone {
             zone: zone.origin(),
             serial: zone.serial(),
-            answering: crate::dns::may_answer(&self.ctx),
+            answering: tandem_node::dns::may_answer(&self.ctx),
             records: zone
                 .records()
                 .into_iter()

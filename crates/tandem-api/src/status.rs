@@ -8,10 +8,10 @@ use tandem_proto::v1 as pb;
 use tandem_raft::store::AppliedState;
 use tokio::sync::watch;
 
-use crate::clock::unix_ms;
 use crate::convert::{role_to_pb, state_to_pb};
-use crate::liveness::member_ids;
-use crate::node::NodeContext;
+use tandem_node::clock::unix_ms;
+use tandem_node::liveness::member_ids;
+use tandem_node::node::NodeContext;
 
 /// How old a cached status may be when nothing it is built from changed:
 /// only heartbeat ages, `at_unix_ms` and states derived from ages (up,
@@ -202,11 +202,11 @@ pub fn significant(s: &pb::ClusterStatus) -> pb::ClusterStatus {
 /// Every group's status, derived from the replicated state and the local
 /// placement plan (for the reasons a group is blocked).
 fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::HashMap<String, String>) {
-    let plan = crate::manager::current_plan(ctx);
-    let facts = crate::manager::node_facts(ctx);
+    let plan = tandem_node::manager::current_plan(ctx);
+    let facts = tandem_node::manager::node_facts(ctx);
     let state = ctx.state.borrow().clone();
     let c = &state.cluster;
-    let now = crate::clock::unix_ms();
+    let now = tandem_node::clock::unix_ms();
     let mut names: Vec<String> = c.spec.groups.iter().map(|g| g.name.clone()).collect();
     for n in c.groups.keys() {
         if !names.contains(n) {

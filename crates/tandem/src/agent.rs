@@ -6,18 +6,19 @@ use std::sync::Arc;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
+use tandem_api::ApiContext;
 use tandem_api::auth::AuthLayer;
-use tandem_api::clock::Clock;
-use tandem_api::executor::{ExecutorConfig, run_executor};
-use tandem_api::liveness::{Liveness, confirm_quorum, follow_raft, run_heartbeats, run_witness_fallback};
-use tandem_api::manager::run_manager;
 use tandem_api::peer::PeerService;
 use tandem_api::service::TandemService;
-use tandem_api::watchdog::{SelfFence, run_watchdog};
-use tandem_api::{ApiContext, NodeContext};
 use tandem_core::NodeRole;
 use tandem_core::config::{LogFormat, NodeConfig};
 use tandem_core::timing::duration_ms;
+use tandem_node::NodeContext;
+use tandem_node::clock::Clock;
+use tandem_node::executor::{ExecutorConfig, run_executor};
+use tandem_node::liveness::{Liveness, confirm_quorum, follow_raft, run_heartbeats, run_witness_fallback};
+use tandem_node::manager::run_manager;
+use tandem_node::watchdog::{SelfFence, run_watchdog};
 use tandem_proto::v1::peer_server::PeerServer;
 use tandem_proto::v1::tandem_server::TandemServer;
 use tandem_raft::Raft;
@@ -199,7 +200,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     }
 
     // DNS: bound before anything runs, so a taken port is an error at start.
-    let (dns, zone_tx, dns_stats) = tandem_api::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
+    let (dns, zone_tx, dns_stats) = tandem_node::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
         .await
         .map_err(|e| Failure::runtime(format!("cannot serve DNS on {}: {e}", config.dns_listen)))?;
     info!(dns = %config.dns_listen, "DNS responder listening");
@@ -222,13 +223,13 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Read the previous run's lease end before this run records its own.
     let lease_file = config.data_dir.join("lease-end");
-    let left = tandem_api::lease_file::previous_lease_remaining(&lease_file, config.timing.lease);
+    let left = tandem_node::lease_file::previous_lease_remaining(&lease_file, config.timing.lease);
     info!(
         left_ms = left.as_millis() as u64,
         "what is left of the previous run's lease"
     );
     let previous_lease_until = Some(tokio::time::Instant::now() + left);
-    let lease_task = tokio::spawn(tandem_api::lease_file::persist_lease(
+    let lease_task = tokio::spawn(tandem_node::lease_file::persist_lease(
         ctx.clone(),
         lease_file,
         shutdown_rx.clone(),
@@ -243,8 +244,8 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
             shutdown_rx.clone(),
         ))
     });
-    let zone_task = tokio::spawn(tandem_api::dns::follow_zone(ctx.clone(), zone_tx, shutdown_rx.clone()));
-    let push_task = tokio::spawn(tandem_api::dns::run_dns_push(ctx.clone(), shutdown_rx.clone()));
+    let zone_task = tokio::spawn(tandem_node::dns::follow_zone(ctx.clone(), zone_tx, shutdown_rx.clone()));
+    let push_task = tokio::spawn(tandem_node::dns::run_dns_push(ctx.clone(), shutdown_rx.clone()));
     let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown_rx.clone()));
     let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown_rx.clone()));
     let confirmer = tokio::spawn(confirm_quorum(ctx.clone(), shutdown_rx.clone()));
@@ -328,15 +329,15 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     // Leave first: stop the exclusive groups running here while heartbeats,
     // the lease guard and the watchdog still run, so they move at once and a
     // slow stop stays covered by the lease rules.
-    if tandem_api::executor::any_exclusive_active(&exclusive_active) {
+    if tandem_node::executor::any_exclusive_active(&exclusive_active) {
         info!(reason = %reason, "leaving: stopping the exclusive groups running here first");
         ctx.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
         ctx.liveness.poke();
         let start = tokio::time::Instant::now();
-        while tandem_api::executor::any_exclusive_active(&exclusive_active) && start.elapsed() < LEAVE_TIMEOUT {
+        while tandem_node::executor::any_exclusive_active(&exclusive_active) && start.elapsed() < LEAVE_TIMEOUT {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        if tandem_api::executor::any_exclusive_active(&exclusive_active) {
+        if tandem_node::executor::any_exclusive_active(&exclusive_active) {
             warn!(
                 timeout_s = LEAVE_TIMEOUT.as_secs(),
                 "exclusive groups still stopping; shutting down anyway"

@@ -672,7 +672,7 @@ async fn relay_heartbeat(
         .map_err(|e| format!("no relay answered: {e}"))
 }
 
-pub(crate) async fn send_heartbeat(
+pub async fn send_heartbeat(
     ctx: &NodeContext,
     address: &str,
     request: HeartbeatRequest,
