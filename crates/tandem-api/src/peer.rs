@@ -7,7 +7,7 @@ use tandem_raft::network::{Inbound, InboundError};
 use tonic::{Request, Response, Status};
 
 use crate::errors::report_status;
-use tandem_node::liveness::handle_heartbeat;
+use tandem_node::heartbeat::answer_heartbeat;
 use tandem_node::node::NodeContext;
 use tandem_node::write::propose;
 
@@ -105,23 +105,9 @@ impl Peer for PeerService {
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
-        let req = req.into_inner();
-        if req.relay && !self.ctx.is_coordinator() && req.cluster == self.ctx.cluster {
-            // One hop only: the forwarded copy is not relayed again.
-            let Some((_, coordinator)) = self.ctx.coordinator() else {
-                return Err(Status::unavailable("no coordinator known here either"));
-            };
-            let forwarded = HeartbeatRequest { relay: false, ..req };
-            return tandem_node::liveness::send_heartbeat(
-                &self.ctx,
-                &coordinator.address,
-                forwarded,
-                self.ctx.timing.election_timeout,
-            )
+        answer_heartbeat(&self.ctx, req.into_inner())
             .await
             .map(Response::new)
-            .map_err(Status::unavailable);
-        }
-        Ok(Response::new(handle_heartbeat(&self.ctx, &req)))
+            .map_err(Status::unavailable)
     }
 }

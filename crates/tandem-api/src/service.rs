@@ -31,7 +31,6 @@ use crate::convert::{actor, event_to_pb, role_from_pb};
 use crate::errors::write_status;
 use crate::{operate, status};
 use tandem_node::clock::unix_ms;
-use tandem_node::liveness::member_ids;
 use tandem_node::node::NodeContext;
 
 /// Marks a request forwarded by another node, so it is never forwarded twice.
@@ -106,7 +105,7 @@ impl TandemService {
     }
 
     fn up_nodes(&self) -> BTreeSet<NodeId> {
-        let (view, _) = self.ctx.liveness.view(self.ctx.clock.now(), &member_ids(&self.ctx));
+        let (view, _) = self.ctx.liveness.view(self.ctx.clock.now(), &self.ctx.member_ids());
         view.iter().filter(|e| e.state == NodeState::Up).map(|e| e.id).collect()
     }
 
@@ -729,7 +728,7 @@ impl Tandem for TandemService {
         let req = req.into_inner();
         self.check_fence_target(&req.node)?;
         let now = self.ctx.clock.now();
-        let members: BTreeSet<NodeId> = member_ids(&self.ctx);
+        let members: BTreeSet<NodeId> = self.ctx.member_ids();
         let (view, _) = self.ctx.liveness.view(now, &members);
         let term = self.ctx.raft.metrics().borrow().current_term;
         let id = node_id(&req.node);

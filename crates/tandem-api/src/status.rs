@@ -10,7 +10,6 @@ use tokio::sync::watch;
 
 use crate::convert::{role_to_pb, state_to_pb};
 use tandem_node::clock::unix_ms;
-use tandem_node::liveness::member_ids;
 use tandem_node::node::NodeContext;
 
 /// How old a cached status may be when nothing it is built from changed:
@@ -88,7 +87,7 @@ impl StatusCache {
 /// cheap to poll during a failover.
 pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
     let now = ctx.clock.now();
-    let members = member_ids(ctx);
+    let members = ctx.member_ids();
     let (view, fresh) = ctx.liveness.view(now, &members);
     let metrics = ctx.raft.metrics();
     let m = metrics.borrow();

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod counters;
 pub mod dns;
 pub mod executor;
+pub mod heartbeat;
 pub mod hooks;
 pub mod lease_file;
 pub mod liveness;

@@ -16,14 +16,13 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::unix_ms;
-use crate::liveness::member_ids;
 use crate::node::NodeContext;
 
 /// The nodes as this node sees them now, for placement.
 pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
     let now = ctx.clock.now();
     let term = ctx.raft.metrics().borrow().current_term;
-    let members: BTreeSet<NodeId> = member_ids(ctx);
+    let members: BTreeSet<NodeId> = ctx.member_ids();
     let (view, _) = ctx.liveness.view(now, &members);
     let state = ctx.state.borrow().clone();
     // What each node's agents last reported (kept for nodes not heard from).

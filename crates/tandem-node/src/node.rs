@@ -1,5 +1,6 @@
 //! What every service of a node shares.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tandem_core::{NodeId, NodeInfo, Timing};
@@ -51,6 +52,13 @@ impl NodeContext {
         let id = m.current_leader?;
         let info = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, info))
+    }
+
+    /// The voter and learner ids of the current membership.
+    pub fn member_ids(&self) -> BTreeSet<NodeId> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
     }
 
     /// True while this node is the coordinator (the Raft leader).
