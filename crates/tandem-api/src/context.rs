@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::NodeContext;
+use tandem_node::NodeContext;
+
 use crate::auth::AuthStats;
 use crate::metrics::Metrics;
 use crate::status::StatusCache;

@@ -82,3 +82,11 @@ pub fn actor(given: &str) -> String {
         given.to_string()
     }
 }
+
+/// A committed membership change, as answered to the caller.
+pub fn member_change_to_pb(c: tandem_node::membership::MemberChange) -> pb::MemberChangeReply {
+    pb::MemberChangeReply {
+        voters: c.voters,
+        log_index: c.log_index,
+    }
+}

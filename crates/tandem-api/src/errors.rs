@@ -1,9 +1,9 @@
 //! Node errors as gRPC statuses, in one place: what the runtime says went
 //! wrong, told to the caller with the code that says what to do about it.
 
-use tonic::Status;
-
+use tandem_node::membership::MembershipError;
 use tandem_node::write::WriteError;
+use tonic::Status;
 
 /// A write that was not committed: `UNAVAILABLE` when a retry may succeed
 /// (no coordinator, an election or another change under way, this node no
@@ -21,4 +21,18 @@ pub fn write_status(e: WriteError) -> Status {
 /// sending node tries again (with whoever is coordinator then).
 pub fn report_status(e: WriteError) -> Status {
     Status::unavailable(e.to_string())
+}
+
+/// A membership change that was not made, with the code for its kind; a
+/// failed write as [`write_status`] says.
+pub fn membership_status(e: MembershipError) -> Status {
+    match e {
+        MembershipError::Invalid(m) => Status::invalid_argument(m),
+        MembershipError::Exists(m) => Status::already_exists(m),
+        MembershipError::NotFound(m) => Status::not_found(m),
+        MembershipError::Refused(m) => Status::failed_precondition(m),
+        MembershipError::TimedOut(m) => Status::deadline_exceeded(m),
+        MembershipError::Write(w) => write_status(w),
+        MembershipError::Internal(m) => Status::internal(m),
+    }
 }

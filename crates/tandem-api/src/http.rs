@@ -31,6 +31,7 @@ use tandem_core::groups::Phase;
 use tandem_core::spec::GroupKind;
 use tandem_core::state::{ClusterState, Transition, TransitionOutcome};
 use tandem_dns::Stats;
+use tandem_node::node::NodeContext;
 use tandem_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,7 +40,6 @@ use tracing::{info, warn};
 
 use crate::context::ApiContext;
 use crate::metrics::{self, Scrape, kind_str, node_state_str, phase_times, role_str};
-use tandem_node::node::NodeContext;
 
 /// The status page: one self-contained file (inline CSS and JS).
 const STATUS_PAGE: &str = include_str!("status.html");

@@ -26,11 +26,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tandem_core::state::{ClusterState, Transition, TransitionKind, TransitionOutcome};
 use tandem_dns::StatsSnapshot;
+use tandem_node::counters::NodeCountersSnapshot;
+use tandem_node::liveness::LeaseCountersSnapshot;
 use tandem_proto::v1 as pb;
 
 use crate::convert::event_kind_str;
-use tandem_node::counters::NodeCountersSnapshot;
-use tandem_node::liveness::LeaseCountersSnapshot;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

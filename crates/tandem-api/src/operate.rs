@@ -11,6 +11,9 @@ use tandem_core::lease::NodeState;
 use tandem_core::placement::move_target;
 use tandem_core::spec::GroupKind;
 use tandem_core::state::{Command, MaintenanceScope, Transition, TransitionKind, TransitionOutcome};
+use tandem_node::clock::unix_ms;
+use tandem_node::manager::{current_plan, node_facts};
+use tandem_node::node::NodeContext;
 use tandem_proto::v1 as pb;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -18,9 +21,6 @@ use tracing::{info, warn};
 
 use crate::convert::{actor, event_to_pb, transition_to_pb};
 use crate::errors::write_status;
-use tandem_node::clock::unix_ms;
-use tandem_node::manager::{current_plan, node_facts};
-use tandem_node::node::NodeContext;
 
 pub type MoveStream = Pin<Box<dyn Stream<Item = Result<pb::MoveProgress, Status>> + Send>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;

@@ -1,15 +1,15 @@
 //! `tandem.v1.Peer`: Raft RPCs and heartbeats from other nodes.
 
 use tandem_core::state::Command;
+use tandem_node::heartbeat::answer_heartbeat;
+use tandem_node::node::NodeContext;
+use tandem_node::write::propose;
 use tandem_proto::v1::peer_server::Peer;
 use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, RaftMessage, ReportReply};
 use tandem_raft::network::{Inbound, InboundError};
 use tonic::{Request, Response, Status};
 
 use crate::errors::report_status;
-use tandem_node::heartbeat::answer_heartbeat;
-use tandem_node::node::NodeContext;
-use tandem_node::write::propose;
 
 pub struct PeerService {
     ctx: NodeContext,

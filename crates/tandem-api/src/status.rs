@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use tandem_core::groups::{GroupState, Phase};
 use tandem_core::spec::GroupKind;
+use tandem_node::clock::unix_ms;
+use tandem_node::node::NodeContext;
 use tandem_proto::v1 as pb;
 use tandem_raft::store::AppliedState;
 use tokio::sync::watch;
 
 use crate::convert::{role_to_pb, state_to_pb};
-use tandem_node::clock::unix_ms;
-use tandem_node::node::NodeContext;
 
 /// How old a cached status may be when nothing it is built from changed:
 /// only heartbeat ages, `at_unix_ms` and states derived from ages (up,

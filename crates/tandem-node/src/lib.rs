@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod lease_file;
 pub mod liveness;
 pub mod manager;
+pub mod membership;
 pub mod node;
 pub mod report;
 pub mod watchdog;

@@ -35,6 +35,8 @@ pub struct NodeContext {
     pub leaving: Arc<std::sync::atomic::AtomicBool>,
     /// Counters of the runtime since the process started (for metrics).
     pub counters: Arc<NodeCounters>,
+    /// Serialises membership changes made through this node.
+    pub membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl NodeContext {
@@ -52,6 +54,17 @@ impl NodeContext {
         let id = m.current_leader?;
         let info = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, info))
+    }
+
+    /// Every member (voters and learners) with its record.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
     }
 
     /// The voter and learner ids of the current membership.

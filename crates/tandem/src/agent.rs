@@ -159,6 +159,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         self_fence: Arc::new(SelfFence::default()),
         leaving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         counters: Arc::default(),
+        membership_lock: Arc::default(),
     };
     // Counters are since start: what the loaded state already holds is the baseline.
     let api = ApiContext::new(ctx.clone());
