@@ -7,9 +7,11 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tandem_core::NodeId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tandem_core::lease::witness_should_campaign;
 use tandem_core::timing::duration_ms;
+use tandem_core::{NodeId, Timing};
 use tandem_proto::v1::peer_client::PeerClient;
 use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest};
 use tokio::sync::watch;
@@ -250,8 +252,10 @@ pub async fn confirm_quorum(ctx: NodeContext, mut shutdown: watch::Receiver<bool
 }
 
 /// On a witness: campaigns when no member can become coordinator (see
-/// [`witness_should_campaign`]), until `shutdown`.
-pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
+/// [`witness_should_campaign`]), until `shutdown`. `seed` seeds the
+/// election jitter (the node id, unless a test wants another sequence).
+pub async fn run_witness_fallback(ctx: NodeContext, seed: u64, mut shutdown: watch::Receiver<bool>) {
+    let mut rng = StdRng::seed_from_u64(seed);
     let started = ctx.clock.now();
     let mut campaigning = false;
     // Campaigns in a row: each one waits longer (up to a lease), so that a
@@ -261,18 +265,14 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
     let mut streak: u32 = 0;
     loop {
         // Jittered, so that the witness and a hopeless member do not keep colliding.
-        let jitter = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| {
-                u64::from(d.subsec_nanos()) % tandem_core::timing::duration_ms(ctx.timing.election_timeout).max(1)
-            });
+        let jitter = election_jitter(&mut rng, &ctx.timing);
         // Capped below a behind member's own retry period (about five
         // election timeouts), or the witness's terms fall behind it for good.
         let backoff = (ctx.timing.election_timeout * 2u32.saturating_pow(streak.min(8)))
             .min(ctx.timing.election_timeout * 4)
             .min(ctx.timing.lease);
         tokio::select! {
-            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            _ = tokio::time::sleep(backoff + jitter) => {}
             _ = shutdown.changed() => return,
         }
         let now = ctx.clock.now();
@@ -295,5 +295,28 @@ pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receive
         if should && let Err(e) = ctx.raft.trigger().elect().await {
             warn!(error = %e, "could not start an election");
         }
+    }
+}
+
+/// A random wait of less than one election timeout, in whole milliseconds.
+fn election_jitter(rng: &mut StdRng, timing: &Timing) -> Duration {
+    Duration::from_millis(rng.gen_range(0..duration_ms(timing.election_timeout).max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_witness_jitter_is_below_an_election_timeout_and_repeats_with_its_seed() {
+        let timing = Timing::default();
+        let draw = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..50).map(|_| election_jitter(&mut rng, &timing)).collect::<Vec<_>>()
+        };
+        let a = draw(7);
+        assert!(a.iter().all(|j| *j < timing.election_timeout), "{a:?}");
+        assert_eq!(a, draw(7), "the same seed, the same waits");
+        assert_ne!(a, draw(8), "another seed, other waits");
     }
 }

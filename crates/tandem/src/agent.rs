@@ -274,7 +274,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         ))
     });
     let fallback = (config.node.role == NodeRole::Witness)
-        .then(|| tokio::spawn(run_witness_fallback(ctx.clone(), shutdown_rx.clone())));
+        .then(|| tokio::spawn(run_witness_fallback(ctx.clone(), ctx.id, shutdown_rx.clone())));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<TandemServer<TandemService>>().await;
