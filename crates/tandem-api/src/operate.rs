@@ -11,7 +11,6 @@ use tandem_core::lease::NodeState;
 use tandem_core::placement::move_target;
 use tandem_core::spec::GroupKind;
 use tandem_core::state::{Command, MaintenanceScope, Transition, TransitionKind, TransitionOutcome};
-use tandem_node::clock::unix_ms;
 use tandem_node::manager::{current_plan, node_facts};
 use tandem_node::node::NodeContext;
 use tandem_proto::v1 as pb;
@@ -113,14 +112,14 @@ pub async fn move_group(ctx: &NodeContext, req: pb::MoveRequest, kind: Transitio
             &req.group,
             to,
             req.force,
-            unix_ms(),
+            ctx.clock.unix_ms(),
         )
         .map_err(|why| Status::failed_precondition(format!("{what} of {} refused: {why}", req.group)))?;
         (from, to)
     };
     let actor = actor(&req.actor);
     info!(group = %req.group, ?from, %to, force = req.force, %actor, "{what} requested");
-    let now = unix_ms();
+    let now = ctx.clock.unix_ms();
     let (_, applied) = propose(
         ctx,
         Command::RequestMove {
@@ -325,7 +324,7 @@ pub async fn set_standby(ctx: &NodeContext, req: pb::SetStandbyRequest) -> Resul
                 &g.name,
                 None,
                 true,
-                unix_ms(),
+                ctx.clock.unix_ms(),
             ) {
                 return Err(Status::failed_precondition(format!(
                     "standby of {} would stop {} with nowhere to go: {why}; --force stops it",
@@ -340,7 +339,7 @@ pub async fn set_standby(ctx: &NodeContext, req: pb::SetStandbyRequest) -> Resul
             node: req.node.clone(),
             on: req.on,
             actor: actor(&req.actor),
-            at_unix_ms: unix_ms(),
+            at_unix_ms: ctx.clock.unix_ms(),
         },
     )
     .await?;
@@ -388,7 +387,7 @@ pub async fn set_maintenance(ctx: &NodeContext, req: pb::SetMaintenanceRequest) 
             scope,
             on: req.on,
             actor: actor(&req.actor),
-            at_unix_ms: unix_ms(),
+            at_unix_ms: ctx.clock.unix_ms(),
         },
     )
     .await?;

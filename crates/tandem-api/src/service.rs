@@ -17,7 +17,6 @@ use tandem_core::spec::{Spec, diff};
 use tandem_core::state::{Command, EventKind, TransitionKind, validate_note};
 use tandem_core::{NodeId, NodeInfo};
 use tandem_node::NodeContext;
-use tandem_node::clock::unix_ms;
 use tandem_node::membership::{self, AddMember, DEFAULT_CATCH_UP};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::tandem_client::TandemClient;
@@ -340,7 +339,7 @@ impl Tandem for TandemService {
             .propose(Command::Note {
                 message: req.message,
                 actor: actor(&req.actor),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         Ok(Response::new(pb::AnnotateReply {
@@ -402,7 +401,7 @@ impl Tandem for TandemService {
                 expected_version: version,
                 summary: changes.clone(),
                 actor: actor(&req.actor),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         if let Some(why) = applied.rejected {
@@ -455,7 +454,7 @@ impl Tandem for TandemService {
                 group,
                 node,
                 actor: actor(&req.actor),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         Ok(Response::new(pb::CleanupResourceReply { log_index }))
@@ -492,7 +491,7 @@ impl Tandem for TandemService {
                 node: req.node.clone(),
                 reason: format!("requested by {actor}"),
                 actor: actor.clone(),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         let (fenced, summary) = tokio::time::timeout(timeout, wait_for_fence_outcome(&self.ctx, &req.node, after))
@@ -545,7 +544,7 @@ impl Tandem for TandemService {
                 node: req.node.clone(),
                 how: how.clone(),
                 actor,
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         Ok(Response::new(pb::FenceNodeReply {

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use tandem_core::groups::{GroupState, Phase};
 use tandem_core::spec::GroupKind;
-use tandem_node::clock::unix_ms;
 use tandem_node::node::NodeContext;
 use tandem_proto::v1 as pb;
 use tandem_raft::store::AppliedState;
@@ -154,7 +153,7 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
         applied_index,
         answered_by: ctx.me.name.clone(),
         nodes,
-        at_unix_ms: unix_ms(),
+        at_unix_ms: ctx.clock.unix_ms(),
         view_fresh: fresh,
         maintenance: modes.1.cluster,
         transitions,
@@ -205,7 +204,7 @@ fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::Ha
     let facts = tandem_node::manager::node_facts(ctx);
     let state = ctx.state.borrow().clone();
     let c = &state.cluster;
-    let now = tandem_node::clock::unix_ms();
+    let now = ctx.clock.unix_ms();
     let mut names: Vec<String> = c.spec.groups.iter().map(|g| g.name.clone()).collect();
     for n in c.groups.keys() {
         if !names.contains(n) {

@@ -36,14 +36,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_agents::{Action, ActionResult, Env, Outcome, Runner};
+use tandem_core::Millis;
 use tandem_core::groups::{NodeReport, Phase, ResourceReport};
 use tandem_core::spec::{GroupKind, GroupSpec, ResourceSpec};
 use tandem_core::state::{Command, TransitionOutcome};
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::clock::unix_ms;
 use crate::hooks::{Hook, HookCall, HookMemory};
 use crate::node::NodeContext;
 use crate::report::send_report;
@@ -53,9 +52,9 @@ use crate::report::send_report;
 pub struct ExecutorConfig {
     pub state_dir: PathBuf,
     pub ocf_root: PathBuf,
-    /// When the lease of this agent's previous run ends (from
-    /// [`crate::lease_file`]); `None`: it has ended.
-    pub previous_lease_until: Option<Instant>,
+    /// When the lease of this agent's previous run ends, on the node's
+    /// clock (from [`crate::lease_file`]); `None`: it has ended.
+    pub previous_lease_until: Option<Millis>,
     /// Per group: whether it may be active here as an exclusive group (the
     /// agent waits for all to clear before it stops).
     pub active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
@@ -109,13 +108,13 @@ struct GroupTask {
     name: String,
     state_dir: PathBuf,
     ocf_root: PathBuf,
-    previous_lease_until: Option<Instant>,
+    previous_lease_until: Option<Millis>,
     /// The spec the runners were built from.
     spec: Option<GroupSpec>,
     runners: Vec<Runner>,
     /// How many resources, from the first, are started.
     started: usize,
-    next_monitor: Vec<Instant>,
+    next_monitor: Vec<Millis>,
     phase: Phase,
     /// The epoch this node last acted on.
     epoch: u64,
@@ -125,7 +124,7 @@ struct GroupTask {
     /// A stop failed: nothing more is done until an operator or fencing intervenes.
     stuck: bool,
     /// After a failure, the next start waits until then (no retry storm).
-    retry_at: Option<Instant>,
+    retry_at: Option<Millis>,
     /// A start found the resource cannot run here; nothing is retried until
     /// the assignment changes (this epoch).
     gave_up: Option<u64>,
@@ -227,7 +226,7 @@ impl GroupTask {
             .iter()
             .map(|r| Runner::new(r, dir, &self.ocf_root))
             .collect();
-        self.next_monitor = vec![Instant::now(); spec.resources.len()];
+        self.next_monitor = vec![self.ctx.clock.now(); spec.resources.len()];
         *self.guarded.lock().unwrap_or_else(|p| p.into_inner()) = spec.resources.clone();
         self.spec = Some(spec.clone());
     }
@@ -308,7 +307,7 @@ impl GroupTask {
                 name: name.clone(),
                 action: action_name.into(),
                 result: outcome_text(&result.outcome),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             },
         );
         if !matches!(result.outcome, Outcome::Ok | Outcome::NotRunning) || action != Action::Monitor {
@@ -337,7 +336,7 @@ impl GroupTask {
                 .escalate(format!("a stop of {} failed or timed out", self.name));
         }
         if failed_resource.is_some() {
-            self.retry_at = Some(Instant::now() + RESTART_DELAY);
+            self.retry_at = Some(self.ctx.clock.now().plus(RESTART_DELAY));
         }
         let resources = self
             .spec
@@ -356,7 +355,7 @@ impl GroupTask {
                 epoch: self.epoch,
                 phase,
                 resources,
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             },
             failed_resource,
             fatal,
@@ -470,10 +469,9 @@ impl GroupTask {
             // were this run's.
             let deadline = self
                 .previous_lease_until
-                .unwrap_or_else(Instant::now)
-                .checked_sub(self.self_fence_margin())
-                .unwrap_or_else(Instant::now);
-            while !self.ctx.liveness.own_lease_valid(self.ctx.clock.now()) && Instant::now() < deadline {
+                .unwrap_or_else(|| self.ctx.clock.now())
+                .minus(self.self_fence_margin());
+            while !self.ctx.liveness.own_lease_valid(self.ctx.clock.now()) && self.ctx.clock.now() < deadline {
                 tokio::time::sleep(self.ctx.timing.heartbeat_interval).await;
             }
         }
@@ -487,7 +485,7 @@ impl GroupTask {
                 .min()
                 .copied();
             let retry = if self.pending.is_some() {
-                Some(Instant::now() + self.ctx.timing.heartbeat_interval * 2)
+                Some(self.ctx.clock.now().plus(self.ctx.timing.heartbeat_interval * 2))
             } else {
                 None
             };
@@ -497,17 +495,17 @@ impl GroupTask {
             let lease_end = (exclusive && self.started > 0)
                 .then(|| self.ctx.liveness.lease_until())
                 .flatten()
-                .map(|t| (Instant::now() + t.since(self.ctx.clock.now())).checked_sub(self.self_fence_margin()))
-                .map(|t| t.unwrap_or_else(Instant::now));
+                .map(|t| t.minus(self.self_fence_margin()));
             let until = if self.stuck {
                 retry
             } else {
                 [wake, retry, lease_end, self.retry_at].into_iter().flatten().min()
             };
+            let sleep = until.map(|t| t.since(self.ctx.clock.now()));
             tokio::select! {
                 r = state.changed() => if r.is_err() { break },
                 r = liveness.changed() => if r.is_err() { break },
-                _ = async { match until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+                _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
                 _ = shutdown.changed() => {
                     // A node whose agent stops leaves the cluster: nobody
                     // would stop its exclusive groups when its lease ends.
@@ -541,7 +539,7 @@ impl GroupTask {
         if self.stuck {
             return;
         }
-        if self.retry_at.is_some_and(|t| Instant::now() >= t) {
+        if self.retry_at.is_some_and(|t| self.ctx.clock.now() >= t) {
             self.retry_at = None;
         }
         self.monitored = 0;
@@ -587,7 +585,7 @@ impl GroupTask {
                     return;
                 }
             }
-            let waiting = self.retry_at.is_some_and(|t| Instant::now() < t) || self.gave_up == Some(epoch);
+            let waiting = self.retry_at.is_some_and(|t| self.ctx.clock.now() < t) || self.gave_up == Some(epoch);
             if self.started < total && waiting {
                 return;
             }
@@ -600,7 +598,7 @@ impl GroupTask {
                     self.report(Phase::Starting, None);
                     self.flush().await;
                     if self.pending.is_some() {
-                        self.retry_at = Some(Instant::now() + self.ctx.timing.heartbeat_interval * 2);
+                        self.retry_at = Some(self.ctx.clock.now().plus(self.ctx.timing.heartbeat_interval * 2));
                         return;
                     }
                 }
@@ -634,7 +632,7 @@ impl GroupTask {
                         .spec
                         .as_ref()
                         .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
-                    self.next_monitor[i] = Instant::now() + interval;
+                    self.next_monitor[i] = self.ctx.clock.now().plus(interval);
                 }
                 self.report(Phase::Running, None);
                 self.promoted(epoch);
@@ -642,7 +640,7 @@ impl GroupTask {
             }
             // Running: monitor what is due.
             for i in 0..self.started {
-                if Instant::now() < self.next_monitor[i] {
+                if self.ctx.clock.now() < self.next_monitor[i] {
                     continue;
                 }
                 let r = self.act(i, Action::Monitor).await;
@@ -650,7 +648,7 @@ impl GroupTask {
                     .spec
                     .as_ref()
                     .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
-                self.next_monitor[i] = Instant::now() + interval;
+                self.next_monitor[i] = self.ctx.clock.now().plus(interval);
                 if r.outcome != Outcome::Ok {
                     let name = self.spec.as_ref().map(|s| s.resources[i].name.clone());
                     warn!(group = %self.name, resource = ?name, result = %outcome_text(&r.outcome), "monitor failed; restarting in place");
@@ -751,7 +749,7 @@ impl GroupTask {
         self.monitored = total;
         let mut monitored = false;
         for i in 0..total {
-            if Instant::now() < self.next_monitor[i] {
+            if self.ctx.clock.now() < self.next_monitor[i] {
                 continue;
             }
             monitored = true;
@@ -765,7 +763,7 @@ impl GroupTask {
                 .spec
                 .as_ref()
                 .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
-            self.next_monitor[i] = Instant::now() + interval;
+            self.next_monitor[i] = self.ctx.clock.now().plus(interval);
         }
         if !monitored && epoch == self.epoch {
             return;
@@ -890,7 +888,7 @@ impl GroupTask {
         let total = self.runners.len();
         self.monitored = total;
         for i in 0..total {
-            if Instant::now() < self.next_monitor[i] {
+            if self.ctx.clock.now() < self.next_monitor[i] {
                 continue;
             }
             let Some(r) = self.spec.as_ref().map(|s| s.resources[i].clone()) else {
@@ -899,7 +897,7 @@ impl GroupTask {
             let env = self.env(&r.name);
             let result = self.runners[i].run(Action::Monitor, &env).await;
             self.note_freshness_from(i, result.freshness);
-            self.next_monitor[i] = Instant::now() + r.monitor_interval;
+            self.next_monitor[i] = self.ctx.clock.now().plus(r.monitor_interval);
         }
     }
 

@@ -14,7 +14,6 @@ use tandem_core::spec::Hooks;
 use tandem_core::state::{ClusterState, Command, TransitionOutcome};
 use tracing::{info, warn};
 
-use crate::clock::unix_ms;
 use crate::node::NodeContext;
 use crate::report::send_report;
 
@@ -183,7 +182,7 @@ async fn run(ctx: NodeContext, command: String, timeout: Duration, call: HookCal
         epoch: call.epoch,
         ok: r.ok,
         outcome,
-        at_unix_ms: unix_ms(),
+        at_unix_ms: ctx.clock.unix_ms(),
     };
     let mut pause = ctx.timing.heartbeat_interval * 2;
     for attempt in 1..=10 {

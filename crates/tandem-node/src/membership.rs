@@ -18,7 +18,6 @@ use tandem_core::state::Command;
 use tandem_core::{NodeId, NodeInfo, NodeRole};
 use tracing::{info, warn};
 
-use crate::clock::unix_ms;
 use crate::node::NodeContext;
 use crate::write::{WriteError, propose};
 
@@ -196,7 +195,7 @@ async fn add_member_here(ctx: &NodeContext, req: AddMember) -> Result<MemberChan
     let event = Command::NodeAdded {
         node,
         actor: req.actor,
-        at_unix_ms: unix_ms(),
+        at_unix_ms: ctx.clock.unix_ms(),
     };
     change_and_record(ctx, ChangeMembers::AddVoterIds(BTreeSet::from([id])), event).await
 }
@@ -292,7 +291,7 @@ async fn remove_member_here(ctx: &NodeContext, name: String, actor: String) -> R
     let event = Command::NodeRemoved {
         node,
         actor,
-        at_unix_ms: unix_ms(),
+        at_unix_ms: ctx.clock.unix_ms(),
     };
     change_and_record(ctx, change, event).await
 }

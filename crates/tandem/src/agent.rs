@@ -153,7 +153,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         raft: raft.clone(),
         state,
         channels,
-        clock: Clock::new(),
+        clock: Clock::system(),
         liveness: Arc::new(Liveness::new(config.timing)),
         ocf_root: ocf_root(),
         self_fence: Arc::new(SelfFence::default()),
@@ -230,7 +230,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         left_ms = left.as_millis() as u64,
         "what is left of the previous run's lease"
     );
-    let previous_lease_until = Some(tokio::time::Instant::now() + left);
+    let previous_lease_until = Some(ctx.clock.now().plus(left));
     let lease_task = tokio::spawn(tandem_node::lease_file::persist_lease(
         ctx.clone(),
         lease_file,
