@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tandem_core::state::ClusterState;
 use tandem_node::NodeContext;
 
 use crate::auth::AuthStats;
@@ -24,11 +25,11 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
-    /// The faces' context around `node`. Counters are since start: what the
-    /// applied state holds now is their baseline.
-    pub fn new(node: NodeContext) -> ApiContext {
+    /// The faces' context around `node`. Counters are since start:
+    /// `baseline`, the state when the node started, is not counted.
+    pub fn new(node: NodeContext, baseline: &ClusterState) -> ApiContext {
         let metrics = Arc::new(Metrics::new());
-        metrics.follow(&node.state.borrow().cluster);
+        metrics.follow(baseline);
         ApiContext {
             node,
             metrics,

@@ -4,7 +4,9 @@
 //! witness's fallback), the coordinator's placement loop and fencer, the
 //! executor that carries out assignments on this node, role-change hooks,
 //! the watchdog, the DNS zone that follows the applied state and the pushes
-//! to other DNS servers, and writes on the coordinator with one error type.
+//! to other DNS servers, writes and membership changes on the coordinator
+//! with their error types, and [`Node`], which starts and stops it all.
+//! Time is read only through [`clock::Clock`].
 //!
 //! Decisions (liveness, lease grants, placement, membership rules) are the
 //! core's; this crate feeds them the clock and Raft's state and carries out
@@ -24,7 +26,9 @@ pub mod manager;
 pub mod membership;
 pub mod node;
 pub mod report;
+pub mod start;
 pub mod watchdog;
 pub mod write;
 
 pub use node::NodeContext;
+pub use start::{Node, NodeParams, StartError};

@@ -1,4 +1,4 @@
-//! What every service of a node shares.
+//! What every task of the node runtime, and every face that calls into it, shares.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::counters::NodeCounters;
 use crate::liveness::Liveness;
 
-/// The running node as the services see it. Cheap to clone.
+/// The running node as its tasks and its faces see it. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeContext {
     pub cluster: String,
