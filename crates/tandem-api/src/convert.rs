@@ -74,11 +74,19 @@ pub fn transition_to_pb(t: &tandem_core::state::Transition) -> pb::Transition {
     }
 }
 
-/// An operator's request refused by the core's preconditions, as a gRPC status.
-pub fn refusal_status(r: tandem_core::operator::Refusal) -> tonic::Status {
-    use tandem_core::operator::RefusalKind;
-    match r.kind {
-        RefusalKind::NotFound => tonic::Status::not_found(r.message),
-        RefusalKind::FailedPrecondition => tonic::Status::failed_precondition(r.message),
+/// The actor a request names, as recorded in events ("unknown" when none).
+pub fn actor(given: &str) -> String {
+    if given.trim().is_empty() {
+        "unknown".to_string()
+    } else {
+        given.to_string()
+    }
+}
+
+/// A committed membership change, as answered to the caller.
+pub fn member_change_to_pb(c: tandem_node::membership::MemberChange) -> pb::MemberChangeReply {
+    pb::MemberChangeReply {
+        voters: c.voters,
+        log_index: c.log_index,
     }
 }

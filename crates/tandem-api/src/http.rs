@@ -30,14 +30,15 @@ use serde::Serialize;
 use tandem_core::spec::GroupKind;
 use tandem_core::state::{ClusterState, Transition, TransitionOutcome};
 use tandem_dns::Stats;
+use tandem_node::node::NodeContext;
 use tandem_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::context::ApiContext;
 use crate::metrics::{self, Scrape, kind_str, node_state_str, phase_times, role_str};
-use crate::node::NodeContext;
 
 /// The status page: one self-contained file (inline CSS and JS).
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -54,7 +55,7 @@ pub const STATUS_TRANSITIONS: usize = 20;
 
 #[derive(Clone)]
 struct App {
-    ctx: NodeContext,
+    ctx: ApiContext,
     dns: Option<Arc<Stats>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -75,7 +76,7 @@ fn router(app: App) -> Router {
 /// Serves HTTP on `listener` until `shutdown`; open status streams end then too.
 pub async fn serve(
     listener: TcpListener,
-    ctx: NodeContext,
+    ctx: ApiContext,
     dns: Option<Arc<Stats>>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -93,8 +94,8 @@ pub async fn serve(
 /// Follows the applied state and counts events and transitions for
 /// `/metrics` as they are applied (a scrape counts what is left), so an
 /// event dropped from the bounded log before a scrape is still counted.
-pub async fn follow_metrics(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
-    let mut state = ctx.state.clone();
+pub async fn follow_metrics(ctx: ApiContext, mut shutdown: watch::Receiver<bool>) {
+    let mut state = ctx.node.state.clone();
     loop {
         let snapshot = state.borrow_and_update().clone();
         ctx.metrics.follow(&snapshot.cluster);
@@ -167,7 +168,7 @@ fn coordinator_name(ctx: &NodeContext) -> (Option<String>, u64) {
 }
 
 async fn healthz(State(app): State<App>) -> Response {
-    let ctx = &app.ctx;
+    let ctx = &app.ctx.node;
     let m = me(ctx);
     let (coordinator, term) = coordinator_name(ctx);
     let reason = unhealthy_reason(&m, coordinator.as_deref());
@@ -255,7 +256,7 @@ fn active_groups(ctx: &NodeContext, c: &ClusterState, may_act: bool) -> BTreeMap
 }
 
 async fn primary(State(app): State<App>, Path(group): Path<String>) -> Response {
-    let ctx = &app.ctx;
+    let ctx = &app.ctx.node;
     let state = ctx.state.borrow().clone();
     let Some(mut answer) = group_on_node(&state.cluster, &group, &ctx.me.name) else {
         let body = serde_json::json!({
@@ -284,10 +285,11 @@ async fn primary(State(app): State<App>, Path(group): Path<String>) -> Response 
 
 /// Everything `/metrics` reads at scrape time.
 fn scrape(app: &App) -> Scrape {
-    let ctx = &app.ctx;
-    let status = (*ctx.status_cache.get(ctx)).clone();
+    let api = &app.ctx;
+    let ctx = &api.node;
+    let status = (*api.status_cache.get(ctx)).clone();
     let state = ctx.state.borrow().clone();
-    ctx.metrics.follow(&state.cluster);
+    api.metrics.follow(&state.cluster);
     let m = me(ctx);
     Scrape {
         role: ctx.me.role.to_string(),
@@ -296,8 +298,9 @@ fn scrape(app: &App) -> Scrape {
         is_coordinator: ctx.is_coordinator(),
         active_here: active_groups(ctx, &state.cluster, m.may_act && !m.leaving),
         lease: ctx.liveness.counters.snapshot(),
+        node: ctx.counters.snapshot(),
         dns: app.dns.as_ref().map(|d| d.snapshot()),
-        refused: ctx.auth_stats.snapshot(),
+        refused: api.auth_stats.snapshot(),
         status,
     }
 }
@@ -523,8 +526,9 @@ impl StatusView {
 }
 
 /// The status page's JSON now.
-fn status_view(ctx: &NodeContext) -> StatusView {
-    let status = (*ctx.status_cache.get(ctx)).clone();
+fn status_view(api: &ApiContext) -> StatusView {
+    let ctx = &api.node;
+    let status = (*api.status_cache.get(ctx)).clone();
     let state = ctx.state.borrow().clone();
     let m = me(ctx);
     StatusView::new(&status, &state.cluster, m.may_act && !m.leaving)
@@ -539,15 +543,15 @@ async fn status_json(State(app): State<App>) -> Response {
 /// least every [`STREAM_MAX_QUIET`]. Ends when the agent stops.
 async fn stream(State(app): State<App>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     struct Follow {
-        ctx: NodeContext,
+        ctx: ApiContext,
         state: watch::Receiver<Arc<tandem_raft::store::AppliedState>>,
         live: watch::Receiver<u64>,
         shutdown: watch::Receiver<bool>,
         last: Option<Instant>,
     }
     let follow = Follow {
-        state: app.ctx.state.clone(),
-        live: app.ctx.liveness.subscribe(),
+        state: app.ctx.node.state.clone(),
+        live: app.ctx.node.liveness.subscribe(),
         shutdown: app.shutdown.clone(),
         ctx: app.ctx,
         last: None,

@@ -1,28 +1,22 @@
-//! The network face of a Tandem node: the gRPC services (`tandem.v1.Tandem`
+//! The network faces of a Tandem node: the gRPC services (`tandem.v1.Tandem`
 //! for operators and dashboards, `tandem.v1.Peer` for node-to-node traffic),
-//! HTTP for load balancers, Prometheus and the status page, and the lease
-//! runtime behind heartbeats.
+//! HTTP for load balancers, Prometheus and the status page.
 //!
-//! This is the only crate that converts between protobuf and core types.
-//! Decisions (liveness, lease grants, membership rules) are the core's; this
-//! crate feeds them the clock and the Raft metrics and carries out the result.
+//! This is the only crate that converts between protobuf and core types for
+//! callers. What a node does is the runtime's (`tandem-node`); this crate
+//! answers from it, calls into it and maps its errors to gRPC statuses.
 
 pub mod auth;
-pub mod clock;
+pub mod context;
 pub mod convert;
-pub mod dns;
-pub mod executor;
-pub mod hooks;
+pub mod errors;
 pub mod http;
-pub mod lease_file;
-pub mod liveness;
-pub mod manager;
 pub mod metrics;
-pub mod node;
 pub mod operate;
 pub mod peer;
+pub mod serve;
 pub mod service;
 pub mod status;
-pub mod watchdog;
 
-pub use node::NodeContext;
+pub use context::ApiContext;
+pub use tandem_node::NodeContext;

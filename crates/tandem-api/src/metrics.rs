@@ -3,13 +3,13 @@
 //! Two kinds:
 //!
 //! - **Counters that accumulate while the process runs** ([`Counters`]):
-//!   events applied by kind, fencing attempts, failover phase histograms.
+//!   events applied by kind, failover phase histograms.
 //!   They live as long as the process; [`Metrics::follow`] feeds the ones
 //!   derived from the applied state (events with a higher sequence number
 //!   than the last seen, transitions completed and not yet observed).
 //! - **Values read at scrape time** ([`Scrape`]): node and group states,
-//!   leases, Raft indexes, the lease runtime's and the DNS responder's
-//!   counters. Built into a fresh registry on every scrape from one
+//!   leases, Raft indexes, the counters the node runtime keeps (fencing
+//!   attempts, heartbeats and leases) and the DNS responder's. Built into a fresh registry on every scrape from one
 //!   snapshot, so a node or group that disappears leaves no stale series.
 //!
 //! Nothing here carries a secret: only names, states and numbers.
@@ -26,10 +26,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tandem_core::state::{ClusterState, Transition, TransitionKind, TransitionOutcome};
 use tandem_dns::StatsSnapshot;
+use tandem_node::counters::NodeCountersSnapshot;
+use tandem_node::liveness::LeaseCountersSnapshot;
 use tandem_proto::v1 as pb;
 
 use crate::convert::event_kind_str;
-use crate::liveness::LeaseCountersSnapshot;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -37,11 +38,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,14 +66,12 @@ fn duration_histogram() -> Histogram {
 ///
 /// To add a family: a field here, its construction in [`Counters::new`] and
 /// one line in [`Counters::register`]; whoever counts reaches it through
-/// `ctx.metrics.counters`.
+/// `ApiContext::metrics`. What the node runtime counts is kept there as
+/// plain atomics and read per scrape ([`Scrape`]).
 #[derive(Clone, Debug)]
 pub struct Counters {
     /// `tandem_events_total{kind}`: events applied since start, by kind.
     pub events: Family<KindLabels, Counter>,
-    /// `tandem_fence_attempts_total{outcome}`: fencing attempts this node
-    /// ran as coordinator, `fenced` or `failed`.
-    pub fence_attempts: Family<OutcomeLabels, Counter>,
     /// `tandem_transitions_total{kind,outcome}`: failovers and switchovers
     /// that ended since start, `completed` or `abandoned`.
     pub transitions: Family<TransitionLabels, Counter>,
@@ -93,7 +87,6 @@ impl Counters {
     fn new() -> Counters {
         Counters {
             events: Family::default(),
-            fence_attempts: Family::default(),
             transitions: Family::default(),
             failover_phase_seconds: Family::new_with_constructor(duration_histogram),
             failover_duration_seconds: Family::new_with_constructor(duration_histogram),
@@ -105,11 +98,6 @@ impl Counters {
             "tandem_events",
             "Events applied since the process started, by kind",
             self.events.clone(),
-        );
-        r.register(
-            "tandem_fence_attempts",
-            "Fencing attempts this node ran as coordinator, by outcome (fenced, failed)",
-            self.fence_attempts.clone(),
         );
         r.register(
             "tandem_transitions",
@@ -140,7 +128,7 @@ struct Followed {
     seen_transitions: BTreeSet<u64>,
 }
 
-/// The node's metrics. Shared by the agent's tasks through `NodeContext`.
+/// The node's metrics. Shared by the faces through `ApiContext`.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -289,6 +277,8 @@ pub struct Scrape {
     /// of `GET /primary/GROUP`).
     pub active_here: BTreeMap<String, bool>,
     pub lease: LeaseCountersSnapshot,
+    /// The node runtime's counters (fencing attempts).
+    pub node: NodeCountersSnapshot,
     pub dns: Option<StatsSnapshot>,
     /// gRPC calls refused for want of a credential: (method, reason, count).
     pub refused: Vec<(String, String, u64)>,
@@ -523,6 +513,16 @@ impl Scrape {
                     self.lease.heartbeats_unanswered,
                 ),
             ],
+        );
+        counters(
+            &mut r,
+            "tandem_fence_attempts",
+            "Fencing attempts this node ran as coordinator, by outcome (fenced, failed)",
+            // Only outcomes that happened: a series appears with its first attempt.
+            [("fenced", self.node.fence_fenced), ("failed", self.node.fence_failed)]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(outcome, n)| (vec![("outcome", outcome.to_string())], n)),
         );
         counter(
             &mut r,
@@ -773,6 +773,10 @@ mod tests {
                 lease_renewals: 12,
                 ..Default::default()
             },
+            node: NodeCountersSnapshot {
+                fence_fenced: 2,
+                fence_failed: 0,
+            },
             dns: Some(StatsSnapshot {
                 queries_udp: 5,
                 ..Default::default()
@@ -804,6 +808,11 @@ mod tests {
         assert_eq!(get("tandem_is_coordinator"), 1.0);
         assert_eq!(get("tandem_lease_renewals_total"), 12.0);
         assert_eq!(get("tandem_heartbeats_total{outcome=\"granted\"}"), 12.0);
+        assert_eq!(get("tandem_fence_attempts_total{outcome=\"fenced\"}"), 2.0);
+        assert!(
+            !samples.contains_key("tandem_fence_attempts_total{outcome=\"failed\"}"),
+            "no failed attempt yet: {text}"
+        );
         assert_eq!(get("tandem_dns_queries_total{transport=\"udp\"}"), 5.0);
         assert_eq!(get("tandem_dns_responses_total{rcode=\"SERVFAIL\"}"), 0.0);
         assert!(text.contains("# TYPE tandem_lease_renewals counter"), "{text}");

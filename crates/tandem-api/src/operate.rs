@@ -9,16 +9,15 @@ use std::time::Duration;
 use futures::Stream;
 use tandem_core::operator::{MoveAsk, MovePlan, check_move, check_standby};
 use tandem_core::state::{Command, MaintenanceScope, Transition, TransitionKind, TransitionOutcome};
+use tandem_node::manager::{current_plan, node_facts};
+use tandem_node::node::NodeContext;
 use tandem_proto::v1 as pb;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::{info, warn};
 
-use crate::clock::unix_ms;
-use crate::convert::{event_to_pb, refusal_status, transition_to_pb};
-use crate::manager::{current_plan, node_facts};
-use crate::node::NodeContext;
-use crate::service::actor;
+use crate::convert::{actor, event_to_pb, transition_to_pb};
+use crate::errors::{refusal_status, write_status};
 
 pub type MoveStream = Pin<Box<dyn Stream<Item = Result<pb::MoveProgress, Status>> + Send>>;
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
@@ -33,12 +32,7 @@ const DEFAULT_HISTORY: usize = 20;
 /// Commits `command` on this node, the coordinator: its log index and what
 /// applying it returned.
 pub(crate) async fn propose(ctx: &NodeContext, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
-    let r = ctx
-        .raft
-        .client_write(command)
-        .await
-        .map_err(crate::service::write_error)?;
-    Ok((r.log_id.index, r.data))
+    tandem_node::write::propose(ctx, command).await.map_err(write_status)
 }
 
 fn is_member(ctx: &NodeContext, node: &str) -> Option<tandem_core::NodeRole> {
@@ -68,11 +62,11 @@ pub async fn move_group(ctx: &NodeContext, req: pb::MoveRequest, kind: Transitio
     };
     let MovePlan { from, to } = {
         let state = ctx.state.borrow().clone();
-        check_move(&state.cluster, &facts, |n| is_member(ctx, n), ask, unix_ms()).map_err(refusal_status)?
+        check_move(&state.cluster, &facts, |n| is_member(ctx, n), ask, ctx.clock.unix_ms()).map_err(refusal_status)?
     };
     let actor = actor(&req.actor);
     info!(group = %req.group, ?from, %to, force = req.force, %actor, "{what} requested");
-    let now = unix_ms();
+    let now = ctx.clock.unix_ms();
     let (_, applied) = propose(
         ctx,
         Command::RequestMove {
@@ -247,7 +241,16 @@ pub async fn set_standby(ctx: &NodeContext, req: pb::SetStandbyRequest) -> Resul
         let facts = node_facts(ctx);
         let state = ctx.state.borrow().clone();
         let role = is_member(ctx, &req.node);
-        check_standby(&state.cluster, &facts, &req.node, role, req.on, req.force, unix_ms()).map_err(refusal_status)?;
+        check_standby(
+            &state.cluster,
+            &facts,
+            &req.node,
+            role,
+            req.on,
+            req.force,
+            ctx.clock.unix_ms(),
+        )
+        .map_err(refusal_status)?;
     }
     let (log_index, applied) = propose(
         ctx,
@@ -255,7 +258,7 @@ pub async fn set_standby(ctx: &NodeContext, req: pb::SetStandbyRequest) -> Resul
             node: req.node.clone(),
             on: req.on,
             actor: actor(&req.actor),
-            at_unix_ms: unix_ms(),
+            at_unix_ms: ctx.clock.unix_ms(),
         },
     )
     .await?;
@@ -303,7 +306,7 @@ pub async fn set_maintenance(ctx: &NodeContext, req: pb::SetMaintenanceRequest) 
             scope,
             on: req.on,
             actor: actor(&req.actor),
-            at_unix_ms: unix_ms(),
+            at_unix_ms: ctx.clock.unix_ms(),
         },
     )
     .await?;

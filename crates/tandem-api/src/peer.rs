@@ -1,13 +1,15 @@
 //! `tandem.v1.Peer`: Raft RPCs and heartbeats from other nodes.
 
 use tandem_core::state::Command;
+use tandem_node::heartbeat::answer_heartbeat;
+use tandem_node::node::NodeContext;
+use tandem_node::write::propose;
 use tandem_proto::v1::peer_server::Peer;
 use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, RaftMessage, ReportReply};
 use tandem_raft::network::{Inbound, InboundError};
 use tonic::{Request, Response, Status};
 
-use crate::liveness::handle_heartbeat;
-use crate::node::NodeContext;
+use crate::errors::report_status;
 
 pub struct PeerService {
     ctx: NodeContext,
@@ -93,40 +95,19 @@ impl Peer for PeerService {
         if !self.ctx.is_coordinator() {
             return Err(Status::unavailable("this node is not the coordinator"));
         }
-        let r = self
-            .ctx
-            .raft
-            .client_write(command)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        if let Some(why) = r.data.rejected {
+        let (log_index, applied) = propose(&self.ctx, command).await.map_err(report_status)?;
+        if let Some(why) = applied.rejected {
             // The sender must not act as if the cluster knew (a stale report
             // is one from before this node was fenced).
             return Err(Status::failed_precondition(why));
         }
-        Ok(Response::new(ReportReply {
-            log_index: r.log_id.index,
-        }))
+        Ok(Response::new(ReportReply { log_index }))
     }
 
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
-        let req = req.into_inner();
-        if req.relay && !self.ctx.is_coordinator() && req.cluster == self.ctx.cluster {
-            // One hop only: the forwarded copy is not relayed again.
-            let Some((_, coordinator)) = self.ctx.coordinator() else {
-                return Err(Status::unavailable("no coordinator known here either"));
-            };
-            let forwarded = HeartbeatRequest { relay: false, ..req };
-            return crate::liveness::send_heartbeat(
-                &self.ctx,
-                &coordinator.address,
-                forwarded,
-                self.ctx.timing.election_timeout,
-            )
+        answer_heartbeat(&self.ctx, req.into_inner())
             .await
             .map(Response::new)
-            .map_err(Status::unavailable);
-        }
-        Ok(Response::new(handle_heartbeat(&self.ctx, &req)))
+            .map_err(Status::unavailable)
     }
 }

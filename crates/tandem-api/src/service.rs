@@ -11,32 +11,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use openraft::ChangeMembers;
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use tandem_core::config::{check_peer_address, valid_name};
 use tandem_core::lease::NodeState;
-use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
+use tandem_core::membership::node_id;
 use tandem_core::operator::check_fence_confirm;
 use tandem_core::spec::{Spec, diff};
 use tandem_core::state::{Command, EventKind, TransitionKind, validate_note};
 use tandem_core::{NodeId, NodeInfo};
+use tandem_node::NodeContext;
+use tandem_node::membership::{self, AddMember, DEFAULT_CATCH_UP};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::tandem_client::TandemClient;
 use tandem_proto::v1::tandem_server::Tandem;
-
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::clock::unix_ms;
-use crate::convert::{event_to_pb, role_from_pb};
-use crate::liveness::member_ids;
-use crate::node::NodeContext;
+use crate::context::ApiContext;
+use crate::convert::{actor, event_to_pb, member_change_to_pb, role_from_pb};
+use crate::errors::membership_status;
 use crate::{operate, status};
 
 /// Marks a request forwarded by another node, so it is never forwarded twice.
 const FORWARDED: &str = "x-tandem-forwarded";
-const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
 const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
@@ -44,8 +40,6 @@ pub struct TandemService {
     ctx: NodeContext,
     /// Ends status streams when the agent shuts down.
     shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Serialises membership changes made through this node.
-    membership_lock: Arc<Mutex<()>>,
     /// The last status built, answering GetStatus and every status stream.
     cache: Arc<status::StatusCache>,
     /// Bumped when the significant part of the status changed; started
@@ -54,12 +48,11 @@ pub struct TandemService {
 }
 
 impl TandemService {
-    pub fn new(ctx: NodeContext, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub fn new(api: ApiContext, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
         TandemService {
-            ctx: ctx.clone(),
+            ctx: api.node,
             shutdown,
-            membership_lock: Arc::new(Mutex::new(())),
-            cache: ctx.status_cache.clone(),
+            cache: api.status_cache,
             changes: Arc::default(),
         }
     }
@@ -105,30 +98,8 @@ impl TandemService {
         Ok(Some(TandemClient::new(channel)))
     }
 
-    fn up_nodes(&self) -> BTreeSet<NodeId> {
-        let (view, _) = self.ctx.liveness.view(self.ctx.clock.now(), &member_ids(&self.ctx));
-        view.iter().filter(|e| e.state == NodeState::Up).map(|e| e.id).collect()
-    }
-
-    fn voters(&self) -> BTreeSet<NodeId> {
-        self.ctx
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect()
-    }
-
     fn members(&self) -> Vec<(NodeId, NodeInfo)> {
-        let metrics = self.ctx.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config
-            .membership()
-            .nodes()
-            .map(|(id, n)| (*id, n.clone()))
-            .collect()
+        self.ctx.members()
     }
 
     /// A node that may be fenced: a member, or a node some group may still
@@ -152,208 +123,8 @@ impl TandemService {
     async fn propose(&self, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
         operate::propose(&self.ctx, command).await
     }
-
-    async fn add_member_here(&self, req: pb::AddMemberRequest) -> Result<pb::MemberChangeReply, Status> {
-        let role =
-            role_from_pb(req.role).ok_or_else(|| Status::invalid_argument(format!("unknown role {}", req.role)))?;
-        if !valid_name(&req.name) {
-            return Err(Status::invalid_argument(format!(
-                "name {:?}: expected 1 to 63 lowercase letters, digits or '-'",
-                req.name
-            )));
-        }
-        check_peer_address(&req.address).map_err(|e| Status::invalid_argument(format!("address: {e}")))?;
-        let _guard = self.membership_lock.lock().await;
-        let id = node_id(&req.name);
-        for (other_id, other) in self.members() {
-            if other.name == req.name || other_id == id {
-                return Err(Status::already_exists(
-                    MembershipRefusal::AlreadyMember(req.name).to_string(),
-                ));
-            }
-            if other.address == req.address {
-                return Err(Status::already_exists(format!(
-                    "address {} is already used by member {:?}",
-                    req.address, other.name
-                )));
-            }
-        }
-        let voters = self.voters();
-        let mut new_voters = voters.clone();
-        new_voters.insert(id);
-        // The new node counts as up: it must catch up before it becomes a voter.
-        let mut up = self.up_nodes();
-        up.insert(id);
-        check_voter_change(&voters, &new_voters, &up).map_err(|e| Status::failed_precondition(e.to_string()))?;
-
-        let node = NodeInfo {
-            name: req.name.clone(),
-            address: req.address.clone(),
-            role,
-        };
-        let catch_up = match req.catch_up_timeout_ms {
-            0 => DEFAULT_CATCH_UP,
-            ms => Duration::from_millis(u64::from(ms)),
-        };
-        info!(node = %node, "adding node as a learner");
-        let failure = match self.add_learner_and_wait(id, &node, catch_up).await {
-            Ok(()) => None,
-            Err(Some(status)) => Some(status),
-            Err(None) => Some(Status::deadline_exceeded(format!(
-                "node {:?} did not catch up within {} ms; is it running at {} with `join = true` and the same cluster name?",
-                req.name,
-                catch_up.as_millis(),
-                req.address
-            ))),
-        };
-        if let Some(status) = failure {
-            warn!(node = %node, error = %status.message(), "add failed; removing the learner again");
-            if let Err(e) = self
-                .ctx
-                .raft
-                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                .await
-            {
-                warn!(node = %node, error = %e, "could not remove the learner after a failed add");
-                return Err(Status::new(
-                    status.code(),
-                    format!("{}; removing the learner again failed too: {e}", status.message()),
-                ));
-            }
-            return Err(Status::new(
-                status.code(),
-                format!("{} (the change was rolled back)", status.message()),
-            ));
-        }
-        info!(node = %node, "learner caught up; promoting to voter");
-        let event = Command::NodeAdded {
-            node,
-            actor: actor(&req.actor),
-            at_unix_ms: unix_ms(),
-        };
-        self.change_and_record(ChangeMembers::AddVoterIds(BTreeSet::from([id])), event)
-            .await
-    }
-
-    /// Commits a membership change, then records its event. Removing the
-    /// coordinator itself ends its term: the event is then lost, the change is not.
-    async fn change_and_record(
-        &self,
-        change: ChangeMembers<u64, NodeInfo>,
-        event: Command,
-    ) -> Result<pb::MemberChangeReply, Status> {
-        let r = self
-            .ctx
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(write_error)?;
-        let mut log_index = r.log_id.index;
-        match self.propose(event).await {
-            Ok((i, _)) => log_index = i,
-            Err(e) => warn!(error = %e.message(), "membership changed, but its event could not be recorded"),
-        }
-        Ok(pb::MemberChangeReply {
-            voters: self.voter_names(),
-            log_index,
-        })
-    }
-
-    /// Adds `node` as a learner and waits until its log has caught up with
-    /// the entry that added it. `Err(None)`: it did not within `catch_up`.
-    /// (openraft's own blocking `add_learner` gives up after a short fixed
-    /// time and reports success anyway, so Tandem waits itself.)
-    async fn add_learner_and_wait(
-        &self,
-        id: NodeId,
-        node: &NodeInfo,
-        catch_up: Duration,
-    ) -> Result<(), Option<Status>> {
-        let added = self
-            .ctx
-            .raft
-            .add_learner(id, node.clone(), false)
-            .await
-            .map_err(|e| Some(write_error(e)))?;
-        let target = added.log_id.index;
-        let caught_up = |m: &openraft::RaftMetrics<u64, NodeInfo>| {
-            m.replication
-                .as_ref()
-                .and_then(|r| r.get(&id))
-                .is_some_and(|matched| matched.is_some_and(|l| l.index >= target))
-        };
-        let me = self.ctx.id;
-        let m = self
-            .ctx
-            .raft
-            .wait(Some(catch_up))
-            .metrics(|m| caught_up(m) || m.current_leader != Some(me), "learner caught up")
-            .await
-            .map_err(|_| None)?;
-        if caught_up(&m) {
-            Ok(())
-        } else {
-            Err(Some(Status::unavailable(
-                "this node stopped being the coordinator during the change; retry",
-            )))
-        }
-    }
-
-    async fn remove_member_here(&self, req: pb::RemoveMemberRequest) -> Result<pb::MemberChangeReply, Status> {
-        let _guard = self.membership_lock.lock().await;
-        let members = self.members();
-        let Some((id, node)) = members.iter().find(|(_, n)| n.name == req.name).cloned() else {
-            let names: Vec<_> = members.iter().map(|(_, n)| n.name.as_str()).collect();
-            return Err(Status::not_found(format!(
-                "{}; members are {}",
-                MembershipRefusal::NotMember(req.name.clone()),
-                names.join(", ")
-            )));
-        };
-        let voters = self.voters();
-        let change = if voters.contains(&id) {
-            let mut new_voters = voters.clone();
-            new_voters.remove(&id);
-            if new_voters.is_empty() {
-                return Err(Status::failed_precondition(
-                    MembershipRefusal::NoVoterLeft(req.name).to_string(),
-                ));
-            }
-            check_voter_change(&voters, &new_voters, &self.up_nodes())
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        info!(node = %node, "removing node");
-        let event = Command::NodeRemoved {
-            node,
-            actor: actor(&req.actor),
-            at_unix_ms: unix_ms(),
-        };
-        self.change_and_record(change, event).await
-    }
-
-    fn voter_names(&self) -> Vec<String> {
-        let metrics = self.ctx.raft.metrics();
-        let m = metrics.borrow();
-        let membership = m.membership_config.membership();
-        membership
-            .voter_ids()
-            .filter_map(|id| membership.get_node(&id).map(|n| n.name.clone()))
-            .collect()
-    }
 }
 
-pub(crate) fn actor(given: &str) -> String {
-    if given.trim().is_empty() {
-        "unknown".to_string()
-    } else {
-        given.to_string()
-    }
-}
-
-/// Maps a Raft write error to a gRPC status that tells the caller what to do.
 /// A forwarded call that failed on the way (the coordinator did not answer,
 /// the connection broke) rather than being refused by the coordinator: say
 /// so, and that a retry may meet a new coordinator.
@@ -365,22 +136,6 @@ fn forward_failed(s: Status) -> Status {
         ))
     } else {
         s
-    }
-}
-
-pub(crate) fn write_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Status::unavailable(format!(
-            "this node stopped being the coordinator{}; retry",
-            f.leader_node
-                .map(|n| format!(" ({} is now)", n.name))
-                .unwrap_or_default()
-        )),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(p))) => {
-            Status::unavailable(format!("another membership change is still in progress ({p}); retry"))
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => Status::failed_precondition(c.to_string()),
-        RaftError::Fatal(f) => Status::internal(format!("raft stopped: {f}")),
     }
 }
 
@@ -539,13 +294,24 @@ impl Tandem for TandemService {
         if let Some(mut c) = self.route(&req)? {
             return c.add_member(forward_metadata(req)).await.map_err(forward_failed);
         }
-        // Detached: a caller that goes away must not cancel a change halfway
-        // (a learner left behind, or a joint configuration).
-        let svc = self.clone();
-        tokio::spawn(async move { svc.add_member_here(req.into_inner()).await })
+        let req = req.into_inner();
+        let role =
+            role_from_pb(req.role).ok_or_else(|| Status::invalid_argument(format!("unknown role {}", req.role)))?;
+        let catch_up = match req.catch_up_timeout_ms {
+            0 => DEFAULT_CATCH_UP,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let add = AddMember {
+            name: req.name,
+            address: req.address,
+            role,
+            catch_up,
+            actor: actor(&req.actor),
+        };
+        let change = membership::add_member(&self.ctx, add)
             .await
-            .map_err(|e| Status::internal(format!("membership change failed: {e}")))?
-            .map(Response::new)
+            .map_err(membership_status)?;
+        Ok(Response::new(member_change_to_pb(change)))
     }
 
     async fn remove_member(
@@ -556,11 +322,11 @@ impl Tandem for TandemService {
         if let Some(mut c) = self.route(&req)? {
             return c.remove_member(forward_metadata(req)).await.map_err(forward_failed);
         }
-        let svc = self.clone();
-        tokio::spawn(async move { svc.remove_member_here(req.into_inner()).await })
+        let req = req.into_inner();
+        let change = membership::remove_member(&self.ctx, req.name, actor(&req.actor))
             .await
-            .map_err(|e| Status::internal(format!("membership change failed: {e}")))?
-            .map(Response::new)
+            .map_err(membership_status)?;
+        Ok(Response::new(member_change_to_pb(change)))
     }
 
     async fn annotate(&self, req: Request<pb::AnnotateRequest>) -> Result<Response<pb::AnnotateReply>, Status> {
@@ -574,7 +340,7 @@ impl Tandem for TandemService {
             .propose(Command::Note {
                 message: req.message,
                 actor: actor(&req.actor),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         Ok(Response::new(pb::AnnotateReply {
@@ -610,7 +376,7 @@ impl Tandem for TandemService {
             let mut trial = (*self.ctx.state.borrow().clone()).clone();
             trial.cluster.spec = spec.clone();
             let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-            crate::dns::build_zone(&self.ctx.cluster, &trial, &members)
+            tandem_node::dns::build_zone(&self.ctx.cluster, &trial, &members)
                 .map_err(|e| Status::invalid_argument(format!("{file}: dns: {e}")))?;
         }
         for (name, d) in &spec.fencing.devices {
@@ -636,7 +402,7 @@ impl Tandem for TandemService {
                 expected_version: version,
                 summary: changes.clone(),
                 actor: actor(&req.actor),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         if let Some(why) = applied.rejected {
@@ -689,7 +455,7 @@ impl Tandem for TandemService {
                 group,
                 node,
                 actor: actor(&req.actor),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         Ok(Response::new(pb::CleanupResourceReply { log_index }))
@@ -726,7 +492,7 @@ impl Tandem for TandemService {
                 node: req.node.clone(),
                 reason: format!("requested by {actor}"),
                 actor: actor.clone(),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         let (fenced, summary) = tokio::time::timeout(timeout, wait_for_fence_outcome(&self.ctx, &req.node, after))
@@ -754,7 +520,7 @@ impl Tandem for TandemService {
         let req = req.into_inner();
         self.check_fence_target(&req.node)?;
         let now = self.ctx.clock.now();
-        let members: BTreeSet<NodeId> = member_ids(&self.ctx);
+        let members: BTreeSet<NodeId> = self.ctx.member_ids();
         let (view, _) = self.ctx.liveness.view(now, &members);
         let term = self.ctx.raft.metrics().borrow().current_term;
         let id = node_id(&req.node);
@@ -767,7 +533,7 @@ impl Tandem for TandemService {
             seen.map_or(NodeState::Suspect, |e| e.state),
             seen.and_then(|e| e.age),
         )
-        .map_err(crate::convert::refusal_status)?;
+        .map_err(crate::errors::refusal_status)?;
         let actor = actor(&req.actor);
         warn!(node = %req.node, %actor, "an operator confirmed a node is off");
         let how = format!("confirmed off by {actor}");
@@ -776,7 +542,7 @@ impl Tandem for TandemService {
                 node: req.node.clone(),
                 how: how.clone(),
                 actor,
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
         Ok(Response::new(pb::FenceNodeReply {
@@ -789,11 +555,11 @@ impl Tandem for TandemService {
     async fn get_dns(&self, _req: Request<pb::GetDnsRequest>) -> Result<Response<pb::DnsZone>, Status> {
         let state = self.ctx.state.borrow().clone();
         let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-        let zone = crate::dns::build_zone(&self.ctx.cluster, &state, &members).map_err(Status::internal)?;
+        let zone = tandem_node::dns::build_zone(&self.ctx.cluster, &state, &members).map_err(Status::internal)?;
         Ok(Response::new(pb::DnsZone {
             zone: zone.origin(),
             serial: zone.serial(),
-            answering: crate::dns::may_answer(&self.ctx),
+            answering: tandem_node::dns::may_answer(&self.ctx),
             records: zone
                 .records()
                 .into_iter()

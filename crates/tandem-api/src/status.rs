@@ -4,14 +4,12 @@ use std::sync::Arc;
 
 use tandem_core::groups::{GroupState, Phase};
 use tandem_core::spec::GroupKind;
+use tandem_node::node::NodeContext;
 use tandem_proto::v1 as pb;
 use tandem_raft::store::AppliedState;
 use tokio::sync::watch;
 
-use crate::clock::unix_ms;
 use crate::convert::{role_to_pb, state_to_pb};
-use crate::liveness::member_ids;
-use crate::node::NodeContext;
 
 /// How old a cached status may be when nothing it is built from changed:
 /// only heartbeat ages, `at_unix_ms` and states derived from ages (up,
@@ -88,7 +86,7 @@ impl StatusCache {
 /// cheap to poll during a failover.
 pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
     let now = ctx.clock.now();
-    let members = member_ids(ctx);
+    let members = ctx.member_ids();
     let (view, fresh) = ctx.liveness.view(now, &members);
     let metrics = ctx.raft.metrics();
     let m = metrics.borrow();
@@ -155,7 +153,7 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
         applied_index,
         answered_by: ctx.me.name.clone(),
         nodes,
-        at_unix_ms: unix_ms(),
+        at_unix_ms: ctx.clock.unix_ms(),
         view_fresh: fresh,
         maintenance: modes.1.cluster,
         transitions,
@@ -202,11 +200,11 @@ pub fn significant(s: &pb::ClusterStatus) -> pb::ClusterStatus {
 /// Every group's status, derived from the replicated state and the local
 /// placement plan (for the reasons a group is blocked).
 fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::HashMap<String, String>) {
-    let plan = crate::manager::current_plan(ctx);
-    let facts = crate::manager::node_facts(ctx);
+    let plan = tandem_node::manager::current_plan(ctx);
+    let facts = tandem_node::manager::node_facts(ctx);
     let state = ctx.state.borrow().clone();
     let c = &state.cluster;
-    let now = crate::clock::unix_ms();
+    let now = ctx.clock.unix_ms();
     let mut names: Vec<String> = c.spec.groups.iter().map(|g| g.name.clone()).collect();
     for n in c.groups.keys() {
         if !names.contains(n) {

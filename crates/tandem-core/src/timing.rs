@@ -18,6 +18,11 @@ impl Millis {
     pub fn plus(self, d: Duration) -> Millis {
         Millis(self.0.saturating_add(duration_ms(d)))
     }
+
+    /// `d` earlier, saturating at the origin.
+    pub fn minus(self, d: Duration) -> Millis {
+        Millis(self.0.saturating_sub(duration_ms(d)))
+    }
 }
 
 /// A duration in whole milliseconds, saturating.

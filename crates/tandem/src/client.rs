@@ -13,11 +13,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::output::{event_json, rfc3339_ms, role_name, state_name, status_json, status_table};
 use crate::security::{client_tls, read_tls, read_token};
-use crate::{Connection, Failure, Outcome, OutputFormat};
-
-/// Moved beside `Failure` (security.rs needs it, and client.rs needs
-/// security.rs); still reachable here for agent.rs, which calls it by this path.
-pub use crate::root_cause;
+use crate::{Connection, Failure, Outcome, OutputFormat, root_cause};
 
 /// A client of the operator API, with the caller's credentials.
 pub type Client = TandemClient<InterceptedService<Channel, Credentials>>;

@@ -14,8 +14,8 @@ use tandem_core::spec::Hooks;
 use tandem_core::state::{ClusterState, Command, TransitionOutcome};
 use tracing::{info, warn};
 
-use crate::clock::unix_ms;
 use crate::node::NodeContext;
+use crate::report::send_report;
 
 /// Which hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,12 +182,12 @@ async fn run(ctx: NodeContext, command: String, timeout: Duration, call: HookCal
         epoch: call.epoch,
         ok: r.ok,
         outcome,
-        at_unix_ms: unix_ms(),
+        at_unix_ms: ctx.clock.unix_ms(),
     };
     let mut pause = ctx.timing.heartbeat_interval * 2;
     for attempt in 1..=10 {
         let bound = ctx.timing.election_timeout * 4;
-        match tokio::time::timeout(bound, crate::executor::send_report(&ctx, &cmd)).await {
+        match tokio::time::timeout(bound, send_report(&ctx, &cmd)).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) if attempt == 10 => {
                 warn!(group = %call.group, hook, error = %e, "could not record the hook's outcome in the events");

@@ -5,6 +5,7 @@
 //! ([`tandem_core::lease::may_grant_lease`]) and replies with its view of every
 //! node, so that any node can report who is up. The arithmetic is the core's
 //! ([`tandem_core::lease`]); this module feeds it the clock and Raft's metrics.
+//! The tasks that send, answer and relay heartbeats are in [`crate::heartbeat`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -12,16 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tandem_core::groups::Freshness;
-use tandem_core::lease::{LeaseTable, NodeState, OwnLease, liveness, may_grant_lease, witness_should_campaign};
-use tandem_core::operator::{PeerTiming, check_peer_timing};
-use tandem_core::timing::duration_ms;
+use tandem_core::lease::{LeaseTable, NodeState, OwnLease, liveness, may_grant_lease};
 use tandem_core::{Millis, NodeId, Timing};
-use tandem_proto::v1::peer_client::PeerClient;
-use tandem_proto::v1::{GroupFreshness, HeartbeatReply, HeartbeatRequest, NodeView, group_freshness};
+use tandem_proto::v1::{GroupFreshness, HeartbeatReply, NodeView, group_freshness};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
-
-use crate::node::NodeContext;
+use tracing::info;
 
 /// One node as the coordinator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -506,275 +502,13 @@ fn view_entry_from_pb(v: &NodeView) -> ViewEntry {
     }
 }
 
-fn view_entry_to_pb(e: &ViewEntry, freshness: Vec<GroupFreshness>) -> NodeView {
+pub(crate) fn view_entry_to_pb(e: &ViewEntry, freshness: Vec<GroupFreshness>) -> NodeView {
     NodeView {
         node_id: e.id,
         age_ms: e.age.map(tandem_core::timing::duration_ms),
         state: e.state.as_str().to_string(),
         version: e.version.clone(),
         freshness,
-    }
-}
-
-/// The voter and learner ids of the current membership.
-pub fn member_ids(ctx: &NodeContext) -> BTreeSet<NodeId> {
-    let metrics = ctx.raft.metrics();
-    let m = metrics.borrow();
-    m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
-}
-
-/// The coordinator's side of a heartbeat (also used for its own heartbeat).
-pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatReply {
-    let now = ctx.clock.now();
-    let term = ctx.raft.metrics().borrow().current_term;
-    if req.cluster != ctx.cluster {
-        return refusal(
-            term,
-            format!("this node belongs to cluster {:?}, not {:?}", ctx.cluster, req.cluster),
-        );
-    }
-    if !ctx.is_coordinator() {
-        return refusal(term, "this node is not the coordinator".into());
-    }
-    let theirs = PeerTiming {
-        lease_ms: req.lease_ms,
-        clock_drift_margin_ms: req.clock_drift_margin_ms,
-        election_timeout_ms: req.election_timeout_ms,
-    };
-    if let Err(why) = check_peer_timing(&req.node, theirs, &ctx.timing) {
-        return refusal(term, why);
-    }
-    match ctx
-        .liveness
-        .grant(now, term, req.node_id, &req.version, &member_ids(ctx))
-    {
-        Ok(view) => {
-            ctx.liveness.record_freshness(req.node_id, &req.freshness);
-            HeartbeatReply {
-                applied_index: ctx.state.borrow().last_applied.map_or(0, |l| l.index),
-                granted: true,
-                lease_ms: duration_ms(ctx.timing.lease),
-                refusal: String::new(),
-                term,
-                nodes: view
-                    .iter()
-                    .map(|e| view_entry_to_pb(e, ctx.liveness.freshness_pb(e.id)))
-                    .collect(),
-            }
-        }
-        Err(reason) => refusal(term, reason),
-    }
-}
-
-fn refusal(term: u64, reason: String) -> HeartbeatReply {
-    HeartbeatReply {
-        applied_index: 0,
-        granted: false,
-        lease_ms: 0,
-        refusal: reason,
-        term,
-        nodes: Vec::new(),
-    }
-}
-
-/// Sends this node's heartbeat to the coordinator every heartbeat interval
-/// until `shutdown` fires.
-pub async fn run_heartbeats(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(ctx.timing.heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_refusal = String::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let known = ctx.coordinator();
-        let request = HeartbeatRequest {
-            cluster: ctx.cluster.clone(),
-            node_id: ctx.id,
-            node: ctx.me.name.clone(),
-            version: tandem_core::VERSION.to_string(),
-            applied_index: ctx.state.borrow().last_applied.map_or(0, |l| l.index),
-            lease_ms: duration_ms(ctx.timing.lease),
-            clock_drift_margin_ms: duration_ms(ctx.timing.clock_drift_margin),
-            election_timeout_ms: duration_ms(ctx.timing.election_timeout),
-            relay: false,
-            freshness: ctx.liveness.own_freshness_pb(),
-        };
-        let sent_at = ctx.clock.now();
-        let direct = match &known {
-            Some((id, _)) if *id == ctx.id => Ok(handle_heartbeat(&ctx, &request)),
-            Some((_, info)) => send_heartbeat(&ctx, &info.address, request.clone(), ctx.timing.election_timeout).await,
-            None => Err("no coordinator known".to_string()),
-        };
-        let reply = match direct {
-            Ok(r) => r,
-            Err(e) => {
-                // The coordinator may be out of reach from here alone (the
-                // link between the sites cut): ask the other nodes to relay.
-                debug!(error = %e, "heartbeat not acknowledged directly; relaying");
-                match relay_heartbeat(&ctx, known.as_ref().map(|(id, _)| *id), request).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        debug!(error = %e, "heartbeat not acknowledged through any relay");
-                        ctx.liveness.counters.heartbeats_unanswered.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                }
-            }
-        };
-        let coordinator_name = known.as_ref().map_or("?", |(_, i)| i.name.as_str()).to_string();
-        if !reply.granted && reply.refusal != last_refusal {
-            warn!(coordinator = %coordinator_name, reason = %reply.refusal, "lease not granted");
-        }
-        last_refusal = reply.refusal.clone();
-        ctx.liveness.record_reply(ctx.clock.now(), sent_at, &reply);
-    }
-}
-
-/// Sends a heartbeat with `relay` set to every other member at once and
-/// takes the first coordinator's reply that comes back through one of them.
-async fn relay_heartbeat(
-    ctx: &NodeContext,
-    coordinator: Option<NodeId>,
-    request: HeartbeatRequest,
-) -> Result<HeartbeatReply, String> {
-    let relays: Vec<tandem_core::NodeInfo> = member_ids(ctx)
-        .into_iter()
-        .filter(|id| *id != ctx.id && Some(*id) != coordinator)
-        .filter_map(|id| ctx.member(id))
-        .collect();
-    if relays.is_empty() {
-        return Err("no other node to relay through".into());
-    }
-    let calls = relays.iter().map(|r| {
-        let request = HeartbeatRequest {
-            relay: true,
-            ..request.clone()
-        };
-        let call = send_heartbeat(ctx, &r.address, request, ctx.timing.election_timeout * 2);
-        // Only a grant counts: a relay whose own view is stale may answer
-        // with a refusal before another relay brings the grant.
-        Box::pin(async move {
-            match call.await {
-                Ok(r) if r.granted => Ok(r),
-                Ok(r) => Err(format!("refused: {}", r.refusal)),
-                Err(e) => Err(e),
-            }
-        })
-    });
-    futures::future::select_ok(calls)
-        .await
-        .map(|(reply, _)| reply)
-        .map_err(|e| format!("no relay answered: {e}"))
-}
-
-pub(crate) async fn send_heartbeat(
-    ctx: &NodeContext,
-    address: &str,
-    request: HeartbeatRequest,
-    timeout: Duration,
-) -> Result<HeartbeatReply, String> {
-    let channel = ctx.channels.get(address).map_err(|e| e.to_string())?;
-    let mut req = tonic::Request::new(request);
-    req.set_timeout(timeout);
-    PeerClient::new(channel)
-        .heartbeat(req)
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| s.message().to_string())
-}
-
-/// Feeds Raft's leadership to [`Liveness::observe_raft`] until `shutdown`.
-/// Uses the server metrics, which change only when leadership or membership does.
-pub async fn follow_raft(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
-    let mut metrics = ctx.raft.server_metrics();
-    loop {
-        let leader_term = {
-            let m = metrics.borrow_and_update();
-            let leading = m.state.is_leader() && m.current_leader == Some(ctx.id);
-            leading.then_some(m.vote.leader_id().term)
-        };
-        ctx.liveness.observe_raft(ctx.clock.now(), leader_term);
-        tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// While this node is coordinator, asks a quorum to confirm it every
-/// [`Timing::quorum_check_interval`]; leases are granted only on a recent
-/// confirmation. The start time of each round is what counts, so a pause of
-/// this process (SIGSTOP, a frozen VM) can only make confirmations look older.
-pub async fn confirm_quorum(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(ctx.timing.quorum_check_interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if !ctx.is_coordinator() {
-            continue;
-        }
-        let term = ctx.raft.metrics().borrow().current_term;
-        let started_at = ctx.clock.now();
-        let round = tokio::time::timeout(ctx.timing.quorum_staleness(), ctx.raft.ensure_linearizable()).await;
-        if let Ok(Ok(_)) = round {
-            ctx.liveness.confirm_quorum(term, started_at);
-        } else {
-            debug!(term, "quorum confirmation failed");
-        }
-    }
-}
-
-/// On a witness: campaigns when no member can become coordinator (see
-/// [`witness_should_campaign`]), until `shutdown`.
-pub async fn run_witness_fallback(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
-    let started = ctx.clock.now();
-    let mut campaigning = false;
-    // Campaigns in a row: each one waits longer (up to a lease), so that a
-    // witness that fell behind while cut off does not depose, again and
-    // again, the coordinators the members elect once the link heals (found
-    // by the fault suite: no coordinator for over a minute).
-    let mut streak: u32 = 0;
-    loop {
-        // Jittered, so that the witness and a hopeless member do not keep colliding.
-        let jitter = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| {
-                u64::from(d.subsec_nanos()) % tandem_core::timing::duration_ms(ctx.timing.election_timeout).max(1)
-            });
-        // Capped below a behind member's own retry period (about five
-        // election timeouts), or the witness's terms fall behind it for good.
-        let backoff = (ctx.timing.election_timeout * 2u32.saturating_pow(streak.min(8)))
-            .min(ctx.timing.election_timeout * 4)
-            .min(ctx.timing.lease);
-        tokio::select! {
-            _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
-            _ = shutdown.changed() => return,
-        }
-        let now = ctx.clock.now();
-        let quiet = ctx.liveness.since_last_reply(now).unwrap_or_else(|| now.since(started));
-        // Not yet part of a cluster: nothing to lead.
-        let should =
-            !ctx.is_coordinator() && !member_ids(&ctx).is_empty() && witness_should_campaign(quiet, &ctx.timing);
-        streak = if should { streak.saturating_add(1) } else { 0 };
-        if should && !campaigning {
-            warn!(
-                quiet_ms = tandem_core::timing::duration_ms(quiet),
-                "no coordinator has answered this witness for longer than a lease; campaigning, since no member \
-                 seems able to (a witness may coordinate but never hosts services)"
-            );
-        }
-        if !should && campaigning {
-            info!("a coordinator answers again; the witness stops campaigning");
-        }
-        campaigning = should;
-        if should && let Err(e) = ctx.raft.trigger().elect().await {
-            warn!(error = %e, "could not start an election");
-        }
     }
 }
 

@@ -6,24 +6,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tandem_agents::fence::{FenceAction, fence_node};
-use tandem_core::NodeId;
 use tandem_core::membership::node_id;
 use tandem_core::placement::{NodeFacts, Operator, Plan, plan_with};
 use tandem_core::state::Command;
+use tandem_core::{Millis, NodeId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::clock::unix_ms;
-use crate::liveness::member_ids;
 use crate::node::NodeContext;
 
 /// The nodes as this node sees them now, for placement.
 pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
     let now = ctx.clock.now();
     let term = ctx.raft.metrics().borrow().current_term;
-    let members: BTreeSet<NodeId> = member_ids(ctx);
+    let members: BTreeSet<NodeId> = ctx.member_ids();
     let (view, _) = ctx.liveness.view(now, &members);
     let state = ctx.state.borrow().clone();
     // What each node's agents last reported (kept for nodes not heard from).
@@ -74,7 +71,14 @@ fn plan_for(ctx: &NodeContext, facts: &[NodeFacts]) -> Plan {
         maintenance: Some(&c.maintenance),
         moves: Some(&c.moves),
     };
-    plan_with(&c.spec, &c.groups, &c.fencing_needed, operator, facts, unix_ms())
+    plan_with(
+        &c.spec,
+        &c.groups,
+        &c.fencing_needed,
+        operator,
+        facts,
+        ctx.clock.unix_ms(),
+    )
 }
 
 /// When the coordinator first saw each node not `up` (missed heartbeats):
@@ -136,7 +140,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
             continue;
         }
         let facts = node_facts(&ctx);
-        detection.observe(&facts, unix_ms());
+        detection.observe(&facts, ctx.clock.unix_ms());
         let p = plan_for(&ctx, &facts);
         finish_transitions(&ctx).await;
         for (group, (transition, reason)) in p.abandon {
@@ -146,7 +150,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 transition,
                 reason,
                 actor: "coordinator".into(),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: ctx.clock.unix_ms(),
             };
             if let Err(e) = ctx.raft.client_write(cmd).await {
                 warn!(%group, error = %e, "could not commit the end of a move");
@@ -161,7 +165,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 node: node.clone(),
                 reason: why,
                 actor: "coordinator".into(),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: ctx.clock.unix_ms(),
             };
             if let Err(e) = ctx.raft.client_write(cmd).await {
                 warn!(%node, error = %e, "could not commit the fencing request");
@@ -179,7 +183,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 nodes: d.assign,
                 epoch,
                 reason: d.reason,
-                at_unix_ms: unix_ms(),
+                at_unix_ms: ctx.clock.unix_ms(),
                 planned: d.planned,
             };
             match ctx.raft.client_write(cmd).await {
@@ -218,7 +222,7 @@ async fn finish_transitions(ctx: &NodeContext) {
     for transition in done {
         let cmd = Command::TransitionDone {
             transition,
-            dns_unix_ms: unix_ms(),
+            dns_unix_ms: ctx.clock.unix_ms(),
         };
         if let Err(e) = ctx.raft.client_write(cmd).await {
             warn!(transition, error = %e, "could not record the end of a transition");
@@ -241,7 +245,7 @@ pub const FENCE_RETRY_MAX: Duration = Duration::from_secs(30);
 struct Fencer {
     running: BTreeMap<String, JoinHandle<()>>,
     /// When to try a node again, and the pause after the next failure.
-    next_try: BTreeMap<String, (Instant, Duration)>,
+    next_try: BTreeMap<String, (Millis, Duration)>,
 }
 
 impl Fencer {
@@ -266,8 +270,8 @@ impl Fencer {
                 .next_try
                 .get(node)
                 .copied()
-                .unwrap_or((Instant::now(), FENCE_RETRY));
-            if Instant::now() < at {
+                .unwrap_or((ctx.clock.now(), FENCE_RETRY));
+            if ctx.clock.now() < at {
                 continue;
             }
             if *node == ctx.me.name {
@@ -276,8 +280,10 @@ impl Fencer {
                 // it again (off is idempotent) and commits.
                 error!(%node, "this node, the coordinator, needs fencing: fencing itself");
             }
-            self.next_try
-                .insert(node.clone(), (Instant::now() + pause, (pause * 2).min(FENCE_RETRY_MAX)));
+            self.next_try.insert(
+                node.clone(),
+                (ctx.clock.now().plus(pause), (pause * 2).min(FENCE_RETRY_MAX)),
+            );
             let (ctx, node2, fencing) = (ctx.clone(), node.clone(), c.spec.fencing.clone());
             let last_failure = c.fence_failures.get(node).cloned();
             let task = tokio::spawn(async move {
@@ -306,13 +312,7 @@ pub async fn fence_and_commit(
 ) -> Result<String, String> {
     info!(%node, "fencing");
     let result = fence_node(&fencing, &node, FenceAction::Off).await;
-    ctx.metrics
-        .counters
-        .fence_attempts
-        .get_or_create(&crate::metrics::OutcomeLabels {
-            outcome: if result.fenced { "fenced" } else { "failed" }.to_string(),
-        })
-        .inc();
+    ctx.counters.fence_attempt(result.fenced);
     let summary = result.summary();
     let actor = format!("node:{}", ctx.me.name);
     let cmd = if result.fenced {
@@ -321,7 +321,7 @@ pub async fn fence_and_commit(
             node: node.clone(),
             how: summary.clone(),
             actor,
-            at_unix_ms: unix_ms(),
+            at_unix_ms: ctx.clock.unix_ms(),
         }
     } else {
         warn!(%node, %summary, "fencing failed; will retry");
@@ -332,7 +332,7 @@ pub async fn fence_and_commit(
             node: node.clone(),
             detail: summary.clone(),
             actor,
-            at_unix_ms: unix_ms(),
+            at_unix_ms: ctx.clock.unix_ms(),
         }
     };
     match ctx.raft.client_write(cmd).await {

@@ -36,19 +36,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_agents::{Action, ActionResult, Env, Outcome, Runner};
+use tandem_core::Millis;
 use tandem_core::duty::{Duty, DutyInput, KeepReason, duty};
 use tandem_core::groups::{NodeReport, Phase, ResourceReport};
 use tandem_core::spec::{GroupKind, GroupSpec, ResourceSpec};
 use tandem_core::state::{Command, TransitionOutcome};
-use tandem_proto::v1::RaftMessage;
-use tandem_proto::v1::peer_client::PeerClient;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::clock::unix_ms;
 use crate::hooks::{Hook, HookCall, HookMemory};
 use crate::node::NodeContext;
+use crate::report::send_report;
 
 /// Where the executor keeps its runtime files and finds OCF agents.
 #[derive(Clone)]
@@ -113,7 +111,7 @@ struct GroupTask {
     runners: Vec<Runner>,
     /// How many resources, from the first, are started.
     started: usize,
-    next_monitor: Vec<Instant>,
+    next_monitor: Vec<Millis>,
     phase: Phase,
     /// The epoch this node last acted on.
     epoch: u64,
@@ -123,7 +121,7 @@ struct GroupTask {
     /// A stop failed: nothing more is done until an operator or fencing intervenes.
     stuck: bool,
     /// After a failure, the next start waits until then (no retry storm).
-    retry_at: Option<Instant>,
+    retry_at: Option<Millis>,
     /// A start found the resource cannot run here; nothing is retried until
     /// the assignment changes (this epoch).
     gave_up: Option<u64>,
@@ -227,7 +225,7 @@ impl GroupTask {
             .iter()
             .map(|r| Runner::new(r, dir, &self.ocf_root))
             .collect();
-        self.next_monitor = vec![Instant::now(); spec.resources.len()];
+        self.next_monitor = vec![self.ctx.clock.now(); spec.resources.len()];
         *self.guarded.lock().unwrap_or_else(|p| p.into_inner()) = spec.resources.clone();
         self.spec = Some(spec.clone());
     }
@@ -320,7 +318,7 @@ impl GroupTask {
                 name: name.clone(),
                 action: action_name.into(),
                 result: outcome_text(&result.outcome),
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             },
         );
         if !matches!(result.outcome, Outcome::Ok | Outcome::NotRunning) || action != Action::Monitor {
@@ -349,7 +347,7 @@ impl GroupTask {
                 .escalate(format!("a stop of {} failed or timed out", self.name));
         }
         if failed_resource.is_some() {
-            self.retry_at = Some(Instant::now() + RESTART_DELAY);
+            self.retry_at = Some(self.ctx.clock.now().plus(RESTART_DELAY));
         }
         let resources = self
             .spec
@@ -368,7 +366,7 @@ impl GroupTask {
                 epoch: self.epoch,
                 phase,
                 resources,
-                at_unix_ms: unix_ms(),
+                at_unix_ms: self.ctx.clock.unix_ms(),
             },
             failed_resource,
             fatal,
@@ -492,7 +490,7 @@ impl GroupTask {
                 .min()
                 .copied();
             let retry = if self.pending.is_some() {
-                Some(Instant::now() + self.ctx.timing.heartbeat_interval * 2)
+                Some(self.ctx.clock.now().plus(self.ctx.timing.heartbeat_interval * 2))
             } else {
                 None
             };
@@ -501,17 +499,17 @@ impl GroupTask {
             // after a restart is decided on once its inherited lease lapses).
             let lease_end = (self.started > 0)
                 .then(|| self.ctx.liveness.own_lease().self_fence_at(&self.ctx.timing))
-                .flatten()
-                .map(|t| Instant::now() + t.since(self.ctx.clock.now()));
+                .flatten();
             let until = if self.stuck {
                 retry
             } else {
                 [wake, retry, lease_end, self.retry_at].into_iter().flatten().min()
             };
+            let sleep = until.map(|t| t.since(self.ctx.clock.now()));
             tokio::select! {
                 r = state.changed() => if r.is_err() { break },
                 r = liveness.changed() => if r.is_err() { break },
-                _ = async { match until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+                _ = async { match sleep { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
                 _ = shutdown.changed() => {
                     // A node whose agent stops leaves the cluster: nobody
                     // would stop its exclusive groups when its lease ends.
@@ -544,7 +542,7 @@ impl GroupTask {
         if self.stuck {
             return;
         }
-        if self.retry_at.is_some_and(|t| Instant::now() >= t) {
+        if self.retry_at.is_some_and(|t| self.ctx.clock.now() >= t) {
             self.retry_at = None;
         }
         self.monitored = 0;
@@ -595,7 +593,7 @@ impl GroupTask {
                     return;
                 }
             }
-            let waiting = self.retry_at.is_some_and(|t| Instant::now() < t) || self.gave_up == Some(epoch);
+            let waiting = self.retry_at.is_some_and(|t| self.ctx.clock.now() < t) || self.gave_up == Some(epoch);
             if self.started < total && waiting {
                 return;
             }
@@ -608,7 +606,7 @@ impl GroupTask {
                     self.report(Phase::Starting, None);
                     self.flush().await;
                     if self.pending.is_some() {
-                        self.retry_at = Some(Instant::now() + self.ctx.timing.heartbeat_interval * 2);
+                        self.retry_at = Some(self.ctx.clock.now().plus(self.ctx.timing.heartbeat_interval * 2));
                         return;
                     }
                 }
@@ -646,7 +644,7 @@ impl GroupTask {
                         .spec
                         .as_ref()
                         .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
-                    self.next_monitor[i] = Instant::now() + interval;
+                    self.next_monitor[i] = self.ctx.clock.now().plus(interval);
                 }
                 self.report(Phase::Running, None);
                 self.promoted(epoch);
@@ -654,7 +652,7 @@ impl GroupTask {
             }
             // Running: monitor what is due.
             for i in 0..self.started {
-                if Instant::now() < self.next_monitor[i] {
+                if self.ctx.clock.now() < self.next_monitor[i] {
                     continue;
                 }
                 let r = self.act(i, Action::Monitor).await;
@@ -662,7 +660,7 @@ impl GroupTask {
                     .spec
                     .as_ref()
                     .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
-                self.next_monitor[i] = Instant::now() + interval;
+                self.next_monitor[i] = self.ctx.clock.now().plus(interval);
                 if r.outcome != Outcome::Ok {
                     let name = self.spec.as_ref().map(|s| s.resources[i].name.clone());
                     warn!(group = %self.name, resource = ?name, result = %outcome_text(&r.outcome), "monitor failed; restarting in place");
@@ -771,7 +769,7 @@ impl GroupTask {
         self.monitored = total;
         let mut monitored = false;
         for i in 0..total {
-            if Instant::now() < self.next_monitor[i] {
+            if self.ctx.clock.now() < self.next_monitor[i] {
                 continue;
             }
             monitored = true;
@@ -785,7 +783,7 @@ impl GroupTask {
                 .spec
                 .as_ref()
                 .map_or(Duration::from_secs(10), |s| s.resources[i].monitor_interval);
-            self.next_monitor[i] = Instant::now() + interval;
+            self.next_monitor[i] = self.ctx.clock.now().plus(interval);
         }
         if !monitored && epoch == self.epoch {
             return;
@@ -916,7 +914,7 @@ impl GroupTask {
         let total = self.runners.len();
         self.monitored = total;
         for i in 0..total {
-            if Instant::now() < self.next_monitor[i] {
+            if self.ctx.clock.now() < self.next_monitor[i] {
                 continue;
             }
             let Some(r) = self.spec.as_ref().map(|s| s.resources[i].clone()) else {
@@ -925,7 +923,7 @@ impl GroupTask {
             let env = self.env(&r.name);
             let result = self.runners[i].run(Action::Monitor, &env).await;
             self.note_freshness_from(i, result.freshness);
-            self.next_monitor[i] = Instant::now() + r.monitor_interval;
+            self.next_monitor[i] = self.ctx.clock.now().plus(r.monitor_interval);
         }
     }
 
@@ -1135,34 +1133,4 @@ async fn lease_guard(
             }
         }
     }
-}
-
-/// Commits a report: proposed here on the coordinator, else sent to it.
-pub async fn send_report(ctx: &NodeContext, command: &Command) -> Result<(), String> {
-    if ctx.is_coordinator() {
-        let r = ctx
-            .raft
-            .client_write(command.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        return match r.data.rejected {
-            Some(why) => Err(why),
-            None => Ok(()),
-        };
-    }
-    let Some((_, coordinator)) = ctx.coordinator() else {
-        return Err("no coordinator".into());
-    };
-    let channel = ctx.channels.get(&coordinator.address).map_err(|e| e.to_string())?;
-    let json = serde_json::to_vec(command).map_err(|e| e.to_string())?;
-    let mut req = tonic::Request::new(RaftMessage {
-        cluster: ctx.cluster.clone(),
-        json,
-    });
-    req.set_timeout(Duration::from_secs(5));
-    PeerClient::new(channel)
-        .report(req)
-        .await
-        .map(|_| ())
-        .map_err(|s| s.message().to_string())
 }

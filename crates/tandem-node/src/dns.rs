@@ -200,13 +200,13 @@ pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>)
     let mut pushed: std::collections::BTreeMap<String, Pushed> = Default::default();
     let retry = Duration::from_secs(2);
     const RECONCILE: Duration = Duration::from_secs(60);
-    let mut reconcile_at = tokio::time::Instant::now();
+    let mut reconcile_at = ctx.clock.now();
     loop {
-        if reconcile_at.elapsed() >= RECONCILE {
+        if ctx.clock.now().since(reconcile_at) >= RECONCILE {
             // The servers may have been changed by others (or by a deposed
             // coordinator's late retry): push everything again now and then.
             pushed.clear();
-            reconcile_at = tokio::time::Instant::now();
+            reconcile_at = ctx.clock.now();
         }
         let applied = ctx.state.borrow().last_applied.map_or(0, |l| l.index);
         // A deposed coordinator (openraft 0.9 leaders do not step down on

@@ -1,5 +1,6 @@
-//! What every service of a node shares.
+//! What every task of the node runtime, and every face that calls into it, shares.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tandem_core::{NodeId, NodeInfo, Timing};
@@ -9,9 +10,10 @@ use tandem_raft::store::AppliedState;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::counters::NodeCounters;
 use crate::liveness::Liveness;
 
-/// The running node as the services see it. Cheap to clone.
+/// The running node as its tasks and its faces see it. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeContext {
     pub cluster: String,
@@ -31,13 +33,10 @@ pub struct NodeContext {
     /// Set when the agent is stopping: exclusive groups stop here (and move),
     /// while heartbeats, the lease guard and the watchdog still run.
     pub leaving: Arc<std::sync::atomic::AtomicBool>,
-    /// Prometheus metrics that accumulate while the process runs.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Calls refused for want of a credential, per method and reason.
-    pub auth_stats: Arc<crate::auth::AuthStats>,
-    /// The last status built: GetStatus, status streams, the HTTP status
-    /// page and /metrics all answer from it, so many readers cost one build.
-    pub status_cache: Arc<crate::status::StatusCache>,
+    /// Counters of the runtime since the process started (for metrics).
+    pub counters: Arc<NodeCounters>,
+    /// Serialises membership changes made through this node.
+    pub membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl NodeContext {
@@ -55,6 +54,24 @@ impl NodeContext {
         let id = m.current_leader?;
         let info = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, info))
+    }
+
+    /// Every member (voters and learners) with its record.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    /// The voter and learner ids of the current membership.
+    pub fn member_ids(&self) -> BTreeSet<NodeId> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
     }
 
     /// True while this node is the coordinator (the Raft leader).

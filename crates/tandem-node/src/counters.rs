@@ -1,0 +1,37 @@
+//! Counters the node runtime keeps while the process runs: plain atomics,
+//! read by whoever reports them (`/metrics` turns them into Prometheus
+//! values at scrape time). The lease runtime's own counters live with it
+//! ([`crate::liveness::LeaseCounters`]).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of the node runtime since the process started.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Fencing attempts this node ran as coordinator that fenced the node.
+    pub fence_fenced: AtomicU64,
+    /// Fencing attempts this node ran as coordinator that failed.
+    pub fence_failed: AtomicU64,
+}
+
+/// The counters at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeCountersSnapshot {
+    pub fence_fenced: u64,
+    pub fence_failed: u64,
+}
+
+impl NodeCounters {
+    /// Counts one fencing attempt by its outcome.
+    pub fn fence_attempt(&self, fenced: bool) {
+        let counter = if fenced { &self.fence_fenced } else { &self.fence_failed };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> NodeCountersSnapshot {
+        NodeCountersSnapshot {
+            fence_fenced: self.fence_fenced.load(Relaxed),
+            fence_failed: self.fence_failed.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Starting and stopping a node: the library entry point of the runtime.
+//!
+//! A node starts in three steps, so that its caller can bind the sockets
+//! of its faces where a taken port should be found: [`Node::open`] opens the
+//! data directory (refusing another node's), [`OpenedNode::start`] starts
+//! Raft, bootstraps a new cluster where this node should and binds the DNS
+//! responder (every error of a start happens by then, and nothing runs
+//! yet), and [`StartedNode::run`] spawns the tasks: heartbeats, quorum
+//! confirmation, following Raft, the witness's fallback, the manager, the
+//! executor, the zone and its pushes, the lease file and the watchdog.
+//! [`Node::leave_and_stop`] takes it down again: it first leaves (stops
+//! the exclusive groups running here while heartbeats, the lease guard and
+//! the watchdog still run), then stops Raft and the tasks.
+//!
+//! The caller reads files, arguments and the environment; this crate only
+//! gets what was parsed ([`NodeParams`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Config, SnapshotPolicy};
+use tandem_core::NodeRole;
+use tandem_core::config::NodeConfig;
+use tandem_core::timing::duration_ms;
+use tandem_dns::{Responder, Stats, Zone};
+use tandem_raft::Raft;
+use tandem_raft::network::{Channels, Network};
+use tandem_raft::store::{AppliedState, Identity, OpenError, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::ClientTlsConfig;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::executor::{ExecutorConfig, any_exclusive_active, run_executor};
+use crate::heartbeat::{confirm_quorum, follow_raft, run_heartbeats, run_witness_fallback};
+use crate::liveness::Liveness;
+use crate::manager::run_manager;
+use crate::node::NodeContext;
+use crate::watchdog::{SelfFence, run_watchdog};
+
+/// How long a stopping node waits for its exclusive groups to stop (systemd's
+/// `TimeoutStopSec` in deploy/systemd/tandem.service allows for it).
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(80);
+
+/// What a node needs to start, as its caller parsed it.
+pub struct NodeParams {
+    pub config: NodeConfig,
+    /// TLS for connections to other nodes (`[tls]`); `None`: plain TCP.
+    pub client_tls: Option<ClientTlsConfig>,
+    /// Where OCF resource agents live (normally /usr/lib/ocf).
+    pub ocf_root: PathBuf,
+    /// The node's clock: [`Clock::system`] for a real node.
+    pub clock: Clock,
+    /// Seeds the witness's election jitter; `None`: the node id.
+    pub jitter_seed: Option<u64>,
+}
+
+/// Why a node did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// The data directory belongs to another node or another cluster.
+    WrongIdentity(String),
+    /// The timing makes no valid Raft configuration.
+    Timing(String),
+    /// The node could not start (its storage, Raft, the DNS port).
+    Failed(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::WrongIdentity(m) | StartError::Timing(m) | StartError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A node whose data directory is open; nothing runs yet.
+pub struct OpenedNode {
+    params: NodeParams,
+    store: Store,
+    initialized: bool,
+}
+
+/// A node whose Raft runs and whose DNS responder is bound; its tasks do
+/// not run yet.
+pub struct StartedNode {
+    params: NodeParams,
+    store: Store,
+    ctx: NodeContext,
+    initial: Arc<AppliedState>,
+    dns: Responder,
+    zone_tx: watch::Sender<Arc<Zone>>,
+    dns_stats: Arc<Stats>,
+}
+
+/// A running node.
+pub struct Node {
+    ctx: NodeContext,
+    initial: Arc<AppliedState>,
+    dns_stats: Arc<Stats>,
+    zone: watch::Receiver<Arc<Zone>>,
+    store: Store,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown: watch::Receiver<bool>,
+    /// Per group: whether it may be active here as an exclusive group.
+    exclusive_active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
+    tasks: Tasks,
+}
+
+/// The node's tasks, in the order they are awaited when it stops.
+struct Tasks {
+    heartbeats: JoinHandle<()>,
+    follower: JoinHandle<()>,
+    confirmer: JoinHandle<()>,
+    manager: JoinHandle<()>,
+    executor: Option<JoinHandle<()>>,
+    fallback: Option<JoinHandle<()>>,
+    watchdog: Option<JoinHandle<()>>,
+    zone: JoinHandle<()>,
+    lease: JoinHandle<()>,
+    push: JoinHandle<()>,
+    /// Given two seconds to end.
+    dns: JoinHandle<()>,
+}
+
+/// A node that stopped; dropping it closes its store.
+pub struct StoppedNode {
+    _store: Store,
+}
+
+impl Node {
+    /// Opens the node's data directory: refuses one of another node or
+    /// cluster, and tells whether it holds Raft state already.
+    pub fn open(params: NodeParams) -> Result<OpenedNode, StartError> {
+        let config = &params.config;
+        let identity = Identity {
+            cluster: config.cluster.clone(),
+            node_name: config.node.name.clone(),
+            node_id: config.node_id,
+        };
+        let store = Store::open(&config.data_dir, &identity).map_err(|e| match e {
+            OpenError::WrongIdentity { .. } => StartError::WrongIdentity(e.to_string()),
+            OpenError::Storage { .. } => StartError::Failed(e.to_string()),
+        })?;
+        let initialized = store.has_raft_state().map_err(|e| StartError::Failed(e.to_string()))?;
+        Ok(OpenedNode {
+            params,
+            store,
+            initialized,
+        })
+    }
+
+    /// The runtime's context, for the faces.
+    pub fn context(&self) -> &NodeContext {
+        &self.ctx
+    }
+
+    /// The applied state when Raft started: what counters since the start
+    /// count from.
+    pub fn initial_state(&self) -> &Arc<AppliedState> {
+        &self.initial
+    }
+
+    /// The DNS responder's counters.
+    pub fn dns_stats(&self) -> Arc<Stats> {
+        self.dns_stats.clone()
+    }
+
+    /// The zone the DNS responder answers from, as it changes.
+    pub fn zone(&self) -> watch::Receiver<Arc<Zone>> {
+        self.zone.clone()
+    }
+
+    /// Set when the node stops (after it left): whatever serves it ends then.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Resolves when Raft stopped with a fatal error.
+    pub async fn failed(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.ctx.raft.metrics().borrow().running_state.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Takes the node down: first it leaves (its exclusive groups stop while
+    /// heartbeats, the lease guard and the watchdog still run, so they move
+    /// at once and a slow stop stays covered by the lease rules; at most
+    /// [`LEAVE_TIMEOUT`]), then Raft stops, so the others elect a
+    /// coordinator at once, and then every task.
+    pub async fn leave_and_stop(self, reason: &str) -> StoppedNode {
+        let ctx = &self.ctx;
+        if any_exclusive_active(&self.exclusive_active) {
+            info!(reason = %reason, "leaving: stopping the exclusive groups running here first");
+            ctx.leaving.store(true, Ordering::SeqCst);
+            ctx.liveness.poke();
+            let start = ctx.clock.now();
+            while any_exclusive_active(&self.exclusive_active) && ctx.clock.now().since(start) < LEAVE_TIMEOUT {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if any_exclusive_active(&self.exclusive_active) {
+                warn!(
+                    timeout_s = LEAVE_TIMEOUT.as_secs(),
+                    "exclusive groups still stopping; shutting down anyway"
+                );
+            }
+        }
+        info!(reason = %reason, "shutting down: stopping Raft first so the others elect a coordinator at once, then draining requests");
+        let _ = self.shutdown_tx.send(true);
+        if let Err(e) = ctx.raft.shutdown().await {
+            error!(error = %e, "Raft did not shut down cleanly");
+        }
+        let t = self.tasks;
+        let _ = t.heartbeats.await;
+        let _ = t.follower.await;
+        let _ = t.confirmer.await;
+        let _ = t.manager.await;
+        if let Some(e) = t.executor {
+            let _ = e.await;
+        }
+        if let Some(f) = t.fallback {
+            let _ = f.await;
+        }
+        if let Some(w) = t.watchdog {
+            let _ = w.await;
+        }
+        let _ = t.zone.await;
+        let _ = t.lease.await;
+        let _ = t.push.await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), t.dns).await;
+        // Every write was fsync'ed as it was made; the store closes when
+        // the caller drops what is returned.
+        StoppedNode { _store: self.store }
+    }
+}
+
+impl OpenedNode {
+    /// Starts Raft, bootstraps the cluster where this node should (exactly
+    /// once: only a member that never held Raft state, never a node meant
+    /// to join, never a witness) and binds the DNS responder, so a taken
+    /// port is an error at start. Nothing runs yet but Raft.
+    pub async fn start(self) -> Result<StartedNode, StartError> {
+        let OpenedNode {
+            params,
+            store,
+            initialized,
+        } = self;
+        let config = &params.config;
+        let raft_config = Arc::new(raft_config(config)?);
+        let state_machine = store.state_machine().await.map_err(|e| {
+            StartError::Failed(format!(
+                "cannot load the state machine from {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let state = state_machine.subscribe();
+        let channels = match params.client_tls.clone() {
+            Some(tls) => Channels::with_tls(tls),
+            None => Channels::default(),
+        };
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            Network::new(
+                config.cluster.clone(),
+                channels.clone(),
+                config.timing.heartbeat_interval * 2,
+            ),
+            store.log_store(),
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Failed(format!("cannot start Raft: {e}")))?;
+        let ctx = NodeContext {
+            cluster: config.cluster.clone(),
+            me: config.node.clone(),
+            id: config.node_id,
+            timing: config.timing,
+            raft: raft.clone(),
+            state,
+            channels,
+            clock: params.clock.clone(),
+            liveness: Arc::new(Liveness::new(config.timing)),
+            ocf_root: params.ocf_root.clone(),
+            self_fence: Arc::new(SelfFence::default()),
+            leaving: Arc::new(AtomicBool::new(false)),
+            counters: Arc::default(),
+            membership_lock: Arc::default(),
+        };
+        let initial = ctx.state.borrow().clone();
+
+        if initialized {
+            info!("Raft state found; resuming (no bootstrap)");
+        } else if config.join {
+            info!("empty data directory and join = true: waiting to be added with `tandem members add`");
+        } else if config.node.role == NodeRole::Witness {
+            // Raft campaigns right after initialising, whatever `enable_elect`
+            // says; a witness should lead only when no member can, so it leaves
+            // the bootstrap to the members and receives the membership from them.
+            info!("witness with an empty data directory: waiting for a member to bootstrap the cluster");
+        } else {
+            // Every initial member does it with the same member list, which
+            // Raft accepts even when they all start at once.
+            match raft.initialize(config.members_by_id()).await {
+                Ok(()) => info!(
+                    members = config.members.len(),
+                    "bootstrapped the cluster from the initial members"
+                ),
+                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => info!(reason = %e, "already bootstrapped"),
+                Err(e) => return Err(StartError::Failed(format!("cannot bootstrap the cluster: {e}"))),
+            }
+        }
+
+        let (dns, zone_tx, dns_stats) = crate::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
+            .await
+            .map_err(|e| StartError::Failed(format!("cannot serve DNS on {}: {e}", config.dns_listen)))?;
+        info!(dns = %config.dns_listen, "DNS responder listening");
+        Ok(StartedNode {
+            params,
+            store,
+            ctx,
+            initial,
+            dns,
+            zone_tx,
+            dns_stats,
+        })
+    }
+}
+
+impl StartedNode {
+    /// The runtime's context.
+    pub fn context(&self) -> &NodeContext {
+        &self.ctx
+    }
+
+    /// Spawns the node's tasks; it runs until [`Node::leave_and_stop`].
+    pub fn run(self) -> Node {
+        let StartedNode {
+            params,
+            store,
+            ctx,
+            initial,
+            dns,
+            zone_tx,
+            dns_stats,
+        } = self;
+        let config = &params.config;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        // Read the previous run's lease end before this run records its own.
+        let lease_file = config.data_dir.join("lease-end");
+        let left = crate::lease_file::previous_lease_remaining(&lease_file, config.timing.lease);
+        info!(
+            left_ms = left.as_millis() as u64,
+            "what is left of the previous run's lease"
+        );
+        // What runs may be kept until then (less the self-fencing margin),
+        // and the lease guard ends what still runs there; nothing starts on it.
+        ctx.liveness
+            .inherit_lease((!left.is_zero()).then(|| ctx.clock.now().plus(left)));
+        let lease = tokio::spawn(crate::lease_file::persist_lease(
+            ctx.clone(),
+            lease_file,
+            shutdown.clone(),
+        ));
+        let dns_task = tokio::spawn(dns.run(shutdown.clone()));
+        let zone = zone_tx.subscribe();
+        let zone_task = tokio::spawn(crate::dns::follow_zone(ctx.clone(), zone_tx, shutdown.clone()));
+        let push = tokio::spawn(crate::dns::run_dns_push(ctx.clone(), shutdown.clone()));
+        let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown.clone()));
+        let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown.clone()));
+        let confirmer = tokio::spawn(confirm_quorum(ctx.clone(), shutdown.clone()));
+        let manager = tokio::spawn(run_manager(ctx.clone(), shutdown.clone()));
+        // A witness hosts nothing, so it runs no executor.
+        let exclusive_active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>> = Arc::default();
+        let executor = (config.node.role == NodeRole::Member).then(|| {
+            let exec_config = ExecutorConfig {
+                state_dir: config.data_dir.join("run"),
+                ocf_root: ctx.ocf_root.clone(),
+                active: exclusive_active.clone(),
+            };
+            tokio::spawn(run_executor(ctx.clone(), exec_config, shutdown.clone()))
+        });
+        let watchdog = config.watchdog.clone().map(|w| {
+            tokio::spawn(run_watchdog(
+                w.device,
+                w.interval,
+                ctx.self_fence.clone(),
+                shutdown.clone(),
+            ))
+        });
+        let seed = params.jitter_seed.unwrap_or(ctx.id);
+        let fallback = (config.node.role == NodeRole::Witness)
+            .then(|| tokio::spawn(run_witness_fallback(ctx.clone(), seed, shutdown.clone())));
+        Node {
+            ctx,
+            initial,
+            dns_stats,
+            zone,
+            store,
+            shutdown_tx,
+            shutdown,
+            exclusive_active,
+            tasks: Tasks {
+                heartbeats,
+                follower,
+                confirmer,
+                manager,
+                executor,
+                fallback,
+                watchdog,
+                zone: zone_task,
+                lease,
+                push,
+                dns: dns_task,
+            },
+        }
+    }
+}
+
+fn raft_config(config: &NodeConfig) -> Result<Config, StartError> {
+    let t = &config.timing;
+    Config {
+        cluster_name: config.cluster.clone(),
+        heartbeat_interval: duration_ms(t.heartbeat_interval),
+        election_timeout_min: duration_ms(t.election_timeout),
+        election_timeout_max: duration_ms(t.election_timeout_max()),
+        install_snapshot_timeout: duration_ms(t.lease).max(1000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: config.snapshot_after_entries.min(1000),
+        // A witness votes but does not campaign on Raft's timer, so a member
+        // becomes coordinator whenever one can (see run_witness_fallback).
+        enable_elect: config.node.role != NodeRole::Witness,
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Timing(format!("timing: {e}")))
+}

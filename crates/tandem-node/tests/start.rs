@@ -1,0 +1,110 @@
+//! The runtime's entry point in process, without the binary or any face: a
+//! one-node cluster opens its data directory, starts Raft, leads, holds a
+//! lease counted on the clock it was given, and leaves and stops.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use tandem_core::Millis;
+use tandem_core::config::NodeConfig;
+use tandem_node::clock::Clock;
+use tandem_node::{Node, NodeParams, StartError};
+
+fn config(dir: &std::path::Path, cluster: &str) -> NodeConfig {
+    // The gRPC address is only this member's record: nothing serves it here.
+    let text = format!(
+        r#"
+[cluster]
+name = "{cluster}"
+
+[node]
+name = "solo"
+role = "member"
+data_dir = "{}"
+grpc_listen = "127.0.0.1:9"
+dns_listen = "127.0.0.1:0"
+
+[[members]]
+name = "solo"
+address = "127.0.0.1:9"
+"#,
+        dir.display()
+    );
+    NodeConfig::parse(&text, "solo.toml").unwrap()
+}
+
+fn params(config: NodeConfig, clock: Clock) -> NodeParams {
+    NodeParams {
+        config,
+        client_tls: None,
+        ocf_root: "/usr/lib/ocf".into(),
+        clock,
+        jitter_seed: None,
+    }
+}
+
+/// Polls `f` every 20 ms for up to 20 s.
+async fn wait_for(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_node_cluster_leads_and_counts_its_lease_on_the_clock_it_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, hand) = Clock::manual(1_700_000_000_000);
+    let node = Node::open(params(config(dir.path(), "lib"), clock.clone()))
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+        .run();
+    let ctx = node.context().clone();
+    let lease = ctx.timing.lease;
+    wait_for("leading", || ctx.is_coordinator()).await;
+    // The clock stands still: every heartbeat is sent at 0, so the lease
+    // always ends one lease after 0.
+    wait_for("a lease counted from 0", || {
+        ctx.liveness.lease_until() == Some(Millis(0).plus(lease))
+    })
+    .await;
+    assert!(
+        ctx.liveness
+            .may_act(clock.now(), ctx.state.borrow().last_applied.map_or(0, |l| l.index))
+    );
+    // Ten seconds on: the old lease has run out on this clock, and the next
+    // heartbeats renew it from their send time.
+    hand.advance(Duration::from_secs(10));
+    assert!(
+        !ctx.liveness.own_lease_valid(clock.now()) || ctx.liveness.lease_until() == Some(Millis(10_000).plus(lease)),
+        "a lease from 0 is not valid at 10 s"
+    );
+    wait_for("a lease counted from 10 s", || {
+        ctx.liveness.lease_until() == Some(Millis(10_000).plus(lease))
+    })
+    .await;
+    let stopped = node.leave_and_stop("the test is over").await;
+    drop(stopped);
+    assert!(
+        dir.path().join("lease-end").exists(),
+        "the lease's end is recorded for a restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clusters_data_directory_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    // Opening records the directory's identity; nothing of cluster one runs.
+    drop(Node::open(params(config(dir.path(), "one"), Clock::system())).unwrap());
+    match Node::open(params(config(dir.path(), "two"), Clock::system())) {
+        Err(StartError::WrongIdentity(why)) => assert!(why.contains("one"), "{why}"),
+        Err(e) => panic!("expected a wrong identity, got {e}"),
+        Ok(_) => panic!("another cluster's data directory was accepted"),
+    }
+}
