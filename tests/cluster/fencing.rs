@@ -358,6 +358,10 @@ fn a_node_whose_lease_runs_out_kills_what_will_not_stop_and_stops_feeding_its_wa
     );
     let log = std::fs::read_to_string(&c.node("site-a").log).unwrap();
     assert!(log.contains("the lease ended with the service still running"), "{log}");
+    assert!(
+        log.contains("self-fencing: this node's lease runs out"),
+        "the self-fencing stop says why it stops: {log}"
+    );
     assert!(log.contains("self-fencing escalated"), "the hung stop escalates: {log}");
     let settled = std::fs::metadata(&watchdog).unwrap().len();
     std::thread::sleep(Duration::from_millis(600));
