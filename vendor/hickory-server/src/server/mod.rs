@@ -38,7 +38,7 @@ use crate::net::tls::{default_provider, tls_from_stream};
 use crate::{
     access::AccessControl,
     net::{
-        BufDnsStreamHandle, NetError,
+        BufDnsStreamHandle, DnsStreamHandle, NetError,
         runtime::{TokioRuntimeProvider, TokioTime, iocompat::AsyncIoTokioAsStd},
         tcp::TcpStream,
         udp::UdpStream,
@@ -59,7 +59,7 @@ mod h3_handler;
 #[cfg(feature = "__quic")]
 mod quic_handler;
 mod request_handler;
-pub use request_handler::{Request, RequestHandler, RequestInfo, ResponseInfo};
+pub use request_handler::{RawResponse, Request, RequestHandler, RequestInfo, ResponseInfo};
 mod response_handler;
 pub use response_handler::{ResponseHandle, ResponseHandler};
 mod timeout_stream;
@@ -127,6 +127,26 @@ impl<T: RequestHandler> Server<T> {
             listener,
             timeout,
             response_buffer_size,
+            None,
+            self.context.clone(),
+        ));
+    }
+
+    /// As [`register_listener`](Self::register_listener), serving at most
+    /// `max_connections` connections at once: a connection accepted beyond
+    /// that is closed at once.
+    pub fn register_listener_with_max_connections(
+        &mut self,
+        listener: net::TcpListener,
+        timeout: Duration,
+        response_buffer_size: usize,
+        max_connections: usize,
+    ) {
+        self.join_set.spawn(handle_tcp(
+            listener,
+            timeout,
+            response_buffer_size,
+            Some(max_connections),
             self.context.clone(),
         ));
     }
@@ -501,6 +521,7 @@ async fn handle_tcp(
     listener: net::TcpListener,
     timeout: Duration,
     response_buffer_size: usize,
+    max_connections: Option<usize>,
     cx: Arc<ServerContext<impl RequestHandler>>,
 ) -> Result<(), NetError> {
     debug!("register tcp: {listener:?}");
@@ -530,6 +551,14 @@ async fn handle_tcp(
                 "address can not be responded to (TCP)",
             );
             continue;
+        }
+
+        if let Some(max) = max_connections {
+            reap_tasks(&mut inner_join_set);
+            if inner_join_set.len() >= max {
+                debug!(%src_addr, max, "too many TCP connections, closing this one");
+                continue;
+            }
         }
 
         // and spawn to the io_loop
@@ -765,6 +794,24 @@ impl<T: RequestHandler> ServerContext<T> {
         response_handler: BufDnsStreamHandle,
     ) {
         let (message, src_addr) = message.into_parts();
+        if self.access.allow(src_addr.ip()) {
+            let replies = match self.handler.handle_raw(&message, src_addr, protocol) {
+                RawResponse::Parse => None,
+                RawResponse::Drop => return,
+                RawResponse::Reply(reply) => Some(vec![reply]),
+                RawResponse::Replies(replies) => Some(replies),
+            };
+            if let Some(replies) = replies {
+                let mut stream = response_handler;
+                for reply in replies {
+                    if let Err(error) = stream.send(SerialMessage::new(reply, src_addr)) {
+                        debug!(%src_addr, %error, "failed to send a response");
+                        return;
+                    }
+                }
+                return;
+            }
+        }
         let response_handler = ResponseHandle::new(src_addr, response_handler, protocol);
 
         self.handle_request(Bytes::from(message), src_addr, protocol, response_handler)

@@ -186,9 +186,35 @@ impl std::ops::Deref for ResponseInfo {
     }
 }
 
+/// What a [`RequestHandler`] does with a message before it is parsed; see
+/// [`RequestHandler::handle_raw`].
+#[derive(Debug)]
+pub enum RawResponse {
+    /// Parse the message and hand it to [`RequestHandler::handle_request`].
+    Parse,
+    /// Send nothing.
+    Drop,
+    /// Send this message, as it is.
+    Reply(Vec<u8>),
+    /// Send these messages in order, as they are (e.g. a zone transfer over TCP).
+    Replies(Vec<Vec<u8>>),
+}
+
 /// Trait for handling incoming requests, and providing a message response.
 #[async_trait::async_trait]
 pub trait RequestHandler: Send + Sync + Unpin + 'static {
+    /// Sees every message received over UDP, TCP or TLS from a client the
+    /// access list allows, before it is parsed, and may answer it with
+    /// bytes of its own, drop it, or leave it to
+    /// [`handle_request`](Self::handle_request) (the default). For a handler
+    /// that prepares its answers as wire data, or that must account for
+    /// messages too malformed to parse. Called on the receiving task: it
+    /// must not block.
+    fn handle_raw(&self, message: &[u8], src: SocketAddr, protocol: Protocol) -> RawResponse {
+        let _ = (message, src, protocol);
+        RawResponse::Parse
+    }
+
     /// Determines what needs to happen given the type of request, i.e. Query or Update.
     ///
     /// # Arguments
