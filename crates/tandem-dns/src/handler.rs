@@ -179,3 +179,127 @@ impl RequestHandler for DnsHandler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use hickory_proto::op::{Edns, Query};
+    use hickory_proto::rr::{Name, Record, RecordType};
+    use hickory_proto::serialize::binary::BinEncoder;
+    use hickory_server::net::NetError;
+    use hickory_server::net::runtime::TokioTime;
+    use hickory_server::zone_handler::MessageResponse;
+
+    use super::*;
+    use crate::{ActiveNode, GroupKind, ZoneGroup, ZoneInput};
+
+    /// Keeps what hickory would send.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    #[async_trait::async_trait]
+    impl ResponseHandler for Capture {
+        async fn send_response<'a>(
+            &mut self,
+            response: MessageResponse<
+                '_,
+                'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+                impl Iterator<Item = &'a Record> + Send + 'a,
+            >,
+        ) -> Result<ResponseInfo, NetError> {
+            let mut bytes = Vec::new();
+            let info = response.destructive_emit(&mut BinEncoder::new(&mut bytes))?;
+            self.0.lock().map_err(|_| NetError::from("poisoned"))?.push(bytes);
+            Ok(info)
+        }
+    }
+
+    fn handler(allow_transfer: bool) -> DnsHandler {
+        let mut input = ZoneInput::new("svc.example.");
+        input.serial = 3;
+        let mut web = ZoneGroup::new("web", GroupKind::Exclusive);
+        web.active = vec![ActiveNode {
+            node: "n1".into(),
+            addrs: vec![IpAddr::from([10, 0, 0, 1])],
+            epoch: 1,
+        }];
+        input.groups = vec![web];
+        if allow_transfer {
+            input.allow_transfer = vec![IpAddr::from([127, 0, 0, 1])];
+        }
+        let zone = Arc::new(Zone::build(&input).unwrap_or_else(|e| panic!("{e}")));
+        let (_tx, rx) = watch::channel(zone);
+        DnsHandler::new(rx, LeaseCheck::always(), Arc::new(Stats::new(1)), None, 1232)
+    }
+
+    async fn through_hickory(h: &DnsHandler, query: &Message, protocol: Protocol) -> Vec<Message> {
+        let bytes = query.to_vec().unwrap_or_default();
+        let src: SocketAddr = ([127, 0, 0, 1], 5353).into();
+        let request = Request::from_bytes(bytes, src, protocol).unwrap_or_else(|e| panic!("{e}"));
+        let capture = Capture::default();
+        h.handle_request::<_, TokioTime>(&request, capture.clone()).await;
+        let sent = capture.0.lock().map(|v| v.clone()).unwrap_or_default();
+        sent.iter().filter_map(|b| Message::from_vec(b).ok()).collect()
+    }
+
+    fn raw(h: &DnsHandler, query: &Message, transport: Transport) -> Vec<Message> {
+        let bytes = query.to_vec().unwrap_or_default();
+        let sent = match h.answer(&bytes, IpAddr::from([127, 0, 0, 1]), transport) {
+            RawResponse::Reply(m) => vec![m],
+            RawResponse::Replies(ms) => ms,
+            RawResponse::Drop | RawResponse::Parse => Vec::new(),
+        };
+        sent.iter().filter_map(|b| Message::from_vec(b).ok()).collect()
+    }
+
+    /// Transports without the raw path get the same answers, encoded by hickory.
+    #[tokio::test]
+    async fn handle_request_sends_what_the_raw_path_sends() {
+        let h = handler(true);
+        let mut queries = Vec::new();
+        for (name, rtype) in [
+            ("web.svc.example.", RecordType::A),
+            ("WEB.svc.example.", RecordType::TXT),
+            ("svc.example.", RecordType::NS),
+            ("nothere.svc.example.", RecordType::A),
+            ("example.com.", RecordType::A),
+            ("svc.example.", RecordType::AXFR),
+        ] {
+            let mut q = Message::query();
+            q.add_query(Query::query(Name::from_ascii(name).unwrap_or_default(), rtype));
+            queries.push(q.clone());
+            q.set_edns(Edns::new());
+            queries.push(q);
+        }
+        for q in &queries {
+            for (protocol, transport) in [(Protocol::Udp, Transport::Udp), (Protocol::Tcp, Transport::Tcp)] {
+                let ours = raw(&h, q, transport);
+                let theirs = through_hickory(&h, q, protocol).await;
+                assert!(!ours.is_empty(), "{q}");
+                assert_eq!(theirs.len(), ours.len(), "{q}");
+                for (a, b) in theirs.iter().zip(&ours) {
+                    assert_eq!(a.metadata, b.metadata, "{q}");
+                    assert_eq!(a.queries, b.queries, "{q}");
+                    assert_eq!(a.answers, b.answers, "{q}");
+                    assert_eq!(a.authorities, b.authorities, "{q}");
+                    assert_eq!(a.additionals, b.additionals, "{q}");
+                    assert_eq!(a.edns, b.edns, "{q}");
+                }
+            }
+        }
+        // Refused transfer, for a client not on the list.
+        let h = handler(false);
+        let mut axfr = Message::query();
+        axfr.add_query(Query::query(
+            Name::from_ascii("svc.example.").unwrap_or_default(),
+            RecordType::AXFR,
+        ));
+        let theirs = through_hickory(&h, &axfr, Protocol::Tcp).await;
+        assert_eq!(theirs.len(), 1);
+        assert_eq!(theirs[0].metadata.response_code, ResponseCode::Refused);
+    }
+}
