@@ -682,3 +682,28 @@ async fn answers_while_the_runtime_that_started_it_is_blocked() {
     assert_eq!(data(&r.answers), ["web.svc.example. A 10.0.0.1"]);
     h.stop().await;
 }
+
+/// The CLI's stub resolver (hickory's client): the rcode and addresses, and
+/// TCP when the answer is truncated over UDP.
+#[tokio::test]
+async fn the_stub_resolver_asks_again_over_tcp_when_truncated() {
+    let h = Harness::start(&big_clone_input(100)).await;
+    let addr = h.addr;
+    // It blocks: off this runtime, which runs the server's task.
+    let lookup = |name: &'static str, v6: bool| {
+        tokio::task::spawn_blocking(move || tandem_dns::client::lookup(addr, name, v6, Duration::from_secs(5)).unwrap())
+    };
+    let big = lookup("big.svc.example.", false).await.unwrap();
+    assert_eq!(big.rcode, "NOERROR");
+    assert_eq!(big.addrs.len(), 100);
+    let web = lookup("web.svc.example.", true).await.unwrap();
+    assert_eq!(web.addrs, [ip("2001:db8::1")]);
+    let nx = lookup("nothere.svc.example.", false).await.unwrap();
+    assert_eq!((nx.rcode.as_str(), nx.addrs.len()), ("NXDOMAIN", 0));
+    h.set_lease(false);
+    let servfail = lookup("web.svc.example.", false).await.unwrap();
+    assert_eq!(servfail.rcode, "SERVFAIL");
+    let s = h.stats.snapshot();
+    assert!(s.truncated >= 1 && s.queries_tcp >= 1, "{s:?}");
+    h.stop().await;
+}
