@@ -562,13 +562,7 @@ async fn a_zone_swap_changes_answers_and_serial() {
     let h = Harness::start(&input()).await;
     let r = udp(h.addr, &query("web.svc.example.", RecordType::A, None)).await;
     assert_eq!(data(&r.answers), ["web.svc.example. A 10.0.0.1"]);
-    let mut moved = input();
-    moved.serial = 43;
-    moved.groups[0].active = vec![ActiveNode {
-        node: "n2".into(),
-        addrs: vec![ip("10.0.0.2")],
-        epoch: 6,
-    }];
+    let moved = moved_input();
     assert!(!moved.same_content(&input()));
     h.zone_tx.send(Arc::new(Zone::build(&moved).unwrap())).unwrap();
     for r in [
