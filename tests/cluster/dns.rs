@@ -1,7 +1,8 @@
 //! The DNS responder end to end, asked with a real DNS client (`kdig` from
 //! Debian's knot-dnsutils): every node answers the zone; the group's name
 //! follows its primary through a failover; a node without a lease answers
-//! SERVFAIL; names outside the zone are refused; transfers are refused.
+//! SERVFAIL; names outside the zone are refused; transfers are refused;
+//! Unbound (Debian's `unbound`) in front of the nodes follows a failover.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -12,6 +13,8 @@ use crate::support::*;
 
 #[path = "../../crates/tandem-dns/tests/knot/mod.rs"]
 mod knot;
+#[path = "../../crates/tandem-dns/tests/unbound/mod.rs"]
+mod unbound;
 
 const KDIG: &str = "/usr/bin/kdig";
 
@@ -72,18 +75,24 @@ fn web_spec(c: &TestCluster, name: &str) -> std::path::PathBuf {
     spec(&dir, name, group_keys, &format!("{}{extra}", service("http", &ledger)))
 }
 
-fn a_records(c: &TestCluster, node: &str) -> Answer {
-    dig(&c.node(node).dns.to_string(), "web.svc.test.", "A", false)
-}
-
-#[test]
-fn every_node_answers_the_primary_and_follows_it_through_a_failover() {
+/// Three nodes running `web_spec`'s group on site-a.
+fn web_on_site_a() -> TestCluster {
     let mut c = TestCluster::three();
     c.start_all();
     c.wait_for_agreed_coordinator(None);
     let file = web_spec(&c, "spec.toml");
     c.cli_ok("site-b", &["apply", "-f", file.to_str().unwrap()]);
     wait_running_on(&c, "site-a");
+    c
+}
+
+fn a_records(c: &TestCluster, node: &str) -> Answer {
+    dig(&c.node(node).dns.to_string(), "web.svc.test.", "A", false)
+}
+
+#[test]
+fn every_node_answers_the_primary_and_follows_it_through_a_failover() {
+    let mut c = web_on_site_a();
     let nodes = ["site-a", "site-b", "witness"];
     c.wait_for("every node answering site-a's address", |c| {
         nodes
@@ -152,15 +161,34 @@ fn every_node_answers_the_primary_and_follows_it_through_a_failover() {
     assert!(events.contains("DNS: web now answers with site-b"), "{events}");
 }
 
+/// As clients use it: Unbound (Debian's `unbound`) resolving the zone
+/// through a stub zone listing every node, across a failover.
+#[test]
+fn unbound_in_front_of_the_nodes_follows_a_failover() {
+    let mut c = web_on_site_a();
+    let servers: Vec<_> = ["site-a", "site-b", "witness"].iter().map(|n| c.node(n).dns).collect();
+    let resolver = unbound::Unbound::start("svc.test.", &servers, 86400);
+    let via_unbound = || dig(&resolver.addr.to_string(), "web.svc.test.", "A", false);
+    c.wait_for("unbound answering site-a's address", |_| {
+        (via_unbound().records == vec!["A 198.18.1.1".to_string()]).then_some(())
+    });
+    if let Some(pid) = service_pid(&c, "site-a", "http") {
+        kill9_pid(pid);
+    }
+    c.kill9("site-a");
+    c.wait_for("unbound answering site-b's address", |_| {
+        let a = via_unbound();
+        assert!(
+            a.records.is_empty() || a.records.len() == 1,
+            "two addresses at once: {a:?}"
+        );
+        (a.records == vec!["A 198.18.2.1".to_string()]).then_some(())
+    });
+}
+
 #[test]
 fn a_node_cut_off_from_the_majority_answers_servfail_once_its_lease_runs_out() {
-    let c = TestCluster::three();
-    let mut c = c;
-    c.start_all();
-    c.wait_for_agreed_coordinator(None);
-    let file = web_spec(&c, "spec.toml");
-    c.cli_ok("site-b", &["apply", "-f", file.to_str().unwrap()]);
-    wait_running_on(&c, "site-a");
+    let c = web_on_site_a();
     c.wait_for("site-b answering", |c| {
         (a_records(c, "site-b").records == vec!["A 198.18.1.1".to_string()]).then_some(())
     });

@@ -1,12 +1,30 @@
-//! A minimal stub resolver for the CLI and the demo: one question over UDP,
-//! with a timeout, answered by one server.
+//! A minimal stub resolver for the CLI and the demo, and the exchanges
+//! [`update`](crate::update) uses: hickory's client (hickory-net) asks one
+//! server over UDP, retransmitting, and again over TCP when the answer comes
+//! back truncated.
+//!
+//! Its UDP sockets are connected to the server, so an ICMP error (nothing
+//! listens there) ends an exchange at once instead of at its timeout.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_net::NetError;
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::iocompat::AsyncIoTokioAsStd;
+use hickory_net::runtime::{DnsUdpSocket, RuntimeProvider, TokioHandle, TokioRuntimeProvider, TokioTime};
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::{DnsExchange, DnsHandle, DnsMultiplexer, FirstAnswer};
+use hickory_proto::op::{DnsRequest, DnsResponse, Message};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType, TSigner};
+use tokio::io::{Interest, ReadBuf, Ready};
 
 /// What a server answered to an A/AAAA question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,45 +34,181 @@ pub struct Lookup {
     pub addrs: Vec<IpAddr>,
 }
 
-/// Asks `server` for the A (or, with `v6`, AAAA) records of `name`.
+/// Asks `server` for the A (or, with `v6`, AAAA) records of `name`, within
+/// `timeout` (over UDP, and as long again over TCP if the answer was
+/// truncated). Blocks; callable from plain code and from inside a tokio
+/// runtime alike (it runs on a thread and a runtime of its own).
 pub fn lookup(server: SocketAddr, name: &str, v6: bool, timeout: Duration) -> Result<Lookup, String> {
     let qname = Name::from_str(name).map_err(|e| format!("{name:?} is not a domain name: {e}"))?;
     let rtype = if v6 { RecordType::AAAA } else { RecordType::A };
-    let id: u16 = std::process::id() as u16 ^ 0x5a5a;
-    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-    msg.add_query(Query::query(qname, rtype));
-    let bytes = msg.to_vec().map_err(|e| e.to_string())?;
-    let bind: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start a runtime for the lookup: {e}"))?;
+            runtime.block_on(ask(server, qname, rtype, timeout))
+        })
+        .join()
+        .map_err(|_| "the lookup panicked".to_string())?
+    })
+}
+
+async fn ask(server: SocketAddr, qname: Name, rtype: RecordType, timeout: Duration) -> Result<Lookup, String> {
+    let failed = |e: NetError| match e {
+        NetError::Timeout => format!("no answer from {server} within {timeout:?}"),
+        e => format!("asking {server}: {e}"),
     };
-    let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    socket.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    socket
-        .send_to(&bytes, server)
-        .map_err(|e| format!("cannot send to {server}: {e}"))?;
-    let mut buf = [0u8; 4096];
-    loop {
-        let (n, from) = socket
-            .recv_from(&mut buf)
-            .map_err(|e| format!("no answer from {server} within {timeout:?}: {e}"))?;
-        let Some(reply) = buf.get(..n).and_then(|b| Message::from_vec(b).ok()) else {
-            continue;
-        };
-        if from != server || reply.id != id {
-            continue;
-        }
-        let addrs = reply
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .collect();
-        let rcode = crate::update::rcode_name(reply.response_code);
-        return Ok(Lookup { rcode, addrs });
+    let mut client = udp_client(server, timeout);
+    let mut reply = client.query(qname.clone(), DNSClass::IN, rtype).await.map_err(failed)?;
+    if reply.truncation {
+        let mut client = tcp_client(server, timeout, None).await.map_err(failed)?;
+        reply = client.query(qname, DNSClass::IN, rtype).await.map_err(failed)?;
     }
+    let addrs = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    let rcode = crate::update::rcode_name(reply.response_code);
+    Ok(Lookup { rcode, addrs })
+}
+
+/// The tokio provider, with UDP sockets connected to the server.
+#[derive(Clone, Default)]
+pub(crate) struct Provider(TokioRuntimeProvider);
+
+impl RuntimeProvider for Provider {
+    type Handle = TokioHandle;
+    type Timer = TokioTime;
+    type Udp = ConnectedUdp;
+    type Tcp = AsyncIoTokioAsStd<tokio::net::TcpStream>;
+
+    fn create_handle(&self) -> Self::Handle {
+        self.0.create_handle()
+    }
+
+    fn connect_tcp(
+        &self,
+        server_addr: SocketAddr,
+        bind_addr: Option<SocketAddr>,
+        timeout: Option<Duration>,
+    ) -> Pin<Box<dyn Send + Future<Output = Result<Self::Tcp, io::Error>>>> {
+        self.0.connect_tcp(server_addr, bind_addr, timeout)
+    }
+
+    fn bind_udp(
+        &self,
+        local_addr: SocketAddr,
+        server_addr: SocketAddr,
+    ) -> Pin<Box<dyn Send + Future<Output = Result<Self::Udp, io::Error>>>> {
+        Box::pin(async move {
+            let socket = tokio::net::UdpSocket::bind(local_addr).await?;
+            socket.connect(server_addr).await?;
+            Ok(ConnectedUdp {
+                socket: Arc::new(socket),
+                error: Mutex::new(None),
+            })
+        })
+    }
+}
+
+type ErrorReady = Pin<Box<dyn Future<Output = io::Result<Ready>> + Send>>;
+
+/// A UDP socket connected to the server (hickory's are not). Linux reports
+/// an ICMP error for it (port unreachable: nothing listens there) as error
+/// readiness, which a receive does not wait for: the receive here waits for
+/// either, and fails with the error.
+pub(crate) struct ConnectedUdp {
+    socket: Arc<tokio::net::UdpSocket>,
+    /// Waiting for error readiness, while a receive is pending.
+    error: Mutex<Option<ErrorReady>>,
+}
+
+impl DnsUdpSocket for ConnectedUdp {
+    type Time = TokioTime;
+
+    fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>> {
+        let mut read = ReadBuf::new(buf);
+        if let Poll::Ready(received) = self.socket.poll_recv_from(cx, &mut read) {
+            return Poll::Ready(received.map(|from| (read.filled().len(), from)));
+        }
+        let mut waiting = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let ready = waiting.get_or_insert_with(|| {
+                let socket = self.socket.clone();
+                Box::pin(async move { socket.ready(Interest::ERROR).await })
+            });
+            if ready.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *waiting = None;
+            match self.socket.take_error() {
+                Ok(Some(e)) | Err(e) => return Poll::Ready(Err(e)),
+                // No error after all: clear the readiness, wait again.
+                Ok(None) => {
+                    let _ = self
+                        .socket
+                        .try_io(Interest::ERROR, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                }
+            }
+        }
+    }
+
+    fn poll_send_to(&self, cx: &mut Context<'_>, buf: &[u8], target: SocketAddr) -> Poll<io::Result<usize>> {
+        self.socket.poll_send_to(cx, buf, target)
+    }
+}
+
+/// A UDP client of `server`: each request is sent up to three times (at
+/// `timeout / 3` intervals, 200 ms at least) and fails after `timeout`.
+pub(crate) fn udp_client(server: SocketAddr, timeout: Duration) -> Client<Provider> {
+    let stream = UdpClientStream::builder(server, Provider::default())
+        .with_timeout(Some(timeout))
+        .with_retry_interval_floor(u64::try_from(retry_interval(timeout).as_millis()).unwrap_or(u64::MAX))
+        .build();
+    let (client, background) = Client::<Provider>::from_sender(stream);
+    tokio::spawn(background);
+    client
+}
+
+/// How long to wait for an answer before sending a request again over UDP.
+pub(crate) fn retry_interval(timeout: Duration) -> Duration {
+    (timeout / 3).max(Duration::from_millis(200))
+}
+
+/// A TCP connection to `server` (within `timeout`, as is each request on it);
+/// with `signer`, requests are signed and answers verified with TSIG.
+pub(crate) async fn tcp_client(
+    server: SocketAddr,
+    timeout: Duration,
+    signer: Option<TSigner>,
+) -> Result<DnsExchange<Provider>, NetError> {
+    let (connect, sender) = TcpClientStream::new(server, None, Some(timeout), Provider::default());
+    let stream = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| NetError::Timeout)??;
+    let mut multiplexer = DnsMultiplexer::new(stream, sender).with_timeout(timeout);
+    if let Some(signer) = signer {
+        multiplexer = multiplexer.with_signer(signer);
+    }
+    let (exchange, background) = DnsExchange::from_stream(multiplexer);
+    tokio::spawn(background);
+    Ok(exchange)
+}
+
+/// Sends `message` as it is (its ID, and its TSIG when signed) over `client`;
+/// the first answer matching it, unverified.
+pub(crate) async fn exchange(
+    client: &impl DnsHandle,
+    message: Message,
+    retry_interval: Duration,
+) -> Result<DnsResponse, NetError> {
+    let mut request = DnsRequest::new(message, Default::default());
+    request.options_mut().retry_interval = retry_interval;
+    client.send(request).first_answer().await
 }

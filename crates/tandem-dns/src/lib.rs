@@ -40,16 +40,27 @@
 //! - ANY is answered with every RRset at the name (the zone is small; over
 //!   UDP the size limit applies as for any answer).
 //!
+//! # Serving
+//!
+//! [`Responder`] runs hickory-server's `Server` with [`DnsHandler`], Tandem's
+//! `RequestHandler`, on a tokio runtime of its own (its own threads), so a
+//! flood of queries never delays Raft or the executor. hickory-server owns
+//! the sockets (a UDP loop per `SO_REUSEPORT` socket, the TCP accept loop
+//! with its connection cap, framing, idle timeouts, graceful shutdown); every
+//! message goes, unparsed, to [`DnsHandler`] (hickory-server's raw hook, a
+//! patch of ours until a release has it: `vendor/README.md`), which rate
+//! limits, answers with [`respond`] and counts, and hickory sends the bytes
+//! as they are. hickory logs nothing per query on that path.
+//!
 //! # Speed
 //!
 //! Answers are prepared per (lowercased name, type) when the zone is built,
 //! pre-encoded with owner names as pointers to the question; a query costs a
-//! hand parse of the header and question, one hash lookup and a copy. UDP
-//! runs on its own threads (one `SO_REUSEPORT` socket each, datagrams taken
-//! and answered in batches with `recvmmsg`/`sendmmsg`), never on the async
-//! runtime. `examples/dnsperf_vs_knot.rs` compares it with Knot DNS.
+//! hand parse of the header and question, one hash lookup and a copy.
+//! `examples/dnsperf_vs_knot.rs` compares it with Knot DNS.
 
 pub mod client;
+mod handler;
 mod query;
 mod ratelimit;
 mod server;
@@ -59,6 +70,7 @@ mod zone;
 
 use std::sync::Arc;
 
+pub use handler::DnsHandler;
 pub use query::{DEFAULT_MAX_UDP_PAYLOAD, Outcome, QueryContext, Transport, respond, respond_reference};
 pub use server::{DnsConfig, Responder};
 pub use stats::{RCODE_SLOTS, Stats, StatsSnapshot};

@@ -64,10 +64,10 @@ fn slot(rcode: u16) -> usize {
 }
 
 impl Stats {
-    /// Counters for `workers` writers.
-    pub(crate) fn new(workers: usize) -> Stats {
+    /// Counters in `shards` shards (about one per thread writing them).
+    pub fn new(shards: usize) -> Stats {
         Stats {
-            shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
+            shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
         }
     }
 

@@ -6,7 +6,8 @@
 //! the given addresses: one update message per name deletes both RRsets and
 //! adds the new records, so each name changes atomically at the server. The
 //! update carries no prerequisites, so sending it twice gives the same result:
-//! it is retransmitted over UDP until answered or the timeout passes.
+//! hickory's client retransmits it over UDP until answered or the timeout
+//! passes, and sends it over TCP if the answer comes back truncated.
 //!
 //! A success must come back signed with the same key (the answer's MAC is
 //! checked); failures are reported with the server's RCODE and TSIG error
@@ -18,18 +19,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hickory_net::NetError;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
-use tokio::net::UdpSocket;
-use tokio::time::Instant;
+
+use crate::client;
 
 /// Allowed clock difference between Tandem and the server (TSIG fudge), seconds.
 pub const TSIG_FUDGE: u16 = 300;
-
-/// Shortest interval between two sends of the same update over UDP.
-const MIN_RESEND: Duration = Duration::from_millis(200);
 
 /// The HMAC a TSIG key uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -82,7 +81,7 @@ impl FromStr for TsigAlgorithmName {
 /// A DNS server that takes Tandem's updates for one zone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PushTarget {
-    /// The server's address (UDP).
+    /// The server's address (UDP, and TCP when an answer is truncated).
     pub server: SocketAddr,
     /// The zone, absolute (`"corp.example."`; a missing final dot is added).
     pub zone: String,
@@ -312,67 +311,47 @@ fn update_message(zone: &Name, record: &PushRecord) -> Result<Message, String> {
     Ok(message)
 }
 
-/// Signs and sends one update over UDP, retransmitting until a matching
-/// answer comes or `target.timeout` passes.
-async fn exchange(target: &PushTarget, signer: &TSigner, mut message: Message) -> Result<(), NameErrorKind> {
+/// Signs and sends one update with hickory's client: over UDP, sent again
+/// until answered or `target.timeout` passes; over TCP (signed and verified
+/// by hickory, which picks the message ID there) when the answer is truncated.
+async fn exchange(target: &PushTarget, signer: &TSigner, message: Message) -> Result<(), NameErrorKind> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|_| NameErrorKind::Network("the system clock is before 1970".to_string()))?
         .as_secs();
-    let mut verifier = message
+    let unsigned = message.clone();
+    let mut signed = message;
+    let mut verifier = signed
         .finalize(signer, now)
         .map_err(|e| NameErrorKind::InvalidRecord(format!("cannot sign the update: {e}")))?
         .ok_or_else(|| NameErrorKind::InvalidRecord("the update was not signed".to_string()))?;
-    let request = message
-        .to_vec()
-        .map_err(|e| NameErrorKind::InvalidRecord(format!("cannot encode the update: {e}")))?;
-    let id = message.metadata.id;
-
-    let deadline = Instant::now() + target.timeout;
-    let resend_every = (target.timeout / 3).max(MIN_RESEND);
-    let net = |what: &str, e: std::io::Error| NameErrorKind::Network(format!("{what}: {e}"));
-    let bind: SocketAddr = if target.server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
+    let failed = |e: NetError| match e {
+        NetError::Timeout => NameErrorKind::Timeout(target.timeout),
+        NetError::Proto(e) => NameErrorKind::InvalidRecord(format!("cannot encode the update: {e}")),
+        e => NameErrorKind::Network(e.to_string()),
     };
-    let socket = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| net("cannot open a UDP socket", e))?;
-    // Connected: only the server's datagrams are received, and ICMP errors are reported.
-    socket
-        .connect(target.server)
-        .await
-        .map_err(|e| net("cannot connect", e))?;
-
-    let mut buf = vec![0u8; 65535];
-    loop {
-        socket.send(&request).await.map_err(|e| net("cannot send", e))?;
-        let resend_at = Instant::now() + resend_every;
-        loop {
-            let until = resend_at.min(deadline);
-            let n = match tokio::time::timeout_at(until, socket.recv(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(net("cannot receive", e)),
-                Err(_) if until >= deadline => return Err(NameErrorKind::Timeout(target.timeout)),
-                Err(_) => break,
-            };
-            let Some(bytes) = buf.get(..n) else { continue };
-            let Ok(reply) = Message::from_vec(bytes) else { continue };
-            if reply.metadata.id != id
-                || reply.metadata.message_type != MessageType::Response
-                || reply.metadata.op_code != OpCode::Update
-            {
-                continue;
-            }
-            return judge(&reply, || {
-                verifier
-                    .verify(bytes)
-                    .map(|_| ())
-                    .map_err(|e| NameErrorKind::BadResponse(e.to_string()))
-            });
-        }
+    let resend_every = client::retry_interval(target.timeout);
+    let udp = client::udp_client(target.server, target.timeout);
+    let reply = client::exchange(&udp, signed, resend_every).await.map_err(failed)?;
+    if reply.metadata.truncation {
+        let tcp = client::tcp_client(target.server, target.timeout, Some(signer.clone()))
+            .await
+            .map_err(failed)?;
+        let reply = client::exchange(&tcp, unsigned, resend_every).await.map_err(failed)?;
+        return judge(&reply, || Ok(()));
     }
+    if reply.metadata.message_type != MessageType::Response || reply.metadata.op_code != OpCode::Update {
+        return Err(NameErrorKind::BadResponse(format!(
+            "the answer is not an update response: {} {}",
+            reply.metadata.message_type, reply.metadata.op_code
+        )));
+    }
+    judge(&reply, || {
+        verifier
+            .verify(reply.as_buffer())
+            .map(|_| ())
+            .map_err(|e| NameErrorKind::BadResponse(e.to_string()))
+    })
 }
 
 /// The outcome of an answer: a TSIG error, another RCODE, or a success whose

@@ -562,13 +562,7 @@ async fn a_zone_swap_changes_answers_and_serial() {
     let h = Harness::start(&input()).await;
     let r = udp(h.addr, &query("web.svc.example.", RecordType::A, None)).await;
     assert_eq!(data(&r.answers), ["web.svc.example. A 10.0.0.1"]);
-    let mut moved = input();
-    moved.serial = 43;
-    moved.groups[0].active = vec![ActiveNode {
-        node: "n2".into(),
-        addrs: vec![ip("10.0.0.2")],
-        epoch: 6,
-    }];
+    let moved = moved_input();
     assert!(!moved.same_content(&input()));
     h.zone_tx.send(Arc::new(Zone::build(&moved).unwrap())).unwrap();
     for r in [
@@ -609,4 +603,101 @@ async fn shutdown_stops_udp_and_tcp() {
         udp_raw(addr, &q.to_vec().unwrap(), Duration::from_millis(300)).await,
         None
     );
+}
+
+/// One framed query over an open TCP connection; None when the server
+/// closed the connection instead of answering.
+async fn tcp_ask(s: &mut tokio::net::TcpStream, m: &Message) -> Option<Message> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bytes = m.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    s.write_all(&framed).await.ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.ok()?;
+    let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut reply).await.ok()?;
+    Message::from_vec(&reply).ok()
+}
+
+#[tokio::test]
+async fn tcp_connections_beyond_the_cap_are_closed() {
+    let h = Harness::start_with(&input(), |cfg| {
+        cfg.tcp_max_connections = 2;
+        cfg.tcp_idle_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let q = query("web.svc.example.", RecordType::A, None);
+    let mut first = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    // Both served (and so accepted before the third).
+    assert!(tcp_ask(&mut first, &q).await.is_some());
+    assert!(tcp_ask(&mut second, &q).await.is_some());
+    let mut third = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    assert!(tcp_ask(&mut third, &q).await.is_none(), "a third connection is served");
+    // The first two still are; once one closes, a new one is served again.
+    assert!(tcp_ask(&mut first, &q).await.is_some());
+    drop(first);
+    let mut served = false;
+    for _ in 0..100 {
+        let mut again = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        if tcp_ask(&mut again, &q).await.is_some() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "no connection served after one of two closed");
+    assert!(tcp_ask(&mut second, &q).await.is_some());
+    h.stop().await;
+}
+
+/// The server runs on threads of its own: it answers while the runtime that
+/// started it cannot run anything (here, a current-thread runtime blocked in
+/// a system call), as it must while the agent's runtime is busy.
+#[tokio::test]
+async fn answers_while_the_runtime_that_started_it_is_blocked() {
+    let h = Harness::start(&input()).await;
+    // Answered once: the server has started (its task ran on this runtime).
+    let q = query("web.svc.example.", RecordType::A, None);
+    udp(h.addr, &q).await;
+    let addr = h.addr;
+    let bytes = q.to_vec().unwrap();
+    let asker = std::thread::spawn(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        socket.send_to(&bytes, addr).unwrap();
+        let mut buf = [0u8; 512];
+        socket.recv(&mut buf).map(|n| buf[..n].to_vec())
+    });
+    // Blocks this runtime's only thread until the other thread has its answer.
+    let reply = asker.join().unwrap().expect("no answer while the runtime was blocked");
+    let r = Message::from_vec(&reply).unwrap();
+    assert_eq!(data(&r.answers), ["web.svc.example. A 10.0.0.1"]);
+    h.stop().await;
+}
+
+/// The CLI's stub resolver (hickory's client): the rcode and addresses, and
+/// TCP when the answer is truncated over UDP.
+#[tokio::test]
+async fn the_stub_resolver_asks_again_over_tcp_when_truncated() {
+    let h = Harness::start(&big_clone_input(100)).await;
+    let addr = h.addr;
+    // It blocks: off this runtime, which runs the server's task.
+    let lookup = |name: &'static str, v6: bool| {
+        tokio::task::spawn_blocking(move || tandem_dns::client::lookup(addr, name, v6, Duration::from_secs(5)).unwrap())
+    };
+    let big = lookup("big.svc.example.", false).await.unwrap();
+    assert_eq!(big.rcode, "NOERROR");
+    assert_eq!(big.addrs.len(), 100);
+    let web = lookup("web.svc.example.", true).await.unwrap();
+    assert_eq!(web.addrs, [ip("2001:db8::1")]);
+    let nx = lookup("nothere.svc.example.", false).await.unwrap();
+    assert_eq!((nx.rcode.as_str(), nx.addrs.len()), ("NXDOMAIN", 0));
+    h.set_lease(false);
+    let servfail = lookup("web.svc.example.", false).await.unwrap();
+    assert_eq!(servfail.rcode, "SERVFAIL");
+    let s = h.stats.snapshot();
+    assert!(s.truncated >= 1 && s.queries_tcp >= 1, "{s:?}");
+    h.stop().await;
 }

@@ -214,3 +214,55 @@ async fn closed_port_fails_fast() {
     assert!(matches!(kind, NameErrorKind::Network(_)), "{text}");
     assert!(text.contains(&port.to_string()), "{text}");
 }
+
+/// The header and question (zone section) of `message`, as a response with
+/// TC set and nothing else: what a server sends when the answer does not fit.
+fn truncated_answer(message: &[u8]) -> Vec<u8> {
+    let mut end = 12;
+    while message[end] != 0 {
+        end += 1 + message[end] as usize;
+    }
+    end += 1 + 4;
+    let mut reply = message[..end].to_vec();
+    reply[2] |= 0x82; // QR, TC
+    reply[6..12].fill(0);
+    reply
+}
+
+#[tokio::test]
+async fn a_truncated_answer_sends_the_update_again_over_tcp_signed() {
+    let knot = Knot::start();
+    // In front of Knot: over UDP every update gets a truncated answer, TCP
+    // connections go through to Knot.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let front = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind(front).await.unwrap();
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+            let _ = asked_tx.send(());
+            let _ = udp.send_to(&truncated_answer(&buf[..n]), from).await;
+        }
+    });
+    let upstream = knot.addr;
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = tcp.accept().await {
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    let mut target = knot.target();
+    target.server = front;
+    push(&target, &[rec("web", 5, &["198.18.1.1"])]).await.unwrap();
+    assert!(asked.try_recv().is_ok(), "the update did not go over UDP first");
+    assert_eq!(knot.records("web"), ["5 A 198.18.1.1"]);
+
+    // A wrong key over TCP: refused, and said so.
+    target.key_secret = b"not-the-secret-the-server-has!!!".to_vec();
+    let (text, _) = single_error(push(&target, &[rec("web", 5, &["198.18.1.9"])]).await);
+    assert!(text.contains("web.corp.example."), "{text}");
+    assert_eq!(knot.records("web"), ["5 A 198.18.1.1"]);
+}

@@ -1,22 +1,38 @@
 //! The query path on arbitrary bytes: `respond` (fast path, falling back to
-//! the hickory reference path) over UDP and TCP, with and without a lease.
-//! It must never panic, and whatever it sends must be a well-formed
-//! response with the query's ID, within the UDP size limit.
+//! the hickory reference path), the reference path alone, and `DnsHandler`
+//! (what hickory-server's `Server` calls for every message), over UDP and
+//! TCP, with and without a lease. It must never panic, and whatever it sends
+//! must be a well-formed response with the query's ID, within the UDP size
+//! limit.
 #![no_main]
 
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType};
+use hickory_server::server::RawResponse;
 use libfuzzer_sys::fuzz_target;
 use tandem_dns::{
-    ActiveNode, GroupKind, LeaseCheck, Outcome, QueryContext, StaticRecord, Transport, Zone, ZoneGroup, ZoneInput,
-    ZoneNode, respond, respond_reference,
+    ActiveNode, DnsHandler, GroupKind, LeaseCheck, Outcome, QueryContext, StaticRecord, Stats, Transport, Zone,
+    ZoneGroup, ZoneInput, ZoneNode, respond, respond_reference,
 };
 
-fn zone() -> &'static Zone {
-    static ZONE: OnceLock<Zone> = OnceLock::new();
+/// The handler over the same zone, with the lease valid or not.
+fn handler(lease: bool) -> &'static DnsHandler {
+    static HANDLERS: OnceLock<[DnsHandler; 2]> = OnceLock::new();
+    let handlers = HANDLERS.get_or_init(|| {
+        [true, false].map(|valid| {
+            // The sender may go: the receiver keeps the last zone.
+            let (_tx, rx) = tokio::sync::watch::channel(zone().clone());
+            DnsHandler::new(rx, LeaseCheck::new(move || valid), Arc::new(Stats::new(1)), None, 1232)
+        })
+    });
+    &handlers[usize::from(!lease)]
+}
+
+fn zone() -> &'static Arc<Zone> {
+    static ZONE: OnceLock<Arc<Zone>> = OnceLock::new();
     ZONE.get_or_init(|| {
         let ip = |s: &str| s.parse::<IpAddr>().expect("address");
         let mut input = ZoneInput::new("svc.example.");
@@ -38,7 +54,7 @@ fn zone() -> &'static Zone {
             StaticRecord::new("info", ttl, "TXT", "hello").expect("static"),
         ];
         input.allow_transfer = vec![ip("127.0.0.1")];
-        Zone::build(&input).expect("zone")
+        Arc::new(Zone::build(&input).expect("zone"))
     })
 }
 
@@ -52,7 +68,17 @@ fuzz_target!(|data: &[u8]| {
         max_udp_payload: 1232,
     };
     let mut out = Vec::new();
-    let outcome = if selector & 8 == 0 {
+    let outcome = if selector & 16 != 0 {
+        match handler(selector & 2 == 0).answer(packet, ctx.client, ctx.transport) {
+            RawResponse::Reply(bytes) => {
+                out = bytes;
+                let reply = Message::from_vec(&out).expect("our reply parses");
+                Outcome::Reply { rcode: u16::from(reply.response_code), truncated: reply.truncation }
+            }
+            RawResponse::Replies(messages) => Outcome::Transfer(messages),
+            RawResponse::Drop | RawResponse::Parse => Outcome::Drop,
+        }
+    } else if selector & 8 == 0 {
         respond(zone(), packet, &ctx, &mut out)
     } else {
         respond_reference(zone(), packet, &ctx, &mut out)

@@ -72,6 +72,18 @@ pub fn input() -> ZoneInput {
     input
 }
 
+/// [`input`] after `web` moved to n2 (10.0.0.2, epoch 6), serial 43.
+pub fn moved_input() -> ZoneInput {
+    let mut moved = input();
+    moved.serial = 43;
+    moved.groups[0].active = vec![ActiveNode {
+        node: "n2".into(),
+        addrs: vec![ip("10.0.0.2")],
+        epoch: 6,
+    }];
+    moved
+}
+
 pub struct Harness {
     pub addr: SocketAddr,
     pub zone_tx: watch::Sender<Arc<Zone>>,
