@@ -35,7 +35,7 @@ pub struct DemoArgs {
 
 /// Removes what the demo writes in `dir`, and nothing else.
 fn remove_demo_files(dir: &std::path::Path) -> Outcome {
-    for file in ["spec.toml", "web.py"] {
+    for file in ["spec.toml", "web.py", "fence-node.sh"] {
         let p = dir.join(file);
         if p.exists() {
             std::fs::remove_file(&p).map_err(|e| Failure::runtime(format!("cannot remove {}: {e}", p.display())))?;
