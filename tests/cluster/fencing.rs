@@ -127,9 +127,11 @@ fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
     let ledger = dir.join("ledger");
     let broken = dir.join("switch-broken");
     std::fs::write(&broken, "").unwrap();
-    // A broken switch that echoes what it was sent (its password too) in its error.
+    // A broken switch that echoes what it was sent (its password too) in its
+    // error; once repaired, its status answers off (site-a is killed by the
+    // test itself: this switch only stands in for one).
     let device = format!(
-        "agent = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"if test -e {}; then cat >&2; exit 1; fi\"]\n\
+        "agent = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"if test -e {}; then cat >&2; exit 1; fi; test $TANDEM_FENCE_ACTION != status || exit 2\"]\n\
          params = {{ login = \"admin\", password = \"s3cret-pw\" }}\ntimeout = \"5s\"\nretries = 0",
         broken.display()
     );
