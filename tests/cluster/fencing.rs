@@ -554,12 +554,14 @@ fn a_fence_device_whose_off_lies_keeps_the_group_blocked() {
             && why.contains("status still says on (exit 0: site-a: power ON)"),
         "the reason, in status: {why}"
     );
-    let ev = events(&c, "witness");
-    let failed = position(&ev, "fencing site-a failed").expect("the failure is an event");
+    // The witness may apply the failure a moment after site-b.
+    let failed = c.wait_for("the failure as an event on the witness", |c| {
+        let ev = events(c, "witness");
+        Some(ev[position(&ev, "fencing site-a failed")?].clone())
+    });
     assert!(
-        ev[failed]["message"].as_str().unwrap().contains("not confirmed off"),
-        "{}",
-        ev[failed]
+        failed["message"].as_str().unwrap().contains("not confirmed off"),
+        "{failed}"
     );
     // The fence ran: off, then status.
     let ran = std::fs::read_to_string(&calls).unwrap_or_default();
