@@ -38,6 +38,28 @@ fn position(events: &[Value], text: &str) -> Option<usize> {
         .position(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
 }
 
+/// Failed fencing attempts, as the coordinators (site-b, the witness) logged them.
+fn fencing_attempts_failed(c: &TestCluster) -> usize {
+    ["site-b", "witness"]
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(&c.node(n).log)
+                .unwrap_or_default()
+                .matches("fencing failed; will retry")
+                .count()
+        })
+        .sum()
+}
+
+/// Failures to fence `node` in the witness's event log.
+fn fence_failures_recorded(c: &TestCluster, node: &str) -> usize {
+    let what = format!("fencing {node} failed");
+    events(c, "witness")
+        .iter()
+        .filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with(&what)))
+        .count()
+}
+
 /// Gives `node` a watchdog device (a plain file: softdog cannot be loaded in
 /// this sandbox; the agent's side is the same) before it starts.
 fn with_watchdog(c: &TestCluster, node: &str) -> std::path::PathBuf {
@@ -170,24 +192,9 @@ fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
         "web must not start anywhere while site-a is not fenced: {:?}",
         ledger_lines(&ledger)
     );
-    let attempts: usize = ["site-b", "witness"]
-        .iter()
-        .map(|n| {
-            std::fs::read_to_string(&c.node(n).log)
-                .unwrap()
-                .matches("fencing failed; will retry")
-                .count()
-        })
-        .sum();
+    let attempts = fencing_attempts_failed(&c);
     assert!(attempts >= 2, "fencing is retried: {attempts} attempts");
-    let failures = events(&c, "witness")
-        .iter()
-        .filter(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("fencing site-a failed"))
-        })
-        .count();
+    let failures = fence_failures_recorded(&c, "site-a");
     assert_eq!(failures, 1, "the same failure is recorded once, not on every retry");
 
     std::fs::remove_file(&broken).unwrap();
@@ -576,4 +583,10 @@ fn a_fence_device_whose_off_lies_keeps_the_group_blocked() {
     assert!(alive(service), "the lying device left site-a's service running");
     let s = c.status_of("witness");
     assert_eq!(group(&s, "web").unwrap()["state"], "blocked", "{s}");
+    // Retried, and the same failure recorded once, not on every retry.
+    c.wait_for("a second failed attempt", |c| {
+        (fencing_attempts_failed(c) >= 2).then_some(())
+    });
+    let failures = fence_failures_recorded(&c, "site-a");
+    assert_eq!(failures, 1, "the same failure is recorded once");
 }
