@@ -38,6 +38,28 @@ fn position(events: &[Value], text: &str) -> Option<usize> {
         .position(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
 }
 
+/// Failed fencing attempts, as the coordinators (site-b, the witness) logged them.
+fn fencing_attempts_failed(c: &TestCluster) -> usize {
+    ["site-b", "witness"]
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(&c.node(n).log)
+                .unwrap_or_default()
+                .matches("fencing failed; will retry")
+                .count()
+        })
+        .sum()
+}
+
+/// Failures to fence `node` in the witness's event log.
+fn fence_failures_recorded(c: &TestCluster, node: &str) -> usize {
+    let what = format!("fencing {node} failed");
+    events(c, "witness")
+        .iter()
+        .filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with(&what)))
+        .count()
+}
+
 /// Gives `node` a watchdog device (a plain file: softdog cannot be loaded in
 /// this sandbox; the agent's side is the same) before it starts.
 fn with_watchdog(c: &TestCluster, node: &str) -> std::path::PathBuf {
@@ -127,9 +149,11 @@ fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
     let ledger = dir.join("ledger");
     let broken = dir.join("switch-broken");
     std::fs::write(&broken, "").unwrap();
-    // A broken switch that echoes what it was sent (its password too) in its error.
+    // A broken switch that echoes what it was sent (its password too) in its
+    // error; once repaired, its status answers off (site-a is killed by the
+    // test itself: this switch only stands in for one).
     let device = format!(
-        "agent = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"if test -e {}; then cat >&2; exit 1; fi\"]\n\
+        "agent = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"if test -e {}; then cat >&2; exit 1; fi; test $TANDEM_FENCE_ACTION != status || exit 2\"]\n\
          params = {{ login = \"admin\", password = \"s3cret-pw\" }}\ntimeout = \"5s\"\nretries = 0",
         broken.display()
     );
@@ -168,24 +192,9 @@ fn a_failing_fence_device_blocks_the_group_until_it_works_again() {
         "web must not start anywhere while site-a is not fenced: {:?}",
         ledger_lines(&ledger)
     );
-    let attempts: usize = ["site-b", "witness"]
-        .iter()
-        .map(|n| {
-            std::fs::read_to_string(&c.node(n).log)
-                .unwrap()
-                .matches("fencing failed; will retry")
-                .count()
-        })
-        .sum();
+    let attempts = fencing_attempts_failed(&c);
     assert!(attempts >= 2, "fencing is retried: {attempts} attempts");
-    let failures = events(&c, "witness")
-        .iter()
-        .filter(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("fencing site-a failed"))
-        })
-        .count();
+    let failures = fence_failures_recorded(&c, "site-a");
     assert_eq!(failures, 1, "the same failure is recorded once, not on every retry");
 
     std::fs::remove_file(&broken).unwrap();
@@ -370,4 +379,218 @@ fn a_node_whose_lease_runs_out_kills_what_will_not_stop_and_stops_feeding_its_wa
         settled,
         "the watchdog is no longer fed"
     );
+}
+
+/// SIGKILLs, when dropped, every process group named by the pid files of
+/// `web`'s `http` on the given nodes: a frozen or killed agent leaves its
+/// service running, and a test must not leave it behind, also when it fails.
+/// Declare it after the cluster: it then goes first, while the files exist.
+struct ServiceReaper(Vec<std::path::PathBuf>);
+
+impl ServiceReaper {
+    fn new(c: &TestCluster, nodes: &[&str]) -> ServiceReaper {
+        ServiceReaper(nodes.iter().map(|n| c.data_dir(n).join("run/web/http.pid")).collect())
+    }
+}
+
+impl Drop for ServiceReaper {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            let pgid = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.split_whitespace().next()?.parse::<i32>().ok());
+            if let Some(pgid) = pgid.filter(|p| *p > 1) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pgid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The state letter of a process (`/proc/PID/stat`), `None` once it is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Running: there, and neither a zombie nor dead.
+fn alive(pid: i32) -> bool {
+    proc_state(pid).is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+/// Stops `node`'s agent with SIGSTOP (its service runs on) and checks that
+/// it took effect.
+fn freeze(c: &TestCluster, node: &str) -> i32 {
+    let pid = i32::try_from(c.node(node).pid().expect("the agent runs")).unwrap();
+    c.signal(node, nix::sys::signal::Signal::SIGSTOP);
+    c.wait_for(&format!("{node}'s agent stopped"), |_| {
+        (proc_state(pid) == Some('T')).then_some(())
+    });
+    pid
+}
+
+/// A service that records, when it starts, whether the other site's service
+/// still runs (`peer=alive` or `peer=dead`, from that site's pid file): the
+/// service's own record of whether two ran at once.
+fn watchful_service(dir: &Path, ledger: &Path) -> String {
+    let script = write(
+        dir,
+        "watchful.sh",
+        &format!(
+            "case \"$TANDEM_NODE\" in site-a) peer=site-b ;; *) peer=site-a ;; esac\n\
+             p=''\n\
+             read -r p _ 2> /dev/null < \"{dir}/$peer-data/run/web/http.pid\"\n\
+             st=dead\n\
+             if [ -n \"$p\" ] && s=$(cat /proc/$p/stat 2> /dev/null); then\n\
+             \x20 case \"${{s##*) }}\" in Z* | X*) ;; *) st=alive ;; esac\n\
+             fi\n\
+             trap 'echo stop http $TANDEM_NODE >> {ledger}; exit 0' TERM\n\
+             echo \"start http $TANDEM_NODE $TANDEM_EPOCH $$ peer=$st\" >> {ledger}\n\
+             while :; do sleep 0.1; done\n",
+            dir = dir.display(),
+            ledger = ledger.display()
+        ),
+    );
+    format!(
+        "[[groups.resources]]\nname = \"http\"\nagent = \"exec\"\nmonitor_interval = \"500ms\"\n\
+         command = \"/bin/sh\"\nargs = [{:?}]\n\n",
+        script.display().to_string()
+    )
+}
+
+/// Runs `web` (the watchful service, its ledger `DIR/ledger`) on site-a,
+/// whose only fence device is `dev` (`device`: its TOML keys); returns the
+/// ledger and the pid of site-a's service.
+fn watchful_web_on_site_a(c: &TestCluster, dev: &str, device: &str) -> (std::path::PathBuf, i32) {
+    let dir = c.dir.path();
+    let ledger = dir.join("ledger");
+    let resources = format!("{}{}", watchful_service(dir, &ledger), fencing("site-a", dev, device));
+    let file = spec(dir, "spec.toml", "", &resources);
+    c.cli_ok("site-b", &["apply", "-f", file.to_str().unwrap()]);
+    wait_running_on(c, "site-a");
+    let service = service_pid(c, "site-a", "http").expect("the service's pid");
+    (ledger, service)
+}
+
+/// `web` running on `on` as site-b and the witness see it (site-a may be
+/// frozen or fenced).
+fn wait_running_on_survivors(c: &TestCluster, on: &str) -> Value {
+    c.wait_for(&format!("web running on {on}"), |c| {
+        let mut last = None;
+        for n in ["site-b", "witness"] {
+            let s = c.status(n)?;
+            let g = group(&s, "web")?;
+            if g["state"] != "running" || g["primary"] != on {
+                return None;
+            }
+            last = Some(g.clone());
+        }
+        last
+    })
+}
+
+#[test]
+fn a_frozen_primary_is_really_fenced_before_its_group_starts_elsewhere() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let _reaper = ServiceReaper::new(&c, &["site-a", "site-b"]);
+    // The demo's own device: kills site-a's agent and services, and says off
+    // only once none of them remains.
+    let fence = c.write_fence_device().unwrap();
+    let device = format!(
+        "agent = \"exec\"\ncommand = [\"/bin/sh\", {:?}, \"site-a\"]\ntimeout = \"10s\"",
+        fence.display().to_string()
+    );
+    let (ledger, service) = watchful_web_on_site_a(&c, "switch-a", &device);
+
+    // site-a's agent hangs; its service runs on.
+    let agent = freeze(&c, "site-a");
+    assert!(alive(service), "the service outlives its frozen agent");
+    let g = wait_running_on_survivors(&c, "site-b");
+    let epoch = g["epoch"].as_u64().unwrap();
+
+    // The service's own record: site-a's service was dead when site-b's started.
+    let started = ledger_lines(&ledger)
+        .into_iter()
+        .find(|l| l.starts_with(&format!("start http site-b {epoch} ")))
+        .unwrap_or_else(|| panic!("site-b's start: {:?}", ledger_lines(&ledger)));
+    assert!(
+        started.ends_with(" peer=dead"),
+        "site-b started while site-a's service still ran: {started}"
+    );
+    // The fence ran, was verified, and came before the new assignment.
+    let ev = events(&c, "site-b");
+    let fenced = position(&ev, "site-a fenced: level 1: switch-a ok, confirmed off by status")
+        .unwrap_or_else(|| panic!("a verified fence: {ev:#?}"));
+    let assigned = position(&ev, "web assigned to site-b").expect("the new assignment");
+    assert!(fenced < assigned, "fence before recover: {ev:#?}");
+    assert!(!alive(service), "the fence killed site-a's service");
+    assert!(!alive(agent), "the fence killed site-a's frozen agent");
+    assert!(
+        !ledger_lines(&ledger).iter().any(|l| l == "stop http site-a"),
+        "killed, not stopped: {:?}",
+        ledger_lines(&ledger)
+    );
+}
+
+#[test]
+fn a_fence_device_whose_off_lies_keeps_the_group_blocked() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let _reaper = ServiceReaper::new(&c, &["site-a", "site-b"]);
+    let calls = c.dir.path().join("switch-calls");
+    // Says "off" and exits 0 without doing anything; its status says on.
+    let device = format!(
+        "agent = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"echo $TANDEM_FENCE_ACTION >> {}; \
+         case $TANDEM_FENCE_ACTION in off) echo site-a is off ;; status) echo 'site-a: power ON' ;; esac\"]\n\
+         timeout = \"2s\"\nretries = 0",
+        calls.display()
+    );
+    let (ledger, service) = watchful_web_on_site_a(&c, "liar", &device);
+
+    freeze(&c, "site-a");
+    let (g, why) = c.wait_for("web blocked on an unconfirmed fence", |c| {
+        let s = c.status("site-b")?;
+        let g = group(&s, "web")?;
+        let why = s["fencing_needed"]["site-a"].as_str()?;
+        (g["state"] == "blocked" && why.contains("last attempt failed")).then(|| (g.clone(), why.to_string()))
+    });
+    assert!(
+        g["blocked_reason"].as_str().unwrap().contains("site-a needs fencing"),
+        "{g}"
+    );
+    assert!(
+        why.contains("liar failed: off succeeded (exit 0: site-a is off) but the node is not confirmed off")
+            && why.contains("status still says on (exit 0: site-a: power ON)"),
+        "the reason, in status: {why}"
+    );
+    // The witness may apply the failure a moment after site-b.
+    let failed = c.wait_for("the failure as an event on the witness", |c| {
+        let ev = events(c, "witness");
+        Some(ev[position(&ev, "fencing site-a failed")?].clone())
+    });
+    assert!(
+        failed["message"].as_str().unwrap().contains("not confirmed off"),
+        "{failed}"
+    );
+    // The fence ran: off, then status.
+    let ran = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(ran.starts_with("off\nstatus\n"), "{ran:?}");
+    // And it keeps the group blocked: nothing starts on site-b.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !ledger_lines(&ledger).iter().any(|l| l.contains("site-b")),
+        "web must not start on site-b while site-a's service runs: {:?}",
+        ledger_lines(&ledger)
+    );
+    assert!(alive(service), "the lying device left site-a's service running");
+    let s = c.status_of("witness");
+    assert_eq!(group(&s, "web").unwrap()["state"], "blocked", "{s}");
+    // Retried, and the same failure recorded once, not on every retry.
+    c.wait_for("a second failed attempt", |c| {
+        (fencing_attempts_failed(c) >= 2).then_some(())
+    });
+    let failures = fence_failures_recorded(&c, "site-a");
+    assert_eq!(failures, 1, "the same failure is recorded once");
 }

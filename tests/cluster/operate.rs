@@ -276,10 +276,11 @@ fn maintenance_keeps_tandem_from_moving_a_group_until_it_is_off() {
 fn a_forced_failover_fences_an_unresponsive_primary_first() {
     let probe = tempfile::tempdir().unwrap();
     let fence_log = probe.path().join("fenced");
-    // An exec fence device that records the plug it was asked to switch off.
+    // An exec fence device that records the plug it was asked to switch off;
+    // its status answers off once it did (fencing is verified).
     let fencing = format!(
         "[fencing.devices.pdu]\nagent = \"exec\"\n\
-         command = [\"/bin/sh\", \"-c\", \"sed -n 's/^plug=//p' >> {}\"]\n\
+         command = [\"/bin/sh\", \"-c\", \"case $TANDEM_FENCE_ACTION in off) sed -n 's/^plug=//p' >> {0};; status) test -s {0} && exit 2;; esac\"]\n\
          params = {{ plug = \"site-a\" }}\ntimeout = \"5s\"\n\n[fencing.nodes.site-a]\nlevels = [[\"pdu\"]]\n",
         fence_log.display()
     );

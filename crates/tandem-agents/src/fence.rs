@@ -14,6 +14,14 @@
 //! short pause. [`fence_node`] tries the node's levels in order: every device
 //! of a level must succeed, else the next level is tried.
 //!
+//! An `off` is verified: a device whose `off` succeeded counts only once its
+//! `status` answers that the node is off (exit 2), asked again every
+//! [`VERIFY_PAUSE`] until the device's timeout passes. A device that cannot
+//! confirm (status still says on, fails, hangs, or has no status action) is a
+//! failed device, so its level fails and the next level is tried. An exit 0
+//! proves only that the program ended; the status is what says the node is
+//! off, so a production device must report the real power state.
+//!
 //! Secret parameter values ([`FenceDeviceSpec::is_secret`]) never reach a
 //! log or a message: the agent's output is redacted line by line before it
 //! is logged or kept (agents sometimes echo their arguments), and parameters
@@ -36,6 +44,8 @@ use crate::output::LogCtx;
 pub const AGENT_DIRS: [&str; 3] = ["/usr/sbin", "/sbin", "/usr/bin"];
 /// The pause between two attempts of a device.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The pause between two `status` queries that verify an `off`.
+pub const VERIFY_PAUSE: Duration = Duration::from_millis(250);
 /// [`DeviceOutcome::detail`] is cut to this many characters.
 const MAX_DETAIL: usize = 300;
 
@@ -90,6 +100,10 @@ pub struct DeviceOutcome {
     /// Attempts made (0: the device could not be run at all, such as an agent
     /// that is not installed; that is not retried).
     pub attempts: u32,
+    /// An `off` run by [`fence_device`]: the number of `status` queries it
+    /// took to confirm the node off (`Some` only when confirmed; `ok` is then
+    /// true). `None` for an unverified action, or one that failed.
+    pub verified: Option<u32>,
     /// Wall time of all attempts and pauses.
     pub elapsed: Duration,
     /// Short, secrets redacted: "exit 1: Failed: Unable to obtain correct
@@ -158,7 +172,12 @@ impl DeviceOutcome {
             } else {
                 String::new()
             };
-            format!("{name} ok{power}{tries} ({:.1}s)", self.elapsed.as_secs_f64())
+            let verified = match self.verified {
+                Some(1) => ", confirmed off by status".to_string(),
+                Some(n) => format!(", confirmed off by status after {n} queries"),
+                None => String::new(),
+            };
+            format!("{name} ok{power}{tries}{verified} ({:.1}s)", self.elapsed.as_secs_f64())
         } else if self.attempts > 1 {
             format!("{name} failed after {} attempts: {}", self.attempts, self.detail)
         } else {
@@ -189,6 +208,7 @@ pub async fn run_device(dev: &FenceDeviceSpec, action: FenceAction, node: &str) 
         ok,
         power,
         attempts,
+        verified: None,
         elapsed: began.elapsed(),
         detail: shorten(&dev.redact(&detail)),
     };
@@ -204,7 +224,7 @@ pub async fn run_device(dev: &FenceDeviceSpec, action: FenceAction, node: &str) 
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match attempt(dev, action, node, &program, &input).await {
+        match attempt(dev, action, node, &program, &input, dev.timeout).await {
             Attempt::CannotRun(why) => {
                 let why = dev.redact(&why);
                 warn!(device = %dev.name, node, action = action.as_str(), reason = %why, "fence device cannot be run");
@@ -228,8 +248,83 @@ pub async fn run_device(dev: &FenceDeviceSpec, action: FenceAction, node: &str) 
     }
 }
 
-/// One attempt: spawn, feed stdin, wait within the timeout.
-async fn attempt(dev: &FenceDeviceSpec, action: FenceAction, node: &str, program: &Program, input: &str) -> Attempt {
+/// Switches `node` off through one device and verifies it: [`run_device`]
+/// with action off, then, if it succeeded, the device's `status` until it
+/// answers off (see [`verify_off`]). The outcome is `ok` only when the status
+/// confirmed it; its `elapsed` covers both.
+pub async fn fence_device(dev: &FenceDeviceSpec, node: &str) -> DeviceOutcome {
+    let began = Instant::now();
+    let mut outcome = run_device(dev, FenceAction::Off, node).await;
+    if !outcome.ok {
+        return outcome;
+    }
+    match verify_off(dev, node).await {
+        Ok(queries) => {
+            info!(device = %dev.name, node, queries, "fence device confirmed the node off");
+            outcome.verified = Some(queries);
+        }
+        Err(why) => {
+            let why = dev.redact(&why);
+            warn!(device = %dev.name, node, reason = %why, "fence device could not confirm the node off: the fence failed");
+            outcome.ok = false;
+            outcome.detail = shorten(&format!("off succeeded ({}) but {why}", outcome.detail));
+        }
+    }
+    outcome.elapsed = began.elapsed();
+    outcome
+}
+
+/// Asks the device's `status` until it answers off (`Ok`: the number of
+/// queries), for at most the device's timeout in all (each query gets what
+/// is left of it). `Err` says why the node is not confirmed off: the status
+/// still said on, failed (a device without a status action fails it), timed
+/// out, or could not be run.
+async fn verify_off(dev: &FenceDeviceSpec, node: &str) -> Result<u32, String> {
+    let prepared = program(&dev.agent).and_then(|p| Ok((p, stdin(dev, FenceAction::Status, node)?)));
+    let (program, input) = prepared.map_err(|why| format!("its status cannot be asked: {why}"))?;
+    let deadline = Instant::now() + dev.timeout;
+    let mut queries = 0;
+    loop {
+        // The first query gets the whole timeout, later ones what is left.
+        let left = if queries == 0 {
+            dev.timeout
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        queries += 1;
+        let last = match attempt(dev, FenceAction::Status, node, &program, &input, left).await {
+            Attempt::CannotRun(why) => return Err(format!("its status cannot be asked: {why}")),
+            Attempt::Done { power: Some(false), .. } => return Ok(queries),
+            Attempt::Done {
+                power: Some(true),
+                detail,
+                ..
+            } => format!("status still says on ({detail})"),
+            Attempt::Done { detail, .. } => format!("status failed ({detail})"),
+        };
+        if Instant::now() + VERIFY_PAUSE >= deadline {
+            // The reason stays the same from one attempt to the next (no
+            // count of queries in it), so a device that keeps failing the
+            // same way is recorded once, not on every retry of the fencer.
+            warn!(device = %dev.name, node, queries, last = %dev.redact(&last), "status did not confirm the node off");
+            return Err(format!(
+                "the node is not confirmed off within {}: {last}",
+                seconds(dev.timeout)
+            ));
+        }
+        tokio::time::sleep(VERIFY_PAUSE).await;
+    }
+}
+
+/// One attempt: spawn, feed stdin, wait within `timeout`.
+async fn attempt(
+    dev: &FenceDeviceSpec,
+    action: FenceAction,
+    node: &str,
+    program: &Program,
+    input: &str,
+    timeout: Duration,
+) -> Attempt {
     let mut cmd = Command::new(&program.path);
     cmd.args(&program.args);
     if program.exec {
@@ -246,7 +341,7 @@ async fn attempt(dev: &FenceDeviceSpec, action: FenceAction, node: &str, program
         stdin: Some(input.as_bytes().to_vec()),
         secrets: dev.secret_values().into_iter().map(str::to_string).collect(),
     };
-    let ran = exec::run_with(cmd, dev.timeout, &ctx, false, extra).await;
+    let ran = exec::run_with(cmd, timeout, &ctx, false, extra).await;
     match ran.end {
         End::Exited(status) => {
             let code = status.code();
@@ -267,8 +362,8 @@ async fn attempt(dev: &FenceDeviceSpec, action: FenceAction, node: &str, program
             ok: false,
             power: None,
             detail: match last_line(&ran.tail) {
-                Some(line) => format!("timed out after {} (last output: {line})", seconds(dev.timeout)),
-                None => format!("timed out after {}", seconds(dev.timeout)),
+                Some(line) => format!("timed out after {} (last output: {line})", seconds(timeout)),
+                None => format!("timed out after {}", seconds(timeout)),
             },
         },
         End::SpawnError(e) => Attempt::CannotRun(format!("cannot run {}: {e}", program.path.display())),
@@ -282,7 +377,9 @@ async fn attempt(dev: &FenceDeviceSpec, action: FenceAction, node: &str, program
 
 /// Fences `node`: its levels in order, the devices of a level in order,
 /// stopping at the first level whose devices all succeed (a level stops at
-/// its first failing device). A reboot by a level of several devices (two
+/// its first failing device). An `off` is verified device by device
+/// ([`fence_device`]): a device that cannot confirm the node off fails its
+/// level. A reboot by a level of several devices (two
 /// power supplies on two switches) is run as `off` on every device, then
 /// `on` on every device: the node is fenced once all are off, whatever the
 /// `on`s do. A node without levels is not fenced.
@@ -353,6 +450,7 @@ async fn run_level_all(
 
 async fn run_named(fencing: &FencingSpec, name: &str, node: &str, action: FenceAction, level: usize) -> DeviceOutcome {
     let mut outcome = match fencing.devices.get(name) {
+        Some(dev) if action == FenceAction::Off => fence_device(dev, node).await,
         Some(dev) => run_device(dev, action, node).await,
         None => DeviceOutcome {
             device: name.to_string(),
@@ -361,6 +459,7 @@ async fn run_named(fencing: &FencingSpec, name: &str, node: &str, action: FenceA
             ok: false,
             power: None,
             attempts: 0,
+            verified: None,
             elapsed: Duration::ZERO,
             detail: "no fence device of that name in the spec".to_string(),
         },
@@ -495,12 +594,13 @@ fn last_line(tail: &str) -> Option<String> {
     Some(line.trim().to_string())
 }
 
-/// "20s", "1.5s".
+/// "20s", "1.5s", "0.749s" (milliseconds at most).
 fn seconds(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
+    let ms = d.subsec_millis();
+    if ms == 0 {
         format!("{}s", d.as_secs())
     } else {
-        format!("{}s", d.as_secs_f64())
+        format!("{}.{}s", d.as_secs(), format!("{ms:03}").trim_end_matches('0'))
     }
 }
 
@@ -624,10 +724,13 @@ mod tests {
         let result = fence_node(&fencing(vec![dev], "site-a", &[&["pdu-a"]]), "site-a", FenceAction::Off).await;
         assert!(result.fenced && result.level == Some(1), "{result:?}");
         assert!(
-            result.summary().starts_with("level 1: pdu-a ok ("),
+            result
+                .summary()
+                .starts_with("level 1: pdu-a ok, confirmed off by status ("),
             "{}",
             result.summary()
         );
+        assert_eq!(result.outcomes[0].verified, Some(1));
         assert_eq!(std::fs::read_to_string(&status).unwrap(), "off");
     }
 
@@ -652,7 +755,7 @@ mod tests {
         let summary = result.summary();
         assert!(
             summary.starts_with("level 1: ipmi-a failed: exit 1: Failed: ")
-                && summary.contains("; level 2: pdu-a ok ("),
+                && summary.contains("; level 2: pdu-a ok, confirmed off by status ("),
             "{summary}"
         );
         assert_eq!(std::fs::read_to_string(&status).unwrap(), "off");
@@ -662,10 +765,14 @@ mod tests {
     async fn every_device_of_a_level_must_succeed() {
         let dir = tempfile::tempdir().unwrap();
         let log = |name: &str| dir.path().join(name);
+        // Their status answers off (exit 2), unlogged.
         let ok = |name: &str| {
             sh(
                 name,
-                &format!("echo $TANDEM_FENCE_ACTION >> {}", log(name).display()),
+                &format!(
+                    "[ $TANDEM_FENCE_ACTION = status ] && exit 2; echo $TANDEM_FENCE_ACTION >> {}",
+                    log(name).display()
+                ),
                 &[],
             )
         };
@@ -710,7 +817,7 @@ mod tests {
             result.summary(),
             format!(
                 "level 1: bad failed: exit 3: cannot reach the switch; \
-                 level 2: c ok ({c_took}), bad failed: exit 3: cannot reach the switch"
+                 level 2: c ok, confirmed off by status ({c_took}), bad failed: exit 3: cannot reach the switch"
             )
         );
         // An unknown device, a node without levels.
@@ -730,7 +837,10 @@ mod tests {
         let dev = |name: &str| {
             sh(
                 name,
-                &format!("echo \"{name} $TANDEM_FENCE_ACTION\" >> {}", log.display()),
+                &format!(
+                    "[ $TANDEM_FENCE_ACTION = status ] && exit 2; echo \"{name} $TANDEM_FENCE_ACTION\" >> {}",
+                    log.display()
+                ),
                 &[],
             )
         };
@@ -739,7 +849,9 @@ mod tests {
         assert_eq!((result.fenced, result.level), (true, Some(1)), "{result:?}");
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "a off\nb off\na on\nb on\n");
         assert!(
-            result.summary().starts_with("level 1: a off ok ("),
+            result
+                .summary()
+                .starts_with("level 1: a off ok, confirmed off by status ("),
             "{}",
             result.summary()
         );
@@ -748,6 +860,132 @@ mod tests {
         std::fs::remove_file(&log).unwrap();
         assert!(fence_node(&f, "n", FenceAction::Reboot).await.fenced);
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "c reboot\n");
+    }
+
+    /// An exec device whose `off` prints "NODE is off" and exits 0 without
+    /// doing anything, and whose `status` runs `status` (shell).
+    fn off_then(name: &str, status: &str) -> FenceDeviceSpec {
+        let mut dev = sh(
+            name,
+            &format!(
+                "case $TANDEM_FENCE_ACTION in off) echo \"$TANDEM_FENCE_NODE is off\";; status) {status};; *) exit 1;; esac"
+            ),
+            &[],
+        );
+        dev.timeout = Duration::from_secs(1);
+        dev
+    }
+
+    #[tokio::test]
+    async fn an_off_whose_status_still_says_on_is_a_failed_fence() {
+        let began = std::time::Instant::now();
+        let liar = off_then("liar", "echo 'plug 3: ON'; exit 0");
+        let result = fence_node(
+            &fencing(vec![liar.clone()], "site-a", &[&["liar"]]),
+            "site-a",
+            FenceAction::Off,
+        )
+        .await;
+        assert!(
+            !result.fenced,
+            "an off the device cannot confirm is not a fence: {result:?}"
+        );
+        let outcome = &result.outcomes[0];
+        assert_eq!((outcome.ok, outcome.verified), (false, None), "{outcome:?}");
+        let expected = "off succeeded (exit 0: site-a is off) but the node is not confirmed off within 1s: \
+                        status still says on (exit 0: plug 3: ON)";
+        assert_eq!(outcome.detail, expected, "{outcome:?}");
+        // Asked until the device's timeout (1 s), not much longer.
+        let took = began.elapsed();
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert!(
+            result.summary().starts_with("level 1: liar failed: off succeeded"),
+            "{}",
+            result.summary()
+        );
+
+        // It falls through to the next level like any failed level.
+        let truthful = off_then("truthful", "exit 2");
+        let result = fence_node(
+            &fencing(vec![liar, truthful], "site-a", &[&["liar"], &["truthful"]]),
+            "site-a",
+            FenceAction::Off,
+        )
+        .await;
+        assert_eq!((result.fenced, result.level), (true, Some(2)), "{result:?}");
+        assert!(
+            result
+                .summary()
+                .contains("; level 2: truthful ok, confirmed off by status ("),
+            "{}",
+            result.summary()
+        );
+
+        // A device without a status action cannot confirm either.
+        let mute = off_then("mute", "echo 'unsupported action' >&2; exit 1");
+        let outcome = fence_device(&mute, "site-a").await;
+        assert!(!outcome.ok, "{outcome:?}");
+        assert!(
+            outcome.detail.contains("status failed (exit 1: unsupported action)"),
+            "{outcome:?}"
+        );
+        // Not asked for other actions: a plain run_device off is not verified.
+        let plain = run_device(&mute, FenceAction::Off, "site-a").await;
+        assert_eq!((plain.ok, plain.verified), (true, None), "{plain:?}");
+    }
+
+    #[tokio::test]
+    async fn an_off_counts_once_its_status_confirms_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("count");
+        // The node takes a moment to go off: on for two queries, then off.
+        let slow = off_then(
+            "slow",
+            &format!(
+                "echo q >> {c}; [ $(wc -l < {c}) -ge 3 ] && {{ echo 'plug 3: OFF'; exit 2; }}; echo 'plug 3: ON'",
+                c = count.display()
+            ),
+        );
+        let result = fence_node(&fencing(vec![slow], "site-a", &[&["slow"]]), "site-a", FenceAction::Off).await;
+        assert_eq!((result.fenced, result.level), (true, Some(1)), "{result:?}");
+        assert_eq!(result.outcomes[0].verified, Some(3));
+        assert_eq!(lines(&count), 3);
+        assert!(
+            result
+                .summary()
+                .starts_with("level 1: slow ok, confirmed off by status after 3 queries ("),
+            "{}",
+            result.summary()
+        );
+        let prompt = off_then("prompt", "exit 2");
+        let outcome = fence_device(&prompt, "site-a").await;
+        assert_eq!((outcome.ok, outcome.verified), (true, Some(1)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn a_status_that_hangs_fails_the_fence_at_the_timeout() {
+        let hangs = off_then("hangs", "sleep 100");
+        let began = std::time::Instant::now();
+        let result = fence_node(
+            &fencing(vec![hangs], "site-a", &[&["hangs"]]),
+            "site-a",
+            FenceAction::Off,
+        )
+        .await;
+        let took = began.elapsed();
+        assert!(!result.fenced, "{result:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "bounded by the device's timeout (1 s): {took:?}"
+        );
+        assert_eq!(
+            result.outcomes[0].detail,
+            "off succeeded (exit 0: site-a is off) but the node is not confirmed off within 1s: \
+             status failed (timed out after 1s)"
+        );
     }
 
     #[tokio::test]

@@ -26,6 +26,14 @@ use tandem_core::NodeRole;
 use config::ConfigFile;
 pub use config::{Member, free_port};
 
+/// The demo's fence device, `DIR/fence-node.sh NODE` as an `exec` fence
+/// device ([`LocalCluster::write_fence_device`]): a stand-in for a power
+/// switch, fit ONLY for nodes that all run on one machine in this layout.
+/// `off` SIGKILLs the node's agent, its descendants and every process of its
+/// services' process groups, pid by pid, and succeeds only once none remains;
+/// `status` answers off (exit 2) only when no process of the node remains.
+pub const FENCE_DEVICE_SH: &str = include_str!("fence-node.sh");
+
 /// One node: where it listens, its files, and its agent while it runs.
 pub struct Node {
     pub name: String,
@@ -110,6 +118,14 @@ impl LocalCluster {
 
     pub fn data_dir(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}-data"))
+    }
+
+    /// Writes [`FENCE_DEVICE_SH`] to `DIR/fence-node.sh` and returns its
+    /// path; a node's device is `["/bin/sh", PATH, NODE]`.
+    pub fn write_fence_device(&self) -> io::Result<PathBuf> {
+        let path = self.dir.join("fence-node.sh");
+        std::fs::write(&path, FENCE_DEVICE_SH).map_err(|e| context(e, format!("cannot write {}", path.display())))?;
+        Ok(path)
     }
 
     /// A free address on `ip` that this cluster has not handed out before.

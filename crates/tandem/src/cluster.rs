@@ -89,12 +89,7 @@ impl DemoCluster {
 
     /// Starts the agent of `name` as a child process, its log appended to `DIR/NAME.log`.
     pub fn start(&mut self, name: &str) -> Result<u32, Failure> {
-        let pid = self.local.start(name).map_err(failure)?;
-        // For the demo's fence devices (fence-node.sh), which run in another agent.
-        let pid_file = self.dir.join(format!("{name}.pid"));
-        std::fs::write(&pid_file, format!("{pid}\n"))
-            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", pid_file.display())))?;
-        Ok(pid)
+        self.local.start(name).map_err(failure)
     }
 
     pub fn start_all(&mut self) -> Result<(), Failure> {
@@ -184,37 +179,6 @@ pub fn agreed_coordinator(statuses: &[(String, Option<pb::ClusterStatus>)]) -> O
     )
 }
 
-/// The demo's fence device: a stand-in for a power switch, fit ONLY for a
-/// cluster whose nodes all run on one machine. It speaks the fence-agent
-/// protocol (key=value lines on stdin) and, for `off` or `reboot`, kills the
-/// node's agent and every service process group it supervises.
-const FENCE_SH: &str = r#"#!/bin/sh
-# Written by `tandem demo`. A stand-in for a power switch, fit only for a
-# single-machine demo: "off" kills NODE's agent and the services it started.
-# Usage (as an exec fence device): fence-node.sh NODE, protocol lines on stdin.
-node="$1"
-dir=$(dirname "$0")
-action=$(sed -n 's/^action=//p' | tail -n 1)
-case "$action" in
-  off|reboot) ;;
-  *) exit 0 ;;
-esac
-if [ -f "$dir/$node.pid" ]; then
-  pid=$(cat "$dir/$node.pid")
-  # Only if that pid is still this node's agent (pids are reused).
-  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "agent --config $dir/$node.toml"; then
-    kill -9 "$pid" 2>/dev/null
-  fi
-fi
-for f in "$dir/$node-data/run"/*/*.pid; do
-  [ -f "$f" ] || continue
-  pid=$(cut -d' ' -f1 "$f" | head -n 1)
-  [ -n "$pid" ] && kill -9 -- "-$pid" 2>/dev/null
-done
-echo "$node is off (its agent and services were killed)"
-exit 0
-"#;
-
 /// The demo's service: a tiny HTTP server that answers with the name of the
 /// node that runs it and its epoch, on that node's own loopback address.
 const WEB_PY: &str = r#"# Written by `tandem demo`: a tiny HTTP service that says which node runs it.
@@ -249,6 +213,10 @@ impl DemoService {
         let write = |p: &Path, text: &str| {
             std::fs::write(p, text).map_err(|e| Failure::runtime(format!("cannot write {}: {e}", p.display())))
         };
+        // The demo's fence device (tandem_localcluster::FENCE_DEVICE_SH), written
+        // anew every time: a directory of an older demo gets the current one.
+        let fence = dir.join("fence-node.sh");
+        write(&fence, tandem_localcluster::FENCE_DEVICE_SH)?;
         if let Ok(text) = std::fs::read_to_string(&script)
             && let Some(port) = text
                 .lines()
@@ -258,8 +226,6 @@ impl DemoService {
         {
             return Ok(DemoService { spec, port });
         }
-        let fence = dir.join("fence-node.sh");
-        write(&fence, FENCE_SH)?;
         let port = free_port(DemoCluster::ip(0)).map_err(failure)?;
         let addresses = format!(
             "{{\"site-a\": \"{}\", \"site-b\": \"{}\"}}",
@@ -290,7 +256,10 @@ impl DemoService {
              \x20 monitor_interval = \"1s\"\n\n\
              # Each member has a fence device. fence-node.sh is a stand-in for a\n\
              # power switch, fit ONLY for this single-machine demo: \"off\" kills the\n\
-             # node's agent and its services. In production: fence_ipmilan, fence_apc...\n\
+             # node's agent and its services, \"status\" says off only once none of\n\
+             # them remains (Tandem counts a fence only when status confirms it).\n\
+             # In production: fence_ipmilan, fence_apc... (off must power the node\n\
+             # off or isolate it; status must report the real power state).\n\
              [fencing.devices.switch-a]\n\
              agent = \"exec\"\n\
              command = [\"/bin/sh\", {fence:?}, \"site-a\"]\n\

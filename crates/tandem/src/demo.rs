@@ -1,6 +1,7 @@
 //! `tandem demo`: a three-node cluster on loopback that elects a
 //! coordinator, loses it to `kill -9`, elects another and takes the old one
-//! back, narrated as it happens; then a live status view until Ctrl-C.
+//! back; fences web's primary when its agent hangs (SIGSTOP) and moves web;
+//! narrated as it happens; then a live status view until Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -35,7 +36,7 @@ pub struct DemoArgs {
 
 /// Removes what the demo writes in `dir`, and nothing else.
 fn remove_demo_files(dir: &std::path::Path) -> Outcome {
-    for file in ["spec.toml", "web.py"] {
+    for file in ["spec.toml", "web.py", "fence-node.sh"] {
         let p = dir.join(file);
         if p.exists() {
             std::fs::remove_file(&p).map_err(|e| Failure::runtime(format!("cannot remove {}: {e}", p.display())))?;
@@ -197,8 +198,9 @@ fn all_up(s: &pb::ClusterStatus, count: usize) -> bool {
 
 fn web_running(st: &[(String, Option<pb::ClusterStatus>)]) -> Option<String> {
     let mut primary = None;
-    for (_, s) in st {
-        let g = s.as_ref()?.groups.iter().find(|g| g.name == "web")?;
+    // A node that does not answer (frozen, being fenced) has no say.
+    for s in st.iter().filter_map(|(_, s)| s.as_ref()) {
+        let g = s.groups.iter().find(|g| g.name == "web")?;
         if g.state != "running" {
             return None;
         }
@@ -269,6 +271,31 @@ async fn kill_node(cluster: &mut DemoCluster, node: &str) -> Outcome {
         println!("  kill -9 {node}: agent (pid {pid})");
     }
     Ok(())
+}
+
+/// SIGSTOP of a node's agent, as a hung agent or a frozen cgroup: its
+/// service runs on, and only a real fence ends it. Returns the service's pid.
+fn freeze_node(cluster: &DemoCluster, node: &str) -> Result<Option<i32>, Failure> {
+    let pid = cluster.node(node).and_then(|n| n.pid()).unwrap_or(0);
+    let service = cluster.service_pid(node);
+    cluster
+        .signal(node, nix::sys::signal::Signal::SIGSTOP)
+        .map_err(|e| Failure::runtime(format!("cannot freeze {node}: {e}")))?;
+    match service {
+        Some(s) if alive(s) => {
+            println!("  SIGSTOP {node}: agent (pid {pid}) frozen; its web service (pid {s}) still runs")
+        }
+        _ => println!("  SIGSTOP {node}: agent (pid {pid}) frozen"),
+    }
+    Ok(service)
+}
+
+/// A process that runs: there, and neither a zombie nor dead.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with(['Z', 'X'])))
+        .unwrap_or(false)
 }
 
 async fn wait_back(cluster: &mut DemoCluster, node: &str, narrator: &mut Narrator, args: &DemoArgs) -> Outcome {
@@ -447,14 +474,25 @@ async fn scenario(cluster: &mut DemoCluster, service: &DemoService, args: &DemoA
     wait_back(cluster, &victim, &mut narrator, args).await?;
 
     if primary != victim {
-        println!("4. kill -9 of web's primary, {primary}, with its service.");
+        println!("4. web's primary, {primary}, hangs: its agent is frozen (SIGSTOP) while its service runs on.");
         let old = primary.clone();
-        kill_node(cluster, &old).await?;
+        let pid = freeze_node(cluster, &old)?;
         narrator.restart_clock();
         primary = wait_moved(cluster, &mut narrator, &old, args).await?;
+        let gone = pid.is_none_or(|p| !alive(p));
+        println!(
+            "  {old}'s service {}",
+            if gone {
+                "is gone: its fence device killed it with the frozen agent, and said off only then"
+            } else {
+                "STILL RUNS: the fence was not real"
+            }
+        );
         ask(service, &primary);
         ask_dns(cluster, &primary).await;
         println!();
+        // Reaps the fenced agent's process before it starts again.
+        cluster.kill9(&old).await?;
         wait_back(cluster, &old, &mut narrator, args).await?;
     }
     println!("web stays on {primary}: fail_back = false, so a returning node does not take it back.\n");
@@ -483,7 +521,7 @@ async fn wait_moved(
         })
         .await?;
     println!(
-        "  web runs on {primary} {} ms after the kill (lease expiry, fencing, then a new epoch)",
+        "  web runs on {primary} {} ms after the fault (lease expiry, fencing, then a new epoch)",
         narrator.ms()
     );
     Ok(primary)
