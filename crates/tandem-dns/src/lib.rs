@@ -65,6 +65,7 @@ mod query;
 mod ratelimit;
 mod server;
 mod stats;
+mod transport;
 pub mod update;
 mod zone;
 

@@ -25,7 +25,7 @@ use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
-use crate::client;
+use crate::transport::{self, rcode_name};
 
 /// Allowed clock difference between Tandem and the server (TSIG fudge), seconds.
 pub const TSIG_FUDGE: u16 = 300;
@@ -330,14 +330,16 @@ async fn exchange(target: &PushTarget, signer: &TSigner, message: Message) -> Re
         NetError::Proto(e) => NameErrorKind::InvalidRecord(format!("cannot encode the update: {e}")),
         e => NameErrorKind::Network(e.to_string()),
     };
-    let resend_every = client::retry_interval(target.timeout);
-    let udp = client::udp_client(target.server, target.timeout);
-    let reply = client::exchange(&udp, signed, resend_every).await.map_err(failed)?;
+    let resend_every = transport::retry_interval(target.timeout);
+    let udp = transport::udp_client(target.server, target.timeout);
+    let reply = transport::exchange(&udp, signed, resend_every).await.map_err(failed)?;
     if reply.metadata.truncation {
-        let tcp = client::tcp_client(target.server, target.timeout, Some(signer.clone()))
+        let tcp = transport::tcp_client(target.server, target.timeout, Some(signer.clone()))
             .await
             .map_err(failed)?;
-        let reply = client::exchange(&tcp, unsigned, resend_every).await.map_err(failed)?;
+        let reply = transport::exchange(&tcp, unsigned, resend_every)
+            .await
+            .map_err(failed)?;
         return judge(&reply, || Ok(()));
     }
     if reply.metadata.message_type != MessageType::Response || reply.metadata.op_code != OpCode::Update {
@@ -396,24 +398,6 @@ fn judge(reply: &Message, verify: impl FnOnce() -> Result<(), NameErrorKind>) ->
         ));
     }
     verify()
-}
-
-/// RCODE as DNS tools print it.
-pub(crate) fn rcode_name(rcode: ResponseCode) -> String {
-    match u16::from(rcode) {
-        0 => "NOERROR".to_string(),
-        1 => "FORMERR".to_string(),
-        2 => "SERVFAIL".to_string(),
-        3 => "NXDOMAIN".to_string(),
-        4 => "NOTIMP".to_string(),
-        5 => "REFUSED".to_string(),
-        6 => "YXDOMAIN".to_string(),
-        7 => "YXRRSET".to_string(),
-        8 => "NXRRSET".to_string(),
-        9 => "NOTAUTH".to_string(),
-        10 => "NOTZONE".to_string(),
-        n => format!("RCODE{n}"),
-    }
 }
 
 #[cfg(test)]
