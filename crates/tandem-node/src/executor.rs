@@ -230,6 +230,18 @@ impl GroupTask {
         self.spec = Some(spec.clone());
     }
 
+    /// Builds the runners from the committed `spec` when nothing runs here
+    /// and they were built from another spec (or not yet). Returns whether
+    /// it did.
+    fn rebuild_runners(&mut self, spec: Option<&GroupSpec>) -> bool {
+        let Some(new) = spec else { return false };
+        if self.started > 0 || (self.spec.as_ref() == Some(new) && !self.runners.is_empty()) {
+            return false;
+        }
+        self.build_runners(new);
+        true
+    }
+
     /// The group's committed spec and epoch, and what this node must do
     /// with it now: the core's [`duty`], from the committed state, this
     /// node's lease, whether the agent is leaving and what runs here.
@@ -575,12 +587,7 @@ impl GroupTask {
                 return;
             }
         }
-        if let Some(new) = &spec
-            && (self.spec.as_ref() != Some(new) || self.runners.is_empty())
-            && self.started == 0
-        {
-            self.build_runners(new);
-        }
+        self.rebuild_runners(spec.as_ref());
         let total = self.runners.len();
         self.note_keep(&duty);
         if duty == Duty::Run {
@@ -750,11 +757,7 @@ impl GroupTask {
             }
             return;
         }
-        if let Some(new) = &spec
-            && (self.spec.as_ref() != Some(new) || self.runners.is_empty())
-            && self.started == 0
-        {
-            self.build_runners(new);
+        if self.rebuild_runners(spec.as_ref()) {
             self.observed = vec![Seen::Unknown; self.runners.len()];
         }
         let assigned = self.assigned_here();
