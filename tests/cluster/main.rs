@@ -15,6 +15,7 @@ mod executor;
 mod faults;
 mod fencing;
 mod grpc;
+mod handover;
 mod http;
 mod membership;
 mod netns;

@@ -481,6 +481,7 @@ mod tests {
             "Annotate",
             "AddMember",
             "RemoveMember",
+            "TransferLeader",
             "CleanupResource",
             "FenceNode",
             "ConfirmFenced",

@@ -163,7 +163,7 @@ fn unhealthy_reason(m: &Me, coordinator: Option<&str>) -> Option<String> {
 }
 
 fn coordinator_name(ctx: &NodeContext) -> (Option<String>, u64) {
-    let term = ctx.raft.metrics().borrow().current_term;
+    let term = ctx.raft.term();
     (ctx.coordinator().map(|(_, i)| i.name), term)
 }
 

@@ -179,6 +179,37 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's kind, as in its JSON `type` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::NodeAdded { .. } => "node_added",
+            Command::NodeRemoved { .. } => "node_removed",
+            Command::Note { .. } => "note",
+            Command::ApplySpec { .. } => "apply_spec",
+            Command::Assign { .. } => "assign",
+            Command::Report { .. } => "report",
+            Command::FenceRequested { .. } => "fence_requested",
+            Command::Fenced { .. } => "fenced",
+            Command::FenceFailed { .. } => "fence_failed",
+            Command::RequestMove { .. } => "request_move",
+            Command::EndMove { .. } => "end_move",
+            Command::TransitionDone { .. } => "transition_done",
+            Command::SetStandby { .. } => "set_standby",
+            Command::SetMaintenance { .. } => "set_maintenance",
+            Command::HookRan { .. } => "hook_ran",
+            Command::ClearFailures { .. } => "clear_failures",
+        }
+    }
+}
+
+/// The kind only: log lines name commands without their (possibly large) bodies.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
 /// What applying a command returned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Applied {

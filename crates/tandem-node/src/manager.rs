@@ -19,7 +19,7 @@ use crate::node::NodeContext;
 /// The nodes as this node sees them now, for placement.
 pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
     let now = ctx.clock.now();
-    let term = ctx.raft.metrics().borrow().current_term;
+    let term = ctx.raft.term();
     let members: BTreeSet<NodeId> = ctx.member_ids();
     let (view, _) = ctx.liveness.view(now, &members);
     let state = ctx.state.borrow().clone();
@@ -152,7 +152,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 actor: "coordinator".into(),
                 at_unix_ms: ctx.clock.unix_ms(),
             };
-            if let Err(e) = ctx.raft.client_write(cmd).await {
+            if let Err(e) = ctx.raft.write(cmd).await {
                 warn!(%group, error = %e, "could not commit the end of a move");
             }
         }
@@ -167,7 +167,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 actor: "coordinator".into(),
                 at_unix_ms: ctx.clock.unix_ms(),
             };
-            if let Err(e) = ctx.raft.client_write(cmd).await {
+            if let Err(e) = ctx.raft.write(cmd).await {
                 warn!(%node, error = %e, "could not commit the fencing request");
             }
         }
@@ -186,9 +186,9 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 at_unix_ms: ctx.clock.unix_ms(),
                 planned: d.planned,
             };
-            match ctx.raft.client_write(cmd).await {
+            match ctx.raft.write(cmd).await {
                 Ok(r) => {
-                    if let Some(why) = r.data.rejected {
+                    if let Some(why) = r.applied.rejected {
                         warn!(group = %d.group, reason = %why, "assignment not applied");
                     }
                 }
@@ -224,7 +224,7 @@ async fn finish_transitions(ctx: &NodeContext) {
             transition,
             dns_unix_ms: ctx.clock.unix_ms(),
         };
-        if let Err(e) = ctx.raft.client_write(cmd).await {
+        if let Err(e) = ctx.raft.write(cmd).await {
             warn!(transition, error = %e, "could not record the end of a transition");
         }
     }
@@ -335,7 +335,7 @@ pub async fn fence_and_commit(
             at_unix_ms: ctx.clock.unix_ms(),
         }
     };
-    match ctx.raft.client_write(cmd).await {
+    match ctx.raft.write(cmd).await {
         Ok(_) if result.fenced => Ok(summary),
         Ok(_) => Err(summary),
         Err(e) => {

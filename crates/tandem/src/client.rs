@@ -287,6 +287,35 @@ pub async fn members_remove(conn: &Connection, name: String) -> Outcome {
     Ok(())
 }
 
+pub async fn members_transfer_leader(
+    conn: &Connection,
+    to: Option<String>,
+    timeout: Duration,
+    output: OutputFormat,
+) -> Outcome {
+    let mut client = connect(conn).await?;
+    let reply = client
+        .transfer_leader(pb::TransferLeaderRequest {
+            to: to.unwrap_or_default(),
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed("cannot hand the coordinator role over", e))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"from": reply.from, "to": reply.to, "elapsed_ms": reply.elapsed_ms})
+        ),
+        OutputFormat::Table => println!(
+            "coordinator role handed over from {} to {} in {} ms",
+            reply.from, reply.to, reply.elapsed_ms
+        ),
+    }
+    Ok(())
+}
+
 pub async fn annotate(conn: &Connection, message: String) -> Outcome {
     let mut client = connect(conn).await?;
     let reply = client

@@ -50,7 +50,7 @@ enum Command {
         command: Option<MembersCommand>,
         #[command(flatten)]
         conn: Connection,
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table, global = true)]
         output: OutputFormat,
     },
     /// Record an operator's note in the replicated event log.
@@ -199,8 +199,19 @@ enum MembersCommand {
         #[arg(long, value_parser = humantime_duration, default_value = "60s")]
         catch_up_timeout: Duration,
     },
-    /// Remove a node through joint consensus.
+    /// Remove a node through joint consensus (the coordinator hands its role
+    /// over first when it is the one removed).
     Remove { name: String },
+    /// Hand the coordinator role to another voter, which takes it at once
+    /// (before maintenance on the coordinator's machine).
+    TransferLeader {
+        /// The voter to hand over to; default: the most current one.
+        #[arg(long)]
+        to: Option<String>,
+        /// How long to wait for the new coordinator.
+        #[arg(long, value_parser = humantime_duration, default_value = "5s")]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -424,6 +435,9 @@ async fn run(cli: Cli) -> Outcome {
                     catch_up_timeout,
                 } => client::members_add(&conn, name, address, witness, catch_up_timeout).await,
                 MembersCommand::Remove { name } => client::members_remove(&conn, name).await,
+                MembersCommand::TransferLeader { to, timeout } => {
+                    client::members_transfer_leader(&conn, to, timeout, output).await
+                }
             }
         }
         Command::Annotate { message, conn } => {

@@ -42,8 +42,15 @@ pub struct BenchArgs {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// From `kill -9` of the coordinator to a new coordinator answering
-    /// GetStatus as coordinator.
+    /// GetStatus as coordinator, and to the first write it commits.
     Failover {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+    /// Writes stopped during a clean stop (SIGTERM) of the coordinator,
+    /// which hands its role over first: the longest gap between two
+    /// committed writes.
+    Handover {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
@@ -154,6 +161,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
             wait_stable(&cluster, args.timeout).await?;
             match args.what {
                 BenchCommand::Failover { runs } => failover::failover(&mut cluster, runs, args.timeout).await,
+                BenchCommand::Handover { runs } => failover::handover(&mut cluster, runs, args.timeout).await,
                 BenchCommand::Commit { writes } => commit::commit(&cluster, writes).await,
                 BenchCommand::Idle { duration } => idle::idle(&cluster, duration).await,
                 BenchCommand::Switchover { runs } => switchover::switchover(&cluster, runs, args.timeout).await,
