@@ -258,12 +258,15 @@ fn a_dns_flood_on_the_primary_leaves_its_lease_renewed_and_its_group_in_place() 
         counted >= figures.completed && answered >= figures.completed,
         "site-a did not count what dnsperf had answered: {counted} queries, {answered} NOERROR, {figures:?}"
     );
-    let busy_seconds = figures.per_second.iter().filter(|q| **q >= MIN_QPS).count();
+    // dnsperf's rate each second (`-S 1`): the first and the last interval
+    // may be partial (its start, its end), every one between is full.
+    let per_second = &figures.per_second;
+    let interior = per_second
+        .get(1..per_second.len().saturating_sub(1))
+        .unwrap_or_default();
     assert!(
-        busy_seconds as u64 + 1 >= FLOOD.as_secs(),
-        "the flood stalled: {busy_seconds} of {} seconds at {MIN_QPS} queries/s or more: {:?}",
-        FLOOD.as_secs(),
-        figures.per_second
+        interior.len() as u64 + 4 >= FLOOD.as_secs() && interior.iter().all(|q| *q >= MIN_QPS),
+        "the flood stalled: not every second of it at {MIN_QPS} queries/s or more: {per_second:?}"
     );
 
     // Nothing failed over: the same primary at the same epoch in the
