@@ -9,6 +9,7 @@ mod support;
 mod browser;
 mod config;
 mod dns;
+mod dns_flood;
 mod durability;
 mod election;
 mod executor;

@@ -7,6 +7,7 @@
 
 mod commit;
 mod common;
+mod dns_follow;
 mod failover;
 mod group_failover;
 mod idle;
@@ -123,6 +124,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// How fast every node's DNS follows a commit: planned switchovers back
+    /// and forth, from the commit making the new primary active to each
+    /// node's DNS answering its address.
+    DnsFollow {
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
     /// Resident memory and CPU of idle agents.
     Idle {
         /// How long to sample.
@@ -165,6 +173,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
                 BenchCommand::Commit { writes } => commit::commit(&cluster, writes).await,
                 BenchCommand::Idle { duration } => idle::idle(&cluster, duration).await,
                 BenchCommand::Switchover { runs } => switchover::switchover(&cluster, runs, args.timeout).await,
+                BenchCommand::DnsFollow { runs } => dns_follow::dns_follow(&cluster, runs, args.timeout).await,
                 BenchCommand::GroupFailover { runs, fencing } => {
                     group_failover::group_failover(&mut cluster, runs, fencing, args.timeout).await
                 }
