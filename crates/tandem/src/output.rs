@@ -61,6 +61,10 @@ pub fn status_json(s: &pb::ClusterStatus) -> Value {
             "reason": g.reason,
             "maintenance": g.maintenance,
             "pending_move": (!g.pending_move.is_empty()).then_some(&g.pending_move),
+            "unprotected": g.unprotected_since_unix_ms.map(|since| json!({
+                "reason": g.unprotected,
+                "since_unix_ms": since,
+            })),
             "resources": g.resources.iter().map(|r| json!({
                 "name": r.name,
                 "node": r.node,
@@ -193,6 +197,17 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
                     let _ = writeln!(out, "  candidate {:<14} {:<32} {fit}", c.node, fresh);
                 }
             }
+        }
+    }
+    for g in &s.groups {
+        if let Some(since) = g.unprotected_since_unix_ms {
+            let _ = writeln!(
+                out,
+                "warning: {} is unprotected since {}: {}",
+                g.name,
+                rfc3339_ms(since),
+                g.unprotected
+            );
         }
     }
     for (node, why) in &s.fencing_needed {
