@@ -21,3 +21,4 @@ mod netns;
 mod operate;
 mod resources;
 mod security;
+mod whatif;
