@@ -23,3 +23,4 @@ mod netns;
 mod operate;
 mod resources;
 mod security;
+mod whatif;

@@ -74,6 +74,7 @@ pub const READS: &[&str] = &[
     "GetSpec",
     "GetDns",
     "GetHistory",
+    "Simulate",
 ];
 
 const TANDEM: &str = "tandem.v1.Tandem";

@@ -362,6 +362,15 @@ pub struct GroupView {
     pub blocked_reason: String,
     pub reason: String,
     pub resources: Vec<ResourceView>,
+    /// Why it has no eligible standby (the loss of its node would stop
+    /// it), and since when; `None` while it has one.
+    pub unprotected: Option<UnprotectedView>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct UnprotectedView {
+    pub reason: String,
+    pub since_unix_ms: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -498,6 +507,10 @@ impl StatusView {
                             failures: r.failures,
                         })
                         .collect(),
+                    unprotected: g.unprotected_since_unix_ms.map(|since| UnprotectedView {
+                        reason: g.unprotected.clone(),
+                        since_unix_ms: since,
+                    }),
                 })
                 .collect(),
             fencing_needed: s.fencing_needed.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -16,6 +16,7 @@ use tandem_core::membership::node_id;
 use tandem_core::operator::check_fence_confirm;
 use tandem_core::spec::{Spec, diff};
 use tandem_core::state::{Command, EventKind, TransitionKind, validate_note};
+use tandem_core::whatif::{self, Hypothesis};
 use tandem_core::{NodeId, NodeInfo};
 use tandem_node::NodeContext;
 use tandem_node::membership::{self, AddMember, DEFAULT_CATCH_UP, DEFAULT_HANDOVER};
@@ -27,7 +28,7 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use crate::context::ApiContext;
-use crate::convert::{actor, event_to_pb, member_change_to_pb, role_from_pb};
+use crate::convert::{actor, event_to_pb, member_change_to_pb, role_from_pb, simulation_to_pb};
 use crate::errors::membership_status;
 use crate::{operate, status};
 
@@ -162,6 +163,40 @@ impl TandemService {
             return Err(Status::not_found(format!("no member named {node:?}")));
         }
         Ok(())
+    }
+
+    /// `text` parsed and validated in full, as `apply` commits it: the
+    /// core's checks, each resource's agent, the DNS zone it makes, the
+    /// fence devices. The error names the file and what is wrong.
+    async fn validated_spec(&self, text: String, file: &str) -> Result<Spec, Status> {
+        let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
+        // Parsing a large spec is CPU work: keep it off the async workers.
+        let name = file.to_string();
+        let spec = tokio::task::spawn_blocking(move || Spec::parse(&text, &name, &members))
+            .await
+            .map_err(|e| Status::internal(format!("spec validation failed: {e}")))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        for g in &spec.groups {
+            for r in &g.resources {
+                tandem_agents::validate(r, &self.ctx.ocf_root).await.map_err(|e| {
+                    Status::invalid_argument(format!("{file}: group {:?}: resource {:?}: {e}", g.name, r.name))
+                })?;
+            }
+        }
+        {
+            // The zone must build (static records, names, sizes): checked
+            // now, on the spec about to be committed.
+            let mut trial = (*self.ctx.state.borrow().clone()).clone();
+            trial.cluster.spec = spec.clone();
+            let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
+            tandem_node::dns::build_zone(&self.ctx.cluster, &trial, &members)
+                .map_err(|e| Status::invalid_argument(format!("{file}: dns: {e}")))?;
+        }
+        for (name, d) in &spec.fencing.devices {
+            tandem_agents::fence::validate_device(d)
+                .map_err(|e| Status::invalid_argument(format!("{file}: fencing.devices.{name}: {}", d.redact(&e))))?;
+        }
+        Ok(spec)
     }
 
     async fn propose(&self, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
@@ -445,33 +480,7 @@ impl Tandem for TandemService {
         }
         let req = req.into_inner();
         let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
-        let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-        // Parsing a large spec is CPU work: keep it off the async workers.
-        let (text, name) = (req.spec.clone(), file.to_string());
-        let spec = tokio::task::spawn_blocking(move || Spec::parse(&text, &name, &members))
-            .await
-            .map_err(|e| Status::internal(format!("spec validation failed: {e}")))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for g in &spec.groups {
-            for r in &g.resources {
-                tandem_agents::validate(r, &self.ctx.ocf_root).await.map_err(|e| {
-                    Status::invalid_argument(format!("{file}: group {:?}: resource {:?}: {e}", g.name, r.name))
-                })?;
-            }
-        }
-        {
-            // The zone must build (static records, names, sizes): checked
-            // now, on the spec about to be committed.
-            let mut trial = (*self.ctx.state.borrow().clone()).clone();
-            trial.cluster.spec = spec.clone();
-            let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-            tandem_node::dns::build_zone(&self.ctx.cluster, &trial, &members)
-                .map_err(|e| Status::invalid_argument(format!("{file}: dns: {e}")))?;
-        }
-        for (name, d) in &spec.fencing.devices {
-            tandem_agents::fence::validate_device(d)
-                .map_err(|e| Status::invalid_argument(format!("{file}: fencing.devices.{name}: {}", d.redact(&e))))?;
-        }
+        let spec = self.validated_spec(req.spec.clone(), file).await?;
         let (current, version) = {
             let s = self.ctx.state.borrow();
             (s.cluster.spec.clone(), s.cluster.spec_version)
@@ -752,6 +761,36 @@ impl Tandem for TandemService {
 
     async fn get_history(&self, req: Request<pb::GetHistoryRequest>) -> Result<Response<pb::GetHistoryReply>, Status> {
         Ok(Response::new(operate::history(&self.ctx, req.get_ref())))
+    }
+
+    async fn simulate(&self, req: Request<pb::SimulateRequest>) -> Result<Response<pb::SimulateReply>, Status> {
+        let req = req.into_inner();
+        let spec = match req.spec {
+            None => None,
+            Some(text) => {
+                let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
+                Some(self.validated_spec(text, file).await?)
+            }
+        };
+        let what = Hypothesis {
+            nodes_down: req.nodes_down.into_iter().collect(),
+            standby: req.standby.into_iter().collect(),
+            spec,
+        };
+        let facts = tandem_node::manager::node_facts(&self.ctx);
+        let state = self.ctx.state.borrow().clone();
+        let now = self.ctx.clock.unix_ms();
+        // Placement played forward over a large spec is CPU work.
+        let outcome = tokio::task::spawn_blocking(move || whatif::simulate(&state.cluster, &facts, &what, now))
+            .await
+            .map_err(|e| Status::internal(format!("simulation failed: {e}")))?
+            .map_err(Status::invalid_argument)?;
+        let spec_version = self.ctx.state.borrow().cluster.spec_version;
+        Ok(Response::new(simulation_to_pb(
+            outcome,
+            self.ctx.me.name.clone(),
+            spec_version,
+        )))
     }
 }
 

@@ -259,6 +259,8 @@ fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::Ha
                     .map(|m| format!("{} to {} requested by {}", m.kind.as_str(), m.to, m.actor))
                     .unwrap_or_default(),
                 candidates: candidates(c, &facts, name, now),
+                unprotected: c.unprotected.get(name).map(|u| u.reason.clone()).unwrap_or_default(),
+                unprotected_since_unix_ms: c.unprotected.get(name).map(|u| u.since_unix_ms),
             }
         })
         .collect();

@@ -1,13 +1,15 @@
 //! The coordinator side of the resource manager: on every pass, asks the
 //! core where each group should run ([`tandem_core::placement::plan`]) and
-//! commits each decision with the next epoch.
+//! commits each decision with the next epoch, and whether each group still
+//! has an eligible standby ([`tandem_core::placement::protection`]),
+//! committing the warning's start and end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tandem_agents::fence::{FenceAction, fence_node};
 use tandem_core::membership::node_id;
-use tandem_core::placement::{NodeFacts, Operator, Plan, plan_with};
+use tandem_core::placement::{NodeFacts, Operator, Plan, plan_with, protection};
 use tandem_core::state::Command;
 use tandem_core::{Millis, NodeId};
 use tokio::sync::watch;
@@ -197,6 +199,26 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                     break;
                 }
             }
+        }
+        commit_protection(&ctx, &facts).await;
+    }
+}
+
+/// Commits the start or the end of each group's protection warning (a group
+/// without an eligible standby): only changes of the core's judgement, so a
+/// pass that finds what is already committed writes nothing.
+async fn commit_protection(ctx: &NodeContext, facts: &[NodeFacts]) {
+    let now = ctx.clock.unix_ms();
+    let changes = {
+        let state = ctx.state.borrow();
+        let c = &state.cluster;
+        let judged = protection(&c.spec, &c.groups, &c.fencing_needed, Some(&c.maintenance), facts, now);
+        c.protection_changes(&judged, now)
+    };
+    for cmd in changes {
+        if let Err(e) = ctx.raft.write(cmd).await {
+            warn!(error = %e, "could not commit a protection warning");
+            return;
         }
     }
 }

@@ -11,7 +11,9 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::output::{event_json, rfc3339_ms, role_name, state_name, status_json, status_table};
+use crate::output::{
+    event_json, rfc3339_ms, role_name, simulation_json, simulation_table, state_name, status_json, status_table,
+};
 use crate::security::{client_tls, read_tls, read_token};
 use crate::{Connection, Failure, Outcome, OutputFormat, root_cause};
 
@@ -615,6 +617,41 @@ pub async fn apply(conn: &Connection, file: &std::path::Path, dry_run: bool) -> 
         } else {
             println!("(not applied; the spec in force is version {})", reply.version);
         }
+    }
+    Ok(())
+}
+
+/// `tandem simulate`: what the coordinator would decide with `nodes_down`
+/// lost, `standby` drained and the spec in `apply` (if any), from the state
+/// the node at the endpoint holds; nothing is committed.
+pub async fn simulate(
+    conn: &Connection,
+    nodes_down: Vec<String>,
+    standby: Vec<String>,
+    apply: Option<&std::path::Path>,
+    output: OutputFormat,
+) -> Outcome {
+    let spec = match apply {
+        None => None,
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| Failure::input(format!("{}: cannot read the spec: {e}", file.display())))?,
+        ),
+    };
+    let mut client = connect(conn).await?;
+    let reply = client
+        .simulate(pb::SimulateRequest {
+            nodes_down,
+            standby,
+            spec,
+            file: apply.map(|f| f.display().to_string()).unwrap_or_default(),
+        })
+        .await
+        .map_err(|e| failed("simulate", e))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => println!("{}", simulation_json(&reply)),
+        OutputFormat::Table => print!("{}", simulation_table(&reply)),
     }
     Ok(())
 }

@@ -177,6 +177,26 @@ enum Command {
     /// operator's word that a node without (working) fence devices is off.
     /// Both ask for confirmation unless --yes.
     Fence(FenceArgs),
+    /// What the coordinator would decide, without committing anything: the
+    /// real placement played forward on the cluster's current state with
+    /// nodes lost, put in standby, or a new spec applied (like Pacemaker's
+    /// crm_simulate). Prints each group's node now and then, the steps, what
+    /// would block it, what would be fenced, and groups left unprotected.
+    Simulate {
+        /// Imagine this node lost (repeatable).
+        #[arg(long = "node-down", value_name = "NODE")]
+        node_down: Vec<String>,
+        /// Imagine this node in standby (repeatable).
+        #[arg(long, value_name = "NODE")]
+        standby: Vec<String>,
+        /// Imagine this spec file applied.
+        #[arg(long, value_name = "SPEC")]
+        apply: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Connection,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
     Demo(demo::DemoArgs),
     /// Measure failover time, commit latency and idle cost on a local cluster.
@@ -530,6 +550,16 @@ async fn run(cli: Cli) -> Outcome {
                 (None, Some(node)) => client::fence(&args.conn, node, args.yes, args.wait).await,
                 (None, None) => Err(Failure::input("name the node to fence: `tandem fence NODE`")),
             }
+        }
+        Command::Simulate {
+            node_down,
+            standby,
+            apply,
+            conn,
+            output,
+        } => {
+            logging::init_cli();
+            client::simulate(&conn, node_down, standby, apply.as_deref(), output).await
         }
         Command::Demo(args) => {
             logging::init_cli();
