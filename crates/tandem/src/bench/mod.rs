@@ -7,6 +7,7 @@
 
 mod commit;
 mod common;
+mod etcd;
 mod dns_follow;
 mod failover;
 mod group_failover;
@@ -59,6 +60,10 @@ enum BenchCommand {
     Commit {
         #[arg(long, default_value_t = 1000)]
         writes: usize,
+        /// Also run a three-member etcd cluster (Debian's etcd-server) and
+        /// time the same small writes on it, in alternating rounds.
+        #[arg(long)]
+        vs_etcd: bool,
     },
     /// From `kill -9` of the primary node (agent and service) to the group
     /// running on the other member, with the demo's HTTP service.
@@ -170,7 +175,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
             match args.what {
                 BenchCommand::Failover { runs } => failover::failover(&mut cluster, runs, args.timeout).await,
                 BenchCommand::Handover { runs } => failover::handover(&mut cluster, runs, args.timeout).await,
-                BenchCommand::Commit { writes } => commit::commit(&cluster, writes).await,
+                BenchCommand::Commit { writes, vs_etcd } => commit::commit(&cluster, writes, vs_etcd, &dir).await,
                 BenchCommand::Idle { duration } => idle::idle(&cluster, duration).await,
                 BenchCommand::Switchover { runs } => switchover::switchover(&cluster, runs, args.timeout).await,
                 BenchCommand::DnsFollow { runs } => dns_follow::dns_follow(&cluster, runs, args.timeout).await,
