@@ -308,7 +308,7 @@ async fn add_learner_and_wait(
         .add_learner(id, node.clone())
         .await
         .map_err(|e| Some(e.into()))?;
-    let caught_up = ctx.raft.wait_caught_up(id, target, catch_up).await.map_err(|_| None)?;
+    let caught_up = ctx.raft.wait_caught_up(id, target, catch_up).await.ok_or(None)?;
     if caught_up {
         Ok(())
     } else {

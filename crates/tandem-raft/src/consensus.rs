@@ -382,10 +382,10 @@ impl Consensus {
         Ok(self.raft.add_learner(id, node, false).await?.log_id.index)
     }
 
-    /// Waits until member `id` holds the log up to `index` (`Ok(true)`), this
-    /// node stops being the coordinator (`Ok(false)`), or `timeout` passes
-    /// (`Err`).
-    pub async fn wait_caught_up(&self, id: NodeId, index: u64, timeout: Duration) -> Result<bool, ()> {
+    /// Waits until member `id` holds the log up to `index` (`Some(true)`),
+    /// this node stops being the coordinator (`Some(false)`), or `timeout`
+    /// passes (`None`).
+    pub async fn wait_caught_up(&self, id: NodeId, index: u64, timeout: Duration) -> Option<bool> {
         let me = self.id;
         let caught_up = move |m: &openraft::RaftMetrics<TypeConfig>| {
             m.replication
@@ -401,8 +401,8 @@ impl Consensus {
                 "member caught up",
             )
             .await
-            .map_err(|_| ())?;
-        Ok(caught_up(&m))
+            .ok()?;
+        Some(caught_up(&m))
     }
 
     /// Commits a membership change (by joint consensus where voters
