@@ -74,8 +74,8 @@ fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
 /// second. Leases rest on Raft's record of when a quorum last acknowledged
 /// the coordinator, not on its state machine catching up, so no node loses
 /// its lease and the group neither stops nor moves. (With the quorum
-/// confirmed by a linearizable read under a 200 ms timeout, as before, every
-/// lease ran out and every group stopped.)
+/// confirmed by a linearizable read, which waits for the coordinator's
+/// apply, as before, the leases lapsed: this test failed at its lease check.)
 #[test]
 fn a_slow_coordinator_disk_stops_no_group() {
     use crate::resources::{group, ledger_lines, service, spec, wait_running_on};
