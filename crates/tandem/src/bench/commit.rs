@@ -34,7 +34,9 @@ pub(super) async fn commit(cluster: &DemoCluster, writes: usize, vs_etcd: bool, 
     let who = actor();
     let mut tandem = Vec::with_capacity(writes);
     if !vs_etcd {
-        println!("commit: {writes} sequential notes through the coordinator ({coordinator}), each fsync'ed on a majority");
+        println!(
+            "commit: {writes} sequential notes through the coordinator ({coordinator}), each fsync'ed on a majority"
+        );
         for i in 0..writes {
             tandem.push(note(&mut client, &who, i).await?);
         }

@@ -7,8 +7,8 @@
 
 mod commit;
 mod common;
-mod etcd;
 mod dns_follow;
+mod etcd;
 mod failover;
 mod group_failover;
 mod idle;
