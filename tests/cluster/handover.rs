@@ -5,8 +5,8 @@
 //! a transfer (one term, to the other member, the old coordinator saying so)
 //! and that no write was refused for longer than the transfer took.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,40 +23,51 @@ struct Write {
 /// Writes through `endpoint`, one after another, until stopped.
 struct Writer {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Write>>,
+    writes: Arc<Mutex<Vec<Write>>>,
+    thread: JoinHandle<()>,
 }
 
 impl Writer {
     fn start(c: &TestCluster, through: &str) -> Writer {
         let endpoint = c.node(through).address.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let writes: Arc<Mutex<Vec<Write>>> = Arc::default();
+        let (stopping, log) = (stop.clone(), writes.clone());
         let thread = std::thread::spawn(move || {
-            let mut writes = Vec::new();
+            let mut n = 0;
             while !stopping.load(Ordering::SeqCst) {
                 let start = Instant::now();
                 let out = tandem(&[
                     "annotate",
-                    &format!("write {}", writes.len()),
+                    &format!("write {n}"),
                     "--endpoint",
                     &endpoint,
                     "--timeout",
                     "5s",
                 ]);
-                writes.push(Write {
+                n += 1;
+                log.lock().unwrap().push(Write {
                     start,
                     end: Instant::now(),
                     ok: out.status.success(),
                 });
             }
-            writes
         });
-        Writer { stop, thread }
+        Writer { stop, writes, thread }
+    }
+
+    /// Waits until `n` writes that started after `since` were committed.
+    fn wait_committed(&self, c: &TestCluster, n: usize, since: Instant) {
+        c.wait_for(&format!("{n} writes committed"), |_| {
+            let w = self.writes.lock().unwrap();
+            (w.iter().filter(|w| w.ok && w.start >= since).count() >= n).then_some(())
+        });
     }
 
     fn stop(self) -> Vec<Write> {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap()
+        self.thread.join().unwrap();
+        std::mem::take(&mut *self.writes.lock().unwrap())
     }
 }
 
@@ -124,10 +135,11 @@ fn handover_during(action: impl FnOnce(&mut TestCluster, &str)) -> (TestCluster,
     let term_before = c.status_of("witness")["term"].as_u64().unwrap();
     c.cli_ok("witness", &["annotate", "warm up"]);
     let writer = Writer::start(&c, "witness");
-    std::thread::sleep(Duration::from_millis(500));
+    writer.wait_committed(&c, 3, Instant::now());
     action(&mut c, &old);
     let new = c.wait_for_agreed_coordinator(Some(&old));
-    std::thread::sleep(Duration::from_millis(500));
+    // Writing goes on through the new coordinator.
+    writer.wait_committed(&c, 3, Instant::now());
     let writes = writer.stop();
 
     assert_eq!(new, other, "the most current member takes over, not the witness");
@@ -140,7 +152,6 @@ fn handover_during(action: impl FnOnce(&mut TestCluster, &str)) -> (TestCluster,
         "one election, started by the transfer, with no timeout and no second round"
     );
     let committed = writes.iter().filter(|w| w.ok).count();
-    assert!(committed >= 5, "the writer kept writing: {committed} writes committed");
     let refused = longest_refusal(&writes);
     let resolution = slowest_write(&writes) * 2;
     assert!(
@@ -178,7 +189,13 @@ fn standby_of_the_coordinators_node_hands_its_role_over() {
 #[test]
 fn removing_the_coordinator_hands_its_role_over_first() {
     let (c, old, new) = handover_during(|c, old| {
-        c.cli_ok(old, &["members", "remove", old]);
+        // One try: the removal's answer travels back through the node being
+        // removed, which may not live to give it; the check below is on
+        // the remaining members.
+        let out = c.cli(old, &["members", "remove", old]);
+        if !out.status.success() {
+            eprintln!("members remove answered: {}", stderr(&out));
+        }
         // A removed node hears no more from the cluster: it would report
         // its last view for ever.
         c.kill9(old);
