@@ -7,6 +7,7 @@ mod namespaces;
 mod support;
 
 mod browser;
+mod checks;
 mod config;
 mod dns;
 mod durability;

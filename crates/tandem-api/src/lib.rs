@@ -16,6 +16,7 @@ pub mod operate;
 pub mod peer;
 pub mod serve;
 pub mod service;
+pub mod spec_check;
 pub mod status;
 
 pub use context::ApiContext;

@@ -14,7 +14,7 @@ use futures::Stream;
 use tandem_core::lease::NodeState;
 use tandem_core::membership::node_id;
 use tandem_core::operator::check_fence_confirm;
-use tandem_core::spec::{Spec, diff};
+use tandem_core::spec::diff;
 use tandem_core::state::{Command, EventKind, TransitionKind, validate_note};
 use tandem_core::{NodeId, NodeInfo};
 use tandem_node::NodeContext;
@@ -29,7 +29,7 @@ use tracing::warn;
 use crate::context::ApiContext;
 use crate::convert::{actor, event_to_pb, member_change_to_pb, role_from_pb};
 use crate::errors::membership_status;
-use crate::{operate, status};
+use crate::{operate, spec_check, status};
 
 /// Marks a request forwarded by another node, so it is never forwarded twice.
 const FORWARDED: &str = "x-tandem-forwarded";
@@ -359,29 +359,27 @@ impl Tandem for TandemService {
         let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
         // Parsing a large spec is CPU work: keep it off the async workers.
         let (text, name) = (req.spec.clone(), file.to_string());
-        let spec = tokio::task::spawn_blocking(move || Spec::parse(&text, &name, &members))
+        let refused = |e: spec_check::SpecRefusal| Status::invalid_argument(e.to_string());
+        let spec = tokio::task::spawn_blocking(move || spec_check::parse(&text, &name, &members))
             .await
             .map_err(|e| Status::internal(format!("spec validation failed: {e}")))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for g in &spec.groups {
-            for r in &g.resources {
-                tandem_agents::validate(r, &self.ctx.ocf_root).await.map_err(|e| {
-                    Status::invalid_argument(format!("{file}: group {:?}: resource {:?}: {e}", g.name, r.name))
-                })?;
-            }
+            .map_err(refused)?;
+        if let Some(e) = spec_check::check_resources(&spec, file, &self.ctx.ocf_root)
+            .await
+            .into_iter()
+            .next()
+        {
+            return Err(refused(e));
         }
         {
             // The zone must build (static records, names, sizes): checked
             // now, on the spec about to be committed.
-            let mut trial = (*self.ctx.state.borrow().clone()).clone();
-            trial.cluster.spec = spec.clone();
+            let state = self.ctx.state.borrow().clone();
             let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-            tandem_node::dns::build_zone(&self.ctx.cluster, &trial, &members)
-                .map_err(|e| Status::invalid_argument(format!("{file}: dns: {e}")))?;
+            spec_check::check_zone(&spec, file, &self.ctx.cluster, &state, &members).map_err(refused)?;
         }
-        for (name, d) in &spec.fencing.devices {
-            tandem_agents::fence::validate_device(d)
-                .map_err(|e| Status::invalid_argument(format!("{file}: fencing.devices.{name}: {}", d.redact(&e))))?;
+        if let Some(e) = spec_check::check_fence_devices(&spec, file).into_iter().next() {
+            return Err(refused(e));
         }
         let (current, version) = {
             let s = self.ctx.state.borrow();

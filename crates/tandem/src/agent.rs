@@ -148,7 +148,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
 }
 
 /// Where OCF agents live: `OCF_ROOT` if set, else the standard /usr/lib/ocf.
-fn ocf_root() -> PathBuf {
+pub(crate) fn ocf_root() -> PathBuf {
     std::env::var_os("OCF_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/ocf"))

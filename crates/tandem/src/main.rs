@@ -2,6 +2,7 @@
 
 mod agent;
 mod bench;
+mod check;
 mod client;
 mod cluster;
 mod demo;
@@ -148,7 +149,13 @@ enum Command {
         #[command(flatten)]
         conn: Connection,
     },
-    /// Show the current spec, or what a spec file would change.
+    /// Check node configuration files offline: each alone, and all of them
+    /// together as one cluster's files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Show the current spec, what a spec file would change, or check one offline.
     Spec {
         #[command(subcommand)]
         command: SpecCommand,
@@ -211,6 +218,32 @@ enum SpecCommand {
     Diff {
         #[arg(long, short = 'f')]
         file: PathBuf,
+    },
+    /// Check a spec file without a cluster: everything `apply` checks that
+    /// can be checked here (exit 0: no problem, 2: problems).
+    Check {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// A node's configuration file: check node names against its
+        /// members, and the zone under its cluster's name.
+        #[arg(long = "config", short = 'c')]
+        node_config: Option<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check node configuration files: one node's, or a whole cluster's
+    /// together (same cluster, members and timing; a different node in each
+    /// file; no clashing addresses). Exit 0: no problem, 2: problems.
+    Check {
+        /// The files (TOML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
 }
 
@@ -490,11 +523,19 @@ async fn run(cli: Cli) -> Outcome {
             logging::init_cli();
             client::apply(&conn, &file, false).await
         }
+        Command::Config {
+            command: ConfigCommand::Check { files, output },
+        } => check::config_check(&files, output),
         Command::Spec { command, conn } => {
             logging::init_cli();
             match command {
                 SpecCommand::Show => client::spec_show(&conn).await,
                 SpecCommand::Diff { file } => client::apply(&conn, &file, true).await,
+                SpecCommand::Check {
+                    file,
+                    node_config,
+                    output,
+                } => check::spec_check(&file, node_config.as_deref(), output).await,
             }
         }
         Command::Resource { command, conn } => {

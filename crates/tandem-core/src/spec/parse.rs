@@ -348,6 +348,54 @@ impl Spec {
     }
 }
 
+/// The node names a spec file refers to (`prefer`, `avoid`, a group's
+/// `dns.addresses`, `fencing.nodes`), read leniently (anything else
+/// ignored, an unreadable file gives none): for checking a spec without the
+/// cluster's member list, when those names cannot be checked.
+pub fn referenced_nodes(text: &str) -> BTreeSet<String> {
+    #[derive(Deserialize, Default)]
+    struct Lenient {
+        #[serde(default)]
+        groups: Vec<LenientGroup>,
+        #[serde(default)]
+        fencing: LenientFencing,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientGroup {
+        #[serde(default)]
+        prefer: Vec<LenientPrefer>,
+        #[serde(default)]
+        avoid: Vec<String>,
+        #[serde(default)]
+        dns: LenientDns,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientPrefer {
+        #[serde(default)]
+        node: String,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientDns {
+        #[serde(default)]
+        addresses: BTreeMap<String, toml::Value>,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientFencing {
+        #[serde(default)]
+        nodes: BTreeMap<String, toml::Value>,
+    }
+    let raw: Lenient = toml::from_str(text).unwrap_or_default();
+    let mut names = BTreeSet::new();
+    for g in raw.groups {
+        names.extend(g.prefer.into_iter().map(|p| p.node));
+        names.extend(g.avoid);
+        names.extend(g.dns.addresses.into_keys());
+    }
+    names.extend(raw.fencing.nodes.into_keys());
+    names.retain(|n| !n.is_empty());
+    names
+}
+
 fn group(at: At<'_>, g: &RawGroup, groups: &BTreeSet<&str>, nodes: &[NodeInfo]) -> Result<GroupSpec, SpecError> {
     let all_nodes = || known(nodes.iter().map(|n| n.name.as_str()));
     let member_nodes = || {
