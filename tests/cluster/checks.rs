@@ -1,9 +1,17 @@
 //! Offline checks of the real binary, no cluster: `tandem config check` and
 //! `tandem spec check`, their reports (text and JSON) and exit codes.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::Value;
 
 use crate::support::*;
+
+/// The repository's `deploy/examples/`, and a file in it.
+pub fn example(file: &str) -> String {
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples");
+    dir.join(file).to_str().unwrap().to_string()
+}
 
 fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_str(stdout(out).trim()).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)))
@@ -169,17 +177,7 @@ fn spec_check_runs_apply_s_checks_offline() {
     let report = json_of(&out);
     assert_eq!(report["ok"], true);
     assert_eq!(report["spec"]["groups"], 1);
-    let result = |report: &Value, check: &str| {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["check"] == check)
-            .unwrap_or_else(|| panic!("no check {check}: {report}"))["result"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let result = check_result;
     assert_eq!(result(&report, "node names"), "skipped");
     assert_eq!(result(&report, "resource agents"), "ok");
     assert_eq!(result(&report, "live cluster"), "needs-cluster");
@@ -229,4 +227,85 @@ fn spec_check_runs_apply_s_checks_offline() {
             .unwrap()
             .contains("unknown field `colour`")
     );
+}
+
+/// The result of check `check` in a spec check report.
+fn check_result(report: &Value, check: &str) -> String {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == check)
+        .unwrap_or_else(|| panic!("no check {check}: {report}"))["result"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn every_example_passes_the_offline_checks() {
+    let nodes = ["site-a.toml", "site-b.toml", "witness.toml"].map(example);
+    let all: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let out = tandem(&[["config", "check", "-o", "json"].as_slice(), &all].concat());
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let report = json_of(&out);
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
+    for node in &nodes {
+        let out = tandem(&["config", "check", node]);
+        assert_eq!(out.status.code(), Some(0), "{node}: {}{}", stdout(&out), stderr(&out));
+        // Every node serves HTTP (load balancers and Prometheus poll all of them).
+        let text = std::fs::read_to_string(node).unwrap();
+        assert!(text.lines().any(|l| l.starts_with("http_listen = ")), "{node}");
+    }
+
+    // The minimal spec passes every check, against every node's file.
+    for node in &nodes {
+        let out = tandem(&[
+            "spec",
+            "check",
+            "-f",
+            &example("minimal-spec.toml"),
+            "-c",
+            node,
+            "-o",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    }
+
+    // The production spec is complete and consistent; what this machine
+    // lacks is only the site's own fence hardware and secret files.
+    let out = tandem(&[
+        "spec",
+        "check",
+        "-f",
+        &example("spec.toml"),
+        "-c",
+        &nodes[0],
+        "-o",
+        "json",
+    ]);
+    let report = json_of(&out);
+    for check in ["file", "node names", "resource agents", "dns zone"] {
+        assert_eq!(check_result(&report, check), "ok", "{check}: {report}");
+    }
+    for e in report["errors"].as_array().unwrap() {
+        assert_eq!(e["check"], "fence devices", "{e}");
+    }
+}
+
+#[test]
+fn the_minimal_example_applies_on_a_fresh_cluster_and_runs() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let out = c.cli_ok("site-b", &["apply", "-f", &example("minimal-spec.toml")]);
+    assert!(stdout(&out).contains("applied as spec version 1"), "{}", stdout(&out));
+    c.wait_for("hello running on site-a", |c| {
+        let s = c.status("site-b")?;
+        let g = s["groups"].as_array()?.iter().find(|g| g["name"] == "hello")?.clone();
+        (g["state"] == "running" && g["primary"] == "site-a").then_some(())
+    });
+    let (code, _) = http_get(c.node("site-a").http, "/primary/hello").unwrap();
+    assert_eq!(code, 200);
 }
