@@ -21,4 +21,5 @@ mod membership;
 mod netns;
 mod operate;
 mod resources;
+mod secrets;
 mod security;

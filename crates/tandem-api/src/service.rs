@@ -381,6 +381,7 @@ impl Tandem for TandemService {
         if let Some(e) = spec_check::check_fence_devices(&spec, file).into_iter().next() {
             return Err(refused(e));
         }
+        let warnings = spec_check::warnings(&spec, file);
         let (current, version) = {
             let s = self.ctx.state.borrow();
             (s.cluster.spec.clone(), s.cluster.spec_version)
@@ -391,6 +392,7 @@ impl Tandem for TandemService {
                 version,
                 changes,
                 applied: false,
+                warnings,
             }));
         }
         let (_, applied) = self
@@ -406,10 +408,14 @@ impl Tandem for TandemService {
         if let Some(why) = applied.rejected {
             return Err(Status::aborted(why));
         }
+        for w in &warnings {
+            warn!(version = version + 1, "spec applied with a warning: {w}");
+        }
         Ok(Response::new(pb::ApplySpecReply {
             version: version + 1,
             changes,
             applied: true,
+            warnings,
         }))
     }
 

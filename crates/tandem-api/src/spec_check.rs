@@ -8,7 +8,8 @@
 //! required parameters, the command and user); the DNS zone the spec gives
 //! (static records, names, sizes); each fence device on this machine
 //! ([`tandem_agents::fence::validate_device`]: the agent or command, the
-//! parameters).
+//! parameters, the files secrets are read from). [`warnings`]: what is
+//! accepted but deserves a word.
 
 use std::fmt;
 use std::path::Path;
@@ -116,6 +117,32 @@ pub fn check_fence_devices(spec: &Spec, file: &str) -> Vec<SpecRefusal> {
                     device: name.clone(),
                     message: d.redact(&e),
                 })
+        })
+        .collect()
+}
+
+/// What is accepted but deserves a word: fence secrets written in the spec
+/// itself, which the replicated state (Raft log, snapshots, backups) then
+/// holds on every node. Never the secret, only where it is.
+pub fn warnings(spec: &Spec, file: &str) -> Vec<String> {
+    spec.fencing
+        .devices
+        .iter()
+        .flat_map(|(name, d)| {
+            d.inline_secret_params().into_iter().map(move |param| {
+                let instead = if tandem_core::spec::is_secret_param_name(param) {
+                    format!(
+                        "put it in a file on every node that may become coordinator and write \
+                         `{param}_file = \"/etc/tandem/secrets/{name}.{param}\"` instead"
+                    )
+                } else {
+                    "pass it through an exec device that reads it on the node instead".to_string()
+                };
+                format!(
+                    "{file}: fencing.devices.{name}.params.{param}: the secret is written in the spec, so the \
+                     replicated state (the Raft log, snapshots and backups of every node) holds it; {instead}"
+                )
+            })
         })
         .collect()
 }

@@ -233,6 +233,7 @@ pub async fn spec_check(file: &Path, config: Option<&Path>, output: OutputFormat
     };
 
     let mut summary = Value::Null;
+    let mut warnings: Vec<String> = Vec::new();
     match spec_check::parse(&text, &name, &members) {
         Err(e) => {
             fail("file", e, &mut errors);
@@ -267,6 +268,7 @@ pub async fn spec_check(file: &Path, config: Option<&Path>, output: OutputFormat
             if let Some(c) = checks.iter_mut().find(|c| c.result == "pending") {
                 c.result = "ok";
             }
+            warnings = spec_check::warnings(&spec, &name);
             summary = json!({
                 "groups": spec.groups.len(),
                 "resources": spec.groups.iter().map(|g| g.resources.len()).sum::<usize>(),
@@ -326,7 +328,7 @@ pub async fn spec_check(file: &Path, config: Option<&Path>, output: OutputFormat
                 "ok": errors.is_empty(),
                 "spec": summary,
                 "errors": errors,
-                "warnings": Vec::<String>::new(),
+                "warnings": warnings,
                 "checks": checks.iter().map(|c| json!({
                     "check": c.name, "result": c.result, "detail": c.detail,
                 })).collect::<Vec<_>>(),
@@ -339,6 +341,9 @@ pub async fn spec_check(file: &Path, config: Option<&Path>, output: OutputFormat
             }
             for e in &shown {
                 println!("error: {e}");
+            }
+            for w in &warnings {
+                println!("warning: {w}");
             }
         }
     }

@@ -575,6 +575,9 @@ pub async fn apply(conn: &Connection, file: &std::path::Path, dry_run: bool) -> 
         .await
         .map_err(|e| failed(if dry_run { "spec diff" } else { "apply" }, e))?
         .into_inner();
+    for w in &reply.warnings {
+        eprintln!("tandem: warning: {w}");
+    }
     if reply.changes.is_empty() {
         println!("no changes (spec version {})", reply.version);
     } else {

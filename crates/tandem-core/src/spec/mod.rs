@@ -29,4 +29,4 @@ pub use model::{
     MaxLag, Placement, ResourceSpec, Spec,
 };
 pub use parse::{SpecError, referenced_nodes};
-pub use redact::{REDACTED, is_secret_param_name, redact_source, redact_values};
+pub use redact::{REDACTED, is_secret_param_name, redact_source, redact_values, secret_file_param};
