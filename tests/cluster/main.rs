@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 mod checks;
+mod cli;
 mod config;
 mod dns;
 mod durability;

@@ -162,6 +162,13 @@ fn unhealthy_reason(m: &Me, coordinator: Option<&str>) -> Option<String> {
     None
 }
 
+/// Why this node is not healthy now (`/healthz`'s 503 and the gRPC health
+/// service's NOT_SERVING), or `None`: it holds a valid lease, may act on it
+/// and is not stopping.
+pub fn unhealthy(ctx: &NodeContext) -> Option<String> {
+    unhealthy_reason(&me(ctx), coordinator_name(ctx).0.as_deref())
+}
+
 fn coordinator_name(ctx: &NodeContext) -> (Option<String>, u64) {
     let term = ctx.raft.metrics().borrow().current_term;
     (ctx.coordinator().map(|(_, i)| i.name), term)
