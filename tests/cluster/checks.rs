@@ -308,4 +308,13 @@ fn the_minimal_example_applies_on_a_fresh_cluster_and_runs() {
     });
     let (code, _) = http_get(c.node("site-a").http, "/primary/hello").unwrap();
     assert_eq!(code, 200);
+    // The example's service outlives its agent (by design): stop it through
+    // the cluster before the agents go.
+    let empty = write(c.dir.path(), "empty.toml", "");
+    c.cli_ok("site-b", &["apply", "-f", empty.to_str().unwrap()]);
+    c.wait_for("hello stopped", |c| {
+        let s = c.status("site-a")?;
+        let stopped = s["groups"].as_array()?.iter().all(|g| g["state"] == "stopped");
+        stopped.then_some(())
+    });
 }

@@ -24,3 +24,4 @@ mod operate;
 mod resources;
 mod secrets;
 mod security;
+mod systemd;

@@ -41,13 +41,16 @@ fn holding(dir: &Path, secret: &str) -> Vec<PathBuf> {
 
 fn spec_with(dir: &Path, name: &str, params: &str) -> PathBuf {
     let record = dir.join("device-stdin");
+    // The service ends by itself once the test's directory is gone.
     let text = format!(
         "[[groups]]\nname = \"web\"\nprefer = [{{ node = \"site-a\", score = 100 }}]\n\
-         [[groups.resources]]\nname = \"app\"\nagent = \"exec\"\ncommand = \"/bin/sleep\"\nargs = [\"1000\"]\n\n\
+         [[groups.resources]]\nname = \"app\"\nagent = \"exec\"\ncommand = \"/bin/sh\"\n\
+         args = [\"-c\", \"while [ -d {} ]; do sleep 0.5; done\"]\n\n\
          [fencing.devices.ipmi-b]\nagent = \"exec\"\n\
          command = [\"/bin/sh\", \"-c\", \"cat > {}.$TANDEM_FENCE_ACTION; test $TANDEM_FENCE_ACTION != status || exit 2\"]\n\
          params = {{ {params} }}\n\n\
          [fencing.nodes.site-b]\nlevels = [[\"ipmi-b\"]]\n",
+        dir.display(),
         record.display()
     );
     write(dir, name, &text)

@@ -130,13 +130,17 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
             e => Failure::runtime(e.to_string()),
         })?;
     info!("serving");
+    crate::systemd::ready(node.context());
+    let manager = tokio::spawn(crate::systemd::run(node.context().clone(), node.shutdown_signal()));
 
     let reason = tokio::select! {
         signal = signals.next() => signal.to_string(),
         r = faces.grpc_ended() => format!("the gRPC server stopped ({r})"),
         _ = node.failed() => "Raft stopped with a fatal error".to_string(),
     };
+    crate::systemd::stopping(&reason);
     let stopped = node.leave_and_stop(&reason).await;
+    let _ = manager.await;
     faces.stop().await;
     drop(stopped);
     info!("stopped");

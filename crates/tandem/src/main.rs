@@ -10,6 +10,7 @@ mod demo;
 mod logging;
 mod output;
 mod security;
+mod systemd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
