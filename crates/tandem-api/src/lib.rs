@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod operate;
 pub mod peer;
+pub mod process;
 pub mod serve;
 pub mod service;
 pub mod spec_check;

@@ -42,7 +42,10 @@ impl std::error::Error for ConfigError {}
 pub enum LogFormat {
     #[default]
     Text,
+    /// One JSON object per line, the event's fields at the top level.
     Json,
+    /// Straight into the systemd journal, each field a journal field.
+    Journald,
 }
 
 /// A validated node configuration.

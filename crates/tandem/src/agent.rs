@@ -50,11 +50,13 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let mut signals =
         Signals::install().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
     let config = load_config(path)?;
-    let json = match log_format {
-        Some(f) => f == LogFormatArg::Json,
-        None => config.log_format == LogFormat::Json,
+    let format = match log_format {
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Journald) => LogFormat::Journald,
+        None => config.log_format,
     };
-    crate::logging::init_agent(config.log_level.as_deref(), json);
+    crate::logging::init_agent(config.log_level.as_deref(), format);
     let security = crate::security::load_node(&config, path)?;
     let start_failure = |e: StartError| match e {
         StartError::WrongIdentity(e) => Failure::input(format!("{}: key `node.data_dir`: {e}", path.display())),

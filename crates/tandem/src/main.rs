@@ -406,6 +406,7 @@ enum OutputFormat {
 enum LogFormatArg {
     Text,
     Json,
+    Journald,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
