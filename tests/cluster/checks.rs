@@ -318,3 +318,31 @@ fn the_minimal_example_applies_on_a_fresh_cluster_and_runs() {
         stopped.then_some(())
     });
 }
+
+#[test]
+fn the_install_steps_agree_with_the_shipped_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let readme = read("README.md");
+    let unit = read("deploy/systemd/tandem.service");
+    let cargo = read("crates/tandem/Cargo.toml");
+    // Where the README installs the binary and the configuration is where
+    // the unit (and the package) look for them.
+    assert!(readme.contains("install -m 0755 ~/.cargo/bin/tandem /usr/bin/tandem"));
+    assert!(readme.contains("install -m 0640 deploy/examples/site-a.toml /etc/tandem/tandem.toml"));
+    assert!(unit.contains("ExecStart=/usr/bin/tandem agent --config /etc/tandem/tandem.toml"));
+    assert!(cargo.contains("[\"target/release/tandem\", \"usr/bin/\", \"755\"]"));
+    // Every file the package takes from the tree exists (the generated
+    // completions and man pages come from deploy/deb/build-deb).
+    let deb = &cargo[cargo.find("[package.metadata.deb]").expect("cargo-deb metadata")..];
+    for source in deb.lines().filter_map(|l| l.trim().strip_prefix("[\"../../")) {
+        let source = source.split('"').next().unwrap();
+        if source.starts_with("target/") {
+            continue;
+        }
+        let path = source.trim_end_matches("/*");
+        assert!(root.join(path).exists(), "{source}");
+    }
+    assert!(deb.contains("unit-scripts = \"../../deploy/systemd\""));
+    assert!(root.join("deploy/deb/build-deb").exists());
+}
