@@ -258,6 +258,15 @@ fn every_example_passes_the_offline_checks() {
         assert!(text.lines().any(|l| l.starts_with("http_listen = ")), "{node}");
     }
 
+    // The compose cluster's files too.
+    let compose: Vec<String> = ["site-a.toml", "site-b.toml", "witness.toml"]
+        .iter()
+        .map(|f| example(&format!("../compose/{f}")))
+        .collect();
+    let all: Vec<&str> = compose.iter().map(String::as_str).collect();
+    let out = tandem(&[["config", "check"].as_slice(), &all].concat());
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+
     // The minimal spec passes every check, against every node's file.
     for node in &nodes {
         let out = tandem(&[

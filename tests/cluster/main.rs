@@ -9,6 +9,7 @@ mod support;
 mod browser;
 mod checks;
 mod cli;
+mod compose;
 mod config;
 mod dns;
 mod durability;
