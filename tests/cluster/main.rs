@@ -22,6 +22,7 @@ mod http;
 mod membership;
 mod netns;
 mod operate;
+mod package;
 mod resources;
 mod secrets;
 mod security;
