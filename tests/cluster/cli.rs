@@ -94,9 +94,9 @@ fn status_check_speaks_nagios_and_outcomes_have_their_codes() {
         let out = c.cli(node, &["status", "--check"]);
         (out.status.code(), stdout(&out))
     };
-    let (code, line) = c.wait_for("status --check OK", |c| {
+    let (code, line) = c.wait_for("status --check OK with web running", |c| {
         let (code, line) = check(c, "witness");
-        (code == Some(0)).then_some((code, line))
+        (code == Some(0) && line.contains("1/1 groups running")).then_some((code, line))
     });
     assert_eq!(code, Some(0));
     assert!(
