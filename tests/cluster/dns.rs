@@ -21,9 +21,9 @@ const KDIG: &str = "/usr/bin/kdig";
 /// What a DNS server said: the status (NOERROR, SERVFAIL, ...) and the
 /// answer section's records as `TYPE DATA`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Answer {
-    status: String,
-    records: Vec<String>,
+pub(crate) struct Answer {
+    pub(crate) status: String,
+    pub(crate) records: Vec<String>,
 }
 
 fn dig(server: &str, name: &str, rtype: &str, tcp: bool) -> Answer {
@@ -67,7 +67,7 @@ fn dig(server: &str, name: &str, rtype: &str, tcp: bool) -> Answer {
     Answer { status, records }
 }
 
-fn web_spec(c: &TestCluster, name: &str) -> std::path::PathBuf {
+pub(crate) fn web_spec(c: &TestCluster, name: &str) -> std::path::PathBuf {
     let dir = c.dir.path().to_path_buf();
     let ledger = dir.join("ledger");
     let group_keys = "dns = { port = 8080, addresses = { site-a = [\"198.18.1.1\"], site-b = [\"198.18.2.1\"] } }";
@@ -77,7 +77,11 @@ fn web_spec(c: &TestCluster, name: &str) -> std::path::PathBuf {
 
 /// Three nodes running `web_spec`'s group on site-a.
 fn web_on_site_a() -> TestCluster {
-    let mut c = TestCluster::three();
+    start_web_on_site_a(TestCluster::three())
+}
+
+/// Starts `c` (three nodes, configured) and has it run `web_spec`'s group on site-a.
+pub(crate) fn start_web_on_site_a(mut c: TestCluster) -> TestCluster {
     c.start_all();
     c.wait_for_agreed_coordinator(None);
     let file = web_spec(&c, "spec.toml");
@@ -86,7 +90,7 @@ fn web_on_site_a() -> TestCluster {
     c
 }
 
-fn a_records(c: &TestCluster, node: &str) -> Answer {
+pub(crate) fn a_records(c: &TestCluster, node: &str) -> Answer {
     dig(&c.node(node).dns.to_string(), "web.svc.test.", "A", false)
 }
 

@@ -68,3 +68,102 @@ fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
         c.logs_tail()
     );
 }
+
+/// The coordinator's disk turns slow (every fsync and fdatasync of its agent
+/// delayed 300 ms, by strace's fault injection) while a spec is applied every
+/// second. Leases rest on Raft's record of when a quorum last acknowledged
+/// the coordinator, not on its state machine catching up, so no node loses
+/// its lease and the group neither stops nor moves. (With the quorum
+/// confirmed by a linearizable read under a 200 ms timeout, as before, every
+/// lease ran out and every group stopped.)
+#[test]
+fn a_slow_coordinator_disk_stops_no_group() {
+    use crate::resources::{group, ledger_lines, service, spec, wait_running_on};
+
+    let mut c = TestCluster::three();
+    c.start_all();
+    let coordinator = c.wait_for_agreed_coordinator(None);
+    let dir = c.dir.path().to_path_buf();
+    let ledger = dir.join("ledger");
+    let record = |i: usize| {
+        format!(
+            "[dns]\nzone = \"svc.test.\"\n\n[[dns.records]]\nname = \"change\"\ntype = \"TXT\"\ndata = \"change {i}\"\nttl = \"60s\"\n"
+        )
+    };
+    let file = spec(
+        &dir,
+        "spec.toml",
+        "",
+        &format!("{}{}", service("svc", &ledger), record(0)),
+    );
+    c.cli_ok(&coordinator, &["apply", "-f", file.to_str().unwrap()]);
+    let epoch = wait_running_on(&c, "site-a")["epoch"].as_u64().unwrap();
+
+    let pid = c.node(&coordinator).pid().unwrap().to_string();
+    let trace = dir.join("strace.log");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-p", &pid, "-e", "trace=fsync,fdatasync"])
+        .args(["-e", "inject=fsync,fdatasync:delay_enter=300000", "-o"])
+        .arg(&trace)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace (Debian's strace package) runs");
+    let slow = std::time::Instant::now();
+    let mut slowest = std::time::Duration::ZERO;
+    for i in 1..=10 {
+        let file = spec(
+            &dir,
+            "spec.toml",
+            "",
+            &format!("{}{}", service("svc", &ledger), record(i)),
+        );
+        let started = std::time::Instant::now();
+        c.cli_ok(&coordinator, &["apply", "-f", file.to_str().unwrap()]);
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(std::time::Duration::from_secs(1).saturating_sub(started.elapsed()));
+    }
+    let slow_for = slow.elapsed();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(strace.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = strace.wait();
+
+    // The fault took effect: the agent's syncs were delayed, commits with them.
+    let delayed = std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .matches("(DELAYED)")
+        .count();
+    assert!(delayed >= 10, "only {delayed} delayed syncs in {}", trace.display());
+    assert!(
+        slowest >= std::time::Duration::from_millis(300),
+        "a spec apply waited for the slow disk (slowest {slowest:?})"
+    );
+    // The tests' lease is 3 s: slow for longer than two leases.
+    assert!(slow_for > std::time::Duration::from_secs(6), "slow for {slow_for:?}");
+
+    // Nothing stopped or moved, and every node held its lease throughout.
+    assert_eq!(
+        ledger_lines(&ledger),
+        vec![format!("start svc site-a {epoch}")],
+        "the service started once and never stopped"
+    );
+    for n in c.running() {
+        let s = c.status_of(&n);
+        let g = group(&s, "web").unwrap();
+        assert_eq!(
+            (g["primary"].as_str(), g["epoch"].as_u64()),
+            (Some("site-a"), Some(epoch)),
+            "{g}"
+        );
+        assert_eq!(s["coordinator"], coordinator.as_str(), "no election: {s}");
+        assert!(
+            s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["lease_valid"] == true && n["state"] == "up"),
+            "{s}"
+        );
+    }
+}

@@ -419,6 +419,7 @@ fn nodes_talk_over_mutual_tls_and_the_cli_uses_a_client_certificate_or_a_token()
             .report(tandem_proto::v1::RaftMessage {
                 cluster: c.cluster.clone(),
                 json: forged.to_string().into_bytes(),
+                payload: Vec::new(),
             })
             .await
             .unwrap_err();

@@ -74,6 +74,7 @@ pub const READS: &[&str] = &[
     "GetSpec",
     "GetDns",
     "GetHistory",
+    "Simulate",
 ];
 
 const TANDEM: &str = "tandem.v1.Tandem";
@@ -481,6 +482,7 @@ mod tests {
             "Annotate",
             "AddMember",
             "RemoveMember",
+            "TransferLeader",
             "CleanupResource",
             "FenceNode",
             "ConfirmFenced",

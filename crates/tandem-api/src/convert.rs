@@ -90,3 +90,43 @@ pub fn member_change_to_pb(c: tandem_node::membership::MemberChange) -> pb::Memb
         log_index: c.log_index,
     }
 }
+
+/// A what-if's outcome as the API's reply.
+pub fn simulation_to_pb(o: tandem_core::whatif::Outcome, answered_by: String, spec_version: u64) -> pb::SimulateReply {
+    use tandem_core::spec::GroupKind;
+    pb::SimulateReply {
+        groups: o
+            .groups
+            .into_iter()
+            .map(|g| pb::SimulatedGroup {
+                name: g.name,
+                kind: match g.kind {
+                    Some(GroupKind::Exclusive) => "exclusive".into(),
+                    Some(GroupKind::Clone) => "clone".into(),
+                    None => String::new(),
+                },
+                nodes_now: g.now.into_iter().collect(),
+                epoch_now: g.epoch_now,
+                nodes: g.then.into_iter().collect(),
+                epoch: g.epoch_then,
+                steps: g.steps,
+                blocked_reason: g.blocked.unwrap_or_default(),
+                unprotected: g.unprotected.unwrap_or_default(),
+            })
+            .collect(),
+        fences: o
+            .fences
+            .into_iter()
+            .map(|(node, f)| pb::SimulatedFence {
+                node,
+                reason: f.reason,
+                devices: f.devices,
+            })
+            .collect(),
+        assumptions: o.assumptions,
+        refusals: o.refusals,
+        settled: o.settled,
+        answered_by,
+        spec_version,
+    }
+}

@@ -96,13 +96,13 @@ pub async fn serve(
 /// event dropped from the bounded log before a scrape is still counted.
 pub async fn follow_metrics(ctx: ApiContext, mut shutdown: watch::Receiver<bool>) {
     let mut state = ctx.node.state.clone();
-    let mut raft = ctx.node.raft.metrics();
+    let mut raft = ctx.node.raft.watch();
     loop {
         let snapshot = state.borrow_and_update().clone();
         ctx.metrics.follow(&snapshot.cluster);
         let (term, leader) = {
-            let m = raft.borrow_and_update();
-            (m.current_term, m.current_leader)
+            let v = raft.borrow_and_update();
+            (v.term, v.leader)
         };
         ctx.metrics.follow_leader(term, leader);
         tokio::select! {
@@ -177,7 +177,7 @@ pub fn unhealthy(ctx: &NodeContext) -> Option<String> {
 }
 
 fn coordinator_name(ctx: &NodeContext) -> (Option<String>, u64) {
-    let term = ctx.raft.metrics().borrow().current_term;
+    let term = ctx.raft.term();
     (ctx.coordinator().map(|(_, i)| i.name), term)
 }
 
@@ -388,6 +388,15 @@ pub struct GroupView {
     pub blocked_reason: String,
     pub reason: String,
     pub resources: Vec<ResourceView>,
+    /// Why it has no eligible standby (the loss of its node would stop
+    /// it), and since when; `None` while it has one.
+    pub unprotected: Option<UnprotectedView>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct UnprotectedView {
+    pub reason: String,
+    pub since_unix_ms: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -524,6 +533,10 @@ impl StatusView {
                             failures: r.failures,
                         })
                         .collect(),
+                    unprotected: g.unprotected_since_unix_ms.map(|since| UnprotectedView {
+                        reason: g.unprotected.clone(),
+                        since_unix_ms: since,
+                    }),
                 })
                 .collect(),
             fencing_needed: s.fencing_needed.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -622,6 +622,17 @@ impl Scrape {
         );
         gauges(
             &mut r,
+            "tandem_group_unprotected",
+            "1 while the group has no eligible standby (the loss of its node would stop it), as the coordinator committed it",
+            s.groups.iter().map(|g| {
+                (
+                    vec![("group", g.name.clone())],
+                    i64::from(g.unprotected_since_unix_ms.is_some()),
+                )
+            }),
+        );
+        gauges(
+            &mut r,
             "tandem_group_primary_here",
             "1 while the group is active on this node: assigned here at the current epoch, running at it, and this node may act on its lease",
             self.active_here
@@ -895,12 +906,20 @@ mod tests {
                         ..Default::default()
                     },
                 ],
-                groups: vec![pb::GroupStatus {
-                    name: "web".into(),
-                    state: "running".into(),
-                    epoch: 3,
-                    ..Default::default()
-                }],
+                groups: vec![
+                    pb::GroupStatus {
+                        name: "web".into(),
+                        state: "running".into(),
+                        epoch: 3,
+                        unprotected: "no eligible standby, a loss of site-a would stop it (site-b is down)".into(),
+                        unprotected_since_unix_ms: Some(5),
+                        ..Default::default()
+                    },
+                    pb::GroupStatus {
+                        name: "db".into(),
+                        ..Default::default()
+                    },
+                ],
                 ..Default::default()
             },
             role: "member".into(),
@@ -951,6 +970,8 @@ mod tests {
         assert_eq!(get("tandem_group_state{group=\"web\",state=\"running\"}"), 1.0);
         assert_eq!(get("tandem_group_epoch{group=\"web\"}"), 3.0);
         assert_eq!(get("tandem_group_primary_here{group=\"web\"}"), 1.0);
+        assert_eq!(get("tandem_group_unprotected{group=\"web\"}"), 1.0);
+        assert_eq!(get("tandem_group_unprotected{group=\"db\"}"), 0.0);
         assert_eq!(get("tandem_is_coordinator"), 1.0);
         assert_eq!(get("tandem_lease_renewals_total"), 12.0);
         assert_eq!(get("tandem_heartbeats_total{outcome=\"granted\"}"), 12.0);

@@ -36,13 +36,7 @@ pub(crate) async fn propose(ctx: &NodeContext, command: Command) -> Result<(u64,
 }
 
 fn is_member(ctx: &NodeContext, node: &str) -> Option<tandem_core::NodeRole> {
-    let metrics = ctx.raft.metrics();
-    let m = metrics.borrow();
-    m.membership_config
-        .membership()
-        .nodes()
-        .find(|(_, n)| n.name == node)
-        .map(|(_, n)| n.role)
+    ctx.raft.view().find(node).map(|(_, n)| n.role)
 }
 
 /// Checks and commits an operator's move of a group (on the coordinator),

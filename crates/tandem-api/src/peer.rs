@@ -18,10 +18,7 @@ pub struct PeerService {
 
 impl PeerService {
     pub fn new(ctx: NodeContext) -> Self {
-        let inbound = Inbound {
-            cluster: ctx.cluster.clone(),
-            raft: ctx.raft.clone(),
-        };
+        let inbound = ctx.raft.inbound();
         PeerService { ctx, inbound }
     }
 }
@@ -51,9 +48,25 @@ impl Peer for PeerService {
             .map_err(status)
     }
 
-    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.inbound
-            .install_snapshot(req.get_ref())
+            .pre_vote(req.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn full_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.inbound
+            .full_snapshot(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.inbound
+            .transfer_leader(req.get_ref())
             .await
             .map(Response::new)
             .map_err(status)

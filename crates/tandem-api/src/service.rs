@@ -14,11 +14,12 @@ use futures::Stream;
 use tandem_core::lease::NodeState;
 use tandem_core::membership::node_id;
 use tandem_core::operator::check_fence_confirm;
-use tandem_core::spec::diff;
+use tandem_core::spec::{Spec, diff};
 use tandem_core::state::{Command, EventKind, TransitionKind, validate_note};
+use tandem_core::whatif::{self, Hypothesis};
 use tandem_core::{NodeId, NodeInfo};
 use tandem_node::NodeContext;
-use tandem_node::membership::{self, AddMember, DEFAULT_CATCH_UP};
+use tandem_node::membership::{self, AddMember, DEFAULT_CATCH_UP, DEFAULT_HANDOVER};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::tandem_client::TandemClient;
 use tandem_proto::v1::tandem_server::Tandem;
@@ -27,7 +28,7 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use crate::context::ApiContext;
-use crate::convert::{actor, event_to_pb, member_change_to_pb, role_from_pb};
+use crate::convert::{actor, event_to_pb, member_change_to_pb, role_from_pb, simulation_to_pb};
 use crate::errors::membership_status;
 use crate::{operate, spec_check, status};
 
@@ -98,6 +99,50 @@ impl TandemService {
         Ok(Some(TandemClient::new(channel)))
     }
 
+    /// A reply of the coordinator, with how far it has applied: a node that
+    /// forwarded the request waits until it applied as far before it
+    /// answers, so a caller reads its own write from the node it wrote
+    /// through.
+    fn answered<T>(&self, message: T) -> Response<T> {
+        let mut r = Response::new(message);
+        let applied = self.ctx.state.borrow().last_applied.map_or(0, |l| l.index);
+        r.metadata_mut().insert(APPLIED_HEADER, applied.into());
+        r
+    }
+
+    /// The coordinator's reply to a forwarded request, once this node has
+    /// applied what the coordinator had when it answered (at most
+    /// [`READ_YOUR_WRITES`]).
+    async fn forwarded<T>(&self, reply: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
+        let reply = reply.map_err(forward_failed)?;
+        let applied = reply
+            .metadata()
+            .get(APPLIED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(index) = applied {
+            let mut state = self.ctx.state.clone();
+            let caught_up = state.wait_for(|s| s.last_applied.is_some_and(|l| l.index >= index));
+            if tokio::time::timeout(READ_YOUR_WRITES, caught_up).await.is_err() {
+                warn!(index, "answering a forwarded write before this node applied it");
+            }
+        }
+        Ok(reply)
+    }
+
+    /// A client of member `name`, the new coordinator after a handover.
+    fn route_to(&self, name: &str) -> Result<Option<TandemClient<tonic::transport::Channel>>, Status> {
+        let Some((_, node)) = self.members().into_iter().find(|(_, n)| n.name == name) else {
+            return Ok(None);
+        };
+        let channel = self
+            .ctx
+            .channels
+            .get(&node.address)
+            .map_err(|e| Status::unavailable(format!("cannot reach coordinator {name}: {e}")))?;
+        Ok(Some(TandemClient::new(channel)))
+    }
+
     fn members(&self) -> Vec<(NodeId, NodeInfo)> {
         self.ctx.members()
     }
@@ -118,6 +163,37 @@ impl TandemService {
             return Err(Status::not_found(format!("no member named {node:?}")));
         }
         Ok(())
+    }
+
+    /// `text` parsed and validated in full, as `apply` commits it: the
+    /// core's checks, each resource's agent, the DNS zone it makes, the
+    /// fence devices. The error names the file and what is wrong.
+    /// Every check of `spec_check` that apply makes, on this node against
+    /// the members and the applied state now; the first problem refuses.
+    async fn validated_spec(&self, text: String, file: &str) -> Result<Spec, Status> {
+        let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
+        let refused = |e: spec_check::SpecRefusal| Status::invalid_argument(e.to_string());
+        // Parsing a large spec is CPU work: keep it off the async workers.
+        let (name, parse_members) = (file.to_string(), members.clone());
+        let spec = tokio::task::spawn_blocking(move || spec_check::parse(&text, &name, &parse_members))
+            .await
+            .map_err(|e| Status::internal(format!("spec validation failed: {e}")))?
+            .map_err(refused)?;
+        if let Some(e) = spec_check::check_resources(&spec, file, &self.ctx.ocf_root)
+            .await
+            .into_iter()
+            .next()
+        {
+            return Err(refused(e));
+        }
+        // The zone must build (static records, names, sizes): checked now,
+        // on the spec about to be committed.
+        let state = self.ctx.state.borrow().clone();
+        spec_check::check_zone(&spec, file, &self.ctx.cluster, &state, &members).map_err(refused)?;
+        if let Some(e) = spec_check::check_fence_devices(&spec, file).into_iter().next() {
+            return Err(refused(e));
+        }
+        Ok(spec)
     }
 
     async fn propose(&self, command: Command) -> Result<(u64, tandem_core::state::Applied), Status> {
@@ -154,6 +230,12 @@ fn forward_metadata<T>(req: Request<T>) -> Request<T> {
     r
 }
 
+/// The response header in which the coordinator says how far it applied.
+const APPLIED_HEADER: &str = "x-tandem-applied";
+
+/// How long a node that forwarded a write waits to apply it itself.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(2);
+
 /// Requests that record who made them.
 trait HasActor {
     fn actor_mut(&mut self) -> &mut String;
@@ -172,6 +254,7 @@ macro_rules! has_actor {
 has_actor!(
     pb::AddMemberRequest,
     pb::RemoveMemberRequest,
+    pb::TransferLeaderRequest,
     pb::AnnotateRequest,
     pb::ApplySpecRequest,
     pb::CleanupResourceRequest,
@@ -222,9 +305,8 @@ async fn publish_changes(
     changes: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // Server metrics change only with leadership or membership; the full
-    // metrics change on every Raft message.
-    let mut metrics = ctx.raft.server_metrics();
+    // The Raft view changes only with leadership or membership.
+    let mut metrics = ctx.raft.watch();
     let mut state = ctx.state.clone();
     let mut liveness = ctx.liveness.subscribe();
     let mut poll = tokio::time::interval(ctx.timing.heartbeat_interval * 2);
@@ -292,7 +374,7 @@ impl Tandem for TandemService {
     async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::MemberChangeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.add_member(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.add_member(forward_metadata(req)).await).await;
         }
         let req = req.into_inner();
         let role =
@@ -311,7 +393,7 @@ impl Tandem for TandemService {
         let change = membership::add_member(&self.ctx, add)
             .await
             .map_err(membership_status)?;
-        Ok(Response::new(member_change_to_pb(change)))
+        Ok(self.answered(member_change_to_pb(change)))
     }
 
     async fn remove_member(
@@ -320,20 +402,59 @@ impl Tandem for TandemService {
     ) -> Result<Response<pb::MemberChangeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.remove_member(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.remove_member(forward_metadata(req)).await).await;
+        }
+        if req.get_ref().name == self.ctx.me.name {
+            // Removing the coordinator itself: hand the role over first, so
+            // that writes never wait out an election, then let the new
+            // coordinator remove this node.
+            let handed = membership::hand_over(&self.ctx, None, DEFAULT_HANDOVER, "this node is being removed")
+                .await
+                .map_err(membership_status)?;
+            let Some(mut c) = self.route_to(&handed.to)? else {
+                return Err(Status::unavailable(
+                    "the coordinator changed during the handover; retry",
+                ));
+            };
+            return self.forwarded(c.remove_member(forward_metadata(req)).await).await;
         }
         let req = req.into_inner();
         let change = membership::remove_member(&self.ctx, req.name, actor(&req.actor))
             .await
             .map_err(membership_status)?;
-        Ok(Response::new(member_change_to_pb(change)))
+        Ok(self.answered(member_change_to_pb(change)))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderReply>, Status> {
+        let req = stamp_actor(req);
+        if let Some(mut c) = self.route(&req)? {
+            return self.forwarded(c.transfer_leader(forward_metadata(req)).await).await;
+        }
+        let req = req.into_inner();
+        let timeout = match req.timeout_ms {
+            0 => DEFAULT_HANDOVER,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let why = format!("asked by {}", actor(&req.actor));
+        let to = (!req.to.is_empty()).then_some(req.to.as_str());
+        let handed = membership::hand_over(&self.ctx, to, timeout, &why)
+            .await
+            .map_err(membership_status)?;
+        Ok(Response::new(pb::TransferLeaderReply {
+            from: handed.from,
+            to: handed.to,
+            elapsed_ms: tandem_core::timing::duration_ms(handed.elapsed),
+        }))
     }
 
     async fn annotate(&self, req: Request<pb::AnnotateRequest>) -> Result<Response<pb::AnnotateReply>, Status> {
         let req = stamp_actor(req);
         validate_note(&req.get_ref().message).map_err(Status::invalid_argument)?;
         if let Some(mut c) = self.route(&req)? {
-            return c.annotate(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.annotate(forward_metadata(req)).await).await;
         }
         let req = req.into_inner();
         let (log_index, applied) = self
@@ -343,7 +464,7 @@ impl Tandem for TandemService {
                 at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
-        Ok(Response::new(pb::AnnotateReply {
+        Ok(self.answered(pb::AnnotateReply {
             event_seq: applied.event_seq.unwrap_or_default(),
             log_index,
         }))
@@ -352,35 +473,11 @@ impl Tandem for TandemService {
     async fn apply_spec(&self, req: Request<pb::ApplySpecRequest>) -> Result<Response<pb::ApplySpecReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.apply_spec(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.apply_spec(forward_metadata(req)).await).await;
         }
         let req = req.into_inner();
         let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
-        let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-        // Parsing a large spec is CPU work: keep it off the async workers.
-        let (text, name) = (req.spec.clone(), file.to_string());
-        let refused = |e: spec_check::SpecRefusal| Status::invalid_argument(e.to_string());
-        let spec = tokio::task::spawn_blocking(move || spec_check::parse(&text, &name, &members))
-            .await
-            .map_err(|e| Status::internal(format!("spec validation failed: {e}")))?
-            .map_err(refused)?;
-        if let Some(e) = spec_check::check_resources(&spec, file, &self.ctx.ocf_root)
-            .await
-            .into_iter()
-            .next()
-        {
-            return Err(refused(e));
-        }
-        {
-            // The zone must build (static records, names, sizes): checked
-            // now, on the spec about to be committed.
-            let state = self.ctx.state.borrow().clone();
-            let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-            spec_check::check_zone(&spec, file, &self.ctx.cluster, &state, &members).map_err(refused)?;
-        }
-        if let Some(e) = spec_check::check_fence_devices(&spec, file).into_iter().next() {
-            return Err(refused(e));
-        }
+        let spec = self.validated_spec(req.spec.clone(), file).await?;
         let warnings = spec_check::warnings(&spec, file);
         let (current, version) = {
             let s = self.ctx.state.borrow();
@@ -388,7 +485,7 @@ impl Tandem for TandemService {
         };
         let changes = diff(&current, &spec);
         if req.dry_run {
-            return Ok(Response::new(pb::ApplySpecReply {
+            return Ok(self.answered(pb::ApplySpecReply {
                 version,
                 changes,
                 applied: false,
@@ -411,7 +508,7 @@ impl Tandem for TandemService {
         for w in &warnings {
             warn!(version = version + 1, "spec applied with a warning: {w}");
         }
-        Ok(Response::new(pb::ApplySpecReply {
+        Ok(self.answered(pb::ApplySpecReply {
             version: version + 1,
             changes,
             applied: true,
@@ -435,7 +532,7 @@ impl Tandem for TandemService {
     ) -> Result<Response<pb::CleanupResourceReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.cleanup_resource(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.cleanup_resource(forward_metadata(req)).await).await;
         }
         let req = req.into_inner();
         let group = (!req.group.is_empty()).then_some(req.group);
@@ -462,13 +559,13 @@ impl Tandem for TandemService {
                 at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
-        Ok(Response::new(pb::CleanupResourceReply { log_index }))
+        Ok(self.answered(pb::CleanupResourceReply { log_index }))
     }
 
     async fn fence_node(&self, req: Request<pb::FenceNodeRequest>) -> Result<Response<pb::FenceNodeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.fence_node(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.fence_node(forward_metadata(req)).await).await;
         }
         let req = req.into_inner();
         self.check_fence_target(&req.node)?;
@@ -509,7 +606,7 @@ impl Tandem for TandemService {
                     last.map(|l| format!(" (last attempt: {l})")).unwrap_or_default()
                 ))
             })?;
-        Ok(Response::new(pb::FenceNodeReply {
+        Ok(self.answered(pb::FenceNodeReply {
             fenced,
             summary,
             log_index,
@@ -519,14 +616,14 @@ impl Tandem for TandemService {
     async fn confirm_fenced(&self, req: Request<pb::FenceNodeRequest>) -> Result<Response<pb::FenceNodeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.confirm_fenced(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.confirm_fenced(forward_metadata(req)).await).await;
         }
         let req = req.into_inner();
         self.check_fence_target(&req.node)?;
         let now = self.ctx.clock.now();
         let members: BTreeSet<NodeId> = self.ctx.member_ids();
         let (view, _) = self.ctx.liveness.view(now, &members);
-        let term = self.ctx.raft.metrics().borrow().current_term;
+        let term = self.ctx.raft.term();
         let id = node_id(&req.node);
         // Until its lease certainly expired it may still run its groups on
         // its own authority.
@@ -549,7 +646,7 @@ impl Tandem for TandemService {
                 at_unix_ms: self.ctx.clock.unix_ms(),
             })
             .await?;
-        Ok(Response::new(pb::FenceNodeReply {
+        Ok(self.answered(pb::FenceNodeReply {
             fenced: true,
             summary: how,
             log_index,
@@ -626,9 +723,19 @@ impl Tandem for TandemService {
     async fn set_standby(&self, req: Request<pb::SetStandbyRequest>) -> Result<Response<pb::ModeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.set_standby(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.set_standby(forward_metadata(req)).await).await;
         }
-        Ok(Response::new(operate::set_standby(&self.ctx, req.into_inner()).await?))
+        let req = req.into_inner();
+        let own = req.on && req.node == self.ctx.me.name;
+        let reply = operate::set_standby(&self.ctx, req).await?;
+        if own && self.ctx.is_coordinator() {
+            // A node put in standby is about to be worked on: it should not
+            // coordinate either. Standby is committed whatever happens here.
+            if let Err(e) = membership::hand_over(&self.ctx, None, DEFAULT_HANDOVER, "this node is in standby").await {
+                warn!(error = %e.message(), "standby is on, but the coordinator role stayed here");
+            }
+        }
+        Ok(self.answered(reply))
     }
 
     async fn set_maintenance(
@@ -637,11 +744,9 @@ impl Tandem for TandemService {
     ) -> Result<Response<pb::ModeReply>, Status> {
         let req = stamp_actor(req);
         if let Some(mut c) = self.route(&req)? {
-            return c.set_maintenance(forward_metadata(req)).await.map_err(forward_failed);
+            return self.forwarded(c.set_maintenance(forward_metadata(req)).await).await;
         }
-        Ok(Response::new(
-            operate::set_maintenance(&self.ctx, req.into_inner()).await?,
-        ))
+        Ok(self.answered(operate::set_maintenance(&self.ctx, req.into_inner()).await?))
     }
 
     type WatchEventsStream = operate::EventStream;
@@ -659,6 +764,36 @@ impl Tandem for TandemService {
 
     async fn get_history(&self, req: Request<pb::GetHistoryRequest>) -> Result<Response<pb::GetHistoryReply>, Status> {
         Ok(Response::new(operate::history(&self.ctx, req.get_ref())))
+    }
+
+    async fn simulate(&self, req: Request<pb::SimulateRequest>) -> Result<Response<pb::SimulateReply>, Status> {
+        let req = req.into_inner();
+        let spec = match req.spec {
+            None => None,
+            Some(text) => {
+                let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
+                Some(self.validated_spec(text, file).await?)
+            }
+        };
+        let what = Hypothesis {
+            nodes_down: req.nodes_down.into_iter().collect(),
+            standby: req.standby.into_iter().collect(),
+            spec,
+        };
+        let facts = tandem_node::manager::node_facts(&self.ctx);
+        let state = self.ctx.state.borrow().clone();
+        let now = self.ctx.clock.unix_ms();
+        // Placement played forward over a large spec is CPU work.
+        let outcome = tokio::task::spawn_blocking(move || whatif::simulate(&state.cluster, &facts, &what, now))
+            .await
+            .map_err(|e| Status::internal(format!("simulation failed: {e}")))?
+            .map_err(Status::invalid_argument)?;
+        let spec_version = self.ctx.state.borrow().cluster.spec_version;
+        Ok(Response::new(simulation_to_pb(
+            outcome,
+            self.ctx.me.name.clone(),
+            spec_version,
+        )))
     }
 }
 

@@ -30,7 +30,7 @@ struct Cached {
     status: Arc<pb::ClusterStatus>,
     /// What the status was built from, marked seen when it was built.
     state: watch::Receiver<Arc<AppliedState>>,
-    metrics: watch::Receiver<tandem_raft::RaftMetrics>,
+    metrics: tandem_raft::ViewWatch,
     liveness: watch::Receiver<u64>,
 }
 
@@ -64,7 +64,7 @@ impl StatusCache {
         }
         let (mut state, mut metrics, mut liveness) = match last.take() {
             Some(c) => (c.state, c.metrics, c.liveness),
-            None => (ctx.state.clone(), ctx.raft.metrics(), ctx.liveness.subscribe()),
+            None => (ctx.state.clone(), ctx.raft.watch(), ctx.liveness.subscribe()),
         };
         // Seen before building: a change during the build makes the next call rebuild.
         state.mark_unchanged();
@@ -88,23 +88,21 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
     let now = ctx.clock.now();
     let members = ctx.member_ids();
     let (view, fresh) = ctx.liveness.view(now, &members);
-    let metrics = ctx.raft.metrics();
-    let m = metrics.borrow();
-    let membership = m.membership_config.membership();
-    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-    let leading = m.state.is_leader() && m.current_leader == Some(ctx.id);
+    let raft = ctx.raft.view();
+    let progress = ctx.raft.progress();
+    let leading = raft.is_leader(ctx.id);
     let matched = |id: u64| -> Option<u64> {
         if !leading {
             return None;
         }
         if id == ctx.id {
-            return m.last_log_index;
+            return progress.last_log_index;
         }
-        m.replication.as_ref()?.get(&id)?.as_ref().map(|l| l.index)
+        progress.matched.as_ref()?.get(&id).copied().flatten()
     };
     // What this node applied is certainly committed; a higher commit index
     // would need the joint-consensus majority rules to report honestly.
-    let applied_index = m.last_applied.map_or(0, |l| l.index);
+    let applied_index = progress.last_applied.unwrap_or(0);
     let commit_index = applied_index;
     let modes = {
         let st = ctx.state.borrow();
@@ -113,7 +111,7 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
     let nodes = view
         .iter()
         .filter_map(|e| {
-            let info = membership.get_node(&e.id)?;
+            let info = raft.members.get(&e.id)?;
             let lease_valid = if e.id == ctx.id {
                 ctx.liveness.own_lease_valid(now)
             } else {
@@ -127,28 +125,22 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
                 lease_valid,
                 last_heartbeat_age_ms: e.age.map(tandem_core::timing::duration_ms),
                 version: e.version.clone(),
-                voter: voters.contains(&e.id),
+                voter: raft.voters.contains(&e.id),
                 matched_index: matched(e.id),
                 standby: modes.0.contains(&info.name),
                 maintenance: modes.1.cluster || modes.1.nodes.contains(&info.name),
             })
         })
         .collect();
-    drop(m);
     let (groups, spec_version, fencing_needed) = groups(ctx);
     let transitions = recent_transitions(ctx);
-    let m = metrics.borrow();
-    let membership = m.membership_config.membership();
     pb::ClusterStatus {
         groups,
         spec_version,
         fencing_needed,
         cluster: ctx.cluster.clone(),
-        coordinator: m
-            .current_leader
-            .and_then(|id| membership.get_node(&id))
-            .map(|n| n.name.clone()),
-        term: m.current_term,
+        coordinator: raft.coordinator().map(|(_, n)| n.name),
+        term: raft.term,
         commit_index,
         applied_index,
         answered_by: ctx.me.name.clone(),
@@ -267,6 +259,8 @@ fn groups(ctx: &NodeContext) -> (Vec<pb::GroupStatus>, u64, std::collections::Ha
                     .map(|m| format!("{} to {} requested by {}", m.kind.as_str(), m.to, m.actor))
                     .unwrap_or_default(),
                 candidates: candidates(c, &facts, name, now),
+                unprotected: c.unprotected.get(name).map(|u| u.reason.clone()).unwrap_or_default(),
+                unprotected_since_unix_ms: c.unprotected.get(name).map(|u| u.since_unix_ms),
             }
         })
         .collect();

@@ -10,13 +10,13 @@
 //! clocks within the margin.
 //!
 //! A coordinator grants leases only while a quorum of voters confirmed it as
-//! coordinator recently: a confirmation round started less than
-//! [`Timing::quorum_staleness`] ago ([`may_grant_lease`]; the time is taken
-//! *before* the round is sent, so a pause of the process only makes it look
+//! coordinator recently: they acknowledged a Raft message it sent less than
+//! [`Timing::quorum_staleness`] ago ([`may_grant_lease`]; the time is the
+//! message's *send* time, so a pause of the process only makes it look
 //! older). A newly elected coordinator knows nothing of what its predecessor
 //! granted; the predecessor's last confirmation cannot be later than the new
-//! election (a voter of the new majority would have had to confirm it after
-//! voting), so it may still have granted a lease up to
+//! election (a voter of the new majority would have had to acknowledge its
+//! message before voting), so it may still have granted a lease up to
 //! `quorum_staleness` after that election, and the successor treats a node it
 //! has not heard from as certainly without a lease only
 //! [`Timing::predecessor_grace`] after its own election.
@@ -69,11 +69,6 @@ impl Timing {
     /// knows that lease has expired.
     pub fn lease_expired_after(&self) -> Duration {
         self.lease.saturating_add(self.clock_drift_margin)
-    }
-
-    /// How often the coordinator asks a quorum to confirm it.
-    pub fn quorum_check_interval(&self) -> Duration {
-        self.election_timeout
     }
 
     /// The oldest quorum confirmation on which a lease may still be granted.

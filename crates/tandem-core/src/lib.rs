@@ -9,6 +9,7 @@
 //! * [`state`]: the replicated cluster state and the commands that change it.
 //! * [`lease`]: lease arithmetic and node liveness (`up`, `suspect`, `down`).
 //! * [`membership`]: node identities and the rules for membership changes.
+//! * [`whatif`]: what the coordinator would decide under imagined changes.
 
 pub mod config;
 pub mod duty;
@@ -20,6 +21,7 @@ pub mod placement;
 pub mod spec;
 pub mod state;
 pub mod timing;
+pub mod whatif;
 
 pub use membership::{NodeId, NodeInfo, NodeRole};
 pub use timing::{Millis, Timing};

@@ -789,6 +789,81 @@ pub fn candidates(
         .collect()
 }
 
+/// Whether a group placed somewhere would survive the loss of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protection {
+    /// Other nodes may take it over (an exclusive group's eligible
+    /// standbys), or it runs on several (a clone).
+    Protected { standbys: Vec<String> },
+    /// The loss of the node it runs on would stop it, and why.
+    Unprotected { reason: String },
+}
+
+/// Every group of the spec that is assigned somewhere, judged with
+/// placement's own rules: a node counts as a standby when the group may stay
+/// there ([`Ctx::must_leave`]: fit, not down, not in standby, maintenance or
+/// fencing, not avoided, under the migration threshold, no anti-affinity
+/// clash) and its data is within `max_lag`. A suspect node still counts: a
+/// late heartbeat is not a lost site, and warning on each one would only
+/// teach operators to ignore the warning. A group is unprotected when the
+/// nodes that run it or may take it over are at most one. Groups placed
+/// nowhere are not judged (their status already says why).
+pub fn protection(
+    spec: &Spec,
+    groups: &BTreeMap<String, GroupState>,
+    fencing_needed: &BTreeMap<String, String>,
+    maintenance: Option<&Maintenance>,
+    nodes: &[NodeFacts],
+    now_unix_ms: u64,
+) -> BTreeMap<String, Protection> {
+    let by_name: BTreeMap<&str, &NodeFacts> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let ctx = context(spec, groups, fencing_needed, &by_name, maintenance, now_unix_ms);
+    let planned: BTreeMap<String, BTreeSet<String>> =
+        groups.iter().map(|(n, s)| (n.clone(), s.assigned.clone())).collect();
+    let mut out = BTreeMap::new();
+    for g in &spec.groups {
+        let Some(assigned) = groups.get(&g.name).map(|s| &s.assigned).filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        let mut standbys = Vec::new();
+        let mut refusals = Vec::new();
+        for (name, facts) in &by_name {
+            if facts.role == NodeRole::Witness || assigned.contains(*name) {
+                continue;
+            }
+            match ctx
+                .must_leave(g, name, &planned)
+                .or_else(|| ctx.too_far_behind(g, name))
+            {
+                None => standbys.push(name.to_string()),
+                Some(why) => refusals.push(why),
+            }
+        }
+        let on = assigned.iter().cloned().collect::<Vec<_>>().join(", ");
+        let verdict = if assigned.len() + standbys.len() >= 2 {
+            let mut standbys = standbys;
+            if g.kind == GroupKind::Clone {
+                standbys.extend(assigned.iter().cloned());
+                standbys.sort();
+            }
+            Protection::Protected { standbys }
+        } else if refusals.is_empty() {
+            Protection::Unprotected {
+                reason: format!("no other node may host it: a loss of {on} would stop it"),
+            }
+        } else {
+            Protection::Unprotected {
+                reason: format!(
+                    "no eligible standby, a loss of {on} would stop it ({})",
+                    refusals.join("; ")
+                ),
+            }
+        };
+        out.insert(g.name.clone(), verdict);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -923,6 +998,90 @@ mod tests {
             assert_eq!(d.epoch, g.epoch + 1, "decisions carry the next epoch");
             g.assign(&d.assign, d.epoch);
         }
+    }
+
+    fn judge(spec: &Spec, groups: &BTreeMap<String, GroupState>, nodes: &[NodeFacts]) -> BTreeMap<String, Protection> {
+        protection(spec, groups, &BTreeMap::new(), None, nodes, 0)
+    }
+
+    fn unprotected_why(p: &Protection) -> &str {
+        match p {
+            Protection::Unprotected { reason } => reason,
+            Protection::Protected { standbys } => panic!("protected by {standbys:?}"),
+        }
+    }
+
+    #[test]
+    fn a_group_without_an_eligible_standby_is_unprotected_for_placement_s_reasons() {
+        let mut g = group("web", GroupKind::Exclusive, &[("site-a", 100), ("site-b", 50)]);
+        let spec_with = |g: &GroupSpec| Spec {
+            groups: vec![g.clone()],
+            ..Spec::default()
+        };
+        let groups = BTreeMap::from([("web".to_string(), assigned(3, "site-a", Phase::Running))]);
+        let spec = spec_with(&g);
+        assert_eq!(
+            judge(&spec, &groups, &three())["web"],
+            Protection::Protected {
+                standbys: vec!["site-b".into()]
+            }
+        );
+        // A late heartbeat is not a lost site.
+        let mut nodes = three();
+        nodes[1].state = NodeState::Suspect;
+        assert!(matches!(
+            judge(&spec, &groups, &nodes)["web"],
+            Protection::Protected { .. }
+        ));
+        nodes[1].state = NodeState::Down;
+        let why = judge(&spec, &groups, &nodes)["web"].clone();
+        assert_eq!(
+            unprotected_why(&why),
+            "no eligible standby, a loss of site-a would stop it (site-b is down)"
+        );
+        let mut nodes = three();
+        nodes[1].standby = true;
+        assert!(unprotected_why(&judge(&spec, &groups, &nodes)["web"]).contains("site-b is in standby"));
+        g.placement.avoid = vec!["site-b".into()];
+        assert!(unprotected_why(&judge(&spec_with(&g), &groups, &three())["web"]).contains("site-b is avoided"));
+        g.placement.avoid.clear();
+        g.max_lag = Some(MaxLag::Position(10));
+        let mut nodes = three();
+        with_positions(&mut nodes, &[("site-a", 100), ("site-b", 80)]);
+        assert!(
+            unprotected_why(&judge(&spec_with(&g), &groups, &nodes)["web"])
+                .contains("site-b is behind: 20 positions > max_lag 10 positions")
+        );
+        with_positions(&mut nodes, &[("site-b", 95)]);
+        assert!(matches!(
+            judge(&spec_with(&g), &groups, &nodes)["web"],
+            Protection::Protected { .. }
+        ));
+        // Placed nowhere: not judged.
+        assert!(judge(&spec, &BTreeMap::new(), &three()).is_empty());
+    }
+
+    #[test]
+    fn a_clone_is_protected_while_it_runs_or_may_run_on_two_nodes() {
+        let spec = Spec {
+            groups: vec![group("mon", GroupKind::Clone, &[])],
+            ..Spec::default()
+        };
+        let mut s = GroupState::default();
+        s.assign(&names(&["site-a", "site-b"]), 2);
+        let groups = BTreeMap::from([("mon".to_string(), s)]);
+        assert_eq!(
+            judge(&spec, &groups, &three())["mon"],
+            Protection::Protected {
+                standbys: vec!["site-a".into(), "site-b".into()]
+            }
+        );
+        let mut s = GroupState::default();
+        s.assign(&names(&["site-a"]), 3);
+        let groups = BTreeMap::from([("mon".to_string(), s)]);
+        let mut nodes = three();
+        nodes[1].state = NodeState::Down;
+        assert!(unprotected_why(&judge(&spec, &groups, &nodes)["mon"]).contains("site-b is down"));
     }
 
     #[test]

@@ -177,6 +177,47 @@ pub enum Command {
         actor: String,
         at_unix_ms: u64,
     },
+    /// The coordinator saw `group` lose its last eligible standby
+    /// (`unprotected`: the loss of a node would stop it) or get one back
+    /// ([`crate::placement::protection`]); committed only when that changes.
+    Protection {
+        group: String,
+        unprotected: bool,
+        reason: String,
+        at_unix_ms: u64,
+    },
+}
+
+impl Command {
+    /// The command's kind, as in its JSON `type` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::NodeAdded { .. } => "node_added",
+            Command::NodeRemoved { .. } => "node_removed",
+            Command::Note { .. } => "note",
+            Command::ApplySpec { .. } => "apply_spec",
+            Command::Assign { .. } => "assign",
+            Command::Report { .. } => "report",
+            Command::FenceRequested { .. } => "fence_requested",
+            Command::Fenced { .. } => "fenced",
+            Command::FenceFailed { .. } => "fence_failed",
+            Command::RequestMove { .. } => "request_move",
+            Command::EndMove { .. } => "end_move",
+            Command::TransitionDone { .. } => "transition_done",
+            Command::SetStandby { .. } => "set_standby",
+            Command::SetMaintenance { .. } => "set_maintenance",
+            Command::HookRan { .. } => "hook_ran",
+            Command::ClearFailures { .. } => "clear_failures",
+            Command::Protection { .. } => "protection",
+        }
+    }
+}
+
+/// The kind only: log lines name commands without their (possibly large) bodies.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
 }
 
 /// What applying a command returned.
@@ -225,6 +266,8 @@ pub enum EventKind {
     /// Standby or maintenance switched on or off.
     Mode,
     Hook,
+    /// A group lost its last eligible standby, or got one back.
+    Protection,
 }
 
 impl EventKind {
@@ -243,6 +286,7 @@ impl EventKind {
             EventKind::Transition => "transition",
             EventKind::Mode => "mode",
             EventKind::Hook => "hook",
+            EventKind::Protection => "protection",
         }
     }
 }
@@ -434,6 +478,17 @@ pub struct ClusterState {
     /// Operators' pending moves, per group.
     #[serde(default)]
     pub moves: BTreeMap<String, MoveRequest>,
+    /// Groups without an eligible standby, as the coordinator last
+    /// committed it (`Command::Protection`).
+    #[serde(default)]
+    pub unprotected: BTreeMap<String, Unprotected>,
+}
+
+/// Since when, and why, a group has no eligible standby.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unprotected {
+    pub reason: String,
+    pub since_unix_ms: u64,
 }
 
 impl ClusterState {
@@ -444,7 +499,8 @@ impl ClusterState {
             | Command::Report { group, .. }
             | Command::RequestMove { group, .. }
             | Command::EndMove { group, .. }
-            | Command::HookRan { group, .. } => Some(group.clone()),
+            | Command::HookRan { group, .. }
+            | Command::Protection { group, .. } => Some(group.clone()),
             Command::ClearFailures { group, .. } => group.clone(),
             Command::SetMaintenance {
                 scope: MaintenanceScope::Group(g),
@@ -457,6 +513,44 @@ impl ClusterState {
                 .map(|t| t.group.clone()),
             _ => None,
         }
+    }
+
+    /// The `Command::Protection`s the coordinator should commit, given its
+    /// judgement now ([`crate::placement::protection`]): only changes, so an
+    /// unchanged judgement commits nothing. A group no longer in the spec
+    /// ends its warning; a group not judged (placed nowhere) keeps it.
+    pub fn protection_changes(
+        &self,
+        judged: &BTreeMap<String, crate::placement::Protection>,
+        at_unix_ms: u64,
+    ) -> Vec<Command> {
+        use crate::placement::Protection;
+        let mut out = Vec::new();
+        for (group, p) in judged {
+            let was = self.unprotected.contains_key(group);
+            let (unprotected, reason) = match p {
+                Protection::Unprotected { reason } if !was => (true, reason.clone()),
+                Protection::Protected { standbys } if was => {
+                    (false, format!("{} may take it over", standbys.join(", ")))
+                }
+                _ => continue,
+            };
+            out.push(Command::Protection {
+                group: group.clone(),
+                unprotected,
+                reason,
+                at_unix_ms,
+            });
+        }
+        for group in self.unprotected.keys().filter(|g| self.spec.group(g).is_none()) {
+            out.push(Command::Protection {
+                group: group.clone(),
+                unprotected: false,
+                reason: "it left the spec".into(),
+                at_unix_ms,
+            });
+        }
+        out
     }
 
     /// The transition of `group` in progress, if any.
@@ -699,6 +793,76 @@ mod tests {
     }
 
     #[test]
+    fn protection_warnings_are_committed_and_recorded_only_when_they_change() {
+        use crate::placement::Protection;
+        let mut s = ClusterState::default();
+        s.spec.groups = crate::spec::Spec::parse(
+            "[[groups]]\nname = \"web\"\n[[groups.resources]]\nname = \"app\"\nagent = \"exec\"\ncommand = \"/bin/app\"\n",
+            "spec.toml",
+            &[],
+        )
+        .unwrap()
+        .groups;
+        let judged = |p: Protection| BTreeMap::from([("web".to_string(), p)]);
+        let exposed = judged(Protection::Unprotected {
+            reason: "no eligible standby (site-b is down)".into(),
+        });
+        let covered = judged(Protection::Protected {
+            standbys: vec!["site-b".into()],
+        });
+        assert!(
+            s.protection_changes(&covered, 1).is_empty(),
+            "protected and known so: nothing"
+        );
+        let start = s.protection_changes(&exposed, 5);
+        assert_eq!(
+            start,
+            vec![Command::Protection {
+                group: "web".into(),
+                unprotected: true,
+                reason: "no eligible standby (site-b is down)".into(),
+                at_unix_ms: 5,
+            }]
+        );
+        let seq = s.apply(&start[0]).event_seq;
+        assert!(seq.is_some());
+        let e = s.events.back().unwrap();
+        assert_eq!(
+            (e.kind, e.message.as_str(), e.group.as_deref()),
+            (
+                EventKind::Protection,
+                "web is unprotected: no eligible standby (site-b is down)",
+                Some("web")
+            )
+        );
+        assert_eq!(s.unprotected["web"].since_unix_ms, 5);
+        // Every later pass with the same judgement commits nothing, and a
+        // repeated command (a new coordinator's) records nothing.
+        assert!(s.protection_changes(&exposed, 6).is_empty());
+        assert_eq!(s.apply(&start[0]), Applied::default());
+        // Placed nowhere for a moment (a failover): not judged, kept.
+        assert!(s.protection_changes(&BTreeMap::new(), 7).is_empty());
+        let end = s.protection_changes(&covered, 8);
+        assert_eq!(end.len(), 1);
+        s.apply(&end[0]);
+        assert_eq!(
+            s.events.back().unwrap().message,
+            "web is no longer unprotected: site-b may take it over"
+        );
+        assert!(s.unprotected.is_empty());
+        // A group that leaves the spec ends its warning.
+        s.apply(&start[0]);
+        s.spec.groups.clear();
+        let gone = s.protection_changes(&BTreeMap::new(), 9);
+        s.apply(&gone[0]);
+        assert_eq!(
+            s.events.back().unwrap().message,
+            "web is no longer unprotected: it left the spec"
+        );
+        assert_eq!(s.events.len(), 4);
+    }
+
+    #[test]
     fn event_log_is_bounded_and_sequence_survives_dropping() {
         let mut s = ClusterState::default();
         for i in 0..EVENT_LOG_CAPACITY + 5 {
@@ -723,6 +887,9 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains(r#""type":"node_added""#), "{json}");
         assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), c);
+        // What logs name a command by is its tag.
+        assert_eq!(c.kind(), "node_added");
+        assert_eq!(c.to_string(), "node_added");
     }
 
     #[test]

@@ -209,8 +209,8 @@ pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>)
             reconcile_at = ctx.clock.now();
         }
         let applied = ctx.state.borrow().last_applied.map_or(0, |l| l.index);
-        // A deposed coordinator (openraft 0.9 leaders do not step down on
-        // losing quorum) must not push: only while its own lease, which it
+        // A deposed coordinator (a Raft leader that lost its quorum keeps
+        // its role; CheckQuorum only refuses its writes) must not push: only while its own lease, which it
         // grants itself only on a recent quorum confirmation, is valid.
         let wait = if ctx.is_coordinator() && ctx.liveness.may_act(ctx.clock.now(), applied) {
             let snapshot = state.borrow_and_update().clone();

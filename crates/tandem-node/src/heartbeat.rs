@@ -1,7 +1,8 @@
 //! The lease runtime's tasks and its wire edge: heartbeats out (straight to
 //! the coordinator, else relayed through the other nodes), the
-//! coordinator's answer to heartbeats in, following Raft's leadership,
-//! quorum confirmation rounds, and a witness's fallback campaign. The
+//! coordinator's answer to heartbeats in (granted on Raft's quorum
+//! acknowledgement), following Raft's leadership, and a witness's fallback
+//! campaign. The
 //! bookkeeping they feed is [`crate::liveness::Liveness`].
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,7 +25,7 @@ use crate::node::NodeContext;
 /// The coordinator's side of a heartbeat (also used for its own heartbeat).
 pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatReply {
     let now = ctx.clock.now();
-    let term = ctx.raft.metrics().borrow().current_term;
+    let term = ctx.raft.term();
     if req.cluster != ctx.cluster {
         return refusal(
             term,
@@ -33,6 +34,15 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatR
     }
     if !ctx.is_coordinator() {
         return refusal(term, "this node is not the coordinator".into());
+    }
+    // The newest proof that no other coordinator can have been elected:
+    // Raft's own record of when it *sent* the last message a quorum
+    // acknowledged, so a pause of this process (SIGSTOP, a frozen VM) can
+    // only make it look older. Reading it costs no round trip and never
+    // waits for the state machine: a slow disk or a burst of commits cannot
+    // take every node's lease away.
+    if let Some((acked_term, age)) = ctx.raft.quorum_ack_age() {
+        ctx.liveness.confirm_quorum(acked_term, now.minus(age));
     }
     let theirs = PeerTiming {
         lease_ms: req.lease_ms,
@@ -200,45 +210,15 @@ pub async fn send_heartbeat(
 }
 
 /// Feeds Raft's leadership to [`Liveness::observe_raft`] until `shutdown`.
-/// Uses the server metrics, which change only when leadership or membership does.
+/// The view changes only when leadership or membership does.
 pub async fn follow_raft(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
-    let mut metrics = ctx.raft.server_metrics();
+    let mut view = ctx.raft.watch();
     loop {
-        let leader_term = {
-            let m = metrics.borrow_and_update();
-            let leading = m.state.is_leader() && m.current_leader == Some(ctx.id);
-            leading.then_some(m.vote.leader_id().term)
-        };
+        let leader_term = view.borrow_and_update().leading_term(ctx.id);
         ctx.liveness.observe_raft(ctx.clock.now(), leader_term);
         tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
+            r = view.changed() => if r.is_err() { return },
             _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// While this node is coordinator, asks a quorum to confirm it every
-/// [`Timing::quorum_check_interval`]; leases are granted only on a recent
-/// confirmation. The start time of each round is what counts, so a pause of
-/// this process (SIGSTOP, a frozen VM) can only make confirmations look older.
-pub async fn confirm_quorum(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(ctx.timing.quorum_check_interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if !ctx.is_coordinator() {
-            continue;
-        }
-        let term = ctx.raft.metrics().borrow().current_term;
-        let started_at = ctx.clock.now();
-        let round = tokio::time::timeout(ctx.timing.quorum_staleness(), ctx.raft.ensure_linearizable()).await;
-        if let Ok(Ok(_)) = round {
-            ctx.liveness.confirm_quorum(term, started_at);
-        } else {
-            debug!(term, "quorum confirmation failed");
         }
     }
 }
@@ -284,7 +264,7 @@ pub async fn run_witness_fallback(ctx: NodeContext, seed: u64, mut shutdown: wat
             info!("a coordinator answers again; the witness stops campaigning");
         }
         campaigning = should;
-        if should && let Err(e) = ctx.raft.trigger().elect().await {
+        if should && let Err(e) = ctx.raft.campaign().await {
             warn!(error = %e, "could not start an election");
         }
     }

@@ -50,9 +50,18 @@ pub fn previous_lease_remaining(path: &Path, lease: Duration) -> Duration {
     Duration::from_millis(end.saturating_sub(now)).min(lease)
 }
 
-/// Writes the end of every new lease to `path` until `shutdown`. A record is
-/// only ever replaced by a later lease's end: until this run holds a lease,
-/// the previous run's record stays.
+/// How far the lease's end moves before its record is written again: more
+/// than a heartbeat interval and at least a tenth of the lease.
+pub fn rewrite_after(timing: &tandem_core::Timing) -> Duration {
+    timing.heartbeat_interval.max(timing.lease / 10)
+}
+
+/// Writes the end of the lease to `path` until `shutdown`, whenever it moved
+/// by more than [`rewrite_after`] since the last record (not on every
+/// renewal: a record that lags the lease's real end only makes a restarted
+/// agent stop what it found a little earlier). A record is only ever
+/// replaced by a later lease's end: until this run holds a lease, the
+/// previous run's record stays.
 pub async fn persist_lease(ctx: NodeContext, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
     let Some(boot_now) = uptime_ms() else {
         warn!("cannot read /proc/uptime: a restarted agent will not know when this run's lease ended");
@@ -67,7 +76,7 @@ pub async fn persist_lease(ctx: NodeContext, path: PathBuf, mut shutdown: watch:
     let mut written = None;
     loop {
         if let Some(until) = ctx.liveness.lease_until()
-            && written != Some(until)
+            && written.is_none_or(|w: tandem_core::timing::Millis| until.since(w) > rewrite_after(&ctx.timing))
         {
             let tmp = path.with_extension("tmp");
             let end = offset + until.0;
@@ -79,7 +88,7 @@ pub async fn persist_lease(ctx: NodeContext, path: PathBuf, mut shutdown: watch:
         }
         tokio::select! {
             r = liveness.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(ctx.timing.heartbeat_interval) => {}
+            _ = tokio::time::sleep(rewrite_after(&ctx.timing)) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -179,8 +179,15 @@ impl Liveness {
         }
     }
 
-    /// Records a successful quorum confirmation round of `term` that started
-    /// at `started_at`.
+    /// How long this node has been coordinator, if it is.
+    pub fn coordinating_for(&self, now: Millis) -> Option<Duration> {
+        let inner = self.lock();
+        let side = inner.coordinator.as_ref()?;
+        Some(now.since(side.table.coordinator_since()))
+    }
+
+    /// Records a quorum acknowledgement of `term`: a quorum acknowledged a
+    /// message this coordinator sent at `started_at`.
     pub fn confirm_quorum(&self, term: u64, started_at: Millis) {
         let mut inner = self.lock();
         if inner

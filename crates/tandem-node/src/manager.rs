@@ -1,13 +1,15 @@
 //! The coordinator side of the resource manager: on every pass, asks the
 //! core where each group should run ([`tandem_core::placement::plan`]) and
-//! commits each decision with the next epoch.
+//! commits each decision with the next epoch, and whether each group still
+//! has an eligible standby ([`tandem_core::placement::protection`]),
+//! committing the warning's start and end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tandem_agents::fence::{FenceAction, fence_node};
 use tandem_core::membership::node_id;
-use tandem_core::placement::{NodeFacts, Operator, Plan, plan_with};
+use tandem_core::placement::{NodeFacts, Operator, Plan, plan_with, protection};
 use tandem_core::state::Command;
 use tandem_core::{Millis, NodeId};
 use tokio::sync::watch;
@@ -19,7 +21,7 @@ use crate::node::NodeContext;
 /// The nodes as this node sees them now, for placement.
 pub fn node_facts(ctx: &NodeContext) -> Vec<NodeFacts> {
     let now = ctx.clock.now();
-    let term = ctx.raft.metrics().borrow().current_term;
+    let term = ctx.raft.term();
     let members: BTreeSet<NodeId> = ctx.member_ids();
     let (view, _) = ctx.liveness.view(now, &members);
     let state = ctx.state.borrow().clone();
@@ -152,7 +154,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 actor: "coordinator".into(),
                 at_unix_ms: ctx.clock.unix_ms(),
             };
-            if let Err(e) = ctx.raft.client_write(cmd).await {
+            if let Err(e) = ctx.raft.write(cmd).await {
                 warn!(%group, error = %e, "could not commit the end of a move");
             }
         }
@@ -167,7 +169,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 actor: "coordinator".into(),
                 at_unix_ms: ctx.clock.unix_ms(),
             };
-            if let Err(e) = ctx.raft.client_write(cmd).await {
+            if let Err(e) = ctx.raft.write(cmd).await {
                 warn!(%node, error = %e, "could not commit the fencing request");
             }
         }
@@ -186,9 +188,9 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                 at_unix_ms: ctx.clock.unix_ms(),
                 planned: d.planned,
             };
-            match ctx.raft.client_write(cmd).await {
+            match ctx.raft.write(cmd).await {
                 Ok(r) => {
-                    if let Some(why) = r.data.rejected {
+                    if let Some(why) = r.applied.rejected {
                         warn!(group = %d.group, reason = %why, "assignment not applied");
                     }
                 }
@@ -197,6 +199,26 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
                     break;
                 }
             }
+        }
+        commit_protection(&ctx, &facts).await;
+    }
+}
+
+/// Commits the start or the end of each group's protection warning (a group
+/// without an eligible standby): only changes of the core's judgement, so a
+/// pass that finds what is already committed writes nothing.
+async fn commit_protection(ctx: &NodeContext, facts: &[NodeFacts]) {
+    let now = ctx.clock.unix_ms();
+    let changes = {
+        let state = ctx.state.borrow();
+        let c = &state.cluster;
+        let judged = protection(&c.spec, &c.groups, &c.fencing_needed, Some(&c.maintenance), facts, now);
+        c.protection_changes(&judged, now)
+    };
+    for cmd in changes {
+        if let Err(e) = ctx.raft.write(cmd).await {
+            warn!(error = %e, "could not commit a protection warning");
+            return;
         }
     }
 }
@@ -224,7 +246,7 @@ async fn finish_transitions(ctx: &NodeContext) {
             transition,
             dns_unix_ms: ctx.clock.unix_ms(),
         };
-        if let Err(e) = ctx.raft.client_write(cmd).await {
+        if let Err(e) = ctx.raft.write(cmd).await {
             warn!(transition, error = %e, "could not record the end of a transition");
         }
     }
@@ -335,7 +357,7 @@ pub async fn fence_and_commit(
             at_unix_ms: ctx.clock.unix_ms(),
         }
     };
-    match ctx.raft.client_write(cmd).await {
+    match ctx.raft.write(cmd).await {
         Ok(_) if result.fenced => Ok(summary),
         Ok(_) => Err(summary),
         Err(e) => {

@@ -10,16 +10,91 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
-use openraft::ChangeMembers;
 use tandem_core::config::{check_peer_address, valid_name};
 use tandem_core::lease::NodeState;
 use tandem_core::membership::{MembershipRefusal, check_voter_change, node_id};
 use tandem_core::state::Command;
 use tandem_core::{NodeId, NodeInfo, NodeRole};
+use tandem_raft::{MemberChange as RaftChange, TransferError};
 use tracing::{info, warn};
 
 use crate::node::NodeContext;
 use crate::write::{WriteError, propose};
+
+/// How long a handover of the coordinator role may take unless the caller
+/// says otherwise.
+pub const DEFAULT_HANDOVER: Duration = Duration::from_secs(5);
+
+/// A handover of the coordinator role, done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub from: String,
+    pub to: String,
+    pub elapsed: Duration,
+}
+
+/// Hands this node's coordinator role to the voter called `to`, or to the
+/// most current other voter (a member before the witness), and waits at
+/// most `timeout` until it leads. `why` is logged.
+pub async fn hand_over(
+    ctx: &NodeContext,
+    to: Option<&str>,
+    timeout: Duration,
+    why: &str,
+) -> Result<Handover, MembershipError> {
+    let view = ctx.raft.view();
+    let to = match to {
+        None => successor(ctx),
+        Some(name) => match view.find(name) {
+            Some((id, _)) => Some(id),
+            None => {
+                return Err(MembershipError::NotFound(
+                    MembershipRefusal::NotMember(name.to_owned()).to_string(),
+                ));
+            }
+        },
+    };
+    let start = ctx.clock.now();
+    info!(reason = %why, "handing the coordinator role over");
+    let name_of = |id: NodeId| view.members.get(&id).map_or_else(|| id.to_string(), |n| n.name.clone());
+    match ctx.raft.transfer_leadership(to, timeout).await {
+        Ok(new) => {
+            let done = Handover {
+                from: ctx.me.name.clone(),
+                to: name_of(new),
+                elapsed: ctx.clock.now().since(start),
+            };
+            info!(to = %done.to, elapsed_ms = tandem_core::timing::duration_ms(done.elapsed), "coordinator role handed over");
+            Ok(done)
+        }
+        Err(TransferError::NotLeader) => Err(MembershipError::Write(WriteError::Forward {
+            coordinator: ctx.coordinator().map(|(_, n)| n),
+            message: "this node is not the coordinator; retry".into(),
+        })),
+        Err(e @ (TransferError::NoCandidate(_) | TransferError::NotVoter(_))) => {
+            Err(MembershipError::Refused(e.to_string()))
+        }
+        Err(e @ TransferError::TimedOut(..)) => Err(MembershipError::TimedOut(e.to_string())),
+        Err(TransferError::Fatal(e)) => Err(MembershipError::Write(WriteError::Fatal(e))),
+    }
+}
+
+/// The voter to hand the coordinator role to: an up member holding the
+/// most of the log, else an up witness, else whoever Raft finds most
+/// current (`None`: Raft's choice).
+fn successor(ctx: &NodeContext) -> Option<NodeId> {
+    let view = ctx.raft.view();
+    let up = up_nodes(ctx);
+    let matched = ctx.raft.progress().matched.unwrap_or_default();
+    view.voters
+        .iter()
+        .filter(|id| **id != ctx.id && up.contains(id))
+        .max_by_key(|id| {
+            let member = view.members.get(id).is_some_and(|n| n.role != NodeRole::Witness);
+            (member, matched.get(id).copied().flatten(), std::cmp::Reverse(**id))
+        })
+        .copied()
+}
 
 /// How long a new node has to catch up unless the caller says otherwise.
 pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(60);
@@ -181,7 +256,7 @@ async fn add_member_here(ctx: &NodeContext, req: AddMember) -> Result<MemberChan
         warn!(node = %node, error = %e.message(), "add failed; removing the learner again");
         if let Err(undo) = ctx
             .raft
-            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .change_membership(RaftChange::RemoveNodes(BTreeSet::from([id])))
             .await
         {
             warn!(node = %node, error = %undo, "could not remove the learner after a failed add");
@@ -197,22 +272,17 @@ async fn add_member_here(ctx: &NodeContext, req: AddMember) -> Result<MemberChan
         actor: req.actor,
         at_unix_ms: ctx.clock.unix_ms(),
     };
-    change_and_record(ctx, ChangeMembers::AddVoterIds(BTreeSet::from([id])), event).await
+    change_and_record(ctx, RaftChange::AddVoters(BTreeSet::from([id])), event).await
 }
 
 /// Commits a membership change, then records its event. Removing the
 /// coordinator itself ends its term: the event is then lost, the change is not.
 async fn change_and_record(
     ctx: &NodeContext,
-    change: ChangeMembers<u64, NodeInfo>,
+    change: RaftChange,
     event: Command,
 ) -> Result<MemberChange, MembershipError> {
-    let r = ctx
-        .raft
-        .change_membership(change, false)
-        .await
-        .map_err(WriteError::from)?;
-    let mut log_index = r.log_id.index;
+    let mut log_index = ctx.raft.change_membership(change).await?;
     match propose(ctx, event).await {
         Ok((i, _)) => log_index = i,
         Err(e) => warn!(error = %e.message(), "membership changed, but its event could not be recorded"),
@@ -233,26 +303,13 @@ async fn add_learner_and_wait(
     node: &NodeInfo,
     catch_up: Duration,
 ) -> Result<(), Option<MembershipError>> {
-    let added = ctx
+    let target = ctx
         .raft
-        .add_learner(id, node.clone(), false)
+        .add_learner(id, node.clone())
         .await
-        .map_err(|e| Some(WriteError::from(e).into()))?;
-    let target = added.log_id.index;
-    let caught_up = |m: &openraft::RaftMetrics<u64, NodeInfo>| {
-        m.replication
-            .as_ref()
-            .and_then(|r| r.get(&id))
-            .is_some_and(|matched| matched.is_some_and(|l| l.index >= target))
-    };
-    let me = ctx.id;
-    let m = ctx
-        .raft
-        .wait(Some(catch_up))
-        .metrics(|m| caught_up(m) || m.current_leader != Some(me), "learner caught up")
-        .await
-        .map_err(|_| None)?;
-    if caught_up(&m) {
+        .map_err(|e| Some(e.into()))?;
+    let caught_up = ctx.raft.wait_caught_up(id, target, catch_up).await.ok_or(None)?;
+    if caught_up {
         Ok(())
     } else {
         Err(Some(MembershipError::Write(WriteError::Retry(
@@ -263,6 +320,7 @@ async fn add_learner_and_wait(
 
 async fn remove_member_here(ctx: &NodeContext, name: String, actor: String) -> Result<MemberChange, MembershipError> {
     let _guard = ctx.membership_lock.lock().await;
+    settle(ctx).await;
     let members = ctx.members();
     let Some((id, node)) = members.iter().find(|(_, n)| n.name == name).cloned() else {
         let names: Vec<_> = members.iter().map(|(_, n)| n.name.as_str()).collect();
@@ -283,9 +341,9 @@ async fn remove_member_here(ctx: &NodeContext, name: String, actor: String) -> R
         }
         check_voter_change(&voters, &new_voters, &up_nodes(ctx))
             .map_err(|e| MembershipError::Refused(e.to_string()))?;
-        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        RaftChange::RemoveVoters(BTreeSet::from([id]))
     } else {
-        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        RaftChange::RemoveNodes(BTreeSet::from([id]))
     };
     info!(node = %node, "removing node");
     let event = Command::NodeRemoved {
@@ -296,6 +354,18 @@ async fn remove_member_here(ctx: &NodeContext, name: String, actor: String) -> R
     change_and_record(ctx, change, event).await
 }
 
+/// A coordinator elected a moment ago has heard nobody's heartbeat yet
+/// (after a handover, for one): it waits until every node had a few
+/// heartbeat intervals to reach it before it judges who is up.
+async fn settle(ctx: &NodeContext) {
+    let settled_after = ctx.timing.heartbeat_interval * 3;
+    if let Some(age) = ctx.liveness.coordinating_for(ctx.clock.now())
+        && age < settled_after
+    {
+        tokio::time::sleep(settled_after - age).await;
+    }
+}
+
 /// The members this node sees up now.
 fn up_nodes(ctx: &NodeContext) -> BTreeSet<NodeId> {
     let (view, _) = ctx.liveness.view(ctx.clock.now(), &ctx.member_ids());
@@ -303,23 +373,11 @@ fn up_nodes(ctx: &NodeContext) -> BTreeSet<NodeId> {
 }
 
 fn voters(ctx: &NodeContext) -> BTreeSet<NodeId> {
-    ctx.raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect()
+    ctx.raft.view().voters.clone()
 }
 
 fn voter_names(ctx: &NodeContext) -> Vec<String> {
-    let metrics = ctx.raft.metrics();
-    let m = metrics.borrow();
-    let membership = m.membership_config.membership();
-    membership
-        .voter_ids()
-        .filter_map(|id| membership.get_node(&id).map(|n| n.name.clone()))
-        .collect()
+    ctx.raft.view().voter_names()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tandem_core::{NodeId, NodeInfo, Timing};
-use tandem_raft::Raft;
+use tandem_raft::Consensus;
 use tandem_raft::network::Channels;
 use tandem_raft::store::AppliedState;
 use tokio::sync::watch;
@@ -20,7 +20,7 @@ pub struct NodeContext {
     pub me: NodeInfo,
     pub id: NodeId,
     pub timing: Timing,
-    pub raft: Raft,
+    pub raft: Consensus,
     /// The applied cluster state, updated after every apply.
     pub state: watch::Receiver<Arc<AppliedState>>,
     pub channels: Channels,
@@ -42,42 +42,31 @@ pub struct NodeContext {
 impl NodeContext {
     /// The member record of node `id` in the current Raft membership.
     pub fn member(&self, id: NodeId) -> Option<NodeInfo> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config.membership().get_node(&id).cloned()
+        self.raft.view().members.get(&id).cloned()
     }
 
     /// The coordinator's id and member record, as far as this node knows.
     pub fn coordinator(&self) -> Option<(NodeId, NodeInfo)> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let id = m.current_leader?;
-        let info = m.membership_config.membership().get_node(&id)?.clone();
-        Some((id, info))
+        self.raft.view().coordinator()
     }
 
     /// Every member (voters and learners) with its record.
     pub fn members(&self) -> Vec<(NodeId, NodeInfo)> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config
-            .membership()
-            .nodes()
+        self.raft
+            .view()
+            .members
+            .iter()
             .map(|(id, n)| (*id, n.clone()))
             .collect()
     }
 
     /// The voter and learner ids of the current membership.
     pub fn member_ids(&self) -> BTreeSet<NodeId> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
+        self.raft.view().members.keys().copied().collect()
     }
 
     /// True while this node is the coordinator (the Raft leader).
     pub fn is_coordinator(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.current_leader == Some(self.id) && m.state.is_leader()
+        self.raft.is_leader()
     }
 }

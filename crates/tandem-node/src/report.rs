@@ -28,6 +28,7 @@ pub async fn send_report(ctx: &NodeContext, command: &Command) -> Result<(), Str
     let mut req = tonic::Request::new(RaftMessage {
         cluster: ctx.cluster.clone(),
         json,
+        payload: Vec::new(),
     });
     req.set_timeout(Duration::from_secs(5));
     PeerClient::new(channel)

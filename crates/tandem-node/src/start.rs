@@ -5,8 +5,7 @@
 //! data directory (refusing another node's), [`OpenedNode::start`] starts
 //! Raft, bootstraps a new cluster where this node should and binds the DNS
 //! responder (every error of a start happens by then, and nothing runs
-//! yet), and [`StartedNode::run`] spawns the tasks: heartbeats, quorum
-//! confirmation, following Raft, the witness's fallback, the manager, the
+//! yet), and [`StartedNode::run`] spawns the tasks: heartbeats, following Raft, the witness's fallback, the manager, the
 //! executor, the zone and its pushes, the lease file and the watchdog.
 //! [`Node::leave_and_stop`] takes it down again: it first leaves (stops
 //! the exclusive groups running here while heartbeats, the lease guard and
@@ -21,15 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InitializeError, RaftError};
-use openraft::{Config, SnapshotPolicy};
 use tandem_core::NodeRole;
 use tandem_core::config::NodeConfig;
-use tandem_core::timing::duration_ms;
 use tandem_dns::{Responder, Stats, Zone};
-use tandem_raft::Raft;
-use tandem_raft::network::{Channels, Network};
+use tandem_raft::network::Channels;
 use tandem_raft::store::{AppliedState, Identity, OpenError, Store};
+use tandem_raft::{Bootstrap, Consensus, ConsensusConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::ClientTlsConfig;
@@ -37,7 +33,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::executor::{ExecutorConfig, any_exclusive_active, run_executor};
-use crate::heartbeat::{confirm_quorum, follow_raft, run_heartbeats, run_witness_fallback};
+use crate::heartbeat::{follow_raft, run_heartbeats, run_witness_fallback};
 use crate::liveness::Liveness;
 use crate::manager::run_manager;
 use crate::node::NodeContext;
@@ -46,6 +42,9 @@ use crate::watchdog::{SelfFence, run_watchdog};
 /// How long a stopping node waits for its exclusive groups to stop (systemd's
 /// `TimeoutStopSec` in deploy/systemd/tandem.service allows for it).
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(80);
+
+/// How long a stopping coordinator waits for another voter to take its role.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a node needs to start, as its caller parsed it.
 pub struct NodeParams {
@@ -118,7 +117,6 @@ pub struct Node {
 struct Tasks {
     heartbeats: JoinHandle<()>,
     follower: JoinHandle<()>,
-    confirmer: JoinHandle<()>,
     manager: JoinHandle<()>,
     executor: Option<JoinHandle<()>>,
     fallback: Option<JoinHandle<()>>,
@@ -187,7 +185,7 @@ impl Node {
     pub async fn failed(&self) {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if self.ctx.raft.metrics().borrow().running_state.is_err() {
+            if self.ctx.raft.fatal().is_some() {
                 return;
             }
         }
@@ -215,6 +213,13 @@ impl Node {
                 );
             }
         }
+        if ctx.is_coordinator() {
+            // Hand over first: the most current voter campaigns at once
+            // instead of waiting out an election timeout.
+            if let Err(e) = crate::membership::hand_over(ctx, None, TRANSFER_TIMEOUT, reason).await {
+                warn!(error = %e.message(), "could not hand the coordinator role over; the others elect one when Raft stops");
+            }
+        }
         info!(reason = %reason, "shutting down: stopping Raft first so the others elect a coordinator at once, then draining requests");
         let _ = self.shutdown_tx.send(true);
         if let Err(e) = ctx.raft.shutdown().await {
@@ -223,7 +228,6 @@ impl Node {
         let t = self.tasks;
         let _ = t.heartbeats.await;
         let _ = t.follower.await;
-        let _ = t.confirmer.await;
         let _ = t.manager.await;
         if let Some(e) = t.executor {
             let _ = e.await;
@@ -256,7 +260,7 @@ impl OpenedNode {
             initialized,
         } = self;
         let config = &params.config;
-        let raft_config = Arc::new(raft_config(config)?);
+        let raft_config = raft_config(config)?;
         let state_machine = store.state_machine().await.map_err(|e| {
             StartError::Failed(format!(
                 "cannot load the state machine from {}: {e}",
@@ -268,19 +272,9 @@ impl OpenedNode {
             Some(tls) => Channels::with_tls(tls),
             None => Channels::default(),
         };
-        let raft = Raft::new(
-            config.node_id,
-            raft_config,
-            Network::new(
-                config.cluster.clone(),
-                channels.clone(),
-                config.timing.heartbeat_interval * 2,
-            ),
-            store.log_store(),
-            state_machine,
-        )
-        .await
-        .map_err(|e| StartError::Failed(format!("cannot start Raft: {e}")))?;
+        let raft = Consensus::start(config.node_id, &raft_config, channels.clone(), &store, state_machine)
+            .await
+            .map_err(StartError::Failed)?;
         let ctx = NodeContext {
             cluster: config.cluster.clone(),
             me: config.node.clone(),
@@ -312,11 +306,11 @@ impl OpenedNode {
             // Every initial member does it with the same member list, which
             // Raft accepts even when they all start at once.
             match raft.initialize(config.members_by_id()).await {
-                Ok(()) => info!(
+                Ok(Bootstrap::Done) => info!(
                     members = config.members.len(),
                     "bootstrapped the cluster from the initial members"
                 ),
-                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => info!(reason = %e, "already bootstrapped"),
+                Ok(Bootstrap::AlreadyDone(why)) => info!(reason = %why, "already bootstrapped"),
                 Err(e) => return Err(StartError::Failed(format!("cannot bootstrap the cluster: {e}"))),
             }
         }
@@ -378,7 +372,6 @@ impl StartedNode {
         let push = tokio::spawn(crate::dns::run_dns_push(ctx.clone(), shutdown.clone()));
         let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown.clone()));
         let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown.clone()));
-        let confirmer = tokio::spawn(confirm_quorum(ctx.clone(), shutdown.clone()));
         let manager = tokio::spawn(run_manager(ctx.clone(), shutdown.clone()));
         // A witness hosts nothing, so it runs no executor.
         let exclusive_active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>> = Arc::default();
@@ -413,7 +406,6 @@ impl StartedNode {
             tasks: Tasks {
                 heartbeats,
                 follower,
-                confirmer,
                 manager,
                 executor,
                 fallback,
@@ -427,21 +419,22 @@ impl StartedNode {
     }
 }
 
-fn raft_config(config: &NodeConfig) -> Result<Config, StartError> {
+fn raft_config(config: &NodeConfig) -> Result<ConsensusConfig, StartError> {
     let t = &config.timing;
-    Config {
-        cluster_name: config.cluster.clone(),
-        heartbeat_interval: duration_ms(t.heartbeat_interval),
-        election_timeout_min: duration_ms(t.election_timeout),
-        election_timeout_max: duration_ms(t.election_timeout_max()),
-        install_snapshot_timeout: duration_ms(t.lease).max(1000),
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
-        max_in_snapshot_log_to_keep: config.snapshot_after_entries.min(1000),
+    let raft = ConsensusConfig {
+        cluster: config.cluster.clone(),
+        heartbeat_interval: t.heartbeat_interval,
+        election_timeout: t.election_timeout,
         // A witness votes but does not campaign on Raft's timer, so a member
         // becomes coordinator whenever one can (see run_witness_fallback).
-        enable_elect: config.node.role != NodeRole::Witness,
-        ..Config::default()
-    }
-    .validate()
-    .map_err(|e| StartError::Timing(format!("timing: {e}")))
+        campaigns: config.node.role != NodeRole::Witness,
+        install_snapshot_timeout: t.lease.max(Duration::from_secs(1)),
+        snapshot_after_entries: config.snapshot_after_entries,
+        // openraft's default is 500 ms; a restarted node then lags that long
+        // before it catches up, and a node that lags cannot be elected.
+        retry_after: t.heartbeat_interval * 2,
+    };
+    raft.validate()
+        .map_err(|e| StartError::Timing(format!("timing: {e}")))?;
+    Ok(raft)
 }

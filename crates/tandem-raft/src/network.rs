@@ -2,8 +2,10 @@
 //!
 //! Requests and replies are openraft's own types, JSON-encoded inside a
 //! `tandem.v1.RaftMessage` that also names the cluster, so a node never
-//! accepts Raft traffic from another cluster. The reply carries
-//! `Result<Response, RaftError>` so remote Raft errors reach openraft as such.
+//! accepts Raft traffic from another cluster; a snapshot's state travels
+//! beside the JSON, in the message's `payload`. The reply carries
+//! `Result<Response, String>`: an error means the peer's Raft stopped, which
+//! openraft hears as the peer being unreachable.
 //!
 //! One tonic `Channel` is kept per peer (openraft asks for a new client on
 //! every election round and replication restart) and every call is bounded by
@@ -12,23 +14,25 @@
 //! instead of retrying at once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tandem_core::NodeInfo;
 use tandem_proto::v1::RaftMessage;
 use tandem_proto::v1::peer_client::PeerClient;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::{Raft, TypeConfig};
+use crate::store::SnapshotData;
+use crate::{OpenRaft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// The largest gRPC message between peers, both ways.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -140,15 +144,31 @@ pub struct PeerConnection {
 #[error("{0}")]
 struct TransportError(String);
 
-type RpcResult<T, E> = Result<T, RPCError<u64, NodeInfo, RaftError<u64, E>>>;
+/// What a peer answers: Raft's reply, or why its Raft could not handle the
+/// request (it stopped); the latter counts as unreachable.
+type Reply<T> = Result<T, String>;
+
+/// A whole snapshot as it travels: the sender's vote and the snapshot's
+/// meta in the JSON, the state itself in the message's `payload`.
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    vote: Vote,
+    meta: SnapshotMeta,
+}
 
 impl PeerConnection {
-    async fn call<Req, Resp, E>(&mut self, method: Method, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Req, Resp>(
+        &mut self,
+        method: Method,
+        req: &Req,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
     {
+        let target = self.target;
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
@@ -157,30 +177,38 @@ impl PeerConnection {
         let mut request = tonic::Request::new(RaftMessage {
             cluster: self.cluster.clone(),
             json,
+            payload,
         });
-        request.set_timeout(option.hard_ttl());
+        request.set_timeout(timeout);
         let reply = match method {
             Method::AppendEntries => client.append_entries(request).await,
             Method::Vote => client.vote(request).await,
-            Method::InstallSnapshot => client.install_snapshot(request).await,
+            Method::PreVote => client.pre_vote(request).await,
+            Method::FullSnapshot => client.full_snapshot(request).await,
+            Method::TransferLeader => client.transfer_leader(request).await,
         };
-        let reply = reply.map_err(|status| {
-            let err = TransportError(format!(
-                "{} to node {}: {}",
-                method.name(),
-                self.target,
-                status.message()
-            ));
-            match status.code() {
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                    RPCError::Unreachable(Unreachable::new(&err))
-                }
-                _ => RPCError::Network(NetworkError::new(&err)),
+        let unreachable = |message: String| {
+            RPCError::Unreachable(Unreachable::new(&TransportError(format!(
+                "{} to node {target}: {message}",
+                method.name()
+            ))))
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                unreachable(status.message().to_owned())
             }
+            // A peer of an older release that lacks this method, or one that
+            // refuses the message: calling it again at once would not help.
+            tonic::Code::Unimplemented | tonic::Code::FailedPrecondition => unreachable(status.message().to_owned()),
+            _ => RPCError::Network(NetworkError::new(&TransportError(format!(
+                "{} to node {target}: {}",
+                method.name(),
+                status.message()
+            )))),
         })?;
-        let decoded: Result<Resp, RaftError<u64, E>> =
+        let decoded: Reply<Resp> =
             serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        decoded.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+        decoded.map_err(|stopped| unreachable(format!("its Raft stopped: {stopped}")))
     }
 }
 
@@ -188,7 +216,9 @@ impl PeerConnection {
 enum Method {
     AppendEntries,
     Vote,
-    InstallSnapshot,
+    PreVote,
+    FullSnapshot,
+    TransferLeader,
 }
 
 impl Method {
@@ -196,38 +226,75 @@ impl Method {
         match self {
             Method::AppendEntries => "append_entries",
             Method::Vote => "vote",
-            Method::InstallSnapshot => "install_snapshot",
+            Method::PreVote => "pre_vote",
+            Method::FullSnapshot => "full_snapshot",
+            Method::TransferLeader => "transfer_leader",
         }
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerConnection {
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = SnapshotData;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        self.call(Method::AppendEntries, &rpc, &option).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        self.call(Method::InstallSnapshot, &rpc, &option).await
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::AppendEntries, &rpc, Vec::new(), option.hard_ttl())
+            .await
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<u64>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
-        self.call(Method::Vote, &rpc, &option).await
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::Vote, &rpc, Vec::new(), option.hard_ttl()).await
     }
 
-    fn backoff(&self) -> Backoff {
-        Backoff::new(std::iter::repeat(self.retry_after))
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::PreVote, &rpc, Vec::new(), option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = SnapshotHeader {
+            vote,
+            meta: snapshot.meta,
+        };
+        let send = self.call(Method::FullSnapshot, &header, snapshot.snapshot, option.hard_ttl());
+        tokio::select! {
+            reply = send => reply.map_err(|e| match e {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+            }),
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::TransferLeader, &req, Vec::new(), option.hard_ttl())
+            .await
+    }
+
+    fn backoff(&self) -> Option<Backoff> {
+        Some(Backoff::new(std::iter::repeat(self.retry_after)))
     }
 }
 
@@ -241,13 +308,17 @@ pub enum InboundError {
 }
 
 /// The receiving end: decodes a Raft message, hands it to the local Raft
-/// node, and encodes its result (including Raft's own errors) for the reply.
+/// node, and encodes its result for the reply.
 pub struct Inbound {
-    pub cluster: String,
-    pub raft: Raft,
+    cluster: String,
+    raft: OpenRaft,
 }
 
 impl Inbound {
+    pub(crate) fn new(cluster: String, raft: OpenRaft) -> Inbound {
+        Inbound { cluster, raft }
+    }
+
     fn decode<T: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<T, InboundError> {
         if msg.cluster != self.cluster {
             return Err(InboundError::WrongCluster {
@@ -258,25 +329,41 @@ impl Inbound {
         Ok(serde_json::from_slice(&msg.json)?)
     }
 
-    fn encode<T: Serialize>(&self, result: &T) -> Result<RaftMessage, InboundError> {
+    fn encode<T: Serialize, E: std::fmt::Display>(&self, result: Result<T, E>) -> Result<RaftMessage, InboundError> {
+        let reply: Reply<T> = result.map_err(|e| e.to_string());
         Ok(RaftMessage {
             cluster: self.cluster.clone(),
-            json: serde_json::to_vec(result)?,
+            json: serde_json::to_vec(&reply)?,
+            payload: Vec::new(),
         })
     }
 
     pub async fn append_entries(&self, msg: &RaftMessage) -> Result<RaftMessage, InboundError> {
         let req: AppendEntriesRequest<TypeConfig> = self.decode(msg)?;
-        self.encode(&self.raft.append_entries(req).await)
+        self.encode(self.raft.append_entries(req).await)
     }
 
     pub async fn vote(&self, msg: &RaftMessage) -> Result<RaftMessage, InboundError> {
-        let req: VoteRequest<u64> = self.decode(msg)?;
-        self.encode(&self.raft.vote(req).await)
+        let req: VoteRequest<TypeConfig> = self.decode(msg)?;
+        self.encode(self.raft.vote(req).await)
     }
 
-    pub async fn install_snapshot(&self, msg: &RaftMessage) -> Result<RaftMessage, InboundError> {
-        let req: InstallSnapshotRequest<TypeConfig> = self.decode(msg)?;
-        self.encode(&self.raft.install_snapshot(req).await)
+    pub async fn pre_vote(&self, msg: &RaftMessage) -> Result<RaftMessage, InboundError> {
+        let req: VoteRequest<TypeConfig> = self.decode(msg)?;
+        self.encode(self.raft.pre_vote(req).await)
+    }
+
+    pub async fn full_snapshot(&self, msg: RaftMessage) -> Result<RaftMessage, InboundError> {
+        let header: SnapshotHeader = self.decode(&msg)?;
+        let snapshot = Snapshot {
+            meta: header.meta,
+            snapshot: msg.payload,
+        };
+        self.encode(self.raft.install_full_snapshot(header.vote, snapshot).await)
+    }
+
+    pub async fn transfer_leader(&self, msg: &RaftMessage) -> Result<RaftMessage, InboundError> {
+        let req: TransferLeaderRequest<TypeConfig> = self.decode(msg)?;
+        self.encode(self.raft.handle_transfer_leader(req).await)
     }
 }

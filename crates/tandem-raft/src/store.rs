@@ -14,33 +14,33 @@
 //! * `state_machine`: the whole [`AppliedState`] as JSON. It is small (a
 //!   bounded event log), so rewriting it on every apply batch keeps the state
 //!   machine and its last applied log id in step without a replay on restart.
-//! * `snapshot`: the current snapshot's meta and data, and a counter that keeps
-//!   snapshot ids unique.
+//! * `snapshot`: the current snapshot's meta and data.
 //!
 //! redb calls block, so they run on tokio's blocking threads.
 
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{
-    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership, Vote,
-};
+use futures::StreamExt;
+use openraft::storage::{EntryResponder, IOFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder};
 use redb::{
     Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
     TableDefinition, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tandem_core::NodeInfo;
 use tandem_core::state::{Applied, ClusterState};
 use tokio::sync::watch;
 
-use crate::TypeConfig;
+use crate::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, Vote};
+
+/// What a snapshot travels and is installed as: the JSON of an
+/// [`AppliedState`], exactly the state machine record.
+pub type SnapshotData = Vec<u8>;
 
 const DB_FILE: &str = "tandem.redb";
 
@@ -61,7 +61,6 @@ const APPLIED: &str = "applied";
 // Keys of `SNAPSHOT`.
 const SNAPSHOT_META: &str = "meta";
 const SNAPSHOT_DATA: &str = "data";
-const SNAPSHOTS_BUILT: &str = "built";
 
 /// What a data directory belongs to; written on first open, checked on every
 /// later open.
@@ -163,13 +162,13 @@ impl Store {
     /// The state machine as last applied before the node stopped. Installing
     /// a snapshot writes the state together with the snapshot, so the stored
     /// state is never behind the stored snapshot.
-    pub async fn state_machine(&self) -> Result<StateMachine, StorageError<u64>> {
+    pub async fn state_machine(&self) -> Result<StateMachine, io::Error> {
         let state = read(&self.db, |txn| {
             let table = txn.open_table(STATE_MACHINE)?;
             Ok(get_json::<AppliedState>(&table, APPLIED)?.unwrap_or_default())
         })
         .await
-        .map_err(io_error(StorageIOError::read_state_machine))?;
+        .map_err(io_error("read the state machine"))?;
         let state = Arc::new(state);
         let (published, _) = watch::channel(state.clone());
         Ok(StateMachine {
@@ -223,7 +222,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+    ) -> Result<Vec<Entry>, io::Error> {
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
         read(&self.db, move |txn| {
             let log = txn.open_table(LOG)?;
@@ -235,14 +234,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 .collect()
         })
         .await
-        .map_err(io_error(StorageIOError::read_logs))
+        .map_err(io_error("read the log"))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        read(&self.db, |txn| get_json(&txn.open_table(META)?, VOTE))
+            .await
+            .map_err(io_error("read the vote"))
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         read(&self.db, |txn| {
             let last_purged_log_id = get_json(&txn.open_table(META)?, LAST_PURGED)?;
             let last_log_id = match txn.open_table(LOG)?.last()? {
@@ -255,46 +260,40 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
         })
         .await
-        .map_err(io_error(StorageIOError::read_logs))
+        .map_err(io_error("read the log"))
     }
 
     async fn get_log_reader(&mut self) -> LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let vote = *vote;
         write(&self.db, move |txn| put_json(&mut txn.open_table(META)?, VOTE, &vote))
             .await
-            .map_err(io_error(StorageIOError::write_vote))
+            .map_err(io_error("write the vote"))
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        read(&self.db, |txn| get_json(&txn.open_table(META)?, VOTE))
-            .await
-            .map_err(io_error(StorageIOError::read_vote))
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         write(&self.db, move |txn| {
             put_json(&mut txn.open_table(META)?, COMMITTED, &committed)
         })
         .await
-        .map_err(io_error(StorageIOError::write_logs))
+        .map_err(io_error("write the commit index"))
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         read(&self.db, |txn| {
-            let committed = get_json::<Option<LogId<u64>>>(&txn.open_table(META)?, COMMITTED)?;
+            let committed = get_json::<Option<LogId>>(&txn.open_table(META)?, COMMITTED)?;
             Ok(committed.flatten())
         })
         .await
-        .map_err(io_error(StorageIOError::read_logs))
+        .map_err(io_error("read the commit index"))
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<u64>>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
@@ -307,30 +306,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
-        .map_err(io_error(StorageIOError::write_logs))?;
+        .map_err(io_error("append to the log"))?;
         // Only now, with the entries on disk, may openraft count this node's
         // copy toward a quorum.
-        callback.log_io_completed(Ok(()));
+        callback.io_completed(Ok(()));
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let keep_through = last_log_id.map(|l| l.index);
         write(&self.db, move |txn| {
-            txn.open_table(LOG)?.retain_in(log_id.index.., |_, _| false)?;
+            let mut log = txn.open_table(LOG)?;
+            match keep_through {
+                Some(index) => log.retain_in(index.saturating_add(1).., |_, _| false)?,
+                None => log.retain(|_, _| false)?,
+            }
             Ok(())
         })
         .await
-        .map_err(io_error(StorageIOError::write_logs))
+        .map_err(io_error("truncate the log"))
     }
 
-    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         write(&self.db, move |txn| {
             put_json(&mut txn.open_table(META)?, LAST_PURGED, &log_id)?;
             txn.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
             Ok(())
         })
         .await
-        .map_err(io_error(StorageIOError::write_logs))
+        .map_err(io_error("purge the log"))
     }
 }
 
@@ -338,8 +342,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// applied log id and membership) and Tandem's [`ClusterState`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedState {
-    pub last_applied: Option<LogId<u64>>,
-    pub last_membership: StoredMembership<u64, NodeInfo>,
+    pub last_applied: Option<LogId>,
+    pub last_membership: StoredMembership,
     pub cluster: ClusterState,
 }
 
@@ -361,40 +365,26 @@ impl StateMachine {
         self.published.subscribe()
     }
 
-    fn publish(&mut self, state: Arc<AppliedState>) {
-        self.state = state.clone();
-        self.published.send_replace(state);
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = StateMachine;
-
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, NodeInfo>), StorageError<u64>> {
-        Ok((self.state.last_applied, self.state.last_membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<u64>>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
+    /// Applies `entries` in order, persists the result (one durable write
+    /// for the batch) and publishes it; what each entry's command returned,
+    /// in order.
+    pub async fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Applied>, io::Error> {
         // Work on a copy: if persisting fails, memory must not run ahead of disk.
         let mut next = AppliedState::clone(&self.state);
-        let mut replies = Vec::new();
-        for entry in entries {
-            next.last_applied = Some(entry.log_id);
-            replies.push(match entry.payload {
-                EntryPayload::Blank => Applied::default(),
-                EntryPayload::Normal(command) => next.cluster.apply(&command),
-                EntryPayload::Membership(membership) => {
-                    next.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Applied::default()
+        let replies = entries
+            .into_iter()
+            .map(|entry| {
+                next.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => Applied::default(),
+                    EntryPayload::Normal(command) => next.cluster.apply(&command),
+                    EntryPayload::Membership(membership) => {
+                        next.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                        Applied::default()
+                    }
                 }
-            });
-        }
+            })
+            .collect();
         let next = Arc::new(next);
         let to_store = next.clone();
         write(&self.db, move |txn| {
@@ -403,34 +393,62 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(())
         })
         .await
-        .map_err(io_error(StorageIOError::write_state_machine))?;
+        .map_err(io_error("write the state machine"))?;
         self.publish(next);
         Ok(replies)
+    }
+
+    fn publish(&mut self, state: Arc<AppliedState>) {
+        self.state = state.clone();
+        self.published.send_replace(state);
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.state.last_applied, self.state.last_membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        let replies = self.apply_entries(batch).await?;
+        // Answer the writers only once what they wrote is on disk.
+        for (responder, reply) in responders.into_iter().zip(replies) {
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<u64, NodeInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError<u64>> {
-        let signature = meta.signature();
-        let data = snapshot.into_inner();
-        let state: AppliedState = serde_json::from_slice(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), AnyError::new(&e)))?;
-        if state.last_applied != meta.last_log_id || state.last_membership != meta.last_membership {
-            return Err(StorageIOError::read_snapshot(
-                Some(signature),
-                AnyError::error("the snapshot's data does not match its meta"),
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> Result<(), io::Error> {
+        let state: AppliedState = serde_json::from_slice(&data).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the snapshot sent by the coordinator cannot be decoded: {e}"),
             )
-            .into());
+        })?;
+        if state.last_applied != meta.last_log_id || state.last_membership != meta.last_membership {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the snapshot's data does not match its meta",
+            ));
         }
         let meta = meta.clone();
         write(&self.db, move |txn| {
@@ -442,7 +460,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(())
         })
         .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(signature), AnyError::new(&e)))?;
+        .map_err(io_error("install a snapshot"))?;
         tracing::info!(
             last_log_index = state.last_applied.map_or(0, |l| l.index),
             "installed a snapshot sent by the coordinator"
@@ -451,7 +469,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         read(&self.db, |txn| {
             let snapshots = txn.open_table(SNAPSHOT)?;
             let Some(meta) = get_json(&snapshots, SNAPSHOT_META)? else {
@@ -462,38 +480,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .ok_or(DbError::Missing("the snapshot's data"))?
                 .value()
                 .to_vec();
-            Ok(Some(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(data)),
-            }))
+            Ok(Some(Snapshot { meta, snapshot: data }))
         })
         .await
-        .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)).into())
+        .map_err(io_error("read the snapshot"))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let state = self.state.clone();
         let (meta, data) = write(&self.db, move |txn| {
             let data = encode(&*state, "applied state")?;
             let mut snapshots = txn.open_table(SNAPSHOT)?;
-            let built = get_json::<u64>(&snapshots, SNAPSHOTS_BUILT)?
-                .unwrap_or(0)
-                .saturating_add(1);
-            put_json(&mut snapshots, SNAPSHOTS_BUILT, &built)?;
-            let snapshot_id = match state.last_applied {
-                Some(id) => format!("{}-{}-{built}", id.leader_id.term, id.index),
-                None => format!("none-{built}"),
-            };
             let meta = SnapshotMeta {
                 last_log_id: state.last_applied,
                 last_membership: state.last_membership.clone(),
-                snapshot_id,
             };
             // Builders run concurrently with the state machine: a newer
             // snapshot may have been installed meanwhile; keep that one.
-            let stored: Option<SnapshotMeta<u64, NodeInfo>> = get_json(&snapshots, SNAPSHOT_META)?;
+            let stored: Option<SnapshotMeta> = get_json(&snapshots, SNAPSHOT_META)?;
             if stored.is_none_or(|stored| stored.last_log_id <= meta.last_log_id) {
                 put_json(&mut snapshots, SNAPSHOT_META, &meta)?;
                 snapshots.insert(SNAPSHOT_DATA, data.as_slice())?;
@@ -501,17 +509,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Ok((meta, data))
         })
         .await
-        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
-        tracing::debug!(snapshot = %meta.snapshot_id, bytes = data.len(), "built a snapshot");
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        .map_err(io_error("write a snapshot"))?;
+        tracing::debug!(
+            last_log_index = meta.last_log_id.map_or(0, |l| l.index),
+            bytes = data.len(),
+            "built a snapshot"
+        );
+        Ok(Snapshot { meta, snapshot: data })
     }
 }
 
-/// A failure inside the database layer; reported to openraft as a
-/// [`StorageError`] or to the caller of [`Store::open`] as an [`OpenError`].
+/// A failure inside the database layer; reported to openraft as an
+/// `io::Error` or to the caller of [`Store::open`] as an [`OpenError`].
 #[derive(Debug, thiserror::Error)]
 enum DbError {
     #[error(transparent)]
@@ -546,10 +555,10 @@ from_redb_errors!(
     redb::CommitError
 );
 
-/// Converts a [`DbError`] with one of the `StorageIOError` constructors, e.g.
-/// `io_error(StorageIOError::read_logs)`.
-fn io_error(kind: impl FnOnce(AnyError) -> StorageIOError<u64>) -> impl FnOnce(DbError) -> StorageError<u64> {
-    move |e| kind(AnyError::new(&e)).into()
+/// Converts a [`DbError`] into the `io::Error` openraft expects, saying what
+/// failed: `io_error("append to the log")`.
+fn io_error(doing: &'static str) -> impl FnOnce(DbError) -> io::Error {
+    move |e| io::Error::other(format!("cannot {doing}: {e}"))
 }
 
 /// Runs `f` in a read transaction on a blocking thread.
@@ -586,7 +595,7 @@ fn encode<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, DbErro
     serde_json::to_vec(value).map_err(|error| DbError::Encode { what, error })
 }
 
-fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry<TypeConfig>, DbError> {
+fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, DbError> {
     serde_json::from_slice(bytes).map_err(|error| DbError::Corrupt {
         what: format!("log entry {index}"),
         error,
@@ -623,12 +632,13 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use openraft::storage::RaftLogStorageExt;
-    use openraft::testing::{StoreBuilder, Suite};
-    use openraft::{CommittedLeaderId, Membership};
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::{Membership, StorageError};
     use tandem_core::state::Command;
     use tempfile::TempDir;
 
     use super::*;
+    use tandem_core::NodeInfo;
 
     fn identity(cluster: &str, node_name: &str) -> Identity {
         Identity {
@@ -641,17 +651,17 @@ mod tests {
     struct TempStore;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for TempStore {
-        async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<u64>> {
+        async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path(), &identity("test", "n1")).unwrap();
-            let state_machine = store.state_machine().await?;
+            let state_machine = store.state_machine().await.unwrap();
             Ok((dir, store.log_store(), state_machine))
         }
     }
 
-    #[test]
-    fn passes_openraft_storage_suite() {
-        Suite::test_all(TempStore).unwrap();
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_openraft_storage_suite() {
+        Suite::test_all(TempStore).await.unwrap();
     }
 
     #[test]
@@ -703,11 +713,11 @@ mod tests {
         );
     }
 
-    fn log_id(term: u64, index: u64) -> LogId<u64> {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 }, index)
     }
 
-    fn note(index: u64) -> Entry<TypeConfig> {
+    fn note(index: u64) -> Entry {
         Entry {
             log_id: log_id(1, index),
             payload: EntryPayload::Normal(Command::Note {
@@ -729,7 +739,9 @@ mod tests {
         };
         let membership = Entry {
             log_id: log_id(1, 1),
-            payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, node)]))),
+            payload: EntryPayload::Membership(
+                Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, node)])).unwrap(),
+            ),
         };
         let vote = Vote::new_committed(1, 1);
 
@@ -745,10 +757,10 @@ mod tests {
 
             let mut sm = store.state_machine().await.unwrap();
             let mut applied = sm.subscribe();
-            sm.apply([membership, note(2), note(3)]).await.unwrap();
+            sm.apply_entries(vec![membership, note(2), note(3)]).await.unwrap();
             let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
             assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 3)));
-            let replies = sm.apply([note(4)]).await.unwrap();
+            let replies = sm.apply_entries(vec![note(4)]).await.unwrap();
             assert_eq!(replies[0].event_seq, Some(2));
 
             assert!(applied.has_changed().unwrap());

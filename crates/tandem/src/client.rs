@@ -11,7 +11,9 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use crate::output::{event_json, rfc3339_ms, role_name, state_name, status_json, status_table};
+use crate::output::{
+    event_json, rfc3339_ms, role_name, simulation_json, simulation_table, state_name, status_json, status_table,
+};
 use crate::security::{client_tls, read_tls, read_token};
 use crate::{Connection, Failure, Outcome, OutputFormat, root_cause};
 
@@ -340,6 +342,35 @@ pub async fn members_remove(conn: &Connection, name: String, output: OutputForma
         ),
         serde_json::json!({ "removed": name, "log_index": reply.log_index, "voters": reply.voters }),
     );
+    Ok(())
+}
+
+pub async fn members_transfer_leader(
+    conn: &Connection,
+    to: Option<String>,
+    timeout: Duration,
+    output: OutputFormat,
+) -> Outcome {
+    let mut client = connect(conn).await?;
+    let reply = client
+        .transfer_leader(pb::TransferLeaderRequest {
+            to: to.unwrap_or_default(),
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            actor: actor(),
+        })
+        .await
+        .map_err(|e| failed("cannot hand the coordinator role over", e))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"from": reply.from, "to": reply.to, "elapsed_ms": reply.elapsed_ms})
+        ),
+        OutputFormat::Table => println!(
+            "coordinator role handed over from {} to {} in {} ms",
+            reply.from, reply.to, reply.elapsed_ms
+        ),
+    }
     Ok(())
 }
 
@@ -696,6 +727,41 @@ pub async fn apply(conn: &Connection, file: &std::path::Path, dry_run: bool, out
         } else {
             println!("(not applied; the spec in force is version {})", reply.version);
         }
+    }
+    Ok(())
+}
+
+/// `tandem simulate`: what the coordinator would decide with `nodes_down`
+/// lost, `standby` drained and the spec in `apply` (if any), from the state
+/// the node at the endpoint holds; nothing is committed.
+pub async fn simulate(
+    conn: &Connection,
+    nodes_down: Vec<String>,
+    standby: Vec<String>,
+    apply: Option<&std::path::Path>,
+    output: OutputFormat,
+) -> Outcome {
+    let spec = match apply {
+        None => None,
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| Failure::input(format!("{}: cannot read the spec: {e}", file.display())))?,
+        ),
+    };
+    let mut client = connect(conn).await?;
+    let reply = client
+        .simulate(pb::SimulateRequest {
+            nodes_down,
+            standby,
+            spec,
+            file: apply.map(|f| f.display().to_string()).unwrap_or_default(),
+        })
+        .await
+        .map_err(|e| failed("simulate", e))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => println!("{}", simulation_json(&reply)),
+        OutputFormat::Table => print!("{}", simulation_table(&reply)),
     }
     Ok(())
 }

@@ -105,6 +105,19 @@ impl DemoCluster {
         tokio::task::block_in_place(|| self.local.kill9(name)).map_err(failure)
     }
 
+    /// A clean stop of the agent of `name` (SIGTERM), waiting for it to exit
+    /// (up to `grace`, then SIGKILL).
+    pub async fn sigterm(&mut self, name: &str, grace: Duration) -> Result<(), Failure> {
+        tokio::task::block_in_place(|| {
+            self.local.signal(name, nix::sys::signal::Signal::SIGTERM)?;
+            if self.local.wait_exit(name, grace)?.is_none() {
+                self.local.kill9(name)?;
+            }
+            Ok(())
+        })
+        .map_err(failure)
+    }
+
     /// Stops every agent with SIGTERM and waits for it (up to `grace`,
     /// then SIGKILL).
     pub async fn stop_all(&mut self, grace: Duration) {

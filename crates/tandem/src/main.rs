@@ -210,6 +210,22 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// What the coordinator would decide, without committing anything: the
+    /// real placement played forward on the cluster's current state with
+    /// nodes lost, put in standby, or a new spec applied (like Pacemaker's
+    /// crm_simulate). Prints each group's node now and then, the steps, what
+    /// would block it, what would be fenced, and groups left unprotected.
+    Simulate {
+        /// Imagine this node lost (repeatable).
+        #[arg(long = "node-down", value_name = "NODE")]
+        node_down: Vec<String>,
+        /// Imagine this node in standby (repeatable).
+        #[arg(long, value_name = "NODE")]
+        standby: Vec<String>,
+        /// Imagine this spec file applied.
+        #[arg(long, value_name = "SPEC")]
+        apply: Option<PathBuf>,
+    },
     /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
     Demo(demo::DemoArgs),
     /// Measure failover time, commit latency and idle cost on a local cluster.
@@ -232,8 +248,19 @@ enum MembersCommand {
         #[arg(long, value_parser = humantime_duration, default_value = "60s")]
         catch_up_timeout: Duration,
     },
-    /// Remove a node through joint consensus.
+    /// Remove a node through joint consensus (the coordinator hands its role
+    /// over first when it is the one removed).
     Remove { name: String },
+    /// Hand the coordinator role to another voter, which takes it at once
+    /// (before maintenance on the coordinator's machine).
+    TransferLeader {
+        /// The voter to hand over to; default: the most current one.
+        #[arg(long)]
+        to: Option<String>,
+        /// How long to wait for the new coordinator.
+        #[arg(long, value_parser = humantime_duration, default_value = "5s")]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -538,6 +565,9 @@ async fn run(cli: Cli) -> Outcome {
                 catch_up_timeout,
             } => client::members_add(conn, name, address, witness, catch_up_timeout, output).await,
             MembersCommand::Remove { name } => client::members_remove(conn, name, output).await,
+            MembersCommand::TransferLeader { to, timeout } => {
+                client::members_transfer_leader(conn, to, timeout, output).await
+            }
         },
         Command::Annotate { message } => client::annotate(conn, message, output).await,
         Command::Events {
@@ -579,6 +609,11 @@ async fn run(cli: Cli) -> Outcome {
             (None, Some(node)) => client::fence(conn, node, args.yes, args.wait, output).await,
             (None, None) => Err(Failure::input("name the node to fence: `tandem fence NODE`")),
         },
+        Command::Simulate {
+            node_down,
+            standby,
+            apply,
+        } => client::simulate(conn, node_down, standby, apply.as_deref(), output).await,
         Command::Agent { .. }
         | Command::Config { .. }
         | Command::Completions { .. }

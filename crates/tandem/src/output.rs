@@ -61,6 +61,10 @@ pub fn status_json(s: &pb::ClusterStatus) -> Value {
             "reason": g.reason,
             "maintenance": g.maintenance,
             "pending_move": (!g.pending_move.is_empty()).then_some(&g.pending_move),
+            "unprotected": g.unprotected_since_unix_ms.map(|since| json!({
+                "reason": g.unprotected,
+                "since_unix_ms": since,
+            })),
             "resources": g.resources.iter().map(|r| json!({
                 "name": r.name,
                 "node": r.node,
@@ -193,6 +197,17 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
                     let _ = writeln!(out, "  candidate {:<14} {:<32} {fit}", c.node, fresh);
                 }
             }
+        }
+    }
+    for g in &s.groups {
+        if let Some(since) = g.unprotected_since_unix_ms {
+            let _ = writeln!(
+                out,
+                "warning: {} is unprotected since {}: {}",
+                g.name,
+                rfc3339_ms(since),
+                g.unprotected
+            );
         }
     }
     for (node, why) in &s.fencing_needed {
@@ -398,4 +413,84 @@ impl Health {
             "groups": self.groups,
         })
     }
+}
+
+/// The stable JSON form of a what-if (`tandem simulate --output json`).
+pub fn simulation_json(r: &pb::SimulateReply) -> Value {
+    json!({
+        "answered_by": r.answered_by,
+        "spec_version": r.spec_version,
+        "settled": r.settled,
+        "groups": r.groups.iter().map(|g| json!({
+            "name": g.name,
+            "kind": (!g.kind.is_empty()).then_some(&g.kind),
+            "nodes_now": g.nodes_now,
+            "epoch_now": g.epoch_now,
+            "nodes": g.nodes,
+            "epoch": g.epoch,
+            "moves": g.nodes != g.nodes_now,
+            "steps": g.steps,
+            "blocked_reason": (!g.blocked_reason.is_empty()).then_some(&g.blocked_reason),
+            "unprotected": (!g.unprotected.is_empty()).then_some(&g.unprotected),
+        })).collect::<Vec<_>>(),
+        "fences": r.fences.iter().map(|f| json!({
+            "node": f.node,
+            "reason": f.reason,
+            "devices": f.devices,
+        })).collect::<Vec<_>>(),
+        "assumptions": r.assumptions,
+        "refusals": r.refusals,
+    })
+}
+
+/// A what-if for people: each group where it runs now and would run, why,
+/// then fences, refusals and assumptions.
+pub fn simulation_table(r: &pb::SimulateReply) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "simulated on {} from spec version {}; nothing was committed",
+        r.answered_by, r.spec_version
+    );
+    let nodes = |n: &[String]| if n.is_empty() { "-".to_string() } else { n.join(",") };
+    let _ = writeln!(out, "\n{:<14} {:<14} {:<14} WHAT", "GROUP", "NOW", "THEN");
+    for g in &r.groups {
+        let what = if !g.blocked_reason.is_empty() {
+            format!("blocked: {}", g.blocked_reason)
+        } else if g.nodes == g.nodes_now {
+            "stays".to_string()
+        } else if g.kind.is_empty() {
+            "leaves the spec".to_string()
+        } else {
+            format!("moves (epoch {} -> {})", g.epoch_now, g.epoch)
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<14} {:<14} {what}",
+            g.name,
+            nodes(&g.nodes_now),
+            nodes(&g.nodes)
+        );
+        for step in &g.steps {
+            let _ = writeln!(out, "  step: {step}");
+        }
+        if !g.unprotected.is_empty() {
+            let _ = writeln!(out, "  warning: unprotected: {}", g.unprotected);
+        }
+    }
+    for f in &r.fences {
+        let how = if f.devices {
+            "through its fence devices"
+        } else {
+            "it has no fence device: it waits for `tandem fence confirm`"
+        };
+        let _ = writeln!(out, "would fence: {} ({}; {how})", f.node, f.reason);
+    }
+    for refusal in &r.refusals {
+        let _ = writeln!(out, "refused: {refusal}");
+    }
+    for a in &r.assumptions {
+        let _ = writeln!(out, "assuming {a}");
+    }
+    out
 }

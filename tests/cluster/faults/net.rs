@@ -715,13 +715,15 @@ impl FaultCluster {
         }
         let file = write(self.dir.path(), &format!("spec-{k}.toml"), &text);
         let file = file.to_str().unwrap().to_string();
+        // Through each running node in turn: one may be cut off.
         let version = self.wait_for(&format!("spec change {k} acknowledged"), WAIT, |c| {
-            let node = NODES.iter().find(|n| c.life(n) == Life::Running)?;
-            let out = c.cli(node, &["apply", "-f", &file], "5s");
-            assert_ne!(out.status.code(), Some(2), "spec refused: {}", stderr(&out));
-            let text = stdout(&out);
-            let line = text.lines().find(|l| l.starts_with("applied as spec version "))?;
-            line.trim_start_matches("applied as spec version ").trim().parse().ok()
+            NODES.iter().filter(|n| c.life(n) == Life::Running).find_map(|node| {
+                let out = c.cli(node, &["apply", "-f", &file], "5s");
+                assert_ne!(out.status.code(), Some(2), "spec refused: {}", stderr(&out));
+                let text = stdout(&out);
+                let line = text.lines().find(|l| l.starts_with("applied as spec version "))?;
+                line.trim_start_matches("applied as spec version ").trim().parse().ok()
+            })
         });
         self.note(format!("spec change {k} acknowledged as version {version}"));
         self.acked = Some((version, marker));

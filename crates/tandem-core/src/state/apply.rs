@@ -63,7 +63,8 @@ impl ClusterState {
             | Command::TransitionDone { .. }
             | Command::SetStandby { .. }
             | Command::SetMaintenance { .. }
-            | Command::HookRan { .. } => false,
+            | Command::HookRan { .. }
+            | Command::Protection { .. } => false,
             Command::Report { .. } => applied.rejected.is_none() && applied.event_seq.is_some(),
             _ => applied.rejected.is_none(),
         };
@@ -261,6 +262,38 @@ impl ClusterState {
                 let message = self.clear_failures(group.as_deref(), node.as_deref());
                 event(EventKind::FailuresCleared, message, actor, *at_unix_ms)
             }
+            Command::Protection {
+                group,
+                unprotected,
+                reason,
+                at_unix_ms,
+            } => self
+                .protection(group, *unprotected, reason, *at_unix_ms)
+                .map_or_else(Step::Done, |m| {
+                    event(EventKind::Protection, m, "coordinator", *at_unix_ms)
+                }),
+        }
+    }
+
+    /// A group's warning starts or ends: an event only when it changes
+    /// (a repeated command, e.g. from a new coordinator, records nothing).
+    fn protection(&mut self, group: &str, unprotected: bool, reason: &str, at_unix_ms: u64) -> Result<String, Applied> {
+        let was = self.unprotected.contains_key(group);
+        if unprotected == was {
+            return Err(Applied::default());
+        }
+        if unprotected {
+            self.unprotected.insert(
+                group.to_string(),
+                super::Unprotected {
+                    reason: reason.to_string(),
+                    since_unix_ms: at_unix_ms,
+                },
+            );
+            Ok(format!("{group} is unprotected: {reason}"))
+        } else {
+            self.unprotected.remove(group);
+            Ok(format!("{group} is no longer unprotected: {reason}"))
         }
     }
 

@@ -73,6 +73,48 @@ pub(super) fn running_on(st: &[(String, Option<pb::ClusterStatus>)], group: &str
     on
 }
 
+/// The member `group` does not run on now (site-a or site-b), and its
+/// address on loopback: where a switchover sends it.
+pub(super) fn other_member(primary: &str) -> Result<(&'static str, std::net::Ipv4Addr), Failure> {
+    let target = if primary == "site-a" { "site-b" } else { "site-a" };
+    DemoCluster::NAMES
+        .iter()
+        .position(|(n, _)| *n == target)
+        .map(|i| (target, DemoCluster::ip(i)))
+        .ok_or_else(|| Failure::runtime("no such node"))
+}
+
+/// A switchover of `group` to `target` through `client` (the coordinator),
+/// until its progress stream says it is done: its transition, with the
+/// phase times the cluster recorded.
+pub(super) async fn switchover_to(
+    client: &mut crate::client::Client,
+    group: &str,
+    target: &str,
+    timeout: Duration,
+) -> Result<Option<pb::Transition>, Failure> {
+    let mut stream = client
+        .switchover(pb::MoveRequest {
+            group: group.into(),
+            to: target.into(),
+            force: false,
+            actor: actor(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        })
+        .await
+        .map_err(|e| failed("switchover", e))?
+        .into_inner();
+    while let Some(p) = stream.message().await.map_err(|e| failed("switchover", e))? {
+        if p.done {
+            if !p.ok {
+                return Err(Failure::runtime(format!("switchover failed: {}", p.message)));
+            }
+            return Ok(p.transition);
+        }
+    }
+    Err(Failure::runtime("the switchover's stream ended before it was done"))
+}
+
 /// Asks every DNS server, `every` so often, until all answer `addr` for
 /// `web.demo.tandem.`; returns when they did (unix ms).
 pub(super) fn poll_dns_until(

@@ -7,6 +7,8 @@
 
 mod commit;
 mod common;
+mod dns_follow;
+mod etcd;
 mod failover;
 mod group_failover;
 mod idle;
@@ -42,8 +44,15 @@ pub struct BenchArgs {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// From `kill -9` of the coordinator to a new coordinator answering
-    /// GetStatus as coordinator.
+    /// GetStatus as coordinator, and to the first write it commits.
     Failover {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+    /// Writes stopped during a clean stop (SIGTERM) of the coordinator,
+    /// which hands its role over first: the longest gap between two
+    /// committed writes.
+    Handover {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
@@ -51,6 +60,10 @@ enum BenchCommand {
     Commit {
         #[arg(long, default_value_t = 1000)]
         writes: usize,
+        /// Also run a three-member etcd cluster (Debian's etcd-server) and
+        /// time the same small writes on it, in alternating rounds.
+        #[arg(long)]
+        vs_etcd: bool,
     },
     /// From `kill -9` of the primary node (agent and service) to the group
     /// running on the other member, with the demo's HTTP service.
@@ -116,6 +129,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// How fast every node's DNS follows a commit: planned switchovers back
+    /// and forth, from the commit making the new primary active to each
+    /// node's DNS answering its address.
+    DnsFollow {
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
     /// Resident memory and CPU of idle agents.
     Idle {
         /// How long to sample.
@@ -154,9 +174,11 @@ pub async fn run(args: BenchArgs) -> Outcome {
             wait_stable(&cluster, args.timeout).await?;
             match args.what {
                 BenchCommand::Failover { runs } => failover::failover(&mut cluster, runs, args.timeout).await,
-                BenchCommand::Commit { writes } => commit::commit(&cluster, writes).await,
+                BenchCommand::Handover { runs } => failover::handover(&mut cluster, runs, args.timeout).await,
+                BenchCommand::Commit { writes, vs_etcd } => commit::commit(&cluster, writes, vs_etcd, &dir).await,
                 BenchCommand::Idle { duration } => idle::idle(&cluster, duration).await,
                 BenchCommand::Switchover { runs } => switchover::switchover(&cluster, runs, args.timeout).await,
+                BenchCommand::DnsFollow { runs } => dns_follow::dns_follow(&cluster, runs, args.timeout).await,
                 BenchCommand::GroupFailover { runs, fencing } => {
                     group_failover::group_failover(&mut cluster, runs, fencing, args.timeout).await
                 }

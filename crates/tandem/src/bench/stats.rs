@@ -18,11 +18,12 @@ pub(super) fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
 pub(super) fn report(label: &str, unit: &str, samples: &mut [f64]) {
     samples.sort_by(f64::total_cmp);
     println!(
-        "{label}: n={} min={:.1}{unit} p50={:.1}{unit} p90={:.1}{unit} p99={:.1}{unit} max={:.1}{unit}",
+        "{label}: n={} min={:.1}{unit} p50={:.1}{unit} p90={:.1}{unit} p95={:.1}{unit} p99={:.1}{unit} max={:.1}{unit}",
         samples.len(),
         samples.first().copied().unwrap_or(f64::NAN),
         percentile(samples, 50.0),
         percentile(samples, 90.0),
+        percentile(samples, 95.0),
         percentile(samples, 99.0),
         samples.last().copied().unwrap_or(f64::NAN),
     );

@@ -3,16 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use tandem_proto::v1 as pb;
-
-use super::common::{apply, coordinator, poll_dns_until, running_on, wait_stable};
+use super::common::{apply, coordinator, other_member, poll_dns_until, running_on, switchover_to, wait_stable};
 use super::stats::report;
-use crate::client::{actor, failed};
 use crate::cluster::DemoCluster;
 use crate::{Failure, Outcome};
 
 /// A trivial service (a sleep, which SIGTERM ends at once) in the demo's DNS zone.
-const SWITCHOVER_SPEC: &str = "[dns]\nzone = \"demo.tandem.\"\n\n\
+pub(super) const SWITCHOVER_SPEC: &str = "[dns]\nzone = \"demo.tandem.\"\n\n\
 [[groups]]\nname = \"web\"\nkind = \"exclusive\"\n\
 prefer = [{ node = \"site-a\", score = 100 }, { node = \"site-b\", score = 50 }]\n\n\
 [[groups.resources]]\nname = \"svc\"\nagent = \"exec\"\ncommand = \"/bin/sleep\"\n\
@@ -31,40 +28,20 @@ pub(super) async fn switchover(cluster: &DemoCluster, runs: usize, timeout: Dura
         let primary = cluster
             .wait_for(timeout, "web running", |st| running_on(st, "web"))
             .await?;
-        let target = if primary == "site-a" { "site-b" } else { "site-a" };
-        let target_ip = DemoCluster::NAMES
-            .iter()
-            .position(|(n, _)| *n == target)
-            .map(DemoCluster::ip)
-            .map(std::net::IpAddr::V4)
-            .ok_or_else(|| Failure::runtime("no such node"))?;
+        let (target, target_ip) = other_member(&primary)?;
+        let target_ip = std::net::IpAddr::V4(target_ip);
         let servers: Vec<std::net::SocketAddr> = cluster.nodes.iter().filter(|n| n.running()).map(|n| n.dns).collect();
         let (_, mut client) = coordinator(cluster, timeout).await?;
         let start = Instant::now();
         let start_ms = crate::client::unix_ms_now();
         let deadline = start + timeout;
         let dns = std::thread::spawn(move || poll_dns_until(servers, target_ip, deadline, Duration::from_millis(1)));
-        let mut stream = client
-            .switchover(pb::MoveRequest {
-                group: "web".into(),
-                to: target.into(),
-                force: false,
-                actor: actor(),
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            })
+        let last = switchover_to(&mut client, "web", target, timeout)
             .await
-            .map_err(|e| failed("switchover", e))?
-            .into_inner();
-        let mut last = None;
-        while let Some(p) = stream.message().await.map_err(|e| failed("switchover", e))? {
-            if p.done {
-                if !p.ok {
-                    return Err(Failure::runtime(format!("run {run}: switchover failed: {}", p.message)));
-                }
-                last = p.transition;
-                break;
-            }
-        }
+            .map_err(|mut e| {
+                e.message = format!("run {run}: {}", e.message);
+                e
+            })?;
         let done_ms = start.elapsed().as_secs_f64() * 1000.0;
         let dns_at = tokio::task::spawn_blocking(move || dns.join().ok().flatten())
             .await
