@@ -217,4 +217,18 @@ fn demo_configs_only_writes_three_valid_configurations() {
         !dir.path().join("site-a-data").exists(),
         "nothing was started or applied"
     );
+    // A line to paste, pointing the CLI at the demo cluster; the demo's
+    // configurations pass the offline check together.
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l.starts_with("export TANDEM_ENDPOINT=127.0.0.1")),
+        "{text}"
+    );
+    let files: Vec<String> = ["site-a", "site-b", "witness"]
+        .iter()
+        .map(|n| dir.path().join(format!("{n}.toml")).display().to_string())
+        .collect();
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let check = tandem(&[["config", "check"].as_slice(), &files].concat());
+    assert!(check.status.success(), "{}{}", stdout(&check), stderr(&check));
 }

@@ -172,7 +172,7 @@ fn status_watch_streams_at_once_and_on_change_and_logs_can_be_json() {
     let _ = watch.wait();
     assert!(saw_change, "the stream reported {follower} no longer up");
 
-    // JSON logs: one object per line.
+    // JSON logs: one object per line, the event's fields at the top level.
     c.sigterm("witness");
     let log = c.node("witness").log.clone();
     let config = c.node("witness").config.clone();
@@ -189,6 +189,12 @@ fn status_watch_streams_at_once_and_on_change_and_logs_can_be_json() {
     let text = std::fs::read_to_string(&log).unwrap();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+        assert!(v.get("fields").is_none(), "flattened: {line}");
     }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"message\":\"agent starting\"") && l.contains("\"node\":\"witness\"")),
+        "{text}"
+    );
 }

@@ -7,6 +7,13 @@ fn health_and_reflection_are_served() {
     let mut c = TestCluster::new(&[("solo", "member")]);
     c.start_all();
     c.wait_for_agreed_coordinator(None);
+    // SERVING once the node holds its lease (crate::cli tests the NOT_SERVING side).
+    let solo = c.node("solo").address.clone();
+    c.wait_for("solo SERVING", |_| {
+        (crate::cli::grpc_health(&solo, "tandem.v1.Tandem")
+            == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32))
+        .then_some(())
+    });
     let address = format!("http://{}", c.node("solo").address);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

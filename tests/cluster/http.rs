@@ -158,3 +158,112 @@ fn healthz_primary_and_metrics_follow_the_cluster() {
         (code(c, "site-b", "/healthz") == Some(200)).then_some(())
     });
 }
+
+/// `/metrics` asked for with `Accept: text/plain; version=0.0.4`.
+fn metrics_as_text(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain; version=0.0.4\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains("200 OK") && head.contains("text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(!body.contains("# EOF"), "{body}");
+    body.to_string()
+}
+
+/// The value of sample `k`; the test fails when it is missing.
+fn get(m: &BTreeMap<String, f64>, k: &str) -> f64 {
+    *m.get(k).unwrap_or_else(|| panic!("{k} missing: {m:?}"))
+}
+
+/// The value of sample `k`, 0 while it is missing.
+fn or_zero(m: &BTreeMap<String, f64>, k: &str) -> f64 {
+    m.get(k).copied().unwrap_or(0.0)
+}
+
+/// `promtool check metrics` (Debian's prometheus package) on `text`: its
+/// output, or None when it accepted it.
+fn promtool_problems(text: &str) -> Option<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (!out.status.success() || !out.stdout.is_empty() || !out.stderr.is_empty())
+        .then(|| format!("{}{}", stdout(&out), stderr(&out)))
+}
+
+#[test]
+fn metrics_pass_promtool_and_count_process_failures_and_pushes() {
+    let mut c = TestCluster::three();
+    c.start_all();
+    c.wait_for_agreed_coordinator(None);
+    let dir = c.dir.path().to_path_buf();
+    // A monitor that fails once on every node that runs it, and a push to a
+    // site DNS server whose key file is missing.
+    let flag = format!("{}/web.$TANDEM_NODE", dir.display());
+    let resources = format!(
+        "[[groups.resources]]\nname = \"app\"\nagent = \"exec\"\nmonitor_interval = \"300ms\"\n\
+         start = \"touch {flag}\"\nstop = \"rm -f {flag}\"\n\
+         monitor = \"test -f {flag} || exit 7; test -f {flag}.failed-once || {{ touch {flag}.failed-once; exit 1; }}\"\n\n\
+         [[dns.push]]\nserver = \"127.0.0.1:1\"\nzone = \"corp.example.\"\nkey_name = \"k.\"\nkey_file = \"/nonexistent/tsig.key\"\n"
+    );
+    let file = spec(&dir, "spec.toml", "", &resources);
+    c.cli_ok("witness", &["apply", "-f", file.to_str().unwrap()]);
+    wait_running_on(&c, "site-a");
+    let coordinator = c.wait_for_agreed_coordinator(None);
+    let (pushes, failures) = c.wait_for("a failed monitor and a failed push counted", |c| {
+        let pushes = or_zero(&metrics(c, &coordinator), "tandem_dns_push_failures_total");
+        let failures = or_zero(
+            &metrics(c, "site-a"),
+            "tandem_resource_action_failures_total{action=\"monitor\"}",
+        );
+        (pushes >= 1.0 && failures >= 1.0).then_some((pushes, failures))
+    });
+    assert!(pushes >= 1.0 && failures >= 1.0);
+
+    for node in ["site-a", "site-b", "witness"] {
+        // promtool reads Prometheus' classic text format (Debian's 2.42
+        // does not know OpenMetrics' counter naming): ask for it.
+        let text = metrics_as_text(c.node(node).http.unwrap());
+        if let Some(problems) = promtool_problems(&text) {
+            panic!("promtool check metrics on {node}'s /metrics:\n{problems}\n{text}");
+        }
+        let m = metrics(&c, node);
+        assert_eq!(
+            get(
+                &m,
+                &format!("tandem_build_info{{version=\"{}\"}}", tandem_core::VERSION)
+            ),
+            1.0
+        );
+        assert!(get(&m, "process_resident_memory_bytes") > 1e6, "{node}");
+        assert!(get(&m, "process_open_fds") >= 3.0, "{node}");
+        assert!(get(&m, "process_cpu_seconds_total") > 0.0, "{node}");
+        assert!(get(&m, "process_start_time_seconds") > 1.6e9, "{node}");
+        assert!(m.contains_key("tandem_leader_changes_total"), "{node}");
+    }
+    // A new coordinator is a leader change on the nodes that stay.
+    c.kill9(&coordinator);
+    let survivor = ["site-a", "site-b", "witness"]
+        .into_iter()
+        .find(|n| *n != coordinator)
+        .unwrap();
+    c.wait_for("a leader change counted", |c| {
+        (or_zero(&metrics(c, survivor), "tandem_leader_changes_total") >= 1.0).then_some(())
+    });
+}

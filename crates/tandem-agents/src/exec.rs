@@ -92,6 +92,11 @@ pub(crate) struct Extra {
     pub secrets: Vec<String>,
 }
 
+/// What the service manager gives the agent alone (systemd's `Type=notify`
+/// socket and watchdog): never passed on to what it runs, so a service
+/// that speaks sd_notify does not talk to the agent's unit.
+pub(crate) const MANAGER_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
 /// Runs `cmd` to completion or until `timeout`, in its own process group.
 ///
 /// Normally stdout and stderr share one pipe (as `2>&1` would), so the lines
@@ -121,6 +126,9 @@ pub(crate) async fn run_with(
         Stdio::null()
     };
     cmd.stdin(stdin).process_group(0).kill_on_drop(false);
+    for var in MANAGER_ENV {
+        cmd.env_remove(var);
+    }
     let mut shared_pipe = None;
     if capture_stdout {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -197,9 +197,71 @@ enum Attempt {
     CannotRun(String),
 }
 
+/// `dev` with the secrets its parameters name by file (`password_file`:
+/// [`FenceDeviceSpec::secret_files`]) read from those files on this node and
+/// passed as the parameter they stand for (`password`), which is secret. A
+/// file that cannot be read, is empty or holds more than one line is an
+/// error naming the parameter and the path (never the content).
+pub fn with_secret_files(dev: &FenceDeviceSpec) -> Result<std::borrow::Cow<'_, FenceDeviceSpec>, String> {
+    let files = dev.secret_files();
+    if files.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(dev));
+    }
+    let mut resolved = dev.clone();
+    for (param, path) in files {
+        let key = format!("{param}_file");
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "params.{key}: cannot read {path}: {e} (the file is read on the node that runs the device: \
+                 every node that may become coordinator needs it)"
+            )
+        })?;
+        let secret = text.strip_suffix('\n').unwrap_or(&text);
+        let secret = secret.strip_suffix('\r').unwrap_or(secret);
+        if secret.is_empty() {
+            return Err(format!(
+                "params.{key}: {path} is empty: expected the {param} on one line"
+            ));
+        }
+        if secret.contains(['\n', '\r', '\0']) {
+            return Err(format!(
+                "params.{key}: {path} holds more than one line: expected the {param} on one line"
+            ));
+        }
+        resolved.params.remove(&key);
+        resolved.params.insert(param.to_string(), secret.to_string());
+        resolved.secret_params.insert(param.to_string());
+    }
+    Ok(std::borrow::Cow::Owned(resolved))
+}
+
+/// A device that could not even be prepared (a secret file unreadable).
+fn cannot_prepare(dev: &FenceDeviceSpec, action: FenceAction, node: &str, why: String) -> DeviceOutcome {
+    warn!(device = %dev.name, node, action = action.as_str(), reason = %why, "fence device cannot be run");
+    DeviceOutcome {
+        device: dev.name.clone(),
+        action,
+        level: 0,
+        ok: false,
+        power: None,
+        attempts: 0,
+        verified: None,
+        elapsed: Duration::ZERO,
+        detail: shorten(&why),
+    }
+}
+
 /// Runs `action` against `node` on one device, with its retries (a short
 /// pause between attempts). Never panics, never logs a secret.
 pub async fn run_device(dev: &FenceDeviceSpec, action: FenceAction, node: &str) -> DeviceOutcome {
+    match with_secret_files(dev) {
+        Ok(dev) => run_resolved(&dev, action, node).await,
+        Err(why) => cannot_prepare(dev, action, node, why),
+    }
+}
+
+/// [`run_device`] for a device whose secret files were read.
+async fn run_resolved(dev: &FenceDeviceSpec, action: FenceAction, node: &str) -> DeviceOutcome {
     let began = Instant::now();
     let outcome = |ok, power, attempts, detail: String| DeviceOutcome {
         device: dev.name.clone(),
@@ -254,7 +316,12 @@ pub async fn run_device(dev: &FenceDeviceSpec, action: FenceAction, node: &str) 
 /// confirmed it; its `elapsed` covers both.
 pub async fn fence_device(dev: &FenceDeviceSpec, node: &str) -> DeviceOutcome {
     let began = Instant::now();
-    let mut outcome = run_device(dev, FenceAction::Off, node).await;
+    let dev = match with_secret_files(dev) {
+        Ok(dev) => dev,
+        Err(why) => return cannot_prepare(dev, FenceAction::Off, node, why),
+    };
+    let dev = dev.as_ref();
+    let mut outcome = run_resolved(dev, FenceAction::Off, node).await;
     if !outcome.ok {
         return outcome;
     }
@@ -469,8 +536,11 @@ async fn run_named(fencing: &FencingSpec, name: &str, node: &str, action: FenceA
 }
 
 /// Checks, on this node, that a device can be run: the agent or command
-/// exists and is executable, and its parameters can be passed on stdin.
+/// exists and is executable, the files its secrets are read from can be
+/// read, and its parameters can be passed on stdin.
 pub fn validate_device(dev: &FenceDeviceSpec) -> Result<(), String> {
+    let dev = with_secret_files(dev)?;
+    let dev = dev.as_ref();
     let program = program(&dev.agent)?;
     if program.exec {
         let path = &program.path;
@@ -1079,6 +1149,47 @@ mod tests {
         let outcome = run_device(&dev2, FenceAction::Off, "n").await;
         assert_eq!(outcome.detail, "exit 1: community=<redacted>");
         assert!(!format!("{dev:?} {outcome:?}").contains("hunter2-secret"));
+    }
+
+    #[tokio::test]
+    async fn secrets_come_from_files_on_the_node_that_runs_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ipmi.password");
+        std::fs::write(&file, "s3cret-from-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        // The agent gets the content as `password`, never the file's name;
+        // what it echoes is redacted.
+        let dev = sh("cat", "cat >&2; exit 1", &[("ip", "10.0.0.1"), ("password_file", path)]);
+        let outcome = run_device(&dev, FenceAction::Off, "n").await;
+        assert_eq!(outcome.detail, "exit 1: password=<redacted>");
+        let dev = sh("cat", "grep -qx password=s3cret-from-file", &[("password_file", path)]);
+        assert!(run_device(&dev, FenceAction::Off, "n").await.ok);
+        validate_device(&dev).unwrap();
+        // Missing, empty or several lines: the device fails, saying which
+        // file, never what it holds.
+        std::fs::write(&file, "").unwrap();
+        let err = validate_device(&dev).unwrap_err();
+        assert_eq!(
+            err,
+            format!("params.password_file: {path} is empty: expected the password on one line")
+        );
+        std::fs::write(&file, "a\nb\n").unwrap();
+        assert!(validate_device(&dev).unwrap_err().contains("holds more than one line"));
+        std::fs::remove_file(&file).unwrap();
+        let outcome = fence_device(&dev, "n").await;
+        assert!(!outcome.ok);
+        assert!(
+            outcome
+                .detail
+                .starts_with(&format!("params.password_file: cannot read {path}: ")),
+            "{}",
+            outcome.detail
+        );
+        assert!(
+            outcome
+                .detail
+                .contains("every node that may become coordinator needs it")
+        );
     }
 
     fn dev_params(dev: &FenceDeviceSpec) -> Vec<(&str, &str)> {

@@ -295,6 +295,9 @@ impl Supervisor {
             cmd.current_dir(dir);
         }
         cmd.envs(proc.env);
+        for var in crate::exec::MANAGER_ENV {
+            cmd.env_remove(var);
+        }
         tandem_env(&mut cmd, env);
 
         let log = match open_log(paths) {

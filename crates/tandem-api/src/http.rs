@@ -96,11 +96,18 @@ pub async fn serve(
 /// event dropped from the bounded log before a scrape is still counted.
 pub async fn follow_metrics(ctx: ApiContext, mut shutdown: watch::Receiver<bool>) {
     let mut state = ctx.node.state.clone();
+    let mut raft = ctx.node.raft.watch();
     loop {
         let snapshot = state.borrow_and_update().clone();
         ctx.metrics.follow(&snapshot.cluster);
+        let (term, leader) = {
+            let v = raft.borrow_and_update();
+            (v.term, v.leader)
+        };
+        ctx.metrics.follow_leader(term, leader);
         tokio::select! {
             r = state.changed() => if r.is_err() { return },
+            r = raft.changed() => if r.is_err() { return },
             _ = shutdown.changed() => return,
         }
     }
@@ -160,6 +167,13 @@ fn unhealthy_reason(m: &Me, coordinator: Option<&str>) -> Option<String> {
         ));
     }
     None
+}
+
+/// Why this node is not healthy now (`/healthz`'s 503 and the gRPC health
+/// service's NOT_SERVING), or `None`: it holds a valid lease, may act on it
+/// and is not stopping.
+pub fn unhealthy(ctx: &NodeContext) -> Option<String> {
+    unhealthy_reason(&me(ctx), coordinator_name(ctx).0.as_deref())
 }
 
 fn coordinator_name(ctx: &NodeContext) -> (Option<String>, u64) {
@@ -301,12 +315,24 @@ fn scrape(app: &App) -> Scrape {
         node: ctx.counters.snapshot(),
         dns: app.dns.as_ref().map(|d| d.snapshot()),
         refused: api.auth_stats.snapshot(),
+        process: crate::process::read(),
         status,
     }
 }
 
-async fn metrics_text(State(app): State<App>) -> Response {
+/// OpenMetrics, or Prometheus' classic text format for a client that asks
+/// for `text/plain` only (`promtool check metrics`).
+async fn metrics_text(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    let classic = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(metrics::wants_text_format);
     match app.ctx.metrics.render(&scrape(&app)) {
+        Ok(text) if classic => (
+            [(header::CONTENT_TYPE, metrics::TEXT_CONTENT_TYPE)],
+            metrics::to_text_format(&text),
+        )
+            .into_response(),
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => {
             warn!(error = %e, "cannot encode the metrics");

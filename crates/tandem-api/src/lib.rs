@@ -14,8 +14,10 @@ pub mod http;
 pub mod metrics;
 pub mod operate;
 pub mod peer;
+pub mod process;
 pub mod serve;
 pub mod service;
+pub mod spec_check;
 pub mod status;
 
 pub use context::ApiContext;

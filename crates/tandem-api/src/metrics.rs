@@ -35,6 +35,46 @@ use crate::convert::event_kind_str;
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The content type of [`to_text_format`]'s output: Prometheus' classic
+/// text format, for clients that ask for `text/plain` (promtool, older
+/// scrapers).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header asks for the classic text format rather than
+/// OpenMetrics (which stays the default, and wins when both are accepted).
+pub fn wants_text_format(accept: &str) -> bool {
+    accept.contains("text/plain") && !accept.contains("application/openmetrics-text")
+}
+
+/// An OpenMetrics exposition ([`Metrics::render`]) in Prometheus' classic
+/// text format (0.0.4): a counter family's HELP and TYPE name its samples'
+/// `_total` name, and there is no `# EOF` or `# UNIT`. Everything else is
+/// written the same in both.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let counters: BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(l.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -81,6 +121,9 @@ pub struct Counters {
     /// `tandem_failover_duration_seconds{kind}`: from the first reached phase
     /// to the last, per completed transition.
     pub failover_duration_seconds: Family<KindLabels, Histogram, fn() -> Histogram>,
+    /// `tandem_leader_changes_total`: elections this node saw won (a
+    /// coordinator in a newer term than the last one it knew).
+    pub leader_changes: Counter,
 }
 
 impl Counters {
@@ -90,6 +133,7 @@ impl Counters {
             transitions: Family::default(),
             failover_phase_seconds: Family::new_with_constructor(duration_histogram),
             failover_duration_seconds: Family::new_with_constructor(duration_histogram),
+            leader_changes: Counter::default(),
         }
     }
 
@@ -114,6 +158,11 @@ impl Counters {
             "Duration of a completed failover or switchover, from its first reached phase to its last",
             self.failover_duration_seconds.clone(),
         );
+        r.register(
+            "tandem_leader_changes",
+            "Coordinator (Raft leader) changes this node saw since the process started: a leader in a newer term",
+            self.leader_changes.clone(),
+        );
     }
 }
 
@@ -126,6 +175,8 @@ struct Followed {
     /// Transitions already counted (completed or abandoned), kept while
     /// they are still in the state.
     seen_transitions: BTreeSet<u64>,
+    /// The term of the last leader seen; None before the first look.
+    leader_term: Option<u64>,
 }
 
 /// The node's metrics. Shared by the faces through `ApiContext`.
@@ -183,6 +234,23 @@ impl Metrics {
         // Forget ids that left the state: ids only grow, they never return.
         if let Some(oldest) = state.transitions.front().map(|t| t.id) {
             f.seen_transitions.retain(|id| *id >= oldest);
+        }
+    }
+
+    /// Counts a leader change: `leader` known in `term`, newer than the
+    /// last leader's term. The first look takes the baseline.
+    pub fn follow_leader(&self, term: u64, leader: Option<u64>) {
+        if leader.is_none() {
+            return;
+        }
+        let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        match f.leader_term {
+            None => f.leader_term = Some(term),
+            Some(last) if term > last => {
+                f.leader_term = Some(term);
+                self.counters.leader_changes.inc();
+            }
+            Some(_) => {}
         }
     }
 
@@ -282,6 +350,8 @@ pub struct Scrape {
     pub dns: Option<StatsSnapshot>,
     /// gRPC calls refused for want of a credential: (method, reason, count).
     pub refused: Vec<(String, String, u64)>,
+    /// This process, from /proc/self.
+    pub process: crate::process::ProcessStats,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -353,6 +423,53 @@ pub fn role_str(role: i32) -> &'static str {
 }
 
 impl Scrape {
+    /// Prometheus' usual process metrics (those that could be read).
+    fn register_process(&self, r: &mut Registry) {
+        let p = &self.process;
+        let int = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
+        for (name, help, v) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                int(p.resident_memory_bytes),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                int(p.virtual_memory_bytes),
+            ),
+            ("process_open_fds", "Number of open file descriptors", int(p.open_fds)),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                int(p.max_fds),
+            ),
+            ("process_threads", "Number of OS threads in the process", int(p.threads)),
+        ] {
+            if let Some(v) = v {
+                gauge(r, name, help, v);
+            }
+        }
+        if let Some(cpu) = p.cpu_seconds {
+            let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+            c.inc_by(cpu);
+            r.register(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                c,
+            );
+        }
+        if let Some(start) = p.start_time_seconds {
+            let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            g.set(start);
+            r.register(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                g,
+            );
+        }
+    }
+
     fn registry(&self) -> Registry {
         let s = &self.status;
         let mut r = Registry::default();
@@ -365,6 +482,28 @@ impl Scrape {
                 .map(|(method, reason, n)| (vec![("method", method.clone()), ("reason", reason.clone())], *n)),
         );
         let node = |n: &str| vec![("node", n.to_string())];
+        gauges(
+            &mut r,
+            "tandem_build_info",
+            "The build of this agent: its version (always 1)",
+            [(vec![("version", tandem_core::VERSION.to_string())], 1)],
+        );
+        self.register_process(&mut r);
+        counters(
+            &mut r,
+            "tandem_resource_action_failures",
+            "Resource actions run on this node that failed (failed, timed out, agent unavailable), by action",
+            tandem_node::counters::RESOURCE_ACTIONS
+                .iter()
+                .zip(self.node.resource_failures)
+                .map(|(action, n)| (vec![("action", action.to_string())], n)),
+        );
+        counter(
+            &mut r,
+            "tandem_dns_push_failures",
+            "RFC 2136 pushes to a site's DNS server that failed (this node as coordinator; each is retried)",
+            self.node.dns_push_failures,
+        );
         gauges(
             &mut r,
             "tandem_info",
@@ -795,12 +934,19 @@ mod tests {
             node: NodeCountersSnapshot {
                 fence_fenced: 2,
                 fence_failed: 0,
+                resource_failures: [0, 1, 4],
+                dns_push_failures: 5,
             },
             dns: Some(StatsSnapshot {
                 queries_udp: 5,
                 ..Default::default()
             }),
             refused: vec![("Switchover".into(), "viewer_not_allowed".into(), 3)],
+            process: crate::process::ProcessStats {
+                resident_memory_bytes: Some(20 << 20),
+                cpu_seconds: Some(1.5),
+                ..Default::default()
+            },
         };
         let text = Metrics::new().render(&scrape).unwrap();
         let samples = parse_samples(&text).unwrap();
@@ -835,9 +981,40 @@ mod tests {
             "no failed attempt yet: {text}"
         );
         assert_eq!(get("tandem_dns_queries_total{transport=\"udp\"}"), 5.0);
+        assert_eq!(get("tandem_resource_action_failures_total{action=\"monitor\"}"), 4.0);
+        assert_eq!(get("tandem_resource_action_failures_total{action=\"start\"}"), 0.0);
+        assert_eq!(get("tandem_dns_push_failures_total"), 5.0);
+        assert_eq!(get("process_resident_memory_bytes"), f64::from(20 << 20));
+        assert_eq!(get("process_cpu_seconds_total"), 1.5);
+        assert!(
+            !samples.contains_key("process_open_fds"),
+            "what could not be read is left out"
+        );
+        assert_eq!(
+            get(&format!("tandem_build_info{{version=\"{}\"}}", tandem_core::VERSION)),
+            1.0
+        );
         assert_eq!(get("tandem_dns_responses_total{rcode=\"SERVFAIL\"}"), 0.0);
         assert!(text.contains("# TYPE tandem_lease_renewals counter"), "{text}");
         assert!(text.contains("# HELP tandem_raft_term Raft term"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    #[test]
+    fn the_classic_text_format_names_counters_by_their_samples() {
+        let om = "# HELP tandem_events Events applied.\n# TYPE tandem_events counter\n\
+                  tandem_events_total{kind=\"note\"} 3\n# HELP tandem_lease_valid Lease.\n\
+                  # TYPE tandem_lease_valid gauge\ntandem_lease_valid 1\n# EOF\n";
+        assert_eq!(
+            to_text_format(om),
+            "# HELP tandem_events_total Events applied.\n# TYPE tandem_events_total counter\n\
+             tandem_events_total{kind=\"note\"} 3\n# HELP tandem_lease_valid Lease.\n\
+             # TYPE tandem_lease_valid gauge\ntandem_lease_valid 1\n"
+        );
+        assert!(wants_text_format("text/plain; version=0.0.4"));
+        assert!(!wants_text_format("*/*"));
+        assert!(!wants_text_format(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        ));
     }
 }

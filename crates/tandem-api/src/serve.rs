@@ -4,14 +4,17 @@
 
 use std::time::Duration;
 
-use tandem_node::Node;
+use tandem_node::{Node, NodeContext};
 use tandem_proto::v1::peer_server::PeerServer;
 use tandem_proto::v1::tandem_server::TandemServer;
 use tandem_raft::network::MAX_MESSAGE;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use tracing::warn;
 
 use crate::auth::{AuthLayer, AuthPolicy};
@@ -60,6 +63,7 @@ pub struct Serving {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     metrics: JoinHandle<()>,
+    health: JoinHandle<()>,
 }
 
 /// Serves `node` on `listeners` until the node stops.
@@ -78,8 +82,10 @@ pub async fn serve(node: &Node, listeners: Listeners, security: Security) -> Res
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<TandemServer<TandemService>>().await;
+    // Peers reach the Peer service whatever this node's lease; the server as
+    // a whole ("") and the operator API follow the node's health.
     health_reporter.set_serving::<PeerServer<PeerService>>().await;
+    let health = tokio::spawn(follow_health(api.node.clone(), health_reporter, shutdown.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -112,7 +118,44 @@ pub async fn serve(node: &Node, listeners: Listeners, security: Security) -> Res
         grpc: tokio::spawn(server),
         http,
         metrics,
+        health,
     })
+}
+
+/// How often the gRPC health status is brought up to date with the lease.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Keeps the gRPC health service (`grpc.health.v1.Health`) telling the
+/// truth: SERVING for the server ("") and `tandem.v1.Tandem` only while this
+/// node holds a valid lease and may act on it, as `/healthz` answers 200;
+/// NOT_SERVING otherwise, and from the moment the node stops.
+async fn follow_health(ctx: NodeContext, reporter: HealthReporter, mut shutdown: watch::Receiver<bool>) {
+    let mut serving: Option<bool> = None;
+    loop {
+        let stopping = *shutdown.borrow();
+        let ok = !stopping && crate::http::unhealthy(&ctx).is_none();
+        if serving != Some(ok) {
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            if ok {
+                reporter.set_serving::<TandemServer<TandemService>>().await;
+            } else {
+                reporter.set_not_serving::<TandemServer<TandemService>>().await;
+            }
+            serving = Some(ok);
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_CHECK_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 impl Serving {
@@ -134,6 +177,7 @@ impl Serving {
     /// seconds per server, then closes.
     pub async fn stop(self) {
         let _ = self.metrics.await;
+        let _ = self.health.await;
         if let Some(mut http) = self.http {
             match tokio::time::timeout(Duration::from_secs(2), &mut http).await {
                 Ok(Ok(Ok(()))) => {}

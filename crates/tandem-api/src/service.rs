@@ -30,7 +30,7 @@ use tracing::warn;
 use crate::context::ApiContext;
 use crate::convert::{actor, event_to_pb, member_change_to_pb, role_from_pb, simulation_to_pb};
 use crate::errors::membership_status;
-use crate::{operate, status};
+use crate::{operate, spec_check, status};
 
 /// Marks a request forwarded by another node, so it is never forwarded twice.
 const FORWARDED: &str = "x-tandem-forwarded";
@@ -168,33 +168,30 @@ impl TandemService {
     /// `text` parsed and validated in full, as `apply` commits it: the
     /// core's checks, each resource's agent, the DNS zone it makes, the
     /// fence devices. The error names the file and what is wrong.
+    /// Every check of `spec_check` that apply makes, on this node against
+    /// the members and the applied state now; the first problem refuses.
     async fn validated_spec(&self, text: String, file: &str) -> Result<Spec, Status> {
         let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
+        let refused = |e: spec_check::SpecRefusal| Status::invalid_argument(e.to_string());
         // Parsing a large spec is CPU work: keep it off the async workers.
-        let name = file.to_string();
-        let spec = tokio::task::spawn_blocking(move || Spec::parse(&text, &name, &members))
+        let (name, parse_members) = (file.to_string(), members.clone());
+        let spec = tokio::task::spawn_blocking(move || spec_check::parse(&text, &name, &parse_members))
             .await
             .map_err(|e| Status::internal(format!("spec validation failed: {e}")))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for g in &spec.groups {
-            for r in &g.resources {
-                tandem_agents::validate(r, &self.ctx.ocf_root).await.map_err(|e| {
-                    Status::invalid_argument(format!("{file}: group {:?}: resource {:?}: {e}", g.name, r.name))
-                })?;
-            }
-        }
+            .map_err(refused)?;
+        if let Some(e) = spec_check::check_resources(&spec, file, &self.ctx.ocf_root)
+            .await
+            .into_iter()
+            .next()
         {
-            // The zone must build (static records, names, sizes): checked
-            // now, on the spec about to be committed.
-            let mut trial = (*self.ctx.state.borrow().clone()).clone();
-            trial.cluster.spec = spec.clone();
-            let members: Vec<NodeInfo> = self.members().into_iter().map(|(_, n)| n).collect();
-            tandem_node::dns::build_zone(&self.ctx.cluster, &trial, &members)
-                .map_err(|e| Status::invalid_argument(format!("{file}: dns: {e}")))?;
+            return Err(refused(e));
         }
-        for (name, d) in &spec.fencing.devices {
-            tandem_agents::fence::validate_device(d)
-                .map_err(|e| Status::invalid_argument(format!("{file}: fencing.devices.{name}: {}", d.redact(&e))))?;
+        // The zone must build (static records, names, sizes): checked now,
+        // on the spec about to be committed.
+        let state = self.ctx.state.borrow().clone();
+        spec_check::check_zone(&spec, file, &self.ctx.cluster, &state, &members).map_err(refused)?;
+        if let Some(e) = spec_check::check_fence_devices(&spec, file).into_iter().next() {
+            return Err(refused(e));
         }
         Ok(spec)
     }
@@ -481,6 +478,7 @@ impl Tandem for TandemService {
         let req = req.into_inner();
         let file = if req.file.is_empty() { "spec" } else { req.file.as_str() };
         let spec = self.validated_spec(req.spec.clone(), file).await?;
+        let warnings = spec_check::warnings(&spec, file);
         let (current, version) = {
             let s = self.ctx.state.borrow();
             (s.cluster.spec.clone(), s.cluster.spec_version)
@@ -491,6 +489,7 @@ impl Tandem for TandemService {
                 version,
                 changes,
                 applied: false,
+                warnings,
             }));
         }
         let (_, applied) = self
@@ -506,10 +505,14 @@ impl Tandem for TandemService {
         if let Some(why) = applied.rejected {
             return Err(Status::aborted(why));
         }
+        for w in &warnings {
+            warn!(version = version + 1, "spec applied with a warning: {w}");
+        }
         Ok(self.answered(pb::ApplySpecReply {
             version: version + 1,
             changes,
             applied: true,
+            warnings,
         }))
     }
 

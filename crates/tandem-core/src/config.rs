@@ -42,7 +42,10 @@ impl std::error::Error for ConfigError {}
 pub enum LogFormat {
     #[default]
     Text,
+    /// One JSON object per line, the event's fields at the top level.
     Json,
+    /// Straight into the systemd journal, each field a journal field.
+    Journald,
 }
 
 /// A validated node configuration.
@@ -573,6 +576,179 @@ impl NodeConfig {
     }
 }
 
+/// What `tandem config check` finds beyond each file's own validation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClusterCheck {
+    /// Files that cannot belong to one cluster together, or a file whose
+    /// node could not be reached where its members list says.
+    pub errors: Vec<ConfigError>,
+    /// Legal but probably unintended.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Checks node configurations that were each parsed already: every one
+/// alone (its gRPC listener where the member list says peers connect), and
+/// all of them together as one cluster's files: the same cluster name,
+/// member list and timing, a different node in each file, no two nodes
+/// listening on the same specific address (two files that bind the same
+/// IP:PORT would be on one host). `configs` are (file, config) pairs; the
+/// first file is the reference the others are compared with.
+pub fn check_cluster(configs: &[(String, NodeConfig)]) -> ClusterCheck {
+    let mut out = ClusterCheck::default();
+    let e = |file: &str, key: &str, message: String| ConfigError {
+        file: file.to_string(),
+        key: key.to_string(),
+        message,
+    };
+    for (file, c) in configs {
+        if let Some((i, m)) = c.members.iter().enumerate().find(|(_, m)| m.name == c.node.name)
+            && let Ok(addr) = m.address.parse::<SocketAddr>()
+        {
+            if addr.port() != c.grpc_listen.port() {
+                out.errors.push(e(
+                    file,
+                    "node.grpc_listen",
+                    format!(
+                        "expected port {} (members[{i}].address, where the other nodes connect to this one is {}), got {}",
+                        addr.port(),
+                        m.address,
+                        c.grpc_listen
+                    ),
+                ));
+            } else if !c.grpc_listen.ip().is_unspecified() && c.grpc_listen.ip() != addr.ip() {
+                out.warnings.push(e(
+                    file,
+                    "node.grpc_listen",
+                    format!(
+                        "listens on {} but members[{i}].address says the other nodes connect to {}: \
+                         fine only behind address translation",
+                        c.grpc_listen, m.address
+                    ),
+                ));
+            }
+        }
+    }
+    let Some((first_file, first)) = configs.first() else {
+        return out;
+    };
+    let show_members = |members: &[NodeInfo]| {
+        let mut list: Vec<String> = members
+            .iter()
+            .map(|m| format!("{} {} {}", m.name, m.address, m.role))
+            .collect();
+        list.sort();
+        list.join(", ")
+    };
+    let sorted = |members: &[NodeInfo]| {
+        let mut list = members.to_vec();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    };
+    let mut listeners: Vec<(SocketAddr, &str, &'static str)> = Vec::new();
+    let mut nodes: BTreeMap<&str, &str> = BTreeMap::new();
+    for (file, c) in configs {
+        if c.cluster != first.cluster {
+            out.errors.push(e(
+                file,
+                "cluster.name",
+                format!(
+                    "expected {:?}, the cluster of {first_file}, got {:?}",
+                    first.cluster, c.cluster
+                ),
+            ));
+        }
+        if sorted(&c.members) != sorted(&first.members) {
+            out.errors.push(e(
+                file,
+                "members",
+                format!(
+                    "expected the member list of {first_file} ({}), got {}",
+                    show_members(&first.members),
+                    show_members(&c.members)
+                ),
+            ));
+        }
+        let timing = [
+            (
+                "heartbeat_interval",
+                c.timing.heartbeat_interval,
+                first.timing.heartbeat_interval,
+            ),
+            (
+                "election_timeout",
+                c.timing.election_timeout,
+                first.timing.election_timeout,
+            ),
+            ("lease", c.timing.lease, first.timing.lease),
+            (
+                "clock_drift_margin",
+                c.timing.clock_drift_margin,
+                first.timing.clock_drift_margin,
+            ),
+        ];
+        for (key, got, expected) in timing {
+            if got != expected {
+                out.errors.push(e(
+                    file,
+                    &format!("timing.{key}"),
+                    format!(
+                        "expected {:?} as in {first_file} (every node must use the same timing), got {:?}",
+                        humantime::format_duration(expected).to_string(),
+                        humantime::format_duration(got).to_string()
+                    ),
+                ));
+            }
+        }
+        if let Some(other) = nodes.insert(c.node.name.as_str(), file.as_str()) {
+            out.errors.push(e(
+                file,
+                "node.name",
+                format!(
+                    "expected each file to configure a different node, {other} configures {:?} too",
+                    c.node.name
+                ),
+            ));
+        }
+        let mine = [
+            Some(("node.grpc_listen", c.grpc_listen)),
+            Some(("node.dns_listen", c.dns_listen)),
+            c.http_listen.map(|a| ("node.http_listen", a)),
+        ];
+        for (key, addr) in mine.into_iter().flatten() {
+            if addr.ip().is_unspecified() {
+                continue;
+            }
+            if let Some((_, other_file, other_key)) =
+                listeners.iter().find(|(a, f, _)| *a == addr && *f != file.as_str())
+            {
+                out.errors.push(e(
+                    file,
+                    key,
+                    format!(
+                        "expected an address no other node listens on, got {addr}, which {other_file} binds too \
+                         ({other_key}): two nodes cannot listen on one address"
+                    ),
+                ));
+            }
+            listeners.push((addr, file.as_str(), key));
+        }
+    }
+    let missing: Vec<&str> = first
+        .members
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|name| !nodes.contains_key(name))
+        .collect();
+    if configs.len() > 1 && !missing.is_empty() {
+        out.warnings.push(e(
+            first_file,
+            "members",
+            format!("no file given for {}: those nodes were not checked", missing.join(", ")),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,6 +947,86 @@ lease = "3s"
         assert!(msg.contains("expected a file other than"), "{msg}");
         let msg = refused(&format!("{GOOD}\n[security]\noperator_token = \"t\"\n"));
         assert!(msg.contains("unknown field `operator_token`"), "{msg}");
+    }
+
+    fn with(name: &str, grpc: &str, dns: &str) -> String {
+        GOOD.replace("name = \"site-a\"\nrole", &format!("name = \"{name}\"\nrole"))
+            .replace("grpc_listen = \"127.0.0.1:7401\"", &format!("grpc_listen = \"{grpc}\""))
+            .replace("dns_listen = \"127.0.0.1:5301\"", &format!("dns_listen = \"{dns}\""))
+    }
+
+    fn check(files: &[(&str, String)]) -> ClusterCheck {
+        let configs: Vec<(String, NodeConfig)> = files
+            .iter()
+            .map(|(f, t)| (f.to_string(), NodeConfig::parse(t, f).unwrap_or_else(|e| panic!("{e}"))))
+            .collect();
+        check_cluster(&configs)
+    }
+
+    #[test]
+    fn a_cluster_s_files_check_together() {
+        let a = ("a.toml", GOOD.to_string());
+        let b = ("b.toml", with("site-b", "127.0.0.1:7402", "127.0.0.1:5302"));
+        let w = (
+            "w.toml",
+            with("witness", "127.0.0.1:7403", "127.0.0.1:5303")
+                .replace("role = \"member\"\ndata", "role = \"witness\"\ndata"),
+        );
+        let ok = check(&[a.clone(), b.clone(), w.clone()]);
+        assert_eq!(ok, ClusterCheck::default());
+        // Only two of three: a warning, not an error.
+        let some = check(&[a.clone(), b.clone()]);
+        assert!(some.errors.is_empty(), "{some:?}");
+        assert!(
+            some.warnings[0].to_string().contains("no file given for witness"),
+            "{some:?}"
+        );
+
+        let other = ("b.toml", b.1.replace("name = \"demo\"", "name = \"other\""));
+        let msg = check(&[a.clone(), other]).errors[0].to_string();
+        assert_eq!(
+            msg,
+            "b.toml: key `cluster.name`: expected \"demo\", the cluster of a.toml, got \"other\""
+        );
+
+        let slow = ("b.toml", b.1.replace("lease = \"3s\"", "lease = \"4s\""));
+        let msg = check(&[a.clone(), slow]).errors[0].to_string();
+        assert!(
+            msg.starts_with("b.toml: key `timing.lease`: expected \"3s\" as in a.toml"),
+            "{msg}"
+        );
+        assert!(msg.ends_with("got \"4s\""), "{msg}");
+
+        let moved = ("b.toml", b.1.replace("\"127.0.0.1:7403\"", "\"127.0.0.1:7404\""));
+        let msg = check(&[a.clone(), moved]).errors[0].to_string();
+        assert!(
+            msg.starts_with("b.toml: key `members`: expected the member list of a.toml"),
+            "{msg}"
+        );
+        assert!(msg.contains("witness 127.0.0.1:7404 witness"), "{msg}");
+
+        let twice = check(&[a.clone(), ("a2.toml", a.1.clone())]);
+        let msgs: Vec<String> = twice.errors.iter().map(ToString::to_string).collect();
+        assert!(msgs.iter().any(|m| m.contains("a2.toml: key `node.name`: expected each file to configure a different node, a.toml configures \"site-a\" too")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("a2.toml: key `node.grpc_listen`")
+                && m.contains("127.0.0.1:7401, which a.toml binds too")),
+            "{msgs:?}"
+        );
+
+        // The node must listen where its peers connect.
+        let off = ("b.toml", with("site-b", "127.0.0.1:7499", "127.0.0.1:5302"));
+        let msg = check(&[off]).errors[0].to_string();
+        assert!(
+            msg.starts_with("b.toml: key `node.grpc_listen`: expected port 7402"),
+            "{msg}"
+        );
+        assert!(msg.ends_with("got 127.0.0.1:7499"), "{msg}");
+        let any = ("b.toml", with("site-b", "0.0.0.0:7402", "0.0.0.0:5302"));
+        assert_eq!(
+            check(&[any.clone(), ("c.toml", with("site-a", "0.0.0.0:7401", "0.0.0.0:5302"))]).errors,
+            vec![]
+        );
     }
 
     #[test]

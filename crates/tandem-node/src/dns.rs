@@ -240,6 +240,9 @@ pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>)
                         Ok(s) => s,
                         Err(e) => {
                             error!(server = %t.server, zone = %t.zone, error = %e, "cannot push DNS records");
+                            ctx.counters
+                                .dns_push_failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             failed = true;
                             continue;
                         }
@@ -261,6 +264,9 @@ pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>)
                         }
                         Err(e) => {
                             warn!(server = %t.server, zone = %t.zone, error = %e, "pushing DNS records failed; retrying");
+                            ctx.counters
+                                .dns_push_failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             failed = true;
                         }
                     }

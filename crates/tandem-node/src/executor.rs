@@ -333,6 +333,12 @@ impl GroupTask {
                 at_unix_ms: self.ctx.clock.unix_ms(),
             },
         );
+        if matches!(
+            result.outcome,
+            Outcome::Failed(_) | Outcome::TimedOut | Outcome::Unavailable(_)
+        ) {
+            self.ctx.counters.resource_failure(action_name);
+        }
         if !matches!(result.outcome, Outcome::Ok | Outcome::NotRunning) || action != Action::Monitor {
             info!(
                 group = %self.name,

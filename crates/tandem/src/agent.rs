@@ -50,11 +50,13 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let mut signals =
         Signals::install().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
     let config = load_config(path)?;
-    let json = match log_format {
-        Some(f) => f == LogFormatArg::Json,
-        None => config.log_format == LogFormat::Json,
+    let format = match log_format {
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Journald) => LogFormat::Journald,
+        None => config.log_format,
     };
-    crate::logging::init_agent(config.log_level.as_deref(), json);
+    crate::logging::init_agent(config.log_level.as_deref(), format);
     let security = crate::security::load_node(&config, path)?;
     let start_failure = |e: StartError| match e {
         StartError::WrongIdentity(e) => Failure::input(format!("{}: key `node.data_dir`: {e}", path.display())),
@@ -130,13 +132,17 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
             e => Failure::runtime(e.to_string()),
         })?;
     info!("serving");
+    crate::systemd::ready(node.context());
+    let manager = tokio::spawn(crate::systemd::run(node.context().clone(), node.shutdown_signal()));
 
     let reason = tokio::select! {
         signal = signals.next() => signal.to_string(),
         r = faces.grpc_ended() => format!("the gRPC server stopped ({r})"),
         _ = node.failed() => "Raft stopped with a fatal error".to_string(),
     };
+    crate::systemd::stopping(&reason);
     let stopped = node.leave_and_stop(&reason).await;
+    let _ = manager.await;
     faces.stop().await;
     drop(stopped);
     info!("stopped");
@@ -148,7 +154,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
 }
 
 /// Where OCF agents live: `OCF_ROOT` if set, else the standard /usr/lib/ocf.
-fn ocf_root() -> PathBuf {
+pub(crate) fn ocf_root() -> PathBuf {
     std::env::var_os("OCF_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/ocf"))

@@ -134,6 +134,15 @@ pub fn failed(context: &str, s: tonic::Status) -> Failure {
     }
 }
 
+/// Prints the answer to a command that changes something: `text` as it is,
+/// or `json` as one line.
+fn print_done(output: OutputFormat, text: &str, json: serde_json::Value) {
+    match output {
+        OutputFormat::Json => println!("{json}"),
+        OutputFormat::Table => println!("{text}"),
+    }
+}
+
 /// Username and host of whoever runs the CLI, for the event log.
 pub fn actor() -> String {
     let user = std::env::var("USER")
@@ -191,6 +200,44 @@ pub async fn status(conn: &Connection, output: OutputFormat, watch: bool) -> Out
     }
 }
 
+/// `tandem status --check`: one line for a monitoring system and the
+/// Nagios plugin exit code ([`crate::output::health`]); 3 (unknown) when
+/// the node cannot be asked.
+pub async fn status_check(conn: &Connection, output: OutputFormat) -> Outcome {
+    let asked = async {
+        let mut client = connect(conn).await?;
+        client
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .map_err(|e| failed("status", e))
+            .map(tonic::Response::into_inner)
+    };
+    let (code, line, json) = match asked.await {
+        Ok(s) => {
+            let h = crate::output::health(&s);
+            (h.code, h.line(), h.json())
+        }
+        Err(f) => (
+            3,
+            format!("TANDEM UNKNOWN - {}", f.message),
+            serde_json::json!({ "status": "unknown", "code": 3, "problems": [f.message] }),
+        ),
+    };
+    print_done(output, &line, json);
+    match code {
+        0 => Ok(()),
+        1 => Err(Failure {
+            code: 1,
+            message: "status check: degraded".into(),
+        }),
+        2 => Err(Failure {
+            code: 2,
+            message: "status check: critical".into(),
+        }),
+        _ => Err(Failure::unknown("status check: unknown")),
+    }
+}
+
 pub async fn members_list(conn: &Connection, output: OutputFormat) -> Outcome {
     let mut client = connect(conn).await?;
     let s = client
@@ -238,6 +285,7 @@ pub async fn members_add(
     address: String,
     witness: bool,
     catch_up: Duration,
+    output: OutputFormat,
 ) -> Outcome {
     check_peer_address(&address).map_err(|e| Failure::input(format!("address: {e}")))?;
     // The call waits for the catch-up; give it that long plus the usual timeout.
@@ -263,15 +311,19 @@ pub async fn members_add(
         .await
         .map_err(|e| failed(&format!("cannot add {name}"), e))?
         .into_inner();
-    println!(
-        "added {name} as a voter at log index {}; voters: {}",
-        reply.log_index,
-        reply.voters.join(", ")
+    print_done(
+        output,
+        &format!(
+            "added {name} as a voter at log index {}; voters: {}",
+            reply.log_index,
+            reply.voters.join(", ")
+        ),
+        serde_json::json!({ "added": name, "log_index": reply.log_index, "voters": reply.voters }),
     );
     Ok(())
 }
 
-pub async fn members_remove(conn: &Connection, name: String) -> Outcome {
+pub async fn members_remove(conn: &Connection, name: String, output: OutputFormat) -> Outcome {
     let mut client = connect(conn).await?;
     let reply = client
         .remove_member(pb::RemoveMemberRequest {
@@ -281,10 +333,14 @@ pub async fn members_remove(conn: &Connection, name: String) -> Outcome {
         .await
         .map_err(|e| failed(&format!("cannot remove {name}"), e))?
         .into_inner();
-    println!(
-        "removed {name} at log index {}; voters: {}",
-        reply.log_index,
-        reply.voters.join(", ")
+    print_done(
+        output,
+        &format!(
+            "removed {name} at log index {}; voters: {}",
+            reply.log_index,
+            reply.voters.join(", ")
+        ),
+        serde_json::json!({ "removed": name, "log_index": reply.log_index, "voters": reply.voters }),
     );
     Ok(())
 }
@@ -318,7 +374,7 @@ pub async fn members_transfer_leader(
     Ok(())
 }
 
-pub async fn annotate(conn: &Connection, message: String) -> Outcome {
+pub async fn annotate(conn: &Connection, message: String, output: OutputFormat) -> Outcome {
     let mut client = connect(conn).await?;
     let reply = client
         .annotate(pb::AnnotateRequest {
@@ -328,7 +384,11 @@ pub async fn annotate(conn: &Connection, message: String) -> Outcome {
         .await
         .map_err(|e| failed("annotate", e))?
         .into_inner();
-    println!("recorded as event {} (log index {})", reply.event_seq, reply.log_index);
+    print_done(
+        output,
+        &format!("recorded as event {} (log index {})", reply.event_seq, reply.log_index),
+        serde_json::json!({ "event_seq": reply.event_seq, "log_index": reply.log_index }),
+    );
     Ok(())
 }
 
@@ -435,7 +495,7 @@ pub async fn move_group(
     let deadline = deadline_after(conn.timeout.saturating_add(Duration::from_secs(5)));
     loop {
         let next = tokio::time::timeout_at(deadline, stream.message()).await.map_err(|_| {
-            Failure::runtime(format!(
+            Failure::unknown(format!(
                 "{what} of {group}: no outcome within {:?}; see `tandem history {group}`",
                 conn.timeout
             ))
@@ -443,7 +503,7 @@ pub async fn move_group(
         let p = match next {
             Ok(Some(p)) => p,
             Ok(None) => {
-                return Err(Failure::runtime(format!(
+                return Err(Failure::unknown(format!(
                     "{what} of {group}: the stream ended without an outcome; see `tandem history {group}`"
                 )));
             }
@@ -466,6 +526,12 @@ pub async fn move_group(
         if p.done {
             return if p.ok {
                 Ok(())
+            } else if p.phase == "timeout" {
+                // Still under way: neither done nor refused.
+                Err(Failure::unknown(format!(
+                    "{what} of {group}: outcome unknown: {}",
+                    p.message
+                )))
             } else {
                 Err(Failure::runtime(format!(
                     "{what} of {group} did not complete: {}",
@@ -476,7 +542,14 @@ pub async fn move_group(
     }
 }
 
-pub async fn standby(conn: &Connection, node: String, on: bool, force: bool, wait: bool) -> Outcome {
+pub async fn standby(
+    conn: &Connection,
+    node: String,
+    on: bool,
+    force: bool,
+    wait: bool,
+    output: OutputFormat,
+) -> Outcome {
     let mut client = connect(conn).await?;
     let reply = client
         .set_standby(pb::SetStandbyRequest {
@@ -488,14 +561,25 @@ pub async fn standby(conn: &Connection, node: String, on: bool, force: bool, wai
         .await
         .map_err(|e| failed(if on { "standby" } else { "unstandby" }, e))?
         .into_inner();
+    let json = |drained: Option<bool>| serde_json::json!({ "node": node, "standby": on, "log_index": reply.log_index, "drained": drained });
     if !on {
-        println!("{node} is out of standby (log index {})", reply.log_index);
+        print_done(
+            output,
+            &format!("{node} is out of standby (log index {})", reply.log_index),
+            json(None),
+        );
         return Ok(());
     }
-    println!(
-        "{node} is in standby: its groups move elsewhere (log index {})",
-        reply.log_index
-    );
+    if !wait || output == OutputFormat::Table {
+        print_done(
+            output,
+            &format!(
+                "{node} is in standby: its groups move elsewhere (log index {})",
+                reply.log_index
+            ),
+            json(None),
+        );
+    }
     if !wait {
         return Ok(());
     }
@@ -515,16 +599,21 @@ pub async fn standby(conn: &Connection, node: String, on: bool, force: bool, wai
             .map(|g| format!("{} ({})", g.name, g.state))
             .collect();
         if left.is_empty() {
-            println!("{node} is drained");
+            print_done(output, &format!("{node} is drained"), json(Some(true)));
             return Ok(());
         }
         let now = left.join(", ");
         if now != last {
-            println!("waiting for {now} to leave {node}");
+            if output == OutputFormat::Table {
+                println!("waiting for {now} to leave {node}");
+            }
             last = now;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(Failure::runtime(format!(
+            if output == OutputFormat::Json {
+                println!("{}", json(Some(false)));
+            }
+            return Err(Failure::unknown(format!(
                 "{node} not drained within {:?}: {last} still there",
                 conn.timeout
             )));
@@ -533,7 +622,13 @@ pub async fn standby(conn: &Connection, node: String, on: bool, force: bool, wai
     }
 }
 
-pub async fn maintenance(conn: &Connection, on: bool, group: Option<String>, node: Option<String>) -> Outcome {
+pub async fn maintenance(
+    conn: &Connection,
+    on: bool,
+    group: Option<String>,
+    node: Option<String>,
+    output: OutputFormat,
+) -> Outcome {
     let scope = match (&group, &node) {
         (Some(g), None) => format!("group {g}"),
         (None, Some(n)) => format!("node {n}"),
@@ -541,6 +636,7 @@ pub async fn maintenance(conn: &Connection, on: bool, group: Option<String>, nod
         (Some(_), Some(_)) => return Err(Failure::input("name a group or a node, not both")),
     };
     let mut client = connect(conn).await?;
+    let json = serde_json::json!({ "maintenance": on, "group": group, "node": node });
     let reply = client
         .set_maintenance(pb::SetMaintenanceRequest {
             on,
@@ -551,14 +647,17 @@ pub async fn maintenance(conn: &Connection, on: bool, group: Option<String>, nod
         .await
         .map_err(|e| failed("maintenance", e))?
         .into_inner();
-    if on {
-        println!(
+    let text = if on {
+        format!(
             "maintenance on for {scope}: Tandem monitors and reports but does not start, stop, restart or move (log index {})",
             reply.log_index
-        );
+        )
     } else {
-        println!("maintenance off for {scope} (log index {})", reply.log_index);
-    }
+        format!("maintenance off for {scope} (log index {})", reply.log_index)
+    };
+    let mut json = json;
+    json["log_index"] = reply.log_index.into();
+    print_done(output, &text, json);
     Ok(())
 }
 
@@ -592,7 +691,7 @@ pub async fn history(conn: &Connection, group: Option<String>, limit: u32, outpu
     Ok(())
 }
 
-pub async fn apply(conn: &Connection, file: &std::path::Path, dry_run: bool) -> Outcome {
+pub async fn apply(conn: &Connection, file: &std::path::Path, dry_run: bool, output: OutputFormat) -> Outcome {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::input(format!("{}: cannot read the spec: {e}", file.display())))?;
     let mut client = connect(conn).await?;
@@ -606,7 +705,18 @@ pub async fn apply(conn: &Connection, file: &std::path::Path, dry_run: bool) -> 
         .await
         .map_err(|e| failed(if dry_run { "spec diff" } else { "apply" }, e))?
         .into_inner();
-    if reply.changes.is_empty() {
+    for w in &reply.warnings {
+        eprintln!("tandem: warning: {w}");
+    }
+    if output == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "applied": reply.applied, "version": reply.version,
+                "changes": reply.changes, "warnings": reply.warnings,
+            })
+        );
+    } else if reply.changes.is_empty() {
         println!("no changes (spec version {})", reply.version);
     } else {
         for c in &reply.changes {
@@ -656,14 +766,19 @@ pub async fn simulate(
     Ok(())
 }
 
-pub async fn spec_show(conn: &Connection) -> Outcome {
+pub async fn spec_show(conn: &Connection, output: OutputFormat) -> Outcome {
     let mut client = connect(conn).await?;
     let reply = client
         .get_spec(pb::GetSpecRequest {})
         .await
         .map_err(|e| failed("spec show", e))?
         .into_inner();
-    if reply.version == 0 {
+    if output == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::json!({ "version": reply.version, "spec": reply.spec })
+        );
+    } else if reply.version == 0 {
         println!("# no spec applied yet");
     } else {
         println!("# spec version {}", reply.version);
@@ -672,20 +787,25 @@ pub async fn spec_show(conn: &Connection) -> Outcome {
     Ok(())
 }
 
-pub async fn cleanup(conn: &Connection, group: Option<String>, node: Option<String>) -> Outcome {
+pub async fn cleanup(conn: &Connection, group: Option<String>, node: Option<String>, output: OutputFormat) -> Outcome {
     let mut client = connect(conn).await?;
-    client
+    let reply = client
         .cleanup_resource(pb::CleanupResourceRequest {
             group: group.clone().unwrap_or_default(),
             node: node.clone().unwrap_or_default(),
             actor: actor(),
         })
         .await
-        .map_err(|e| failed("cleanup", e))?;
-    println!(
-        "failure counts cleared for {} on {}",
-        group.as_deref().unwrap_or("every group"),
-        node.as_deref().unwrap_or("every node")
+        .map_err(|e| failed("cleanup", e))?
+        .into_inner();
+    print_done(
+        output,
+        &format!(
+            "failure counts cleared for {} on {}",
+            group.as_deref().unwrap_or("every group"),
+            node.as_deref().unwrap_or("every node")
+        ),
+        serde_json::json!({ "group": group, "node": node, "log_index": reply.log_index }),
     );
     Ok(())
 }
@@ -709,7 +829,7 @@ fn confirm(question: &str) -> Outcome {
     }
 }
 
-pub async fn fence(conn: &Connection, node: String, yes: bool, wait: Duration) -> Outcome {
+pub async fn fence(conn: &Connection, node: String, yes: bool, wait: Duration, output: OutputFormat) -> Outcome {
     if !yes {
         confirm(&format!(
             "This powers off {node} through its fence devices; whatever runs there stops at once."
@@ -725,10 +845,21 @@ pub async fn fence(conn: &Connection, node: String, yes: bool, wait: Duration) -
             timeout_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
         })
         .await
-        .map_err(|e| failed("fence", e))?
+        .map_err(|e| {
+            if e.code() == tonic::Code::DeadlineExceeded {
+                // The wait ended, the fencing goes on: it may still succeed.
+                Failure::unknown(format!("fence: outcome unknown: {}", e.message()))
+            } else {
+                failed("fence", e)
+            }
+        })?
         .into_inner();
     if reply.fenced {
-        println!("{node} fenced: {}", reply.summary);
+        print_done(
+            output,
+            &format!("{node} fenced: {}", reply.summary),
+            serde_json::json!({ "node": node, "fenced": true, "summary": reply.summary, "log_index": reply.log_index }),
+        );
         Ok(())
     } else {
         Err(Failure::runtime(format!(
@@ -738,7 +869,7 @@ pub async fn fence(conn: &Connection, node: String, yes: bool, wait: Duration) -
     }
 }
 
-pub async fn fence_confirm(conn: &Connection, node: String, yes: bool) -> Outcome {
+pub async fn fence_confirm(conn: &Connection, node: String, yes: bool, output: OutputFormat) -> Outcome {
     eprintln!(
         "WARNING: confirming that {node} is off lets its services start elsewhere. If {node} still runs \
          them, two primaries run at once."
@@ -758,9 +889,13 @@ pub async fn fence_confirm(conn: &Connection, node: String, yes: bool) -> Outcom
         .await
         .map_err(|e| failed("fence confirm", e))?
         .into_inner();
-    println!(
-        "{node} recorded as fenced: {} (log index {})",
-        reply.summary, reply.log_index
+    print_done(
+        output,
+        &format!(
+            "{node} recorded as fenced: {} (log index {})",
+            reply.summary, reply.log_index
+        ),
+        serde_json::json!({ "node": node, "fenced": true, "summary": reply.summary, "log_index": reply.log_index }),
     );
     Ok(())
 }

@@ -76,11 +76,9 @@ pub async fn run(args: DemoArgs) -> Outcome {
         }
         println!("and the service spec: {}", service.spec.display());
         println!("Start each node with: tandem agent --config FILE");
-        println!(
-            "then apply the spec with: tandem apply -f {} --endpoint {}",
-            service.spec.display(),
-            cluster.nodes[0].address
-        );
+        println!("then point the CLI at the cluster and apply the spec:");
+        println!("export TANDEM_ENDPOINT={}", cluster.nodes[0].address);
+        println!("tandem apply -f {}", service.spec.display());
         return Ok(());
     }
     println!(
@@ -89,6 +87,10 @@ pub async fn run(args: DemoArgs) -> Outcome {
         cluster.dir.display()
     );
     cluster.start_all()?;
+    println!(
+        "To use the CLI on it from another shell (tandem status, tandem events --follow):\nexport TANDEM_ENDPOINT={}\n",
+        cluster.nodes[0].address
+    );
     let outcome = tokio::select! {
         r = scenario(&mut cluster, &service, &args) => r,
         signal = crate::cluster::interrupted() => { println!("\n{signal}"); Ok(()) }

@@ -2,12 +2,15 @@
 
 mod agent;
 mod bench;
+mod check;
+mod cli_docs;
 mod client;
 mod cluster;
 mod demo;
 mod logging;
 mod output;
 mod security;
+mod systemd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,49 +19,87 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Tandem: a failover cluster manager.
+///
+/// Exit codes: 0 done; 1 failed (unreachable node, I/O, an agent that
+/// failed); 2 refused (bad input or configuration, a change the cluster will
+/// not make, a missing credential, problems found by a check); 3 outcome
+/// unknown (a move or fence still going on when the wait ended; `status
+/// --check`: the state could not be read). `status --check` exits 0 ok, 1
+/// degraded, 2 critical.
 #[derive(Parser)]
 #[command(name = "tandem", version, about, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Options every command takes, before or after its name.
+#[derive(Args, Clone)]
+struct GlobalArgs {
+    /// gRPC address of any node, HOST:PORT. Default: the node of --config,
+    /// else $TANDEM_ENDPOINT, else 127.0.0.1:7400.
+    #[arg(long, short, global = true)]
+    endpoint: Option<String>,
+    /// A node's configuration file (TOML). `agent` runs that node; other
+    /// commands take from it the endpoint (the node's member address) and
+    /// credentials (its operator token file, its TLS CA, certificate and
+    /// key) that no option gives; `spec check` checks against its members.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// How to print: a human table, or JSON (one object per answer).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    output: OutputFormat,
+    /// How long to wait for an answer.
+    #[arg(long, value_parser = humantime_duration, default_value = "10s", global = true)]
+    timeout: Duration,
+    /// A file holding the operator or viewer token, sent as
+    /// `authorization: Bearer TOKEN`. Default: $TANDEM_TOKEN_FILE.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): connect with TLS and verify the
+    /// node against it. Default: $TANDEM_CA.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM) signed by the cluster's CA: an operator
+    /// credential. Needs --key and --ca. Default: $TANDEM_CERT.
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM). Default: $TANDEM_KEY.
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the node agent with a configuration file.
+    /// Run the node agent of the node configured in --config FILE.
     Agent {
-        /// The node's configuration file (TOML).
-        #[arg(long, short)]
-        config: PathBuf,
         /// Log format; overrides `log.format` of the configuration.
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
     },
     /// Show the cluster as a node sees it.
     Status {
-        #[command(flatten)]
-        conn: Connection,
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
         /// Keep printing the status on every change (a server stream).
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "check")]
         watch: bool,
+        /// A monitoring check (Nagios plugin conventions): one line, exit 0
+        /// ok, 1 degraded (a node not up, a group starting or stopping, a
+        /// node to fence, a stale view), 2 critical (no coordinator, a group
+        /// failed, blocked or stopped), 3 unknown (no answer).
+        #[arg(long)]
+        check: bool,
     },
     /// List, add or remove cluster members.
     Members {
         #[command(subcommand)]
         command: Option<MembersCommand>,
-        #[command(flatten)]
-        conn: Connection,
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table, global = true)]
-        output: OutputFormat,
     },
     /// Record an operator's note in the replicated event log.
     Annotate {
         /// The note, e.g. "starting maintenance on rack 3".
         message: String,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// Show the replicated event log: every decision, action, result,
     /// fence, mode change and operator command, with who caused it.
@@ -76,10 +117,6 @@ enum Command {
         /// Keep printing new events as they commit.
         #[arg(long, short)]
         follow: bool,
-        #[command(flatten)]
-        conn: Connection,
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     /// Move an exclusive group to another node on purpose: stop it on its
     /// primary, start it on the target, and wait (up to --timeout) until it
@@ -104,15 +141,9 @@ enum Command {
         /// Wait (up to --timeout) until no group runs there any more.
         #[arg(long)]
         wait: bool,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// Take a node out of standby.
-    Unstandby {
-        node: String,
-        #[command(flatten)]
-        conn: Connection,
-    },
+    Unstandby { node: String },
     /// Maintenance mode: Tandem keeps monitoring and reporting but does not
     /// start, stop, restart or move anything covered (the whole cluster, one
     /// group, or one node). A node that loses its lease still stops its
@@ -124,8 +155,6 @@ enum Command {
         group: Option<String>,
         #[arg(long)]
         node: Option<String>,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// The timeline of recent failovers and switchovers: each phase
     /// (detected, decided, fenced, started, healthy, dns) with its time.
@@ -135,40 +164,31 @@ enum Command {
         /// How many of the most recent ones.
         #[arg(long, default_value_t = 10)]
         limit: u32,
-        #[command(flatten)]
-        conn: Connection,
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     /// Validate a spec file in full and commit it; prints what changes.
     Apply {
         /// The spec file (TOML).
         #[arg(long, short = 'f')]
         file: PathBuf,
-        #[command(flatten)]
-        conn: Connection,
     },
-    /// Show the current spec, or what a spec file would change.
+    /// Check node configuration files offline: each alone, and all of them
+    /// together as one cluster's files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Show the current spec, what a spec file would change, or check one offline.
     Spec {
         #[command(subcommand)]
         command: SpecCommand,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// Resource operations.
     Resource {
         #[command(subcommand)]
         command: ResourceCommand,
-        #[command(flatten)]
-        conn: Connection,
     },
     /// The DNS zone as the node at --endpoint serves it now.
-    Dns {
-        #[command(flatten)]
-        conn: Connection,
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
-    },
+    Dns,
     /// Fence a node now through its fence devices, or record that it is off.
     ///
     /// `tandem fence NODE` runs the node's fence levels (action off) and waits
@@ -177,6 +197,19 @@ enum Command {
     /// operator's word that a node without (working) fence devices is off.
     /// Both ask for confirmation unless --yes.
     Fence(FenceArgs),
+    /// Print a shell completion script: `tandem completions bash >
+    /// /etc/bash_completion.d/tandem` (also zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of tandem, or with --dir write one page
+    /// per command there (tandem.1, tandem-status.1, ...).
+    Man {
+        /// Write every command's page into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// What the coordinator would decide, without committing anything: the
     /// real placement played forward on the cluster's current state with
     /// nodes lost, put in standby, or a new spec applied (like Pacemaker's
@@ -192,10 +225,6 @@ enum Command {
         /// Imagine this spec file applied.
         #[arg(long, value_name = "SPEC")]
         apply: Option<PathBuf>,
-        #[command(flatten)]
-        conn: Connection,
-        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
     Demo(demo::DemoArgs),
@@ -243,6 +272,24 @@ enum SpecCommand {
         #[arg(long, short = 'f')]
         file: PathBuf,
     },
+    /// Check a spec file without a cluster: everything `apply` checks that
+    /// can be checked here (exit 0: no problem, 2: problems).
+    Check {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check node configuration files: one node's, or a whole cluster's
+    /// together (same cluster, members and timing; a different node in each
+    /// file; no clashing addresses). Exit 0: no problem, 2: problems.
+    Check {
+        /// The files (TOML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -270,8 +317,6 @@ struct FenceArgs {
     /// How long to wait for the outcome (fencing goes on after it).
     #[arg(long, value_parser = humantime_duration, default_value = "60s")]
     wait: Duration,
-    #[command(flatten)]
-    conn: Connection,
 }
 
 #[derive(Subcommand)]
@@ -287,34 +332,59 @@ enum FenceCommand {
     },
 }
 
-/// Where to reach the cluster, and how long to wait.
-#[derive(Args, Clone)]
-struct Connection {
-    /// gRPC address of any node, HOST:PORT.
-    #[arg(
-        long,
-        short,
-        env = "TANDEM_ENDPOINT",
-        default_value = "127.0.0.1:7400",
-        global = true
-    )]
-    endpoint: String,
-    /// How long to wait for an answer.
-    #[arg(long, value_parser = humantime_duration, default_value = "10s", global = true)]
-    timeout: Duration,
-    /// A file holding the operator or viewer token, sent as
-    /// `authorization: Bearer TOKEN`.
-    #[arg(long, env = "TANDEM_TOKEN_FILE", global = true)]
-    token_file: Option<PathBuf>,
-    /// The cluster's CA certificate (PEM): connect with TLS and verify the node against it.
-    #[arg(long, env = "TANDEM_CA", global = true)]
-    ca: Option<PathBuf>,
-    /// A client certificate (PEM) signed by the cluster's CA: an operator credential. Needs --key and --ca.
-    #[arg(long, env = "TANDEM_CERT", global = true)]
-    cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, env = "TANDEM_KEY", global = true)]
-    key: Option<PathBuf>,
+/// Where to reach the cluster, how long to wait and with which credentials,
+/// as resolved from the options, a node's configuration and the environment
+/// (in that order).
+#[derive(Clone)]
+pub struct Connection {
+    pub endpoint: String,
+    pub timeout: Duration,
+    pub token_file: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The connection: each value from its option, else from the node
+    /// configuration of --config, else from its environment variable.
+    fn connection(&self) -> Result<Connection, Failure> {
+        let config = match &self.config {
+            Some(path) => Some(agent::load_config(path)?),
+            None => None,
+        };
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let tls = config.as_ref().and_then(|c| c.tls.as_ref());
+        Ok(Connection {
+            endpoint: self
+                .endpoint
+                .clone()
+                .or_else(|| config.as_ref().map(|c| c.node.address.clone()))
+                .or_else(|| env("TANDEM_ENDPOINT").map(|v| v.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "127.0.0.1:7400".to_string()),
+            timeout: self.timeout,
+            token_file: self
+                .token_file
+                .clone()
+                .or_else(|| config.as_ref().and_then(|c| c.security.operator_token_file.clone()))
+                .or_else(|| env("TANDEM_TOKEN_FILE").map(PathBuf::from)),
+            ca: self
+                .ca
+                .clone()
+                .or_else(|| tls.map(|t| t.ca.clone()))
+                .or_else(|| env("TANDEM_CA").map(PathBuf::from)),
+            cert: self
+                .cert
+                .clone()
+                .or_else(|| tls.map(|t| t.cert.clone()))
+                .or_else(|| env("TANDEM_CERT").map(PathBuf::from)),
+            key: self
+                .key
+                .clone()
+                .or_else(|| tls.map(|t| t.key.clone()))
+                .or_else(|| env("TANDEM_KEY").map(PathBuf::from)),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -327,10 +397,6 @@ struct MoveArgs {
     /// Override the freshness and monitor-failure checks (never safety).
     #[arg(long)]
     force: bool,
-    #[command(flatten)]
-    conn: Connection,
-    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-    output: OutputFormat,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -367,6 +433,7 @@ enum OutputFormat {
 enum LogFormatArg {
     Text,
     Json,
+    Journald,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -393,6 +460,16 @@ impl Failure {
     pub fn runtime(message: impl Into<String>) -> Self {
         Failure {
             code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// Outcome unknown: the wait ended while what was asked may still
+    /// happen (a move or a fence under way), or, for `status --check`, the
+    /// state could not be read.
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Failure {
+            code: 3,
             message: message.into(),
         }
     }
@@ -438,136 +515,110 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Outcome {
-    match cli.command {
-        Command::Agent { config, log_format } => agent::run(&config, log_format).await,
-        Command::Status { conn, output, watch } => {
-            logging::init_cli();
-            client::status(&conn, output, watch).await
+    let Cli { global, command } = cli;
+    let output = global.output;
+    // Commands that need no connection.
+    match command {
+        Command::Agent { log_format } => {
+            let Some(config) = &global.config else {
+                return Err(Failure::input(
+                    "agent: name the node's configuration file: `tandem agent --config FILE`",
+                ));
+            };
+            return agent::run(config, log_format).await;
         }
-        Command::Members { command, conn, output } => {
+        Command::Config {
+            command: ConfigCommand::Check { files },
+        } => return check::config_check(&files, output),
+        Command::Spec {
+            command: SpecCommand::Check { file },
+        } => return check::spec_check(&file, global.config.as_deref(), output).await,
+        Command::Completions { shell } => return cli_docs::completions(shell),
+        Command::Man { dir } => return cli_docs::man(dir.as_deref()),
+        Command::Demo(args) => {
             logging::init_cli();
-            match command.unwrap_or(MembersCommand::List) {
-                MembersCommand::List => client::members_list(&conn, output).await,
-                MembersCommand::Add {
-                    name,
-                    address,
-                    witness,
-                    catch_up_timeout,
-                } => client::members_add(&conn, name, address, witness, catch_up_timeout).await,
-                MembersCommand::Remove { name } => client::members_remove(&conn, name).await,
-                MembersCommand::TransferLeader { to, timeout } => {
-                    client::members_transfer_leader(&conn, to, timeout, output).await
-                }
+            return demo::run(args).await;
+        }
+        Command::Bench(args) => {
+            logging::init_cli();
+            return bench::run(args).await;
+        }
+        _ => {}
+    }
+    logging::init_cli();
+    let conn = global.connection()?;
+    let conn = &conn;
+    match command {
+        Command::Status { watch, check } => {
+            if check {
+                client::status_check(conn, output).await
+            } else {
+                client::status(conn, output, watch).await
             }
         }
-        Command::Annotate { message, conn } => {
-            logging::init_cli();
-            client::annotate(&conn, message).await
-        }
+        Command::Members { command } => match command.unwrap_or(MembersCommand::List) {
+            MembersCommand::List => client::members_list(conn, output).await,
+            MembersCommand::Add {
+                name,
+                address,
+                witness,
+                catch_up_timeout,
+            } => client::members_add(conn, name, address, witness, catch_up_timeout, output).await,
+            MembersCommand::Remove { name } => client::members_remove(conn, name, output).await,
+            MembersCommand::TransferLeader { to, timeout } => {
+                client::members_transfer_leader(conn, to, timeout, output).await
+            }
+        },
+        Command::Annotate { message } => client::annotate(conn, message, output).await,
         Command::Events {
             since,
             since_seq,
             group,
             follow,
-            conn,
-            output,
         } => {
-            logging::init_cli();
             let filter = client::EventFilter {
                 since_seq,
                 since_unix_ms: since.unwrap_or(0),
                 group,
                 follow,
             };
-            client::events(&conn, filter, output).await
+            client::events(conn, filter, output).await
         }
-        Command::Switchover(a) => {
-            logging::init_cli();
-            client::move_group(&a.conn, false, a.group, a.to, a.force, a.output).await
+        Command::Switchover(a) => client::move_group(conn, false, a.group, a.to, a.force, output).await,
+        Command::Failover(a) => client::move_group(conn, true, a.group, a.to, a.force, output).await,
+        Command::Standby { node, force, wait } => client::standby(conn, node, true, force, wait, output).await,
+        Command::Unstandby { node } => client::standby(conn, node, false, false, false, output).await,
+        Command::Maintenance { mode, group, node } => {
+            client::maintenance(conn, mode == OnOff::On, group, node, output).await
         }
-        Command::Failover(a) => {
-            logging::init_cli();
-            client::move_group(&a.conn, true, a.group, a.to, a.force, a.output).await
-        }
-        Command::Standby {
-            node,
-            force,
-            wait,
-            conn,
-        } => {
-            logging::init_cli();
-            client::standby(&conn, node, true, force, wait).await
-        }
-        Command::Unstandby { node, conn } => {
-            logging::init_cli();
-            client::standby(&conn, node, false, false, false).await
-        }
-        Command::Maintenance {
-            mode,
-            group,
-            node,
-            conn,
-        } => {
-            logging::init_cli();
-            client::maintenance(&conn, mode == OnOff::On, group, node).await
-        }
-        Command::History {
-            group,
-            limit,
-            conn,
-            output,
-        } => {
-            logging::init_cli();
-            client::history(&conn, group, limit, output).await
-        }
-        Command::Apply { file, conn } => {
-            logging::init_cli();
-            client::apply(&conn, &file, false).await
-        }
-        Command::Spec { command, conn } => {
-            logging::init_cli();
-            match command {
-                SpecCommand::Show => client::spec_show(&conn).await,
-                SpecCommand::Diff { file } => client::apply(&conn, &file, true).await,
+        Command::History { group, limit } => client::history(conn, group, limit, output).await,
+        Command::Apply { file } => client::apply(conn, &file, false, output).await,
+        Command::Spec { command } => match command {
+            SpecCommand::Show => client::spec_show(conn, output).await,
+            SpecCommand::Diff { file } => client::apply(conn, &file, true, output).await,
+            SpecCommand::Check { .. } => Ok(()),
+        },
+        Command::Resource { command } => match command {
+            ResourceCommand::Cleanup { group, node } => client::cleanup(conn, group, node, output).await,
+        },
+        Command::Dns => client::dns(conn, output).await,
+        Command::Fence(args) => match (args.command, args.node) {
+            (Some(FenceCommand::Confirm { node, yes }), _) => {
+                client::fence_confirm(conn, node, yes || args.yes, output).await
             }
-        }
-        Command::Resource { command, conn } => {
-            logging::init_cli();
-            match command {
-                ResourceCommand::Cleanup { group, node } => client::cleanup(&conn, group, node).await,
-            }
-        }
-        Command::Dns { conn, output } => {
-            logging::init_cli();
-            client::dns(&conn, output).await
-        }
-        Command::Fence(args) => {
-            logging::init_cli();
-            match (args.command, args.node) {
-                (Some(FenceCommand::Confirm { node, yes }), _) => {
-                    client::fence_confirm(&args.conn, node, yes || args.yes).await
-                }
-                (None, Some(node)) => client::fence(&args.conn, node, args.yes, args.wait).await,
-                (None, None) => Err(Failure::input("name the node to fence: `tandem fence NODE`")),
-            }
-        }
+            (None, Some(node)) => client::fence(conn, node, args.yes, args.wait, output).await,
+            (None, None) => Err(Failure::input("name the node to fence: `tandem fence NODE`")),
+        },
         Command::Simulate {
             node_down,
             standby,
             apply,
-            conn,
-            output,
-        } => {
-            logging::init_cli();
-            client::simulate(&conn, node_down, standby, apply.as_deref(), output).await
-        }
-        Command::Demo(args) => {
-            logging::init_cli();
-            demo::run(args).await
-        }
-        Command::Bench(args) => {
-            logging::init_cli();
-            bench::run(args).await
-        }
+        } => client::simulate(conn, node_down, standby, apply.as_deref(), output).await,
+        Command::Agent { .. }
+        | Command::Config { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Demo(_)
+        | Command::Bench(_) => Ok(()),
     }
 }

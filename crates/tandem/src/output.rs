@@ -293,6 +293,128 @@ pub fn rfc3339_ms(unix_ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The cluster's health for a monitoring system (`tandem status --check`,
+/// Nagios plugin conventions).
+pub struct Health {
+    /// 0 ok, 1 degraded (warning), 2 critical.
+    pub code: u8,
+    pub problems: Vec<String>,
+    pub summary: String,
+    nodes_up: usize,
+    nodes: usize,
+    groups_running: usize,
+    groups: usize,
+}
+
+/// Critical: no coordinator (no quorum: nothing can change, leases run
+/// out), or a group failed, blocked or stopped (its service is down).
+/// Degraded: a node not up, a group starting or stopping, a node waiting to
+/// be fenced, or a view the answering node has not refreshed from a
+/// coordinator within a lease.
+pub fn health(s: &pb::ClusterStatus) -> Health {
+    let mut critical = Vec::new();
+    let mut degraded = Vec::new();
+    if s.coordinator.is_none() {
+        critical.push(format!("no coordinator (no quorum) as {} sees it", s.answered_by));
+    }
+    for g in &s.groups {
+        match g.state.as_str() {
+            "running" => {}
+            "failed" | "blocked" | "stopped" => {
+                let why = if g.blocked_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", g.blocked_reason)
+                };
+                critical.push(format!("group {} {}{why}", g.name, g.state));
+            }
+            other => degraded.push(format!("group {} {other}", g.name)),
+        }
+    }
+    for n in &s.nodes {
+        let state = state_name(n.state);
+        if state != "up" {
+            degraded.push(format!("node {} {state}", n.name));
+        }
+    }
+    for (node, why) in &s.fencing_needed {
+        degraded.push(format!("node {node} must be fenced: {why}"));
+    }
+    if !s.view_fresh {
+        degraded.push(format!(
+            "{} has not heard from a coordinator within a lease",
+            s.answered_by
+        ));
+    }
+    let code = if !critical.is_empty() {
+        2
+    } else if !degraded.is_empty() {
+        1
+    } else {
+        0
+    };
+    let nodes_up = s.nodes.iter().filter(|n| state_name(n.state) == "up").count();
+    let groups_running = s.groups.iter().filter(|g| g.state == "running").count();
+    let summary = format!(
+        "cluster {}: coordinator {}, {nodes_up}/{} nodes up, {groups_running}/{} groups running",
+        s.cluster,
+        s.coordinator.as_deref().unwrap_or("none"),
+        s.nodes.len(),
+        s.groups.len()
+    );
+    critical.extend(degraded);
+    Health {
+        code,
+        problems: critical,
+        summary,
+        nodes_up,
+        nodes: s.nodes.len(),
+        groups_running,
+        groups: s.groups.len(),
+    }
+}
+
+impl Health {
+    fn status(&self) -> &'static str {
+        match self.code {
+            0 => "ok",
+            1 => "warning",
+            _ => "critical",
+        }
+    }
+
+    /// `TANDEM OK - summary | perfdata`, problems first when there are any.
+    pub fn line(&self) -> String {
+        let problems = if self.problems.is_empty() {
+            String::new()
+        } else {
+            format!("{}; ", self.problems.join("; "))
+        };
+        format!(
+            "TANDEM {} - {problems}{} | nodes_up={};;;0;{} groups_running={};;;0;{}",
+            self.status().to_ascii_uppercase(),
+            self.summary,
+            self.nodes_up,
+            self.nodes,
+            self.groups_running,
+            self.groups
+        )
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "status": self.status(),
+            "code": self.code,
+            "problems": self.problems,
+            "summary": self.summary,
+            "nodes_up": self.nodes_up,
+            "nodes": self.nodes,
+            "groups_running": self.groups_running,
+            "groups": self.groups,
+        })
+    }
+}
+
 /// The stable JSON form of a what-if (`tandem simulate --output json`).
 pub fn simulation_json(r: &pb::SimulateReply) -> Value {
     json!({

@@ -511,10 +511,7 @@ mod tests {
             ]
         );
         let new_text = EXAMPLE
-            .replace(
-                "password = \"change-me\", lanplus = true }\n\n[fencing.devices.ipmi-b]",
-                "password = \"n3w-pass\", lanplus = true }\n\n[fencing.devices.ipmi-b]",
-            )
+            .replace("secrets/ipmi-a.password", "secrets/ipmi-a.n3w-pass")
             .replace("agent = \"fence_apc_snmp\"", "agent = \"fence_eaton_snmp\"")
             .replace("secret = [\"community\"]", "secret = [\"community\", \"ip\"]")
             .replace("timeout = \"30s\"", "timeout = \"45s\"")
@@ -531,7 +528,7 @@ mod tests {
             [
                 "~ fence device hypervisor: command changed",
                 "~ fence device hypervisor: retries 0 -> 3",
-                "~ fence device ipmi-a: param password changed",
+                "~ fence device ipmi-a: param password_file changed",
                 "~ fence device ipmi-b: timeout 30s -> 45s",
                 "~ fence device pdu-a: agent fence_apc_snmp -> fence_eaton_snmp",
                 "~ fence device pdu-a: secret [community] -> [community, ip]",
@@ -541,7 +538,7 @@ mod tests {
         assert!(
             lines
                 .iter()
-                .all(|l| !l.contains("change-me") && !l.contains("n3w-pass"))
+                .all(|l| !l.contains("ipmi-a.password") && !l.contains("n3w-pass"))
         );
         // Exec <-> agent.
         let mut swapped = old.clone();

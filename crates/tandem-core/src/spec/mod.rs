@@ -28,5 +28,5 @@ pub use model::{
     FenceAgentSpec, FenceDeviceSpec, FencingSpec, GroupDns, GroupKind, GroupSpec, Hooks, MAX_FENCE_RETRIES, MAX_SCORE,
     MaxLag, Placement, ResourceSpec, Spec,
 };
-pub use parse::SpecError;
-pub use redact::{REDACTED, is_secret_param_name, redact_source, redact_values};
+pub use parse::{SpecError, referenced_nodes};
+pub use redact::{REDACTED, is_secret_param_name, redact_source, redact_values, secret_file_param};

@@ -15,7 +15,7 @@ use super::model::{
     FenceAgentSpec, FenceDeviceSpec, FencingSpec, GroupDns, GroupKind, GroupSpec, Hooks, MAX_FENCE_RETRIES, MAX_SCORE,
     MaxLag, Placement, ResourceSpec, Spec,
 };
-use super::redact::is_secret_param_name;
+use super::redact::{is_secret_param_name, secret_file_param};
 use crate::config::valid_name;
 use crate::membership::{NodeInfo, NodeRole};
 
@@ -346,6 +346,54 @@ impl Spec {
         let dns = dns(at, &raw.dns)?;
         Ok(Spec { groups, fencing, dns })
     }
+}
+
+/// The node names a spec file refers to (`prefer`, `avoid`, a group's
+/// `dns.addresses`, `fencing.nodes`), read leniently (anything else
+/// ignored, an unreadable file gives none): for checking a spec without the
+/// cluster's member list, when those names cannot be checked.
+pub fn referenced_nodes(text: &str) -> BTreeSet<String> {
+    #[derive(Deserialize, Default)]
+    struct Lenient {
+        #[serde(default)]
+        groups: Vec<LenientGroup>,
+        #[serde(default)]
+        fencing: LenientFencing,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientGroup {
+        #[serde(default)]
+        prefer: Vec<LenientPrefer>,
+        #[serde(default)]
+        avoid: Vec<String>,
+        #[serde(default)]
+        dns: LenientDns,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientPrefer {
+        #[serde(default)]
+        node: String,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientDns {
+        #[serde(default)]
+        addresses: BTreeMap<String, toml::Value>,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientFencing {
+        #[serde(default)]
+        nodes: BTreeMap<String, toml::Value>,
+    }
+    let raw: Lenient = toml::from_str(text).unwrap_or_default();
+    let mut names = BTreeSet::new();
+    for g in raw.groups {
+        names.extend(g.prefer.into_iter().map(|p| p.node));
+        names.extend(g.avoid);
+        names.extend(g.dns.addresses.into_keys());
+    }
+    names.extend(raw.fencing.nodes.into_keys());
+    names.retain(|n| !n.is_empty());
+    names
 }
 
 fn group(at: At<'_>, g: &RawGroup, groups: &BTreeSet<&str>, nodes: &[NodeInfo]) -> Result<GroupSpec, SpecError> {
@@ -1169,6 +1217,23 @@ fn fence_device(at: At<'_>, name: &str, d: &RawFenceDevice) -> Result<FenceDevic
                 "expected a value on one line (parameters are passed as NAME=VALUE lines on the agent's stdin)",
             ));
         }
+        if let Some(param) = secret_file_param(key) {
+            if !value.starts_with('/') {
+                return Err(at.err(
+                    field,
+                    format!(
+                        "expected an absolute path to a file holding the {param} (read on the node that runs the \
+                         device), got {value:?}"
+                    ),
+                ));
+            }
+            if d.params.as_ref().is_some_and(|p| p.contains_key(param)) {
+                return Err(at.err(
+                    field,
+                    format!("expected either `{param}` or `{key}`, not both: the file's content is passed as {param}"),
+                ));
+            }
+        }
         params.insert(key.clone(), value);
     }
 
@@ -1359,7 +1424,11 @@ mod tests {
         assert_eq!((pdu.timeout, pdu.retries), (Duration::from_secs(20), 1));
         let ipmi = &f.devices["ipmi-b"];
         assert_eq!(ipmi.params["lanplus"], "true");
-        assert_eq!(ipmi.secret_params, BTreeSet::from(["password".to_string()]));
+        assert_eq!(ipmi.secret_params, BTreeSet::new(), "a path is no secret");
+        assert_eq!(
+            ipmi.secret_files(),
+            [("password", "/etc/tandem/secrets/ipmi-b.password")]
+        );
         assert_eq!(ipmi.timeout, Duration::from_secs(30));
         let hv = &f.devices["hypervisor"];
         assert_eq!(
@@ -1369,7 +1438,10 @@ mod tests {
                 args: vec!["--site".into(), "b".into()]
             }
         );
-        assert_eq!(hv.secret_params, BTreeSet::from(["api_token".to_string()]));
+        assert_eq!(
+            hv.secret_files(),
+            [("api_token", "/etc/tandem/secrets/hypervisor.token")]
+        );
         assert_eq!(hv.retries, 0);
         assert_eq!(
             f.levels_for("site-a"),

@@ -16,6 +16,25 @@ impl FenceDeviceSpec {
         self.secret_params.contains(name) || is_secret_param_name(name)
     }
 
+    /// The parameters whose value is read from a file on the node that runs
+    /// the device ([`secret_file_param`]): (parameter passed, file path).
+    pub fn secret_files(&self) -> Vec<(&str, &str)> {
+        self.params
+            .iter()
+            .filter_map(|(name, path)| secret_file_param(name).map(|param| (param, path.as_str())))
+            .collect()
+    }
+
+    /// The secret parameters written in the spec itself (non-empty values),
+    /// which the replicated state therefore holds: worth a warning.
+    pub fn inline_secret_params(&self) -> Vec<&str> {
+        self.params
+            .iter()
+            .filter(|(name, value)| !value.is_empty() && self.is_secret(name))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
     /// The values of the secret parameters (non-empty ones), to be kept out
     /// of logs and messages.
     pub fn secret_values(&self) -> Vec<&str> {
@@ -68,12 +87,27 @@ pub const REDACTED: &str = "<redacted>";
 
 /// Parameter names whose values are always secret, whether or not `secret`
 /// lists them: `password`, `passwd` and any name containing "password",
-/// "passwd", "secret" or "token" (case-insensitive).
+/// "passwd", "secret" or "token" (case-insensitive); not a file that holds
+/// one ([`secret_file_param`]: its value is a path).
 pub fn is_secret_param_name(name: &str) -> bool {
+    if secret_file_param(name).is_some() {
+        return false;
+    }
     let name = name.to_ascii_lowercase();
     ["password", "passwd", "secret", "token"]
         .iter()
         .any(|word| name.contains(word))
+}
+
+/// For a parameter `NAME_file` whose `NAME` is a secret name
+/// ([`is_secret_param_name`]: `password_file`, `passwd_file`,
+/// `api_token_file`...), `NAME`: the parameter's value is the absolute path
+/// of a file holding the secret, read on the node that runs the device and
+/// passed to the agent as `NAME=SECRET`, so the secret is never in the spec
+/// nor in the replicated state.
+pub fn secret_file_param(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix("_file")?;
+    (!stem.is_empty() && is_secret_param_name(stem)).then_some(stem)
 }
 
 /// `text` with every occurrence of each of `secrets` (empty ones ignored)
@@ -210,9 +244,60 @@ mod tests {
         ] {
             assert!(is_secret_param_name(name), "{name}");
         }
-        for name in ["ip", "username", "login", "plug", "pass"] {
+        for name in [
+            "ip",
+            "username",
+            "login",
+            "plug",
+            "pass",
+            "password_file",
+            "api_token_file",
+        ] {
             assert!(!is_secret_param_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn secret_files() {
+        assert_eq!(secret_file_param("password_file"), Some("password"));
+        assert_eq!(secret_file_param("snmp_priv_passwd_file"), Some("snmp_priv_passwd"));
+        assert_eq!(secret_file_param("identity_file"), None);
+        assert_eq!(secret_file_param("_file"), None);
+        assert_eq!(secret_file_param("password"), None);
+        let spec = parse(&fence(
+            "agent = \"fence_ipmilan\"\nparams = { ip = \"10.0.0.9\", password_file = \"/etc/tandem/ipmi.pw\", community = \"c0m\" }\nsecret = [\"community\"]",
+            "",
+        ))
+        .unwrap();
+        let d = &spec.fencing.devices["pdu"];
+        assert_eq!(d.secret_files(), [("password", "/etc/tandem/ipmi.pw")]);
+        assert_eq!(d.inline_secret_params(), ["community"]);
+        // The path is not a secret: shown as it is.
+        let source = "[fencing.devices.pdu]\nparams = { password_file = \"/etc/tandem/ipmi.pw\" }\n";
+        assert_eq!(redact_source(source, &spec), source);
+        assert!(format!("{d:?}").contains("/etc/tandem/ipmi.pw"));
+        // A relative path, or the secret and its file both: refused.
+        let msg = parse(&fence(
+            "agent = \"fence_ipmilan\"\nparams = { password_file = \"ipmi.pw\" }",
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            msg,
+            "spec.toml: field `fencing.devices.pdu.params.password_file`: expected an absolute path to a file \
+             holding the password (read on the node that runs the device), got \"ipmi.pw\""
+        );
+        let msg = parse(&fence(
+            "agent = \"fence_ipmilan\"\nparams = { password = \"x\", password_file = \"/p\" }",
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("expected either `password` or `password_file`, not both"),
+            "{msg}"
+        );
     }
 
     #[test]
