@@ -11,6 +11,9 @@
 //! * otherwise the group is first unassigned (so its holder stops it), or
 //!   stays blocked with the reason.
 
+/// The judgement [`protection`] returns; a state value (the state machine
+/// commits its changes), so it lives in [`crate::state`].
+pub use crate::state::Protection;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::groups::{Freshness, GroupState, Phase};
@@ -787,16 +790,6 @@ pub fn candidates(
                 .or_else(|| ctx.too_far_behind(g, &n.name)),
         })
         .collect()
-}
-
-/// Whether a group placed somewhere would survive the loss of a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Protection {
-    /// Other nodes may take it over (an exclusive group's eligible
-    /// standbys), or it runs on several (a clone).
-    Protected { standbys: Vec<String> },
-    /// The loss of the node it runs on would stop it, and why.
-    Unprotected { reason: String },
 }
 
 /// Every group of the spec that is assigned somewhere, judged with

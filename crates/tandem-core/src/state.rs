@@ -220,6 +220,16 @@ impl std::fmt::Display for Command {
     }
 }
 
+/// Whether a group placed somewhere would survive the loss of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protection {
+    /// Other nodes may take it over (an exclusive group's eligible
+    /// standbys), or it runs on several (a clone).
+    Protected { standbys: Vec<String> },
+    /// The loss of the node it runs on would stop it, and why.
+    Unprotected { reason: String },
+}
+
 /// What applying a command returned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Applied {
@@ -519,12 +529,7 @@ impl ClusterState {
     /// judgement now ([`crate::placement::protection`]): only changes, so an
     /// unchanged judgement commits nothing. A group no longer in the spec
     /// ends its warning; a group not judged (placed nowhere) keeps it.
-    pub fn protection_changes(
-        &self,
-        judged: &BTreeMap<String, crate::placement::Protection>,
-        at_unix_ms: u64,
-    ) -> Vec<Command> {
-        use crate::placement::Protection;
+    pub fn protection_changes(&self, judged: &BTreeMap<String, Protection>, at_unix_ms: u64) -> Vec<Command> {
         let mut out = Vec::new();
         for (group, p) in judged {
             let was = self.unprotected.contains_key(group);
