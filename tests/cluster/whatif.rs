@@ -65,7 +65,11 @@ fn simulate_node_down_predicts_the_fence_and_the_failover_placement_then_makes()
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("broken.toml"), "{}", stderr(&out));
 
-    // The prediction.
+    // The prediction, from site-b's view once it sees every node up.
+    c.wait_for("every node up in site-b's view", |c| {
+        let s = c.status("site-b")?;
+        s["nodes"].as_array()?.iter().all(|n| n["state"] == "up").then_some(())
+    });
     let out = c.cli_ok("site-b", &["simulate", "--node-down", "site-a", "--output", "json"]);
     let sim: Value = serde_json::from_slice(&out.stdout).unwrap();
     let web = sim["groups"]
@@ -86,6 +90,13 @@ fn simulate_node_down_predicts_the_fence_and_the_failover_placement_then_makes()
         (&Value::from("site-a"), &Value::from(true)),
         "{sim}"
     );
+    // The witness simulates from its own view: wait until it sees every node
+    // up (a late heartbeat under load shows a node suspect, and a suspect
+    // node may not take a group over).
+    c.wait_for("every node up in the witness's view", |c| {
+        let s = c.status("witness")?;
+        s["nodes"].as_array()?.iter().all(|n| n["state"] == "up").then_some(())
+    });
     let table = stdout(&c.cli_ok("witness", &["simulate", "--node-down", "site-a"]));
     assert!(
         table.contains("would fence: site-a (lost while it may run web; through its fence devices)")
