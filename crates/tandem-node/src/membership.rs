@@ -44,9 +44,14 @@ pub async fn hand_over(
 ) -> Result<Handover, MembershipError> {
     let view = ctx.raft.view();
     let to = match to {
-        None => successor(ctx),
+        None => successor(ctx).ok_or_else(|| {
+            MembershipError::Refused(format!(
+                "no other voter can take over (voters: {})",
+                view.voter_names().join(", ")
+            ))
+        })?,
         Some(name) => match view.find(name) {
-            Some((id, _)) => Some(id),
+            Some((id, _)) => id,
             None => {
                 return Err(MembershipError::NotFound(
                     MembershipRefusal::NotMember(name.to_owned()).to_string(),
@@ -71,27 +76,27 @@ pub async fn hand_over(
             coordinator: ctx.coordinator().map(|(_, n)| n),
             message: "this node is not the coordinator; retry".into(),
         })),
-        Err(e @ (TransferError::NoCandidate(_) | TransferError::NotVoter(_))) => {
-            Err(MembershipError::Refused(e.to_string()))
-        }
+        Err(e @ TransferError::NotVoter(_)) => Err(MembershipError::Refused(e.to_string())),
         Err(e @ TransferError::TimedOut(..)) => Err(MembershipError::TimedOut(e.to_string())),
         Err(TransferError::Fatal(e)) => Err(MembershipError::Write(WriteError::Fatal(e))),
     }
 }
 
-/// The voter to hand the coordinator role to: an up member holding the
-/// most of the log, else an up witness, else whoever Raft finds most
-/// current (`None`: Raft's choice).
+/// The voter to hand the coordinator role to, the one rule for it: an up
+/// node before one this coordinator has not heard from, a member before
+/// the witness, then the one holding the most of the log, then the lower id.
+/// `None`: no other voter.
 fn successor(ctx: &NodeContext) -> Option<NodeId> {
     let view = ctx.raft.view();
     let up = up_nodes(ctx);
     let matched = ctx.raft.progress().matched.unwrap_or_default();
     view.voters
         .iter()
-        .filter(|id| **id != ctx.id && up.contains(id))
+        .filter(|id| **id != ctx.id)
         .max_by_key(|id| {
             let member = view.members.get(id).is_some_and(|n| n.role != NodeRole::Witness);
-            (member, matched.get(id).copied().flatten(), std::cmp::Reverse(**id))
+            let held = matched.get(id).copied().flatten();
+            (up.contains(id), member, held, std::cmp::Reverse(**id))
         })
         .copied()
 }

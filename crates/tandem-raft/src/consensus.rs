@@ -17,7 +17,7 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, 
 use openraft::{ChangeMembers, Config, Instant, ServerState, SnapshotPolicy};
 use tandem_core::state::{Applied, Command};
 use tandem_core::timing::duration_ms;
-use tandem_core::{NodeId, NodeInfo, NodeRole};
+use tandem_core::{NodeId, NodeInfo};
 use tokio::sync::watch;
 
 use crate::network::{Channels, Inbound, Network};
@@ -197,8 +197,6 @@ pub enum Bootstrap {
 pub enum TransferError {
     #[error("this node is not the coordinator")]
     NotLeader,
-    #[error("no other voter can take over (voters: {0})")]
-    NoCandidate(String),
     #[error("node {0} is not a voter")]
     NotVoter(String),
     #[error("leadership did not move within {0} ms; {1}")]
@@ -416,42 +414,23 @@ impl Consensus {
         Ok(self.raft.change_membership(change, false).await?.log_id.index)
     }
 
-    /// The voter (other than this node) holding the most of the log, the
-    /// one that can take over with the shortest gap; among equals a member
-    /// before a witness, then the lower id.
-    pub fn most_current_voter(&self) -> Option<NodeId> {
-        let view = self.view();
-        let matched = self.progress().matched.unwrap_or_default();
-        let member = |id: &NodeId| view.members.get(id).is_some_and(|n| n.role != NodeRole::Witness);
-        view.voters
-            .iter()
-            .filter(|id| **id != self.id)
-            .max_by_key(|id| (matched.get(id).copied().flatten(), member(id), std::cmp::Reverse(**id)))
-            .copied()
-    }
-
-    /// Hands leadership to `to` (or to the most current voter) and waits
-    /// until that node leads, at most `timeout`. The coordinator stops
+    /// Hands leadership to voter `to` and waits until that node leads, at
+    /// most `timeout`. The coordinator stops
     /// accepting writes at once; the target campaigns without waiting out
     /// an election timeout, so the gap is one vote round.
-    pub async fn transfer_leadership(&self, to: Option<NodeId>, timeout: Duration) -> Result<NodeId, TransferError> {
+    pub async fn transfer_leadership(&self, to: NodeId, timeout: Duration) -> Result<NodeId, TransferError> {
         let view = self.view();
         if !view.is_leader(self.id) {
             return Err(TransferError::NotLeader);
         }
-        let names = || view.voter_names().join(", ");
-        let to = match to {
-            Some(id) if id == self.id => return Ok(id),
-            Some(id) if !view.voters.contains(&id) => {
-                return Err(TransferError::NotVoter(
-                    view.members.get(&id).map_or_else(|| id.to_string(), |n| n.name.clone()),
-                ));
-            }
-            Some(id) => id,
-            None => self
-                .most_current_voter()
-                .ok_or_else(|| TransferError::NoCandidate(names()))?,
-        };
+        if to == self.id {
+            return Ok(to);
+        }
+        if !view.voters.contains(&to) {
+            return Err(TransferError::NotVoter(
+                view.members.get(&to).map_or_else(|| to.to_string(), |n| n.name.clone()),
+            ));
+        }
         self.raft
             .trigger()
             .transfer_leader(to)

@@ -194,12 +194,14 @@ impl PeerConnection {
             ))))
         };
         let reply = reply.map_err(|status| match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                unreachable(status.message().to_owned())
-            }
-            // A peer of an older release that lacks this method, or one that
-            // refuses the message: calling it again at once would not help.
-            tonic::Code::Unimplemented | tonic::Code::FailedPrecondition => unreachable(status.message().to_owned()),
+            // Down or slow, a peer of an older release that lacks this
+            // method, or one that refuses the message (another cluster):
+            // calling it again at once would not help.
+            tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unimplemented
+            | tonic::Code::FailedPrecondition => unreachable(status.message().to_owned()),
             _ => RPCError::Network(NetworkError::new(&TransportError(format!(
                 "{} to node {target}: {}",
                 method.name(),
