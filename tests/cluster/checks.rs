@@ -355,3 +355,53 @@ fn the_install_steps_agree_with_the_shipped_files() {
     assert!(deb.contains("unit-scripts = \"../../deploy/systemd\""));
     assert!(root.join("deploy/deb/build-deb").exists());
 }
+
+/// A new user's `monitor_interval = "400000000000y"` was accepted by
+/// `tandem apply` and then panicked the primary's group task. Every
+/// duration Tandem takes from a spec, a configuration or a command line has
+/// an upper bound, refused with the field named and exit 2, no panic.
+#[test]
+fn durations_beyond_a_year_are_refused_everywhere_they_are_read() {
+    const HUGE: &str = "400000000000y";
+    let dir = tempfile::tempdir().unwrap();
+    let limit = format!("expected at most 365days, got \"{HUGE}\"");
+
+    let spec = write(
+        dir.path(),
+        "huge.toml",
+        &SPEC.replace(
+            "args = [\"1000\"]",
+            &format!("args = [\"1000\"]\n  monitor_interval = \"{HUGE}\""),
+        ),
+    );
+    let out = tandem(&["spec", "check", "-f", spec.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
+    let e = &json_of(&out)["errors"][0];
+    assert_eq!(
+        (e["group"].as_str(), e["field"].as_str()),
+        (Some("web"), Some("monitor_interval")),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains(&limit), "{e}");
+
+    let config = write(
+        dir.path(),
+        "site-a.toml",
+        &node("site-a", 1, "member").replace("lease = \"2s\"", &format!("lease = \"{HUGE}\"")),
+    );
+    let out = tandem(&["config", "check", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("site-a.toml") && text.contains("lease") && text.contains(&limit),
+        "{text}"
+    );
+
+    let out = tandem(&["status", "--timeout", HUGE, "--endpoint", "127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("--timeout") && stderr(&out).contains(&limit),
+        "{}",
+        stderr(&out)
+    );
+}

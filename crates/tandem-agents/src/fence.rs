@@ -349,7 +349,7 @@ pub async fn fence_device(dev: &FenceDeviceSpec, node: &str) -> DeviceOutcome {
 async fn verify_off(dev: &FenceDeviceSpec, node: &str) -> Result<u32, String> {
     let prepared = program(&dev.agent).and_then(|p| Ok((p, stdin(dev, FenceAction::Status, node)?)));
     let (program, input) = prepared.map_err(|why| format!("its status cannot be asked: {why}"))?;
-    let deadline = Instant::now() + dev.timeout;
+    let deadline = crate::deadline_after(dev.timeout);
     let mut queries = 0;
     loop {
         // The first query gets the whole timeout, later ones what is left.

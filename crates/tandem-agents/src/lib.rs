@@ -253,6 +253,15 @@ pub fn kill_supervised(spec: &ResourceSpec, state_dir: &Path, env: &Env) -> Opti
 
 /// Group and resource names become file names under the state directory.
 /// The spec parser already restricts them; this is the last line of defence.
+/// `after` from now: the deadline of an action whose timeout came from a
+/// spec. Specs bound every duration ([`tandem_core::timing::MAX_DURATION`]);
+/// this keeps an unbounded one from panicking here all the same.
+fn deadline_after(after: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + tandem_core::timing::MAX_DURATION)
+}
+
 fn check_names(env: &Env) -> Result<(), String> {
     for (what, name) in [("group", &env.group), ("resource", &env.resource)] {
         if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {

@@ -414,7 +414,7 @@ impl Supervisor {
         let mut note = None;
         if rec.alive() {
             signal_group(rec.pid, Signal::SIGTERM, ctx);
-            let deadline = Instant::now() + timeout;
+            let deadline = crate::deadline_after(timeout);
             // Most services exit within milliseconds of SIGTERM: look again
             // soon, then less and less often (a switchover waits for this).
             let mut pause = Duration::from_millis(2);

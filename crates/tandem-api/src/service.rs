@@ -578,7 +578,8 @@ impl Tandem for TandemService {
         }
         let timeout = match req.timeout_ms {
             0 => Duration::from_secs(60),
-            ms => Duration::from_millis(ms),
+            // From the network: bounded like every duration Tandem is given.
+            ms => Duration::from_millis(ms).min(tandem_core::timing::MAX_DURATION),
         };
         let actor = actor(&req.actor);
         warn!(node = %req.node, %actor, "fencing requested by an operator");

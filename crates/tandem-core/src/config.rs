@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::membership::{NodeId, NodeInfo, NodeRole, node_id};
-use crate::timing::Timing;
+use crate::timing::{BadDuration, Timing};
 
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,10 +243,11 @@ pub const DEFAULT_SNAPSHOT_AFTER_ENTRIES: u64 = 5000;
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map(Some).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "expected a duration such as \"150ms\" or \"2s\", got {text:?} ({e})"
-        ))
+    crate::timing::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(match e {
+            BadDuration::Malformed => format!("expected a duration such as \"150ms\" or \"2s\", got {text:?}"),
+            BadDuration::TooLong => crate::timing::too_long(&text),
+        })
     })
 }
 
@@ -814,6 +815,23 @@ lease = "3s"
         let msg = refused(&GOOD.replace("\"50ms\"", "\"fast\""));
         assert!(msg.contains("heartbeat_interval"), "{msg}");
         assert!(msg.contains("expected a duration such as \"150ms\""), "{msg}");
+    }
+
+    #[test]
+    fn durations_beyond_a_year_are_refused_with_their_key() {
+        for (from, to, key) in [
+            ("\"50ms\"", "\"400000000000y\"", "heartbeat_interval"),
+            (
+                "lease = \"3s\"",
+                "lease = \"3s\"\nclock_drift_margin = \"400000000000y\"",
+                "clock_drift_margin",
+            ),
+            ("lease = \"3s\"", "lease = \"400000000000y\"", "lease"),
+        ] {
+            let msg = refused(&GOOD.replace(from, to));
+            assert!(msg.starts_with("site-a.toml: ") && msg.contains(key), "{msg}");
+            assert!(msg.contains("expected at most 365days, got \"400000000000y\""), "{msg}");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 
 pub mod config;
 pub mod duty;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod groups;
 pub mod lease;
 pub mod membership;

@@ -25,6 +25,36 @@ impl Millis {
     }
 }
 
+/// The longest duration a spec, a configuration or a command line may give
+/// (365 days). Every timeout, interval and margin Tandem takes from input is
+/// at most this, so deadlines counted on a monotonic clock never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// Why a duration given as text was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadDuration {
+    /// Not a duration at all.
+    Malformed,
+    /// Longer than [`MAX_DURATION`].
+    TooLong,
+}
+
+/// Parses a duration as humantime writes it ("500ms", "20s", "1h 30m") and
+/// refuses one longer than [`MAX_DURATION`]. Callers name the field; for
+/// [`BadDuration::TooLong`], [`too_long`] is the message.
+pub fn parse_duration(text: &str) -> Result<Duration, BadDuration> {
+    let d = humantime::parse_duration(text).map_err(|_| BadDuration::Malformed)?;
+    if d > MAX_DURATION {
+        return Err(BadDuration::TooLong);
+    }
+    Ok(d)
+}
+
+/// The message for a duration longer than [`MAX_DURATION`].
+pub fn too_long(text: &str) -> String {
+    format!("expected at most 365days, got {text:?}")
+}
+
 /// A duration in whole milliseconds, saturating.
 pub fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

@@ -437,7 +437,12 @@ enum LogFormatArg {
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("expected a duration such as \"500ms\" or \"10s\": {e}"))
+    tandem_core::timing::parse_duration(s).map_err(|e| match e {
+        tandem_core::timing::BadDuration::Malformed => {
+            format!("expected a duration such as \"500ms\" or \"10s\", got {s:?}")
+        }
+        tandem_core::timing::BadDuration::TooLong => tandem_core::timing::too_long(s),
+    })
 }
 
 /// A failure that ends the command: a message for the operator and the exit code.

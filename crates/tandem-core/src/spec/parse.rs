@@ -18,6 +18,7 @@ use super::model::{
 use super::redact::{is_secret_param_name, secret_file_param};
 use crate::config::valid_name;
 use crate::membership::{NodeInfo, NodeRole};
+use crate::timing::BadDuration;
 
 /// A spec problem: which file, where (group, resource, field), what is expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -544,8 +545,15 @@ fn max_lag(at: At<'_>, raw: Option<&toml::Value>) -> Result<Option<MaxLag>, Spec
             .map(|n| Some(MaxLag::Position(n)))
             .map_err(|_| at.err("max_lag", format!("{EXPECTED}, got {n}"))),
         Some(toml::Value::String(text)) => {
-            let d =
-                humantime::parse_duration(text).map_err(|_| at.err("max_lag", format!("{EXPECTED}, got {text:?}")))?;
+            let d = crate::timing::parse_duration(text).map_err(|e| {
+                at.err(
+                    "max_lag",
+                    match e {
+                        BadDuration::Malformed => format!("{EXPECTED}, got {text:?}"),
+                        BadDuration::TooLong => crate::timing::too_long(text),
+                    },
+                )
+            })?;
             Ok(Some(MaxLag::Time(d)))
         }
         Some(other) => Err(at.err("max_lag", format!("{EXPECTED}, got {other}"))),
@@ -746,13 +754,16 @@ fn duration(
     let Some(text) = text else {
         return Ok(default);
     };
-    let d = humantime::parse_duration(text).map_err(|_| {
+    let d = crate::timing::parse_duration(text).map_err(|e| {
         at.err(
             field,
-            format!(
-                "expected a duration such as \"{}\", got {text:?}",
-                humantime::format_duration(default)
-            ),
+            match e {
+                BadDuration::Malformed => format!(
+                    "expected a duration such as \"{}\", got {text:?}",
+                    humantime::format_duration(default)
+                ),
+                BadDuration::TooLong => crate::timing::too_long(text),
+            },
         )
     })?;
     if d.is_zero() {
@@ -1827,6 +1838,49 @@ mod tests {
         assert_eq!(spec.groups[0].failure_timeout, Duration::ZERO);
         assert_eq!(spec.groups[0].resources[0].timeouts.stop, Duration::from_secs(90));
         assert_eq!(spec.groups[0].resources[0].timeouts.start, Duration::from_secs(20));
+    }
+
+    /// The value a new user tried: accepted, it made the primary's group
+    /// task panic (`Instant + Duration` overflow) and left the group
+    /// `starting`. Every duration of a spec has an upper bound now.
+    #[test]
+    fn durations_beyond_a_year_are_refused_with_their_field() {
+        const HUGE: &str = "400000000000y";
+        let limit = "expected at most 365days, got \"400000000000y\"";
+        assert_refused(
+            &web("", &format!("monitor_interval = \"{HUGE}\"")),
+            Some("web"),
+            Some("app"),
+            "monitor_interval",
+            limit,
+        );
+        for key in ["start", "stop", "monitor"] {
+            assert_refused(
+                &web("", &format!("timeouts = {{ {key} = \"{HUGE}\" }}")),
+                Some("web"),
+                Some("app"),
+                &format!("timeouts.{key}"),
+                limit,
+            );
+        }
+        for (keys, field) in [
+            (format!("failure_timeout = \"{HUGE}\""), "failure_timeout"),
+            (format!("max_lag = \"{HUGE}\""), "max_lag"),
+            (
+                format!("hooks = {{ after_promote = \"/bin/true\", timeout = \"{HUGE}\" }}"),
+                "hooks.timeout",
+            ),
+        ] {
+            assert_refused(&web(&keys, ""), Some("web"), None, field, limit);
+        }
+        assert_fence_refused(
+            &fence_dummy(&format!("timeout = \"{HUGE}\"")),
+            "fencing.devices.pdu.timeout",
+            limit,
+        );
+        // The bound itself is accepted.
+        let spec = parse(&web("failure_timeout = \"365days\"", "monitor_interval = \"365days\"")).unwrap();
+        assert_eq!(spec.groups[0].failure_timeout, crate::timing::MAX_DURATION);
     }
 
     #[test]
