@@ -438,11 +438,6 @@ impl FaultCluster {
         }
     }
 
-    /// How many one-way drops are in force.
-    pub fn network_faults(&self) -> usize {
-        self.drops.len()
-    }
-
     /// Removes every drop rule.
     pub fn heal_network(&mut self) {
         self.note("heal the network".into());
