@@ -31,6 +31,7 @@
 //! Needs root, iproute2, nftables and python3 (`.ci/run` installs them).
 
 mod checker;
+mod lives;
 mod net;
 
 use std::time::Duration;

@@ -14,7 +14,13 @@ about every 50 ms. Each message waits for the ledger's answer:
 SIGTERM is blocked and looked for between messages, so a stop never cuts a
 message in half. A lost connection is retried every 200 ms.
 
-Usage: service.py LEDGER_HOST:PORT
+Its life, for the checker, goes to LIVES (a file on the machine, not over the
+network, so a cut link hides nothing): first a "start" line with the moment
+the process was created (from /proc/self/stat, on CLOCK_MONOTONIC, rounded
+down to the kernel's tick: the start action's first moment, a little early
+rather than late); the test harness adds the moment it died (a pidfd).
+
+Usage: service.py LEDGER_HOST:PORT LIVES
 """
 
 import json
@@ -32,6 +38,26 @@ class Stale(Exception):
     pass
 
 
+def born_monotonic():
+    """When this process was created, on CLOCK_MONOTONIC, rounded down to a tick."""
+    with open("/proc/self/stat") as f:
+        # The command name (field 2) may hold spaces: count after its ")".
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[19])  # field 22, starttime: ticks since boot
+    since_boot = ticks / os.sysconf("SC_CLK_TCK")
+    offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+    return since_boot - offset
+
+
+def note_life(path, rec):
+    # One write of one line with O_APPEND: lines of several writers never mix.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(rec, sort_keys=True) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
 def main():
     host, port = sys.argv[1].rsplit(":", 1)
     ident = {
@@ -40,6 +66,7 @@ def main():
         "epoch": int(os.environ["TANDEM_EPOCH"]),
         "pid": os.getpid(),
     }
+    note_life(sys.argv[2], dict(ident, type="start", born=born_monotonic(), t=time.monotonic()))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     seq = [0]
     conn = [None, None]  # socket, reader

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::lives::Lifetime;
+
 /// One message as the ledger received it (`tests/faults/ledger.py`).
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -79,6 +81,12 @@ pub struct Findings {
     pub refused_after_pause: usize,
     /// Per group, in order of first message.
     pub intervals: BTreeMap<String, Vec<Interval>>,
+    /// Per group, the shortest time from one node's last activity to
+    /// another node's first (service processes' lives), in seconds: a
+    /// handover's margin. Positive, or there is a violation.
+    pub min_gap: BTreeMap<String, f64>,
+    /// Service processes whose lives were checked.
+    pub lives: usize,
 }
 
 /// Whether `r`, a message of `node`, was sent after `node` resumed from a
@@ -224,6 +232,94 @@ pub fn check(records: &[Record], pauses: &[Pause]) -> Findings {
     f
 }
 
+/// One primary, from the service processes' lives (`lives.rs`): a process
+/// is active from its creation to its death (or `now`, while it lives),
+/// except while its node is paused (SIGSTOP of agent and services, as a
+/// frozen VM). Any overlap of two nodes' activity for one group is a
+/// violation, however short, with one exception: a process paused while
+/// active and resumed may live on while another node holds the group if
+/// the ledger accepted nothing from it after the resume (a fenced writer,
+/// the fencing token's case). Every pid the ledger heard from must have a
+/// life: activity the checker cannot see would let it pass by accident.
+pub fn check_lives(lives: &[Lifetime], records: &[Record], pauses: &[Pause], now: f64, f: &mut Findings) {
+    f.lives += lives.len();
+    for r in records.iter().filter(|r| r.pid != 0) {
+        if !lives.iter().any(|l| l.pid == r.pid && l.node == r.node) {
+            let v = format!(
+                "{}: {}'s pid {} wrote to the ledger (epoch {}) but its life was never recorded",
+                r.group, r.node, r.pid, r.epoch
+            );
+            if !f.violations.contains(&v) {
+                f.violations.push(v);
+            }
+        }
+    }
+    let mut by_group: BTreeMap<&str, Vec<&Lifetime>> = BTreeMap::new();
+    for l in lives {
+        by_group.entry(&l.group).or_default().push(l);
+    }
+    for (group, lives) in by_group {
+        // Each life's active windows.
+        let windows: Vec<Vec<(f64, f64)>> = lives
+            .iter()
+            .map(|l| {
+                let end = l.died.unwrap_or(now);
+                let mut w = vec![(l.born, end)];
+                for p in pauses.iter().filter(|p| p.node == l.node) {
+                    let fenced_after = p.stopped >= l.born
+                        && !records.iter().any(|r| r.pid == l.pid && r.accepted && r.t >= p.resumed);
+                    let cut_to = if fenced_after { f64::INFINITY } else { p.resumed };
+                    w = w
+                        .into_iter()
+                        .flat_map(|(a, b)| {
+                            let mut out = Vec::new();
+                            if a < p.stopped.min(b) {
+                                out.push((a, p.stopped.min(b)));
+                            }
+                            if cut_to < b && cut_to.max(a) < b {
+                                out.push((cut_to.max(a), b));
+                            }
+                            out
+                        })
+                        .collect();
+                }
+                w
+            })
+            .collect();
+        let mut gap = f64::INFINITY;
+        for a in 0..lives.len() {
+            for b in a + 1..lives.len() {
+                let (x, y) = (lives[a], lives[b]);
+                if x.node == y.node {
+                    continue;
+                }
+                for &(x0, x1) in &windows[a] {
+                    for &(y0, y1) in &windows[b] {
+                        let overlap = x1.min(y1) - x0.max(y0);
+                        if overlap > 0.0 {
+                            f.violations.push(format!(
+                                "{group}: two primaries: {} (epoch {}, pid {}, {x0:.3}..{x1:.3}) and {} (epoch {}, pid {}, {y0:.3}..{y1:.3}) active together for {:.1} ms",
+                                x.node,
+                                x.epoch,
+                                x.pid,
+                                y.node,
+                                y.epoch,
+                                y.pid,
+                                overlap * 1000.0
+                            ));
+                        } else {
+                            gap = gap.min(-overlap);
+                        }
+                    }
+                }
+            }
+        }
+        if gap.is_finite() {
+            f.min_gap.insert(group.to_string(), gap);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +400,81 @@ mod tests {
             "{:?}",
             f.violations
         );
+    }
+
+    fn life(node: &str, pid: u64, born: f64, died: Option<f64>) -> Lifetime {
+        Lifetime {
+            node: node.into(),
+            group: "g".into(),
+            epoch: pid,
+            pid,
+            born,
+            died,
+        }
+    }
+
+    fn lives_check(lives: &[Lifetime], records: &[Record], pauses: &[Pause]) -> Findings {
+        let mut f = Findings::default();
+        check_lives(lives, records, pauses, 100.0, &mut f);
+        f
+    }
+
+    #[test]
+    fn lives_a_handover_with_a_millisecond_to_spare_passes_and_its_margin_is_measured() {
+        let f = lives_check(&[life("a", 1, 1.0, Some(2.0)), life("b", 3, 2.001, None)], &[], &[]);
+        assert!(f.violations.is_empty(), "{:?}", f.violations);
+        assert!((f.min_gap["g"] - 0.001).abs() < 1e-9, "{:?}", f.min_gap);
+    }
+
+    #[test]
+    fn lives_any_overlap_counts_however_short() {
+        let f = lives_check(&[life("a", 1, 1.0, Some(2.002)), life("b", 3, 2.0, None)], &[], &[]);
+        assert_eq!(f.violations.len(), 1, "{:?}", f.violations);
+        assert!(
+            f.violations[0].contains("active together for 2.0 ms"),
+            "{:?}",
+            f.violations
+        );
+        // A process that never died is active until now.
+        let f = lives_check(&[life("a", 1, 1.0, None), life("b", 3, 50.0, None)], &[], &[]);
+        assert!(f.violations[0].contains("two primaries"), "{:?}", f.violations);
+    }
+
+    #[test]
+    fn lives_a_frozen_process_is_not_active_and_a_fenced_one_after_resuming_is_allowed() {
+        let lives = [life("a", 1, 1.0, Some(9.0)), life("b", 3, 5.0, None)];
+        let paused = [Pause {
+            node: "a".into(),
+            stopped: 2.0,
+            resumed: 8.0,
+        }];
+        let mut refused = rec(8.5, "a", 1, "write", false);
+        refused.pid = 1;
+        let f = lives_check(&lives, &[refused.clone()], &paused);
+        assert!(f.violations.is_empty(), "{:?}", f.violations);
+        // One write of it accepted after the resume: it was a primary again.
+        let mut accepted = refused;
+        accepted.accepted = true;
+        let f = lives_check(&lives, &[accepted], &paused);
+        assert!(
+            f.violations.iter().any(|v| v.contains("two primaries")),
+            "{:?}",
+            f.violations
+        );
+        // Without the pause, the same lives overlap.
+        let f = lives_check(&lives, &[], &[]);
+        assert!(
+            f.violations.iter().any(|v| v.contains("two primaries")),
+            "{:?}",
+            f.violations
+        );
+    }
+
+    #[test]
+    fn lives_a_writer_without_a_recorded_life_is_a_violation() {
+        let mut r = rec(1.0, "a", 1, "hello", true);
+        r.pid = 42;
+        let f = lives_check(&[], &[r], &[]);
+        assert!(f.violations[0].contains("never recorded"), "{:?}", f.violations);
     }
 }

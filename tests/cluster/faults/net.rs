@@ -101,6 +101,9 @@ pub struct FaultCluster {
     ledger: Option<Child>,
     ledger_file: PathBuf,
     ledger_log: PathBuf,
+    /// The service processes' lives (`lives.rs`), and their watcher.
+    lives_file: PathBuf,
+    lives_watcher: Option<super::lives::Watcher>,
     /// Every fault and heal with its CLOCK_MONOTONIC time.
     pub journal: Vec<(f64, String)>,
     /// Short names of the faults injected, for the summary line.
@@ -145,6 +148,8 @@ impl FaultCluster {
             ledger: None,
             ledger_file: dir.path().join("ledger.jsonl"),
             ledger_log: dir.path().join("ledger.log"),
+            lives_file: dir.path().join("lives.jsonl"),
+            lives_watcher: None,
             journal: Vec::new(),
             faults: Vec::new(),
             pauses: Vec::new(),
@@ -198,6 +203,7 @@ impl FaultCluster {
             c.hosts.insert(host, ns);
         }
         c.start_ledger();
+        c.lives_watcher = Some(super::lives::Watcher::start(&c.lives_file));
         for name in NODES {
             c.write_config(name);
             c.start_agent(name);
@@ -696,6 +702,7 @@ impl FaultCluster {
         let marker = format!("# fault suite spec, change {k}");
         let service = script("service.py");
         let ledger = format!("{}:{LEDGER_PORT}", addr(CLIENT));
+        let lives = self.lives_file.display();
         let mut text = format!("{marker}\n");
         for (i, (name, preferred, other)) in GROUPS.iter().enumerate() {
             // Only beta's threshold changes: no resource changes, so
@@ -705,7 +712,7 @@ impl FaultCluster {
                 "[[groups]]\nname = \"{name}\"\nprefer = [{{ node = \"{preferred}\", score = 100 }}, {{ node = \"{other}\", score = 50 }}]\n\
                  migration_threshold = {threshold}\n\n\
                  [[groups.resources]]\nname = \"writer\"\nagent = \"exec\"\ncommand = \"{PYTHON}\"\n\
-                 args = [\"-u\", \"{service}\", \"{ledger}\"]\nmonitor_interval = \"500ms\"\ntimeouts = {{ stop = \"5s\" }}\n\n"
+                 args = [\"-u\", \"{service}\", \"{ledger}\", \"{lives}\"]\nmonitor_interval = \"500ms\"\ntimeouts = {{ stop = \"5s\" }}\n\n"
             ));
         }
         let file = write(self.dir.path(), &format!("spec-{k}.toml"), &text);
@@ -789,14 +796,31 @@ impl FaultCluster {
             assert_eq!(s["spec_version"], version, "{}: spec_version on {n}", self.test);
         }
 
-        // (a), (b) over the whole ledger.
-        let findings = checker::check(&self.records(), &self.pauses);
+        // (a), (b) over the whole ledger, then one primary from the
+        // services' lives. A run in which no service ever lived and wrote
+        // proves nothing.
+        let records = self.records();
+        let mut findings = checker::check(&records, &self.pauses);
+        let lives = super::lives::parse(&std::fs::read_to_string(&self.lives_file).unwrap_or_default());
+        checker::check_lives(&lives, &records, &self.pauses, mono(), &mut findings);
+        assert!(
+            !records.is_empty() && findings.lives > 0,
+            "{}: no service wrote to the ledger ({} records) or lived ({} lives): the run proves nothing",
+            self.test,
+            records.len(),
+            findings.lives
+        );
+        for (group, gap) in &findings.min_gap {
+            self.figures
+                .push(format!("{group} handover margin {:.1} ms", gap * 1000.0));
+        }
         let summary = format!(
-            "FAULT-SUMMARY test={} seed={} faults=[{}] violations={} refused={} (after a pause: {}) convergence={:.2}s figures=[{}]",
+            "FAULT-SUMMARY test={} seed={} faults=[{}] violations={} lives={} refused={} (after a pause: {}) convergence={:.2}s figures=[{}]",
             self.test,
             seed.map_or("-".to_string(), |s| s.to_string()),
             self.faults.join(" "),
             findings.violations.len(),
+            findings.lives,
             findings.refused,
             findings.refused_after_pause,
             convergence.as_secs_f64(),
