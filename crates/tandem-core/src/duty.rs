@@ -40,6 +40,12 @@ pub enum StopReason {
     /// The agent is stopping: its exclusive groups stop (and move) while its
     /// heartbeats, lease guard and watchdog still run.
     Leaving,
+    /// What runs was started here under epoch `from`, and the group is
+    /// assigned here at the later epoch `to`: it was released and given back
+    /// while this node did not see it, and the release was never carried
+    /// out. Epochs change only by assignment, so the service stops and
+    /// starts again under `to`, with that epoch as its fencing token.
+    Reassigned { from: u64, to: u64 },
 }
 
 impl StopReason {
@@ -65,6 +71,11 @@ impl fmt::Display for StopReason {
                  stops before it may start elsewhere",
             ),
             StopReason::Leaving => f.write_str("the agent is stopping: its exclusive group stops and moves first"),
+            StopReason::Reassigned { from, to } => write!(
+                f,
+                "released and given back while this node was busy (epoch {from} to {to}): what runs under epoch \
+                 {from} stops, to start again with epoch {to}"
+            ),
         }
     }
 }
@@ -130,6 +141,9 @@ pub struct DutyInput<'a> {
     pub kind_here: Option<GroupKind>,
     /// How many of the group's resources, from the first, run here.
     pub started: usize,
+    /// The epoch under which this node started what runs here; `None`
+    /// when nothing runs or what runs was found after an agent restart.
+    pub started_epoch: Option<u64>,
     /// How many resources the group has (as this node would run it).
     pub total: usize,
     pub now: Millis,
@@ -185,6 +199,11 @@ pub fn duty(i: &DutyInput<'_>) -> Duty {
     }
     if spec.kind == GroupKind::Clone {
         return Duty::Run;
+    }
+    if let (true, Some(from), Some(g)) = (running, i.started_epoch, gs)
+        && from < g.epoch
+    {
+        return stop(StopReason::Reassigned { from, to: g.epoch });
     }
     if i.leaving {
         return keep(KeepReason::Leaving);
@@ -254,10 +273,38 @@ mod tests {
             leaving: false,
             kind_here: None,
             started,
+            started_epoch: None,
             total: 2,
             now: Millis(now),
             timing: &T,
         }
+    }
+
+    #[test]
+    fn a_release_this_node_missed_stops_what_ran_under_the_old_epoch() {
+        let lease = leased(1000, 1);
+        let c = cluster("exclusive", &["a"]);
+        let under = |epoch| DutyInput {
+            started_epoch: epoch,
+            ..input(&c, &lease, 2, 1100)
+        };
+        assert_eq!(
+            duty(&under(Some(3))),
+            Duty::Stop {
+                why: StopReason::Reassigned { from: 3, to: 5 }
+            }
+        );
+        assert_eq!(duty(&under(Some(5))), Duty::Run);
+        // Found after an agent restart: the epoch it started under is not known.
+        assert_eq!(duty(&under(None)), Duty::Run);
+        // A clone's node set changes its epoch: it runs on.
+        let clone = cluster("clone", &["a"]);
+        let lease = leased(1000, 1);
+        let i = DutyInput {
+            started_epoch: Some(3),
+            ..input(&clone, &lease, 2, 1100)
+        };
+        assert_eq!(duty(&i), Duty::Run);
     }
 
     #[test]

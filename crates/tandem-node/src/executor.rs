@@ -111,6 +111,9 @@ struct GroupTask {
     runners: Vec<Runner>,
     /// How many resources, from the first, are started.
     started: usize,
+    /// The epoch under which this executor started what runs (`None`:
+    /// nothing runs, or it was found running after an agent restart).
+    started_epoch: Option<u64>,
     next_monitor: Vec<Millis>,
     phase: Phase,
     /// The epoch this node last acted on.
@@ -187,6 +190,7 @@ impl GroupTask {
             spec: None,
             runners: Vec::new(),
             started: 0,
+            started_epoch: None,
             next_monitor: Vec::new(),
             phase: Phase::Stopped,
             epoch: 0,
@@ -264,6 +268,7 @@ impl GroupTask {
             leaving: self.ctx.leaving.load(Ordering::SeqCst),
             kind_here: self.spec.as_ref().map(|g| g.kind),
             started: self.started,
+            started_epoch: self.started_epoch.filter(|_| self.started > 0),
             total,
             now: self.ctx.clock.now(),
             timing: &self.ctx.timing,
@@ -651,6 +656,9 @@ impl GroupTask {
                             self.report_failure(Phase::Failed, name, fatal);
                         }
                         return;
+                    }
+                    if self.started == 0 {
+                        self.started_epoch = Some(epoch);
                     }
                     self.started = i + 1;
                     let interval = self

@@ -108,3 +108,75 @@ async fn another_clusters_data_directory_is_refused_before_anything_starts() {
         Ok(_) => panic!("another cluster's data directory was accepted"),
     }
 }
+
+/// Found by the fault suite's random schedules (a run that never
+/// converged): the coordinator released `web` from this node (epoch 2) and
+/// gave it back (epoch 3) while the executor was busy, so it never saw the
+/// release. It went on reporting the service as running at epoch 3 while
+/// the service kept the fencing token of epoch 1 for good. A release this
+/// node did not carry out must still end what ran under it: the service
+/// runs again, with the epoch it is assigned at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_and_reassignment_the_executor_missed_restarts_the_service_with_its_new_epoch() {
+    use std::collections::BTreeSet;
+    use tandem_core::spec::Spec;
+    use tandem_core::state::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let epochs = dir.path().join("epochs");
+    let node = Node::open(params(config(dir.path(), "epochs"), Clock::system()))
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+        .run();
+    let ctx = node.context().clone();
+    wait_for("leading", || ctx.is_coordinator()).await;
+    wait_for("a lease", || ctx.liveness.lease_until().is_some()).await;
+    let text = format!(
+        "[[groups]]\nname = \"web\"\n[[groups.resources]]\nname = \"app\"\nagent = \"exec\"\ncommand = \"/bin/sh\"\n\
+         args = [\"-c\", \"echo $TANDEM_EPOCH >> {}; exec sleep 600\"]\nmonitor_interval = \"200ms\"\n",
+        epochs.display()
+    );
+    let members: Vec<_> = ctx.members().into_iter().map(|(_, n)| n).collect();
+    let spec = Spec::parse(&text, "spec.toml", &members).unwrap();
+    ctx.raft
+        .write(Command::ApplySpec {
+            spec,
+            source: text,
+            expected_version: 0,
+            summary: Vec::new(),
+            actor: "test".into(),
+            at_unix_ms: 0,
+        })
+        .await
+        .unwrap();
+    let group = || ctx.state.borrow().cluster.groups.get("web").cloned();
+    let ran = || std::fs::read_to_string(&epochs).unwrap_or_default();
+    wait_for("web running at epoch 1", || {
+        group().is_some_and(|g| g.epoch == 1 && g.active_on("solo")) && ran() == "1\n"
+    })
+    .await;
+
+    // Released and given back in one breath: the executor sees epoch 3 next.
+    let assign = |nodes: &[&str], epoch| Command::Assign {
+        group: "web".into(),
+        nodes: nodes.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>(),
+        epoch,
+        reason: "the test".into(),
+        at_unix_ms: 0,
+        detected_unix_ms: None,
+        planned: false,
+    };
+    let (a, b) = tokio::join!(ctx.raft.write(assign(&[], 2)), ctx.raft.write(assign(&["solo"], 3)));
+    a.unwrap();
+    b.unwrap();
+    wait_for("web running again, under the epoch it is assigned at", || {
+        let Some(g) = group() else { return false };
+        g.active_on("solo") && ran().lines().last() == Some(&g.epoch.to_string())
+    })
+    .await;
+    let last = ran();
+    assert!(last.starts_with("1\n") && last.lines().count() >= 2, "{last:?}");
+    drop(node.leave_and_stop("the test is over").await);
+}
