@@ -52,7 +52,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, BadDuration> {
 
 /// The message for a duration longer than [`MAX_DURATION`].
 pub fn too_long(text: &str) -> String {
-    format!("expected at most 365days, got {text:?}")
+    format!("expected at most {}days, got {text:?}", MAX_DURATION.as_secs() / 86_400)
 }
 
 /// A duration in whole milliseconds, saturating.

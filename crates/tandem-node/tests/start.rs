@@ -44,6 +44,16 @@ fn params(config: NodeConfig, clock: Clock) -> NodeParams {
     }
 }
 
+/// Opens, starts and runs the node `solo` of `cluster` in `dir`.
+async fn run_solo(dir: &std::path::Path, cluster: &str, clock: Clock) -> Node {
+    Node::open(params(config(dir, cluster), clock))
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+        .run()
+}
+
 /// Polls `f` every 20 ms for up to 20 s.
 async fn wait_for(what: &str, f: impl Fn() -> bool) {
     for _ in 0..1000 {
@@ -59,12 +69,7 @@ async fn wait_for(what: &str, f: impl Fn() -> bool) {
 async fn a_one_node_cluster_leads_and_counts_its_lease_on_the_clock_it_was_given() {
     let dir = tempfile::tempdir().unwrap();
     let (clock, hand) = Clock::manual(1_700_000_000_000);
-    let node = Node::open(params(config(dir.path(), "lib"), clock.clone()))
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
-        .run();
+    let node = run_solo(dir.path(), "lib", clock.clone()).await;
     let ctx = node.context().clone();
     let lease = ctx.timing.lease;
     wait_for("leading", || ctx.is_coordinator()).await;
@@ -124,12 +129,7 @@ async fn a_release_and_reassignment_the_executor_missed_restarts_the_service_wit
 
     let dir = tempfile::tempdir().unwrap();
     let epochs = dir.path().join("epochs");
-    let node = Node::open(params(config(dir.path(), "epochs"), Clock::system()))
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
-        .run();
+    let node = run_solo(dir.path(), "epochs", Clock::system()).await;
     let ctx = node.context().clone();
     wait_for("leading", || ctx.is_coordinator()).await;
     wait_for("a lease", || ctx.liveness.lease_until().is_some()).await;
