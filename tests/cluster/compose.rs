@@ -1,10 +1,11 @@
 //! The compose cluster (`deploy/compose/`) end to end: the image built
 //! without pulling (`deploy/container/build-image`, around this build's
 //! binary), site-a, site-b, a witness and a client in containers; a spec
-//! applied from the client; site-a's container killed; the coordinator
-//! fences it through the Docker socket; the client sees DNS and the service
-//! follow to site-b; site-a comes back. Everything is taken down at the end,
-//! also when the test fails.
+//! applied from the client; the primary site's container killed (site-a's,
+//! unless placement had to choose site-b); the coordinator fences it through
+//! the Docker socket; the client sees DNS and the service follow to the other
+//! site; the lost site comes back. Everything is taken down at the end, also
+//! when the test fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -123,31 +124,51 @@ fn the_compose_cluster_fails_over_when_a_site_s_container_dies() {
     let up = compose(&["up", "-d"]);
     assert!(up.status.success(), "docker-compose up: {}", stderr(&up));
 
-    wait_for("a coordinator", || status().filter(|s| !s["coordinator"].is_null()));
+    // Every node up in the coordinator's view before the spec goes in, so
+    // that placement sees site-a (preferred) as a candidate.
+    wait_for("a coordinator that sees all three nodes up", || {
+        let s = status().filter(|s| !s["coordinator"].is_null())?;
+        ["site-a", "site-b", "witness"]
+            .iter()
+            .all(|n| node_in(&s, n).is_some_and(|v| v["state"] == "up"))
+            .then_some(())
+    });
     wait_for("the spec applied from the client", || {
         let out = client(&["tandem", "-e", WITNESS, "apply", "-f", "/etc/tandem/spec.toml"]);
         out.status.success().then_some(())
     });
-    wait_for("web on site-a", || {
+    let first = wait_for("web running", || {
         let s = status()?;
         let g = web(&s)?;
-        (g["state"] == "running" && g["primary"] == "site-a").then_some(())
+        (g["state"] == "running").then(|| g["primary"].as_str().map(str::to_string))?
     });
-    let (addr, page) = wait_for("DNS and the service on site-a", dns_and_page);
-    assert_eq!((addr.as_str(), page.as_str()), ("172.29.16.11", "site-a"));
+    // site-a is preferred; it should get web, but a late heartbeat under load
+    // can leave it suspect at the moment of placement, and then web stays
+    // where it was placed (no automatic fail-back). The failover is the same
+    // either way: the primary's site is lost.
+    let (lost, survivor, lost_ip, survivor_ip) = match first.as_str() {
+        "site-a" => ("site-a", "site-b", "172.29.16.11", "172.29.16.12"),
+        "site-b" => ("site-b", "site-a", "172.29.16.12", "172.29.16.11"),
+        other => panic!("web placed on {other}, not a site"),
+    };
+    let (addr, page) = wait_for("DNS and the service on the primary", || {
+        dns_and_page().filter(|(a, _)| a == lost_ip)
+    });
+    assert_eq!((addr.as_str(), page.as_str()), (lost_ip, lost));
 
-    // Site-a is lost: its container (agent and service) dies at once.
-    let killed = run(Command::new("docker").args(["kill", "tandem-site-a"]));
+    // The primary's site is lost: its container (agent and service) dies at once.
+    let container = format!("tandem-{lost}");
+    let killed = run(Command::new("docker").args(["kill", &container]));
     assert!(killed.status.success(), "{}", stderr(&killed));
-    wait_for("web on site-b", || {
+    wait_for("web on the surviving site", || {
         let s = status()?;
         let g = web(&s)?;
-        (g["state"] == "running" && g["primary"] == "site-b").then_some(())
+        (g["state"] == "running" && g["primary"] == survivor).then_some(())
     });
-    let (addr, page) = wait_for("DNS and the service on site-b", || {
-        dns_and_page().filter(|(a, _)| a == "172.29.16.12")
+    let (addr, page) = wait_for("DNS and the service on the surviving site", || {
+        dns_and_page().filter(|(a, _)| a == survivor_ip)
     });
-    assert_eq!(page, "site-b");
+    assert_eq!(page, survivor);
     // Fenced through the Docker socket before web moved.
     let out = client(&["tandem", "-e", WITNESS, "events", "-o", "json"]);
     let events: Vec<Value> = stdout(&out)
@@ -156,25 +177,29 @@ fn the_compose_cluster_fails_over_when_a_site_s_container_dies() {
         .collect();
     let fenced = events
         .iter()
-        .position(|e| e["message"].as_str().is_some_and(|m| m.contains("site-a fenced")))
-        .unwrap_or_else(|| panic!("a fence of site-a in {events:#?}"));
+        .position(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("{lost} fenced")))
+        })
+        .unwrap_or_else(|| panic!("a fence of {lost} in {events:#?}"));
     let moved = events
         .iter()
         .position(|e| {
             e["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("web assigned to site-b"))
+                .is_some_and(|m| m.starts_with(&format!("web assigned to {survivor}")))
         })
-        .unwrap_or_else(|| panic!("web assigned to site-b in {events:#?}"));
+        .unwrap_or_else(|| panic!("web assigned to {survivor} in {events:#?}"));
     assert!(fenced < moved, "fence before recover: {events:#?}");
-    assert_eq!(addr, "172.29.16.12");
+    assert_eq!(addr, survivor_ip);
 
-    // Site-a comes back and rejoins.
-    let started = run(Command::new("docker").args(["start", "tandem-site-a"]));
+    // The lost site comes back and rejoins.
+    let started = run(Command::new("docker").args(["start", &container]));
     assert!(started.status.success(), "{}", stderr(&started));
-    wait_for("site-a up again", || {
+    wait_for("the lost site up again", || {
         let s = status()?;
-        let a = node_in(&s, "site-a")?;
+        let a = node_in(&s, lost)?;
         (a["state"] == "up").then_some(())
     });
 }
