@@ -22,6 +22,9 @@
 //! `TANDEM_NODE`, `TANDEM_GROUP` and `TANDEM_RESOURCE`.
 //!
 //! Nothing here panics on what an agent prints or how it exits.
+//!
+//! [`SimulatedAgents`] is the deterministic simulator's seam (`tandem-sim`):
+//! a [`Runner::simulated`] hands every action to it instead of a process.
 
 mod exec;
 pub mod fence;
@@ -33,6 +36,7 @@ mod systemd;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_core::spec::{AgentSpec, ResourceSpec};
@@ -131,6 +135,22 @@ pub struct Runner {
     state_dir: PathBuf,
     ocf_root: PathBuf,
     supervisor: process::Supervisor,
+    simulated: Option<Arc<dyn SimulatedAgents>>,
+}
+
+/// The future of a simulated action.
+pub type SimulatedAction = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+/// Resource agents played by a simulator (`tandem-sim`): it decides how long
+/// each action takes and what it finds, and records what really runs.
+pub trait SimulatedAgents: Send + Sync + 'static {
+    /// Runs `action` of `spec` for `env` within `timeout` (a simulated
+    /// action that outlives it is killed and reports [`Outcome::TimedOut`],
+    /// as a real one is).
+    fn run(&self, spec: &ResourceSpec, action: Action, env: &Env, timeout: Duration) -> SimulatedAction;
+    /// The lease guard's SIGKILL of a supervised process ([`kill_supervised`]):
+    /// the pid killed, `None` when nothing ran.
+    fn kill(&self, spec: &ResourceSpec, env: &Env) -> Option<i32>;
 }
 
 impl Runner {
@@ -145,6 +165,18 @@ impl Runner {
             state_dir: state_dir.to_path_buf(),
             ocf_root: ocf_root.to_path_buf(),
             supervisor: process::Supervisor::default(),
+            simulated: None,
+        }
+    }
+
+    /// A runner whose actions `agents` plays (the simulator's seam).
+    pub fn simulated(spec: &ResourceSpec, agents: Arc<dyn SimulatedAgents>) -> Runner {
+        Runner {
+            spec: spec.clone(),
+            state_dir: PathBuf::new(),
+            ocf_root: PathBuf::new(),
+            supervisor: process::Supervisor::default(),
+            simulated: Some(agents),
         }
     }
 
@@ -176,6 +208,8 @@ impl Runner {
         debug!(group = %env.group, resource = %env.resource, action = action.as_str(), agent = %self.spec.agent, "action begins");
         let (outcome, output_tail, freshness) = if let Err(why) = check_names(env) {
             (Outcome::Unavailable(why), String::new(), None)
+        } else if let Some(agents) = &self.simulated {
+            (agents.run(&self.spec, action, env, timeout).await, String::new(), None)
         } else {
             match &self.spec.agent {
                 AgentSpec::Process {

@@ -300,7 +300,7 @@ impl LeaseTable {
     /// predecessor, can still be valid (invariant 2 of the safety model).
     pub fn lease_certainly_expired(&self, node: NodeId, now: Millis, timing: &Timing) -> bool {
         let since_election = now.since(self.coordinator_since);
-        if since_election <= timing.predecessor_grace() {
+        if since_election <= timing.predecessor_grace() && !crate::mutations::cut_predecessor_grace() {
             return false;
         }
         match self.age(node, now) {

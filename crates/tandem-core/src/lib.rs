@@ -18,6 +18,7 @@ pub mod fuzz;
 pub mod groups;
 pub mod lease;
 pub mod membership;
+pub mod mutations;
 pub mod operator;
 pub mod placement;
 pub mod spec;

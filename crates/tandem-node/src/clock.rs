@@ -7,7 +7,9 @@
 //! is the wall clock, for event records and display only.
 //!
 //! A node runs on [`Clock::system`]; a test drives a [`Clock::manual`]
-//! instead. Nothing else in this crate reads a system clock (its
+//! instead; the deterministic simulator gives each node a
+//! [`Clock::simulated`] that follows tokio's (paused) time at the node's own
+//! rate, with its own boot-time clock and boot id. Nothing else in this crate reads a system clock (its
 //! `clippy.toml` forbids it).
 
 use std::sync::Arc;
@@ -29,6 +31,17 @@ enum Source {
     System { origin: Instant },
     /// Moves only when its [`ManualClock`] says.
     Manual(Arc<ManualTime>),
+    /// tokio's time (paused in the simulator) at a rate of its own.
+    Simulated(Arc<SimulatedTime>),
+}
+
+#[derive(Debug)]
+struct SimulatedTime {
+    origin: tokio::time::Instant,
+    /// Parts per million of tokio's rate (1_000_000: the same rate).
+    rate_ppm: u64,
+    unix_origin_ms: u64,
+    boot_id: String,
 }
 
 #[derive(Debug)]
@@ -67,11 +80,30 @@ impl Clock {
         )
     }
 
+    /// A simulated machine's clock (`tandem-sim`): starts at `Millis(0)`
+    /// now, follows tokio's time at `rate_ppm` millionths of its rate, shows
+    /// `unix_origin_ms` as its wall clock at the start, and counts boot time
+    /// from the start too (the machine booted now, as `boot_id`).
+    pub fn simulated(rate_ppm: u64, unix_origin_ms: u64, boot_id: String) -> Clock {
+        Clock {
+            source: Source::Simulated(Arc::new(SimulatedTime {
+                origin: system::tokio_now(),
+                rate_ppm,
+                unix_origin_ms,
+                boot_id,
+            })),
+        }
+    }
+
     /// Monotonic milliseconds since the clock's origin.
     pub fn now(&self) -> Millis {
         match &self.source {
             Source::System { origin } => Millis(duration_ms(system::elapsed(*origin))),
             Source::Manual(t) => Millis(t.now_ms.load(Relaxed)),
+            Source::Simulated(t) => {
+                let us = u128::from(t.rate_ppm) * system::tokio_now().duration_since(t.origin).as_micros() / 1_000_000;
+                Millis(u64::try_from(us / 1000).unwrap_or(u64::MAX))
+            }
         }
     }
 
@@ -81,6 +113,27 @@ impl Clock {
         match &self.source {
             Source::System { .. } => system::unix_ms(),
             Source::Manual(t) => t.unix_ms.load(Relaxed),
+            Source::Simulated(t) => t.unix_origin_ms.saturating_add(self.now().0),
+        }
+    }
+
+    /// Milliseconds since the machine booted (a clock an agent restart does
+    /// not reset): `/proc/uptime`, or a simulated machine's.
+    pub fn boot_ms(&self) -> Option<u64> {
+        match &self.source {
+            Source::Simulated(_) => Some(self.now().0),
+            _ => crate::lease_file::uptime_ms(),
+        }
+    }
+
+    /// This boot's id: `/proc/sys/kernel/random/boot_id`, or a simulated
+    /// machine's.
+    pub fn boot_id(&self) -> String {
+        match &self.source {
+            Source::Simulated(t) => t.boot_id.clone(),
+            _ => std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -113,6 +166,11 @@ mod system {
 
     pub fn instant_now() -> Instant {
         Instant::now()
+    }
+
+    /// tokio's time: paused and advanced by the simulator.
+    pub fn tokio_now() -> tokio::time::Instant {
+        tokio::time::Instant::now()
     }
 
     pub fn elapsed(origin: Instant) -> Duration {

@@ -108,6 +108,17 @@ pub fn may_answer(ctx: &NodeContext) -> bool {
     ctx.liveness.may_act(ctx.clock.now(), applied)
 }
 
+/// The zone of the applied state at start (empty when it cannot be built).
+pub fn initial_zone(ctx: &NodeContext) -> Result<Zone, std::io::Error> {
+    let state = ctx.state.borrow().clone();
+    build_zone(&ctx.cluster, &state, &members_of(&state))
+        .or_else(|e| {
+            warn!(error = %e, "the zone cannot be built from the current state; serving an empty zone");
+            Zone::build(&ZoneInput::new(zone_name(&Spec::default(), &ctx.cluster))).map_err(|e| e.to_string())
+        })
+        .map_err(std::io::Error::other)
+}
+
 /// Binds the responder on `listen` and serves until `shutdown`, rebuilding
 /// the zone on every applied state whose zone content changed.
 pub async fn bind_dns(
@@ -115,15 +126,7 @@ pub async fn bind_dns(
     listen: SocketAddr,
     rate_limit_per_sec: Option<u32>,
 ) -> Result<(Responder, watch::Sender<Arc<Zone>>, Arc<Stats>), std::io::Error> {
-    let initial = {
-        let state = ctx.state.borrow().clone();
-        build_zone(&ctx.cluster, &state, &members_of(&state))
-            .or_else(|e| {
-                warn!(error = %e, "the zone cannot be built from the current state; serving an empty zone");
-                Zone::build(&ZoneInput::new(zone_name(&Spec::default(), &ctx.cluster))).map_err(|e| e.to_string())
-            })
-            .map_err(std::io::Error::other)?
-    };
+    let initial = initial_zone(&ctx)?;
     let (tx, rx) = watch::channel(Arc::new(initial));
     let mut cfg = DnsConfig::new(listen);
     cfg.rate_limit_per_sec = rate_limit_per_sec;

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
-use tandem_agents::{Action, ActionResult, Env, Outcome, Runner};
+use tandem_agents::{Action, ActionResult, Env, Outcome, Runner, SimulatedAgents};
 use tandem_core::Millis;
 use tandem_core::duty::{Duty, DutyInput, KeepReason, duty};
 use tandem_core::groups::{NodeReport, Phase, ResourceReport};
@@ -56,6 +56,8 @@ pub struct ExecutorConfig {
     /// Per group: whether it may be active here as an exclusive group (the
     /// agent waits for all to clear before it stops).
     pub active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
+    /// The simulator's agents instead of processes (`None` on a real node).
+    pub agents: Option<Arc<dyn SimulatedAgents>>,
 }
 
 /// Whether any exclusive group may still be active on this node.
@@ -106,6 +108,7 @@ struct GroupTask {
     name: String,
     state_dir: PathBuf,
     ocf_root: PathBuf,
+    agents: Option<Arc<dyn SimulatedAgents>>,
     /// The spec the runners were built from.
     spec: Option<GroupSpec>,
     runners: Vec<Runner>,
@@ -187,6 +190,7 @@ impl GroupTask {
             name,
             state_dir: config.state_dir.clone(),
             ocf_root: config.ocf_root.clone(),
+            agents: config.agents.clone(),
             spec: None,
             runners: Vec::new(),
             started: 0,
@@ -227,7 +231,10 @@ impl GroupTask {
         self.runners = spec
             .resources
             .iter()
-            .map(|r| Runner::new(r, dir, &self.ocf_root))
+            .map(|r| match &self.agents {
+                Some(agents) => Runner::simulated(r, agents.clone()),
+                None => Runner::new(r, dir, &self.ocf_root),
+            })
             .collect();
         self.next_monitor = vec![self.ctx.clock.now(); spec.resources.len()];
         *self.guarded.lock().unwrap_or_else(|p| p.into_inner()) = spec.resources.clone();
@@ -446,6 +453,7 @@ impl GroupTask {
             self.ctx.clone(),
             self.name.clone(),
             self.state_dir.clone(),
+            self.agents.clone(),
             self.guard.clone(),
             self.guarded.clone(),
             shutdown.clone(),
@@ -1099,6 +1107,7 @@ async fn lease_guard(
     ctx: NodeContext,
     group: String,
     state_dir: PathBuf,
+    agents: Option<Arc<dyn SimulatedAgents>>,
     active: Arc<AtomicBool>,
     resources: Arc<Mutex<Vec<ResourceSpec>>>,
     mut shutdown: watch::Receiver<bool>,
@@ -1130,7 +1139,12 @@ async fn lease_guard(
                 epoch: 0,
                 node: ctx.me.name.clone(),
             };
-            if let Some(pid) = tandem_agents::kill_supervised(r, &state_dir, &env) {
+            let killed = match &agents {
+                Some(agents) if matches!(r.agent, tandem_core::spec::AgentSpec::Process { .. }) => agents.kill(r, &env),
+                Some(_) => None,
+                None => tandem_agents::kill_supervised(r, &state_dir, &env),
+            };
+            if let Some(pid) = killed {
                 error!(%group, resource = %r.name, pid, "the lease ended with the service still running: killed its process group");
             } else if !matches!(r.agent, tandem_core::spec::AgentSpec::Process { .. }) {
                 unkillable.push(r.name.clone());

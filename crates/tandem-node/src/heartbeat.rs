@@ -16,6 +16,7 @@ use tandem_core::timing::duration_ms;
 use tandem_core::{NodeId, Timing};
 use tandem_proto::v1::peer_client::PeerClient;
 use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest};
+use tandem_raft::network::{PeerAnswer, PeerCall};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -199,6 +200,13 @@ pub async fn send_heartbeat(
     request: HeartbeatRequest,
     timeout: Duration,
 ) -> Result<HeartbeatReply, String> {
+    if let Some(transport) = ctx.channels.transport() {
+        return match transport.call(address, PeerCall::Heartbeat(request), timeout).await {
+            Ok(PeerAnswer::Heartbeat(reply)) => Ok(reply),
+            Ok(_) => Err("a reply of another kind".into()),
+            Err(s) => Err(s.message().to_string()),
+        };
+    }
     let channel = ctx.channels.get(address).map_err(|e| e.to_string())?;
     let mut req = tonic::Request::new(request);
     req.set_timeout(timeout);

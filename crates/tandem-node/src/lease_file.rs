@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::clock::Clock;
 use crate::node::NodeContext;
 
 /// Milliseconds since boot, from `/proc/uptime`.
@@ -22,17 +23,11 @@ pub fn uptime_ms() -> Option<u64> {
     (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64)
 }
 
-/// This boot's id: a record from before a reboot means nothing now.
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// What is left of the previous run's lease: zero when it ended, when there
-/// is no readable record, or when the record is from another boot; never more
-/// than one lease.
-pub fn previous_lease_remaining(path: &Path, lease: Duration) -> Duration {
+/// is no readable record, or when the record is from another boot (a record
+/// from before a reboot means nothing now); never more than one lease. Boot
+/// time and id come from `clock` ([`Clock::boot_ms`], [`Clock::boot_id`]).
+pub fn previous_lease_remaining(path: &Path, lease: Duration, clock: &Clock) -> Duration {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Duration::ZERO;
     };
@@ -40,11 +35,11 @@ pub fn previous_lease_remaining(path: &Path, lease: Duration) -> Duration {
     let (Some(end), Some(boot)) = (words.next().and_then(|w| w.parse::<u64>().ok()), words.next()) else {
         return Duration::ZERO;
     };
-    if boot != boot_id() {
+    if boot != clock.boot_id() {
         return Duration::ZERO;
     }
     // /proc/uptime is truncated to 10 ms: count "now" as late as it may be.
-    let Some(now) = uptime_ms().map(|n| n + 10) else {
+    let Some(now) = clock.boot_ms().map(|n| n + 10) else {
         return Duration::ZERO;
     };
     Duration::from_millis(end.saturating_sub(now)).min(lease)
@@ -63,7 +58,7 @@ pub fn rewrite_after(timing: &tandem_core::Timing) -> Duration {
 /// replaced by a later lease's end: until this run holds a lease, the
 /// previous run's record stays.
 pub async fn persist_lease(ctx: NodeContext, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
-    let Some(boot_now) = uptime_ms() else {
+    let Some(boot_now) = ctx.clock.boot_ms() else {
         warn!("cannot read /proc/uptime: a restarted agent will not know when this run's lease ended");
         return;
     };
@@ -71,7 +66,7 @@ pub async fn persist_lease(ctx: NodeContext, path: PathBuf, mut shutdown: watch:
     // truncated, so this errs early: a record may only err towards an
     // earlier end.
     let offset = boot_now.saturating_sub(ctx.clock.now().0);
-    let boot = boot_id();
+    let boot = ctx.clock.boot_id();
     let mut liveness = ctx.liveness.subscribe();
     let mut written = None;
     loop {

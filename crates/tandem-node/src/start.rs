@@ -57,6 +57,20 @@ pub struct NodeParams {
     pub clock: Clock,
     /// Seeds the witness's election jitter; `None`: the node id.
     pub jitter_seed: Option<u64>,
+    /// What the deterministic simulator replaces; `None` for a real node.
+    pub simulation: Option<Simulation>,
+}
+
+/// The seams of the deterministic simulator (`tandem-sim`), each the
+/// narrowest there is: the disk (a store on an in-memory backend, kept
+/// across a simulated crash), the network to other nodes (every Raft,
+/// heartbeat and report call) and the resource agents. The DNS responder
+/// binds no socket (the zone is still built and followed).
+#[derive(Clone)]
+pub struct Simulation {
+    pub store: Store,
+    pub transport: Arc<dyn tandem_raft::network::PeerTransport>,
+    pub agents: Arc<dyn tandem_agents::SimulatedAgents>,
 }
 
 /// Why a node did not start.
@@ -94,7 +108,8 @@ pub struct StartedNode {
     store: Store,
     ctx: NodeContext,
     initial: Arc<AppliedState>,
-    dns: Responder,
+    /// `None` in the simulator: no socket.
+    dns: Option<Responder>,
     zone_tx: watch::Sender<Arc<Zone>>,
     dns_stats: Arc<Stats>,
 }
@@ -143,7 +158,11 @@ impl Node {
             node_name: config.node.name.clone(),
             node_id: config.node_id,
         };
-        let store = Store::open(&config.data_dir, &identity).map_err(|e| match e {
+        let opened = match &params.simulation {
+            Some(sim) => Ok(sim.store.clone()),
+            None => Store::open(&config.data_dir, &identity),
+        };
+        let store = opened.map_err(|e| match e {
             OpenError::WrongIdentity { .. } => StartError::WrongIdentity(e.to_string()),
             OpenError::Storage { .. } => StartError::Failed(e.to_string()),
         })?;
@@ -246,6 +265,24 @@ impl Node {
         // the caller drops what is returned.
         StoppedNode { _store: self.store }
     }
+
+    /// The machine stops dead (the simulator's crash): nothing leaves, hands
+    /// over or stops a service; every task of the runtime ends where it is
+    /// and Raft stops. What it wrote stays in its store.
+    pub async fn crash(self) -> StoppedNode {
+        let _ = self.shutdown_tx.send(true);
+        let t = self.tasks;
+        for handle in [&t.heartbeats, &t.follower, &t.manager, &t.zone, &t.lease, &t.push, &t.dns] {
+            handle.abort();
+        }
+        for handle in [&t.executor, &t.fallback, &t.watchdog].into_iter().flatten() {
+            handle.abort();
+        }
+        if let Err(e) = self.ctx.raft.shutdown().await {
+            warn!(error = %e, "Raft did not shut down cleanly");
+        }
+        StoppedNode { _store: self.store }
+    }
 }
 
 impl OpenedNode {
@@ -268,9 +305,10 @@ impl OpenedNode {
             ))
         })?;
         let state = state_machine.subscribe();
-        let channels = match params.client_tls.clone() {
-            Some(tls) => Channels::with_tls(tls),
-            None => Channels::default(),
+        let channels = match (&params.simulation, params.client_tls.clone()) {
+            (Some(sim), _) => Channels::simulated(sim.transport.clone()),
+            (None, Some(tls)) => Channels::with_tls(tls),
+            (None, None) => Channels::default(),
         };
         let raft = Consensus::start(config.node_id, &raft_config, channels.clone(), &store, state_machine)
             .await
@@ -315,10 +353,17 @@ impl OpenedNode {
             }
         }
 
-        let (dns, zone_tx, dns_stats) = crate::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
-            .await
-            .map_err(|e| StartError::Failed(format!("cannot serve DNS on {}: {e}", config.dns_listen)))?;
-        info!(dns = %config.dns_listen, "DNS responder listening");
+        let (dns, zone_tx, dns_stats) = if params.simulation.is_some() {
+            let zone = crate::dns::initial_zone(&ctx).map_err(|e| StartError::Failed(e.to_string()))?;
+            (None, watch::channel(Arc::new(zone)).0, Arc::new(Stats::new(1)))
+        } else {
+            let (dns, zone_tx, dns_stats) =
+                crate::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
+                    .await
+                    .map_err(|e| StartError::Failed(format!("cannot serve DNS on {}: {e}", config.dns_listen)))?;
+            info!(dns = %config.dns_listen, "DNS responder listening");
+            (Some(dns), zone_tx, dns_stats)
+        };
         Ok(StartedNode {
             params,
             store,
@@ -352,7 +397,7 @@ impl StartedNode {
         let (shutdown_tx, shutdown) = watch::channel(false);
         // Read the previous run's lease end before this run records its own.
         let lease_file = config.data_dir.join("lease-end");
-        let left = crate::lease_file::previous_lease_remaining(&lease_file, config.timing.lease);
+        let left = crate::lease_file::previous_lease_remaining(&lease_file, config.timing.lease, &ctx.clock);
         info!(
             left_ms = left.as_millis() as u64,
             "what is left of the previous run's lease"
@@ -366,7 +411,10 @@ impl StartedNode {
             lease_file,
             shutdown.clone(),
         ));
-        let dns_task = tokio::spawn(dns.run(shutdown.clone()));
+        let dns_task = match dns {
+            Some(dns) => tokio::spawn(dns.run(shutdown.clone())),
+            None => tokio::spawn(async {}),
+        };
         let zone = zone_tx.subscribe();
         let zone_task = tokio::spawn(crate::dns::follow_zone(ctx.clone(), zone_tx, shutdown.clone()));
         let push = tokio::spawn(crate::dns::run_dns_push(ctx.clone(), shutdown.clone()));
@@ -380,6 +428,7 @@ impl StartedNode {
                 state_dir: config.data_dir.join("run"),
                 ocf_root: ctx.ocf_root.clone(),
                 active: exclusive_active.clone(),
+                agents: params.simulation.as_ref().map(|s| s.agents.clone()),
             };
             tokio::spawn(run_executor(ctx.clone(), exec_config, shutdown.clone()))
         });

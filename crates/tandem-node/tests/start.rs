@@ -41,6 +41,7 @@ fn params(config: NodeConfig, clock: Clock) -> NodeParams {
         ocf_root: "/usr/lib/ocf".into(),
         clock,
         jitter_seed: None,
+        simulation: None,
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod consensus;
 pub mod network;
+pub mod runtime;
 pub mod store;
 
 pub use consensus::{
@@ -32,7 +33,7 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = u64,
         Node = NodeInfo,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = runtime::SeededRuntime,
 );
 
 type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;

@@ -27,8 +27,8 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tandem_core::NodeInfo;
-use tandem_proto::v1::RaftMessage;
 use tandem_proto::v1::peer_client::PeerClient;
+use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, RaftMessage};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::store::SnapshotData;
@@ -60,10 +60,42 @@ pub fn channel(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, 
 /// another (Raft, heartbeats and their relays, reports, forwarded writes)
 /// comes from here, so with TLS configured all of it is TLS with the node's
 /// own certificate as its client identity.
+///
+/// In the deterministic simulator (`tandem-sim`) a [`PeerTransport`] carries
+/// the same messages instead, and no channel is ever made.
 #[derive(Clone, Default)]
 pub struct Channels {
     by_address: Arc<Mutex<HashMap<String, Channel>>>,
     tls: Option<ClientTlsConfig>,
+    transport: Option<Arc<dyn PeerTransport>>,
+}
+
+/// A node-to-node call as a simulated network carries it: the very
+/// messages the `tandem.v1.Peer` service would get.
+#[derive(Debug, Clone)]
+pub enum PeerCall {
+    Raft(RaftMethod, RaftMessage),
+    Heartbeat(HeartbeatRequest),
+    Report(RaftMessage),
+}
+
+/// The answer to a [`PeerCall`] of the same kind.
+#[derive(Debug, Clone)]
+pub enum PeerAnswer {
+    Raft(RaftMessage),
+    Heartbeat(HeartbeatReply),
+    Report,
+}
+
+/// The future of a [`PeerTransport`] call.
+pub type PeerFuture = std::pin::Pin<Box<dyn Future<Output = Result<PeerAnswer, tonic::Status>> + Send>>;
+
+/// Carries node-to-node calls instead of gRPC (the simulator's network).
+/// Errors are gRPC statuses, so every caller maps them exactly as it maps
+/// a real peer's.
+pub trait PeerTransport: Send + Sync + 'static {
+    /// Delivers `call` to the node at `address`, within `timeout`.
+    fn call(&self, address: &str, call: PeerCall, timeout: Duration) -> PeerFuture;
 }
 
 impl Channels {
@@ -73,7 +105,22 @@ impl Channels {
         Channels {
             by_address: Default::default(),
             tls: Some(tls),
+            transport: None,
         }
+    }
+
+    /// Every call goes through `transport` (the simulator's network).
+    pub fn simulated(transport: Arc<dyn PeerTransport>) -> Self {
+        Channels {
+            by_address: Default::default(),
+            tls: None,
+            transport: Some(transport),
+        }
+    }
+
+    /// The simulated transport, when there is one.
+    pub fn transport(&self) -> Option<&Arc<dyn PeerTransport>> {
+        self.transport.as_ref()
     }
 
     /// The channel to `address`, created on first use.
@@ -117,6 +164,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             cluster: self.cluster.clone(),
             retry_after: self.retry_after,
             target,
+            address: node.address.clone(),
+            transport: self.channels.transport().cloned(),
             client: self
                 .channels
                 .get(&node.address)
@@ -135,6 +184,8 @@ pub struct PeerConnection {
     cluster: String,
     retry_after: Duration,
     target: u64,
+    address: String,
+    transport: Option<Arc<dyn PeerTransport>>,
     /// An address that cannot even form a URI is kept as an error and
     /// reported on every call, so the node stays up and says why.
     client: Result<PeerClient<Channel>, String>,
@@ -159,7 +210,7 @@ struct SnapshotHeader {
 impl PeerConnection {
     async fn call<Req, Resp>(
         &mut self,
-        method: Method,
+        method: RaftMethod,
         req: &Req,
         payload: Vec<u8>,
         timeout: Duration,
@@ -169,23 +220,36 @@ impl PeerConnection {
         Resp: DeserializeOwned,
     {
         let target = self.target;
-        let client = match &mut self.client {
-            Ok(c) => c,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
-        };
         let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(RaftMessage {
+        let message = RaftMessage {
             cluster: self.cluster.clone(),
             json,
             payload,
-        });
-        request.set_timeout(timeout);
-        let reply = match method {
-            Method::AppendEntries => client.append_entries(request).await,
-            Method::Vote => client.vote(request).await,
-            Method::PreVote => client.pre_vote(request).await,
-            Method::FullSnapshot => client.full_snapshot(request).await,
-            Method::TransferLeader => client.transfer_leader(request).await,
+        };
+        let reply = if let Some(transport) = &self.transport {
+            match transport
+                .call(&self.address, PeerCall::Raft(method, message), timeout)
+                .await
+            {
+                Ok(PeerAnswer::Raft(m)) => Ok(m),
+                Ok(_) => Err(tonic::Status::internal("a reply of another kind")),
+                Err(s) => Err(s),
+            }
+        } else {
+            let client = match &mut self.client {
+                Ok(c) => c,
+                Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+            };
+            let mut request = tonic::Request::new(message);
+            request.set_timeout(timeout);
+            match method {
+                RaftMethod::AppendEntries => client.append_entries(request).await,
+                RaftMethod::Vote => client.vote(request).await,
+                RaftMethod::PreVote => client.pre_vote(request).await,
+                RaftMethod::FullSnapshot => client.full_snapshot(request).await,
+                RaftMethod::TransferLeader => client.transfer_leader(request).await,
+            }
+            .map(tonic::Response::into_inner)
         };
         let unreachable = |message: String| {
             RPCError::Unreachable(Unreachable::new(&TransportError(format!(
@@ -209,13 +273,14 @@ impl PeerConnection {
             )))),
         })?;
         let decoded: Reply<Resp> =
-            serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            serde_json::from_slice(&reply.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|stopped| unreachable(format!("its Raft stopped: {stopped}")))
     }
 }
 
-#[derive(Clone, Copy)]
-enum Method {
+/// The Raft RPCs of `tandem.v1.Peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RaftMethod {
     AppendEntries,
     Vote,
     PreVote,
@@ -223,14 +288,14 @@ enum Method {
     TransferLeader,
 }
 
-impl Method {
-    fn name(self) -> &'static str {
+impl RaftMethod {
+    pub fn name(self) -> &'static str {
         match self {
-            Method::AppendEntries => "append_entries",
-            Method::Vote => "vote",
-            Method::PreVote => "pre_vote",
-            Method::FullSnapshot => "full_snapshot",
-            Method::TransferLeader => "transfer_leader",
+            RaftMethod::AppendEntries => "append_entries",
+            RaftMethod::Vote => "vote",
+            RaftMethod::PreVote => "pre_vote",
+            RaftMethod::FullSnapshot => "full_snapshot",
+            RaftMethod::TransferLeader => "transfer_leader",
         }
     }
 }
@@ -243,7 +308,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::AppendEntries, &rpc, Vec::new(), option.hard_ttl())
+        self.call(RaftMethod::AppendEntries, &rpc, Vec::new(), option.hard_ttl())
             .await
     }
 
@@ -252,7 +317,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::Vote, &rpc, Vec::new(), option.hard_ttl()).await
+        self.call(RaftMethod::Vote, &rpc, Vec::new(), option.hard_ttl()).await
     }
 
     async fn pre_vote(
@@ -260,7 +325,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::PreVote, &rpc, Vec::new(), option.hard_ttl()).await
+        self.call(RaftMethod::PreVote, &rpc, Vec::new(), option.hard_ttl()).await
     }
 
     async fn full_snapshot(
@@ -274,7 +339,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             vote,
             meta: snapshot.meta,
         };
-        let send = self.call(Method::FullSnapshot, &header, snapshot.snapshot, option.hard_ttl());
+        let send = self.call(RaftMethod::FullSnapshot, &header, snapshot.snapshot, option.hard_ttl());
         tokio::select! {
             reply = send => reply.map_err(|e| match e {
                 RPCError::Unreachable(u) => StreamingError::Unreachable(u),
@@ -291,7 +356,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::TransferLeader, &req, Vec::new(), option.hard_ttl())
+        self.call(RaftMethod::TransferLeader, &req, Vec::new(), option.hard_ttl())
             .await
     }
 
@@ -367,5 +432,16 @@ impl Inbound {
     pub async fn transfer_leader(&self, msg: &RaftMessage) -> Result<RaftMessage, InboundError> {
         let req: TransferLeaderRequest<TypeConfig> = self.decode(msg)?;
         self.encode(self.raft.handle_transfer_leader(req).await)
+    }
+
+    /// Hands a message of `method` to Raft (for a simulated network).
+    pub async fn handle(&self, method: RaftMethod, msg: RaftMessage) -> Result<RaftMessage, InboundError> {
+        match method {
+            RaftMethod::AppendEntries => self.append_entries(&msg).await,
+            RaftMethod::Vote => self.vote(&msg).await,
+            RaftMethod::PreVote => self.pre_vote(&msg).await,
+            RaftMethod::FullSnapshot => self.full_snapshot(msg).await,
+            RaftMethod::TransferLeader => self.transfer_leader(&msg).await,
+        }
     }
 }

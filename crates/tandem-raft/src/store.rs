@@ -154,6 +154,34 @@ impl Store {
         }
     }
 
+    /// Opens the database on `backend` instead of a file (the simulator's
+    /// disk: redb's `InMemoryBackend`, kept across a simulated crash), with
+    /// the same identity check as [`Store::open`]. `name` stands for the
+    /// path in messages.
+    pub fn with_backend(
+        backend: impl redb::StorageBackend,
+        name: &str,
+        identity: &Identity,
+    ) -> Result<Store, OpenError> {
+        let path = PathBuf::from(name);
+        let storage_error = |reason: String| OpenError::Storage {
+            path: path.clone(),
+            reason,
+        };
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| storage_error(e.to_string()))?;
+        match claim(&db, identity) {
+            Ok(None) => Ok(Store { db: Arc::new(db), path }),
+            Ok(Some(found)) => Err(OpenError::WrongIdentity {
+                dir: path.clone(),
+                found: Box::new(found),
+                expected: Box::new(identity.clone()),
+            }),
+            Err(e) => Err(storage_error(e.to_string())),
+        }
+    }
+
     /// The Raft log and vote.
     pub fn log_store(&self) -> LogStore {
         LogStore { db: self.db.clone() }
@@ -561,12 +589,24 @@ fn io_error(doing: &'static str) -> impl FnOnce(DbError) -> io::Error {
     move |e| io::Error::other(format!("cannot {doing}: {e}"))
 }
 
+/// True on a current-thread runtime (the simulator, unit tests): there a
+/// transaction runs inline, since a blocking thread's result would come
+/// back at a moment no seed decides. A node runs on the multi-thread
+/// runtime, where transactions go to the blocking pool.
+fn inline() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 /// Runs `f` in a read transaction on a blocking thread.
 async fn read<T, F>(db: &Arc<Database>, f: F) -> Result<T, DbError>
 where
     T: Send + 'static,
     F: FnOnce(&ReadTransaction) -> Result<T, DbError> + Send + 'static,
 {
+    if inline() {
+        return f(&db.begin_read()?);
+    }
     let db = db.clone();
     tokio::task::spawn_blocking(move || f(&db.begin_read()?))
         .await
@@ -580,6 +620,12 @@ where
     T: Send + 'static,
     F: FnOnce(&WriteTransaction) -> Result<T, DbError> + Send + 'static,
 {
+    if inline() {
+        let txn = db.begin_write()?;
+        let out = f(&txn)?;
+        txn.commit()?;
+        return Ok(out);
+    }
     let db = db.clone();
     tokio::task::spawn_blocking(move || {
         let txn = db.begin_write()?;

@@ -70,6 +70,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         ocf_root: ocf_root(),
         clock: Clock::system(),
         jitter_seed: None,
+        simulation: None,
     })
     .map_err(start_failure)?;
 
