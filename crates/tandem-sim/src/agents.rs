@@ -23,6 +23,10 @@ pub struct AgentFaults {
     pub hanging_start_pm: u32,
     /// Stops that take up to 80% of their timeout.
     pub slow_stop_pm: u32,
+    /// Stops that fail (the service keeps running).
+    pub failing_stop_pm: u32,
+    /// Stops that hang past their timeout (the service keeps running).
+    pub hanging_stop_pm: u32,
 }
 
 /// One node incarnation's agents.
@@ -59,12 +63,15 @@ impl SimulatedAgents for SimAgents {
                         roll(f.slow_start_pm),
                         roll(f.slow_stop_pm),
                     );
+                    let (stop_hangs, stop_fails) = (roll(f.hanging_stop_pm), roll(f.failing_stop_pm));
                     let slow = Duration::from_millis(s.rng.gen_range(1..(timeout_ms * 4 / 5).max(2)));
                     let quick = Duration::from_millis(s.rng.gen_range(10..120));
                     let fate = match action {
                         Action::Start if hangs => Fate::Hangs,
                         Action::Start if fails => Fate::Fails(Duration::from_millis(20)),
                         Action::Start if slow_start => Fate::Done(slow),
+                        Action::Stop if stop_hangs => Fate::Hangs,
+                        Action::Stop if stop_fails => Fate::Fails(Duration::from_millis(20)),
                         Action::Stop if slow_stop => Fate::Done(slow),
                         Action::Monitor => Fate::Done(Duration::from_millis(2 + quick.as_millis() as u64 % 13)),
                         _ => Fate::Done(quick),
@@ -103,7 +110,7 @@ impl SimulatedAgents for SimAgents {
                     let name = s.nodes[node].name.clone();
                     let outcome = match (action, fate) {
                         (Action::Start, Fate::Done(d)) if d < timeout => Outcome::Ok,
-                        (Action::Start, Fate::Fails(_)) => Outcome::Failed("exit code 1".into()),
+                        (_, Fate::Fails(_)) => Outcome::Failed("exit code 1".into()),
                         (_, Fate::Done(d)) if d >= timeout => Outcome::TimedOut,
                         (_, Fate::Hangs) => Outcome::TimedOut,
                         (Action::Stop, _) => Outcome::Ok,

@@ -65,7 +65,9 @@ pub enum FaultKind {
     Chaos,
     /// A machine stops dead and boots again later.
     Crash,
-    /// Slow, failing and hanging starts, slow stops.
+    /// Slow, failing and hanging starts and stops. A failed stop leaves
+    /// the node needing fencing: once faults heal, the operator powers it
+    /// off, confirms it off (as `tandem fence confirm`) and boots it again.
     Agents,
     /// An operator's switchover at a random moment.
     Switchover,
@@ -175,6 +177,8 @@ pub struct SeedOutcome {
     pub faults: BTreeMap<&'static str, u64>,
     pub operator_ok: u64,
     pub operator_refused: u64,
+    /// Nodes the operator powered off and confirmed fenced (after a failed stop).
+    pub repairs: u64,
 }
 
 impl fmt::Display for SeedOutcome {
@@ -182,7 +186,7 @@ impl fmt::Display for SeedOutcome {
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}={n}")).collect();
         write!(
             f,
-            "seed {} hash {:016x}: {} simulated s, {} starts, {} moves, {} lease-guard kills, {} messages, operator {} ok / {} refused, faults [{}]",
+            "seed {} hash {:016x}: {} simulated s, {} starts, {} moves, {} lease-guard kills, {} messages, operator {} ok / {} refused, {} fenced by the operator, faults [{}]",
             self.seed,
             self.hash,
             self.simulated_ms / 1000,
@@ -192,6 +196,7 @@ impl fmt::Display for SeedOutcome {
             self.messages,
             self.operator_ok,
             self.operator_refused,
+            self.repairs,
             faults.join(" ")
         )
     }
@@ -372,6 +377,9 @@ struct Driver {
     faults: BTreeMap<&'static str, u64>,
     operator_ok: Arc<std::sync::atomic::AtomicU64>,
     operator_refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Nodes the operator powered off to confirm them fenced.
+    repairing: std::collections::BTreeSet<usize>,
+    repairs: u64,
     _dir: tempfile::TempDir,
 }
 
@@ -604,6 +612,75 @@ impl Driver {
         self.shared.lock().net.blocked = blocked;
     }
 
+    /// Once faults healed, what an operator does for a node that needs
+    /// fencing and has no fence device: powers it off, confirms it off once
+    /// the coordinator accepts that (its lease certainly expired, checked
+    /// as `tandem fence confirm` checks it), and boots it again.
+    async fn repair(&mut self) {
+        let Some(ctx) = self.coordinator() else { return };
+        let needing: Vec<usize> = {
+            let state = ctx.state.borrow();
+            state
+                .cluster
+                .fencing_needed
+                .keys()
+                .filter_map(|n| NAMES.iter().position(|x| x == n))
+                .collect()
+        };
+        for i in needing {
+            if self.repairing.insert(i) {
+                self.repairs += 1;
+                event(
+                    &self.shared,
+                    format!("operator: powers {} off to confirm it fenced", NAMES[i]),
+                );
+                if self.running[i].is_some() {
+                    self.crash_node(i).await;
+                }
+                // The coordinator may have been the one: look again next time.
+                return;
+            }
+            let id = self.configs[i].node_id;
+            let now = ctx.clock.now();
+            let (view, _) = ctx.liveness.view(now, &ctx.member_ids());
+            let seen = view.iter().find(|e| e.id == id);
+            let allowed = tandem_core::operator::check_fence_confirm(
+                NAMES[i],
+                ctx.liveness.lease_certainly_expired(ctx.raft.term(), id, now),
+                seen.map_or(tandem_core::lease::NodeState::Suspect, |e| e.state),
+                seen.and_then(|e| e.age),
+            );
+            if allowed.is_ok() {
+                let command = Command::Fenced {
+                    node: NAMES[i].to_string(),
+                    how: "confirmed off by the sim operator".into(),
+                    actor: "sim operator".into(),
+                    at_unix_ms: ctx.clock.unix_ms(),
+                };
+                if tandem_node::write::propose(&ctx, command).await.is_ok() {
+                    event(&self.shared, format!("operator: {} confirmed fenced", NAMES[i]));
+                }
+            }
+        }
+        // Boot again what was confirmed fenced.
+        let fenced: Vec<usize> = {
+            let state = ctx.state.borrow();
+            self.repairing
+                .iter()
+                .copied()
+                .filter(|i| !state.cluster.fencing_needed.contains_key(NAMES[*i]))
+                .collect()
+        };
+        for i in fenced {
+            self.repairing.remove(&i);
+            if self.running[i].is_none()
+                && let Err(why) = self.start_node(i).await
+            {
+                event(&self.shared, format!("restart failed: {why}"));
+            }
+        }
+    }
+
     /// What the cluster believes, traced whenever it changes.
     fn observe(&self, last: &mut String) {
         let mut line = String::new();
@@ -701,6 +778,8 @@ async fn drive(cfg: SimConfig) -> SeedOutcome {
             failing_start_pm: rng.gen_range(0..100),
             hanging_start_pm: rng.gen_range(0..50),
             slow_stop_pm: rng.gen_range(0..300),
+            failing_stop_pm: rng.gen_range(0..30),
+            hanging_stop_pm: rng.gen_range(0..30),
         }
     } else {
         AgentFaults::default()
@@ -766,6 +845,8 @@ async fn drive(cfg: SimConfig) -> SeedOutcome {
         faults: BTreeMap::new(),
         operator_ok: Arc::default(),
         operator_refused: Arc::default(),
+        repairing: Default::default(),
+        repairs: 0,
         _dir: dir,
     };
     let result = run(&mut d, &mut episodes).await;
@@ -796,6 +877,7 @@ async fn drive(cfg: SimConfig) -> SeedOutcome {
         faults: d.faults.clone(),
         operator_ok: d.operator_ok.load(std::sync::atomic::Ordering::Relaxed),
         operator_refused: d.operator_refused.load(std::sync::atomic::Ordering::Relaxed),
+        repairs: d.repairs,
     }
 }
 
@@ -817,6 +899,7 @@ fn failed_outcome(cfg: &SimConfig, invariant: &'static str, detail: String) -> S
         faults: BTreeMap::new(),
         operator_ok: 0,
         operator_refused: 0,
+        repairs: 0,
     }
 }
 
@@ -855,6 +938,9 @@ async fn run(d: &mut Driver, episodes: &mut [Episode]) -> Result<(), Violation> 
             s.trace.event(now, "every fault heals".into());
         }
         d.apply_faults(episodes, now).await;
+        if healed && now % 100 == 0 {
+            d.repair().await;
+        }
         d.observe(&mut last_view);
         let mut s = d.shared.lock();
         let names = s.names();

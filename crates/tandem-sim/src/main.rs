@@ -84,7 +84,7 @@ fn main() -> ExitCode {
     let began = Instant::now();
     let total = seeds.end.saturating_sub(seeds.start);
     let (mut runs, mut violations, mut simulated_ms) = (0u64, 0u64, 0u64);
-    let (mut starts, mut moves, mut kills, mut messages, mut ops) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut starts, mut moves, mut kills, mut messages, mut ops, mut repairs) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut fault_counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     for seed in seeds.clone() {
         let mut cfg = SimConfig::new(seed);
@@ -100,6 +100,7 @@ fn main() -> ExitCode {
         kills += out.kills;
         messages += out.messages;
         ops += out.operator_ok;
+        repairs += out.repairs;
         for (k, n) in &out.faults {
             *fault_counts.entry(k).or_default() += n;
         }
@@ -135,7 +136,8 @@ fn main() -> ExitCode {
     let faults: Vec<String> = fault_counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!(
         "{runs} seeds, {:.2} simulated hours, {violations} violations; {starts} starts, {moves} moves between nodes, \
-         {kills} lease-guard kills, {ops} operator moves committed, {messages} messages; faults: {}; \
+         {kills} lease-guard kills, {ops} operator moves committed, {repairs} nodes fenced by the operator, \
+         {messages} messages; faults: {}; \
          {:.1} s wall, {:.1} seeds/min, {:.0}x real time",
         simulated_ms as f64 / 3_600_000.0,
         faults.join(" "),
