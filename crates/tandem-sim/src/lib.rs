@@ -789,8 +789,8 @@ async fn drive(cfg: SimConfig) -> SeedOutcome {
         Err(e) => return failed_outcome(&cfg, "setup", format!("no temporary directory: {e}")),
     };
     let mut configs = Vec::new();
-    for i in 0..3 {
-        let data_dir = dir.path().join(NAMES[i]);
+    for (i, name) in NAMES.iter().enumerate() {
+        let data_dir = dir.path().join(name);
         if let Err(e) = std::fs::create_dir_all(&data_dir) {
             return failed_outcome(&cfg, "setup", format!("cannot create {}: {e}", data_dir.display()));
         }
@@ -938,7 +938,7 @@ async fn run(d: &mut Driver, episodes: &mut [Episode]) -> Result<(), Violation> 
             s.trace.event(now, "every fault heals".into());
         }
         d.apply_faults(episodes, now).await;
-        if healed && now % 100 == 0 {
+        if healed && now.is_multiple_of(100) {
             d.repair().await;
         }
         d.observe(&mut last_view);
