@@ -272,7 +272,15 @@ impl Node {
     pub async fn crash(self) -> StoppedNode {
         let _ = self.shutdown_tx.send(true);
         let t = self.tasks;
-        for handle in [&t.heartbeats, &t.follower, &t.manager, &t.zone, &t.lease, &t.push, &t.dns] {
+        for handle in [
+            &t.heartbeats,
+            &t.follower,
+            &t.manager,
+            &t.zone,
+            &t.lease,
+            &t.push,
+            &t.dns,
+        ] {
             handle.abort();
         }
         for handle in [&t.executor, &t.fallback, &t.watchdog].into_iter().flatten() {
@@ -357,10 +365,9 @@ impl OpenedNode {
             let zone = crate::dns::initial_zone(&ctx).map_err(|e| StartError::Failed(e.to_string()))?;
             (None, watch::channel(Arc::new(zone)).0, Arc::new(Stats::new(1)))
         } else {
-            let (dns, zone_tx, dns_stats) =
-                crate::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
-                    .await
-                    .map_err(|e| StartError::Failed(format!("cannot serve DNS on {}: {e}", config.dns_listen)))?;
+            let (dns, zone_tx, dns_stats) = crate::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
+                .await
+                .map_err(|e| StartError::Failed(format!("cannot serve DNS on {}: {e}", config.dns_listen)))?;
             info!(dns = %config.dns_listen, "DNS responder listening");
             (Some(dns), zone_tx, dns_stats)
         };

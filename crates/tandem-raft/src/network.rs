@@ -325,7 +325,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RaftMethod::PreVote, &rpc, Vec::new(), option.hard_ttl()).await
+        self.call(RaftMethod::PreVote, &rpc, Vec::new(), option.hard_ttl())
+            .await
     }
 
     async fn full_snapshot(
