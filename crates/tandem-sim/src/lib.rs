@@ -339,7 +339,7 @@ fn schedule(rng: &mut StdRng, cfg: &SimConfig) -> Vec<Episode> {
     if episodic.is_empty() || until <= 3_000 {
         return episodes;
     }
-    let count = rng.gen_range(3..=8);
+    let count = rng.gen_range(6..=14);
     for _ in 0..count {
         let kind = episodic[rng.gen_range(0..episodic.len())];
         let at = rng.gen_range(3_000..until) / 10 * 10;
@@ -778,8 +778,8 @@ async fn drive(cfg: SimConfig) -> SeedOutcome {
             failing_start_pm: rng.gen_range(0..100),
             hanging_start_pm: rng.gen_range(0..50),
             slow_stop_pm: rng.gen_range(0..300),
-            failing_stop_pm: rng.gen_range(0..30),
-            hanging_stop_pm: rng.gen_range(0..30),
+            failing_stop_pm: rng.gen_range(0..150),
+            hanging_stop_pm: rng.gen_range(0..150),
         }
     } else {
         AgentFaults::default()
