@@ -1028,3 +1028,39 @@ pub fn role(name: &str) -> NodeRole {
         NodeRole::Member
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse_and_a_bad_name_is_named() {
+        assert_eq!(FaultKind::parse_list("all").unwrap(), FaultKind::ALL.to_vec());
+        assert_eq!(
+            FaultKind::parse_list("crash, partition,crash").unwrap(),
+            vec![FaultKind::Partition, FaultKind::Crash]
+        );
+        let e = FaultKind::parse_list("crash,meteor").unwrap_err();
+        assert!(e.contains("\"meteor\"") && e.contains("witness-alone"), "{e}");
+    }
+
+    #[test]
+    fn a_schedule_is_drawn_from_the_seed_alone_and_ends_when_faults_do() {
+        let cfg = SimConfig::new(5);
+        let draw = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            schedule(&mut rng, &cfg)
+                .iter()
+                .map(|e| (e.kind, e.at, e.until, e.x, e.y))
+                .collect::<Vec<_>>()
+        };
+        let a = draw(5);
+        assert_eq!(a, draw(5));
+        assert_ne!(a, draw(6));
+        assert!(a.len() >= 6, "{a:?}");
+        assert!(
+            a.iter()
+                .all(|(_, at, until, _, _)| *at >= 3_000 && at <= until && *until <= 40_000)
+        );
+    }
+}
