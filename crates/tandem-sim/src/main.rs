@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -36,6 +38,10 @@ struct Args {
     /// Go on after a violation.
     #[arg(long)]
     keep_going: bool,
+    /// Seeds run at once, each on a thread of its own (each seed stays
+    /// deterministic; results are reported in seed order).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
 }
 
 fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
@@ -86,49 +92,81 @@ fn main() -> ExitCode {
     let (mut runs, mut violations, mut simulated_ms) = (0u64, 0u64, 0u64);
     let (mut starts, mut moves, mut kills, mut messages, mut ops, mut repairs) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut fault_counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for seed in seeds.clone() {
-        let mut cfg = SimConfig::new(seed);
+    let template = {
+        let mut cfg = SimConfig::new(0);
         cfg.duration = Duration::from_secs(args.seconds);
         cfg.faults_until = Duration::from_secs(args.seconds - args.heal_seconds);
         cfg.faults = faults.clone();
         cfg.mutation = args.mutation;
-        let out = run_seed(&cfg);
-        runs += 1;
-        simulated_ms += out.simulated_ms;
-        starts += out.starts;
-        moves += out.moves;
-        kills += out.kills;
-        messages += out.messages;
-        ops += out.operator_ok;
-        repairs += out.repairs;
-        for (k, n) in &out.faults {
-            *fault_counts.entry(k).or_default() += n;
-        }
-        if args.verbose {
-            println!("{out}");
-        } else if runs % 10 == 0 {
-            let minutes = began.elapsed().as_secs_f64() / 60.0;
-            eprintln!(
-                "{runs}/{total} seeds, {violations} violations, {:.1} seeds/min",
-                runs as f64 / minutes
-            );
-        }
-        if let Some(v) = &out.violation {
-            violations += 1;
-            println!("VIOLATION seed {seed}: {v}");
-            println!("trace (last {} lines):", out.tail.len());
-            for line in &out.tail {
-                println!("  {line}");
+        cfg
+    };
+    let next = Arc::new(AtomicU64::new(seeds.start));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..args.jobs.max(1) {
+        let (next, stop, tx, template, end) = (next.clone(), stop.clone(), tx.clone(), template.clone(), seeds.end);
+        std::thread::spawn(move || {
+            loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= end || stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let cfg = SimConfig {
+                    seed,
+                    ..template.clone()
+                };
+                if tx.send(run_seed(&cfg)).is_err() {
+                    return;
+                }
             }
-            println!(
-                "replay: cargo run --release -p tandem-sim -- --seeds {seed} --faults {} --seconds {} --heal-seconds {}{}",
-                args.faults,
-                args.seconds,
-                args.heal_seconds,
-                if args.mutation { " --mutation" } else { "" }
-            );
-            if !args.keep_going {
-                break;
+        });
+    }
+    drop(tx);
+    let mut finished: BTreeMap<u64, tandem_sim::SeedOutcome> = BTreeMap::new();
+    let mut want = seeds.start;
+    'results: for out in rx {
+        finished.insert(out.seed, out);
+        while let Some(out) = finished.remove(&want) {
+            want += 1;
+            let seed = out.seed;
+            runs += 1;
+            simulated_ms += out.simulated_ms;
+            starts += out.starts;
+            moves += out.moves;
+            kills += out.kills;
+            messages += out.messages;
+            ops += out.operator_ok;
+            repairs += out.repairs;
+            for (k, n) in &out.faults {
+                *fault_counts.entry(k).or_default() += n;
+            }
+            if args.verbose {
+                println!("{out}");
+            } else if runs % 10 == 0 {
+                let minutes = began.elapsed().as_secs_f64() / 60.0;
+                eprintln!(
+                    "{runs}/{total} seeds, {violations} violations, {:.1} seeds/min",
+                    runs as f64 / minutes
+                );
+            }
+            if let Some(v) = &out.violation {
+                violations += 1;
+                println!("VIOLATION seed {seed}: {v}");
+                println!("trace (last {} lines):", out.tail.len());
+                for line in &out.tail {
+                    println!("  {line}");
+                }
+                println!(
+                    "replay: cargo run --release -p tandem-sim -- --seeds {seed} --faults {} --seconds {} --heal-seconds {}{}",
+                    args.faults,
+                    args.seconds,
+                    args.heal_seconds,
+                    if args.mutation { " --mutation" } else { "" }
+                );
+                if !args.keep_going {
+                    stop.store(true, Ordering::SeqCst);
+                    break 'results;
+                }
             }
         }
     }
