@@ -618,6 +618,23 @@ impl Driver {
     /// as `tandem fence confirm` checks it), and boots it again.
     async fn repair(&mut self) {
         let Some(ctx) = self.coordinator() else { return };
+        // First boot again what was confirmed fenced.
+        let fenced: Vec<usize> = {
+            let state = ctx.state.borrow();
+            self.repairing
+                .iter()
+                .copied()
+                .filter(|i| !state.cluster.fencing_needed.contains_key(NAMES[*i]))
+                .collect()
+        };
+        for i in fenced {
+            self.repairing.remove(&i);
+            if self.running[i].is_none()
+                && let Err(why) = self.start_node(i).await
+            {
+                event(&self.shared, format!("restart failed: {why}"));
+            }
+        }
         let needing: Vec<usize> = {
             let state = ctx.state.borrow();
             state
@@ -628,7 +645,13 @@ impl Driver {
                 .collect()
         };
         for i in needing {
-            if self.repairing.insert(i) {
+            if !self.repairing.contains(&i) {
+                // One machine at a time: powering off a second one too
+                // would leave no majority to confirm the first.
+                if !self.repairing.is_empty() {
+                    continue;
+                }
+                self.repairing.insert(i);
                 self.repairs += 1;
                 event(
                     &self.shared,
@@ -660,23 +683,6 @@ impl Driver {
                 if tandem_node::write::propose(&ctx, command).await.is_ok() {
                     event(&self.shared, format!("operator: {} confirmed fenced", NAMES[i]));
                 }
-            }
-        }
-        // Boot again what was confirmed fenced.
-        let fenced: Vec<usize> = {
-            let state = ctx.state.borrow();
-            self.repairing
-                .iter()
-                .copied()
-                .filter(|i| !state.cluster.fencing_needed.contains_key(NAMES[*i]))
-                .collect()
-        };
-        for i in fenced {
-            self.repairing.remove(&i);
-            if self.running[i].is_none()
-                && let Err(why) = self.start_node(i).await
-            {
-                event(&self.shared, format!("restart failed: {why}"));
             }
         }
     }
