@@ -18,6 +18,7 @@ pub mod clock;
 pub mod counters;
 pub mod dns;
 pub mod executor;
+pub mod guard;
 pub mod heartbeat;
 pub mod hooks;
 pub mod lease_file;

@@ -363,7 +363,7 @@ impl StartedNode {
             .inherit_lease((!left.is_zero()).then(|| ctx.clock.now().plus(left)));
         let lease = tokio::spawn(crate::lease_file::persist_lease(
             ctx.clone(),
-            lease_file,
+            lease_file.clone(),
             shutdown.clone(),
         ));
         let dns_task = tokio::spawn(dns.run(shutdown.clone()));
@@ -378,6 +378,7 @@ impl StartedNode {
         let executor = (config.node.role == NodeRole::Member).then(|| {
             let exec_config = ExecutorConfig {
                 state_dir: config.data_dir.join("run"),
+                lease_file: lease_file.clone(),
                 ocf_root: ctx.ocf_root.clone(),
                 active: exclusive_active.clone(),
             };

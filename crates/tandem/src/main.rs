@@ -79,6 +79,21 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
     },
+    /// The lease guard process a member's agent starts beside itself (not
+    /// for operators): SIGKILLs the node's exclusive services once the lease
+    /// recorded in DATA_DIR is over, also when the agent is frozen or dead.
+    #[command(hide = true)]
+    Guard {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The agent's pid: the guard leaves once it is gone and nothing
+        /// guarded runs.
+        #[arg(long)]
+        agent: u32,
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
     /// Show the cluster as a node sees it.
     Status {
         /// Keep printing the status on every change (a server stream).
@@ -430,7 +445,7 @@ enum OutputFormat {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormatArg {
+pub(crate) enum LogFormatArg {
     Text,
     Json,
     Journald,
@@ -532,6 +547,24 @@ async fn run(cli: Cli) -> Outcome {
             };
             return agent::run(config, log_format).await;
         }
+        Command::Guard {
+            data_dir,
+            agent,
+            log_format,
+        } => {
+            crate::logging::init_agent(
+                None,
+                agent::log_format(log_format, tandem_core::config::LogFormat::Text),
+            );
+            let code = tokio::task::spawn_blocking(move || tandem_node::guard::run(&data_dir, agent))
+                .await
+                .unwrap_or(1);
+            return if code == 0 {
+                Ok(())
+            } else {
+                Err(Failure::runtime("the lease guard stopped"))
+            };
+        }
         Command::Config {
             command: ConfigCommand::Check { files },
         } => return check::config_check(&files, output),
@@ -620,6 +653,7 @@ async fn run(cli: Cli) -> Outcome {
             apply,
         } => client::simulate(conn, node_down, standby, apply.as_deref(), output).await,
         Command::Agent { .. }
+        | Command::Guard { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man { .. }

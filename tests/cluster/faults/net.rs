@@ -488,6 +488,29 @@ impl FaultCluster {
         });
     }
 
+    /// SIGSTOP of the node's agent alone: its services run on, as when an
+    /// agent hangs (a deadlock, a stuck disk, a debugger). `heal` continues it.
+    pub fn freeze_agent(&mut self, name: &str) {
+        self.note(format!("SIGSTOP {name}'s agent alone (its services run on)"));
+        self.faults.push(format!("freeze-agent({name})"));
+        if let Some(pid) = self.agent_pid(name) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+        }
+        self.node_mut(name).life = Life::Paused;
+    }
+
+    /// `kill -9` of the node's agent alone, not started again: its services
+    /// run on. `heal` starts the agent again.
+    pub fn kill_agent(&mut self, name: &str) {
+        self.note(format!("kill -9 {name}'s agent alone (its services run on)"));
+        self.faults.push(format!("kill-agent({name})"));
+        if let Some(mut agent) = self.node_mut(name).agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        self.node_mut(name).life = Life::Killed;
+    }
+
     /// SIGCONT of the node's services, then of its agent: the services get
     /// the first chance to act on a stale assignment.
     pub fn resume(&mut self, name: &str) {
