@@ -661,7 +661,7 @@ impl Tandem for TandemService {
         Ok(Response::new(pb::DnsZone {
             zone: zone.origin(),
             serial: zone.serial(),
-            answering: tandem_node::dns::may_answer(&self.ctx),
+            answering: tandem_node::dns::may_answer(&self.ctx, state.last_applied.map_or(0, |l| l.index)),
             records: zone
                 .records()
                 .into_iter()

@@ -83,33 +83,36 @@ fn replaced(paths: &GuardPaths, me: i32) -> bool {
     pid != me && tandem_agents::guarded::alive(pid, start)
 }
 
-/// One look: kills what must not outlive the recorded lease. Returns how
-/// long to sleep before the next look, and whether anything guarded runs.
-pub fn look(paths: &GuardPaths) -> (Duration, bool) {
-    let running = tandem_agents::guarded::processes(&paths.state_dir);
+/// One look: once the recorded lease is over (or was never recorded),
+/// kills every live supervised process of a marked group. Returns how long
+/// to sleep before the next look. The state directory is only scanned when
+/// the lease is over: a healthy node's guard reads one small file a second.
+pub fn look(paths: &GuardPaths) -> Duration {
     // /proc/uptime is truncated to 10 ms: count "now" as late as it may be.
     let now = uptime_ms().map(|n| n + 10);
     let end = recorded_end(&paths.lease_file);
-    let left = match (now, end) {
-        (Some(now), Some(end)) if end > now => Some(Duration::from_millis(end - now)),
-        _ => None,
-    };
-    let Some(left) = left else {
-        // Over (or never recorded): nothing guarded may run here.
-        for p in &running {
-            if tandem_agents::guarded::kill(&paths.state_dir, p) {
-                error!(
-                    group = %p.group,
-                    resource = %p.resource,
-                    pid = p.pid,
-                    "the node's lease is over and its agent did not stop this service (frozen or dead?): SIGKILLed its process group"
-                );
-            }
+    if let (Some(now), Some(end)) = (now, end)
+        && end > now
+    {
+        return Duration::from_millis(end - now).min(MAX_SLEEP);
+    }
+    // Over (or never recorded): nothing guarded may run here.
+    for p in tandem_agents::guarded::processes(&paths.state_dir) {
+        if tandem_agents::guarded::kill(&paths.state_dir, &p) {
+            error!(
+                group = %p.group,
+                resource = %p.resource,
+                pid = p.pid,
+                "the node's lease is over and its agent did not stop this service (frozen or dead?): SIGKILLed its process group"
+            );
         }
-        let still = !tandem_agents::guarded::processes(&paths.state_dir).is_empty();
-        return (OVER_POLL, still);
-    };
-    (left.min(MAX_SLEEP), !running.is_empty())
+    }
+    OVER_POLL
+}
+
+/// Whether any supervised process of a marked group still runs.
+pub fn guarding(paths: &GuardPaths) -> bool {
+    !tandem_agents::guarded::processes(&paths.state_dir).is_empty()
 }
 
 /// The guard's loop, until its agent (`agent`, its parent) is gone and
@@ -128,9 +131,9 @@ pub fn run(data_dir: &Path, agent: u32) -> i32 {
             info!("a newer lease guard took over this data directory");
             return 0;
         }
-        let (sleep, guarding) = look(&paths);
+        let sleep = look(&paths);
         let agent_gone = std::os::unix::process::parent_id() != agent;
-        if agent_gone && !guarding {
+        if agent_gone && !guarding(&paths) {
             info!("the agent is gone and nothing guarded runs: the lease guard leaves");
             return 0;
         }
@@ -195,16 +198,15 @@ mod tests {
         let mut exclusive = service(&paths, "db", true);
         let mut clone = service(&paths, "web", false);
         record_lease_end(&paths, 5_000);
-        let (sleep, guarding) = look(&paths);
-        assert!(guarding);
+        let sleep = look(&paths);
+        assert!(guarding(&paths));
         assert!(sleep <= MAX_SLEEP && sleep > Duration::ZERO, "{sleep:?}");
         assert!(exclusive.try_wait().unwrap().is_none(), "killed while the lease runs");
 
         record_lease_end(&paths, -100);
         look(&paths);
         assert!(gone(&mut exclusive), "the exclusive service outlived the lease");
-        let (_, guarding) = look(&paths);
-        assert!(!guarding, "nothing guarded runs any more");
+        assert!(!guarding(&paths), "nothing guarded runs any more");
         // An unmarked group (a clone, or a stopped one) is not the guard's.
         assert!(
             clone.try_wait().unwrap().is_none(),

@@ -95,7 +95,7 @@ pub struct StartedNode {
     ctx: NodeContext,
     initial: Arc<AppliedState>,
     dns: Responder,
-    zone_tx: watch::Sender<Arc<Zone>>,
+    zone_tx: crate::dns::ZonePublisher,
     dns_stats: Arc<Stats>,
 }
 
