@@ -106,3 +106,50 @@ fn a_backup_is_taken_verified_and_shown_without_secrets_and_a_flipped_byte_is_re
     let err = stderr(&tandem(&["backup", "verify", bad_file.to_str().unwrap()]));
     assert!(err.contains("not a Tandem backup"), "{err}");
 }
+
+#[test]
+fn a_voter_restarted_on_an_empty_data_directory_is_refused_and_a_late_first_start_is_not() {
+    let mut c = TestCluster::three();
+    // A new cluster whose site-b starts late: site-b still bootstraps from
+    // its initial members and joins (it never ran before).
+    c.start("site-a");
+    c.start("witness");
+    c.wait_for_agreed_coordinator(None);
+    c.start("site-b");
+    let coordinator = c.wait_for_agreed_coordinator(None);
+    let victim = if coordinator == "site-b" { "site-a" } else { "site-b" };
+    c.wait_for("the coordinator to record the victim started", |c| {
+        let log = std::fs::read_to_string(&c.node(&coordinator).log).ok()?;
+        log.lines()
+            .any(|l| l.contains("recorded that the node started") && l.contains(&format!("node={victim}")))
+            .then_some(())
+    });
+    let before = c.status_of(&coordinator);
+    let term = before["term"].as_u64().unwrap();
+
+    // Wiped: the agent refuses to start, naming the commands that bring it back.
+    c.kill9(victim);
+    std::fs::remove_dir_all(c.data_dir(victim)).unwrap();
+    c.start(victim);
+    let code = c.wait_exit(victim);
+    assert_ne!(code, Some(0));
+    let log = std::fs::read_to_string(&c.node(victim).log).unwrap();
+    assert!(
+        log.contains("refusing to start")
+            && log.contains(&format!("tandem members remove {victim}"))
+            && log.contains(&format!("tandem members add {victim}"))
+            && log.contains("join = true"),
+        "{log}"
+    );
+    // The refusal came before Raft ran: only the genuine first start
+    // bootstrapped.
+    assert!(
+        log.matches("bootstrapped the cluster from the initial members").count() <= 1,
+        "{log}"
+    );
+
+    // The others carry on: same coordinator, same term.
+    let after = c.status_of(&coordinator);
+    assert_eq!(after["coordinator"], coordinator.as_str(), "{after}");
+    assert_eq!(after["term"].as_u64(), Some(term), "{after}");
+}

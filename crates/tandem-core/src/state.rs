@@ -186,6 +186,10 @@ pub enum Command {
         reason: String,
         at_unix_ms: u64,
     },
+    /// The coordinator heard `node` up for the first time: from then on the
+    /// node has Raft state of this cluster, so a start of it on an empty
+    /// data directory is a wiped voter, refused (never re-bootstrapped).
+    NodeStarted { node: String, at_unix_ms: u64 },
 }
 
 impl Command {
@@ -209,6 +213,7 @@ impl Command {
             Command::HookRan { .. } => "hook_ran",
             Command::ClearFailures { .. } => "clear_failures",
             Command::Protection { .. } => "protection",
+            Command::NodeStarted { .. } => "node_started",
         }
     }
 }
@@ -492,6 +497,10 @@ pub struct ClusterState {
     /// committed it (`Command::Protection`).
     #[serde(default)]
     pub unprotected: BTreeMap<String, Unprotected>,
+    /// Members the coordinator has heard up at least once
+    /// (`Command::NodeStarted`); a removed node leaves it.
+    #[serde(default)]
+    pub started: BTreeSet<String>,
 }
 
 /// Since when, and why, a group has no eligible standby.
