@@ -153,3 +153,73 @@ fn a_voter_restarted_on_an_empty_data_directory_is_refused_and_a_late_first_star
     assert_eq!(after["coordinator"], coordinator.as_str(), "{after}");
     assert_eq!(after["term"].as_u64(), Some(term), "{after}");
 }
+
+#[test]
+fn scheduled_backups_are_verified_pruned_and_shown_and_a_failure_is_a_warning() {
+    let mut c = TestCluster::three();
+    let backups = c.dir.path().join("backups");
+    let table = format!(
+        "\n[backup]\ndir = \"{}\"\ninterval = \"1s\"\nkeep = 2\n",
+        backups.display()
+    );
+    for n in ["site-a", "site-b", "witness"] {
+        c.append_config(n, &table);
+    }
+    c.start_all();
+    let coordinator = c.wait_for_agreed_coordinator(None);
+    let prefix = format!("tandem-backup-{}-", c.cluster);
+    let list = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        v.retain(|n| n.starts_with(&prefix) && n.ends_with(".jsonl"));
+        v.sort();
+        v
+    };
+    // At least four taken (the events say so), two kept, each one verifies.
+    c.wait_for("four scheduled backups", |c| {
+        let out = c.cli("site-a", &["events", "-o", "json"]);
+        let n = stdout(&out).matches("backup verified: ").count();
+        (n >= 4).then_some(())
+    });
+    let kept = list(&backups);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for f in &kept {
+        let out = tandem(&["backup", "verify", backups.join(f).to_str().unwrap()]);
+        assert!(out.status.success(), "{f}: {}", stderr(&out));
+    }
+
+    // Status and metrics on the coordinator.
+    let s = c.status_of(&coordinator);
+    let b = &s["backup"];
+    assert_eq!(b["coordinator"], true, "{s}");
+    assert!(b["last_file"].as_str().unwrap().contains(&prefix), "{b}");
+    assert!(b["age_ms"].as_u64().unwrap() < 60_000, "{b}");
+    assert!(b["warning"].is_null(), "{b}");
+    let out = c.cli(&coordinator, &["status", "--check"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let metrics = http_get(c.node(&coordinator).http, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("tandem_backup_last_verified_age_seconds "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tandem_backup_failures_total 0"), "{metrics}");
+    assert!(metrics.contains("tandem_backup_warning 0"), "{metrics}");
+
+    // The directory becomes unwritable (a file where it was): the next
+    // backups fail; status, --check, metrics and events say so.
+    std::fs::remove_dir_all(&backups).unwrap();
+    std::fs::write(&backups, "not a directory").unwrap();
+    c.wait_for("a failed backup in status", |c| {
+        let s = c.status(&coordinator)?;
+        s["backup"]["warning"].as_str()?.contains("failed").then_some(())
+    });
+    let out = c.cli(&coordinator, &["status", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("backup"), "{}", stdout(&out));
+    let metrics = http_get(c.node(&coordinator).http, "/metrics").unwrap().1;
+    assert!(metrics.contains("tandem_backup_warning 1"), "{metrics}");
+    assert!(!metrics.contains("tandem_backup_failures_total 0"), "{metrics}");
+    let out = c.cli("site-a", &["events", "-o", "json"]);
+    assert!(stdout(&out).contains("backup failed: "), "{}", stdout(&out));
+}

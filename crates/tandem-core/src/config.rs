@@ -904,7 +904,10 @@ lease = "3s"
         )
         .unwrap();
         let b = ok.backup.unwrap();
-        assert_eq!((b.dir.to_str(), b.interval, b.keep), (Some("backups"), Duration::from_secs(3600), 3));
+        assert_eq!(
+            (b.dir.to_str(), b.interval, b.keep),
+            (Some("backups"), Duration::from_secs(3600), 3)
+        );
         let default_keep = NodeConfig::parse(
             &format!("{GOOD}\n[backup]\ndir = \"b\"\ninterval = \"10m\"\n"),
             "site-a.toml",

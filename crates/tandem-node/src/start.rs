@@ -118,6 +118,7 @@ struct Tasks {
     heartbeats: JoinHandle<()>,
     follower: JoinHandle<()>,
     manager: JoinHandle<()>,
+    backups: Option<JoinHandle<()>>,
     executor: Option<JoinHandle<()>>,
     fallback: Option<JoinHandle<()>>,
     watchdog: Option<JoinHandle<()>>,
@@ -229,6 +230,9 @@ impl Node {
         let _ = t.heartbeats.await;
         let _ = t.follower.await;
         let _ = t.manager.await;
+        if let Some(b) = t.backups {
+            let _ = b.await;
+        }
         if let Some(e) = t.executor {
             let _ = e.await;
         }
@@ -430,6 +434,10 @@ impl StartedNode {
         let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown.clone()));
         let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown.clone()));
         let manager = tokio::spawn(run_manager(ctx.clone(), shutdown.clone()));
+        let backups = config
+            .backup
+            .clone()
+            .map(|cfg| tokio::spawn(crate::backup::run_scheduled(ctx.clone(), cfg, shutdown.clone())));
         // A witness hosts nothing, so it runs no executor.
         let exclusive_active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>> = Arc::default();
         let executor = (config.node.role == NodeRole::Member).then(|| {
@@ -464,6 +472,7 @@ impl StartedNode {
                 heartbeats,
                 follower,
                 manager,
+                backups,
                 executor,
                 fallback,
                 watchdog,
