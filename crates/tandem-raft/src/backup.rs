@@ -514,6 +514,55 @@ levels = [["ipmi"]]
         assert!(matches!(e, BackupError::Differs(_)), "{e}");
     }
 
+    /// The figure for a large spec: 1,000 groups of 10 resources. Prints
+    /// the size and the time to encode, verify (decode, checksum, scratch
+    /// load, compare) and write; asserts the round trip.
+    #[tokio::test]
+    async fn a_10000_resource_spec_round_trips_with_its_figures() {
+        let mut text = String::from(
+            "[fencing.devices.ipmi]\nagent = \"exec\"\ncommand = [\"/bin/true\"]\n\
+             params = { password = \"hunter2-secret\" }\n\n[fencing.nodes.b]\nlevels = [[\"ipmi\"]]\n",
+        );
+        for g in 0..1000 {
+            text.push_str(&format!("\n[[groups]]\nname = \"g{g}\"\n"));
+            for r in 0..10 {
+                text.push_str(&format!(
+                    "[[groups.resources]]\nname = \"r{r}\"\nagent = \"exec\"\ncommand = \"/bin/sleep\"\nargs = [\"{g}{r}\"]\n"
+                ));
+            }
+        }
+        let spec = tandem_core::spec::Spec::parse(&text, "big.toml", &nodes_info()).unwrap();
+        let mut s = state();
+        s.cluster.apply(&Command::ApplySpec {
+            spec,
+            source: text,
+            expected_version: 1,
+            summary: vec![],
+            actor: "test".into(),
+            at_unix_ms: 2,
+        });
+        assert_eq!(Counts::of(&s).resources, 10_000);
+        let t = std::time::Instant::now();
+        let bytes = encode(&s, &taker()).unwrap();
+        let encoded = t.elapsed();
+        let t = std::time::Instant::now();
+        let b = verify(&bytes, Some(&s)).await.unwrap();
+        let verified = t.elapsed();
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::time::Instant::now();
+        write_new(&dir.path().join("big.jsonl"), &bytes).unwrap();
+        let written = t.elapsed();
+        assert_eq!(b.header.counts.resources, 10_000);
+        assert!(!String::from_utf8_lossy(&bytes).contains("hunter2-secret"));
+        println!(
+            "backup of a 10,000-resource spec: {} bytes; encode {:?}, verify (checksum, decode, scratch load, compare) {:?}, write+fsync {:?}",
+            bytes.len(),
+            encoded,
+            verified,
+            written
+        );
+    }
+
     #[test]
     fn a_file_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
