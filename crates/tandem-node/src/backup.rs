@@ -3,7 +3,7 @@
 //! encoded with its secrets redacted and verified against what was read by
 //! loading it into a scratch state machine ([`tandem_raft::backup`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tandem_raft::backup::{self, Backup, Taker};
 
@@ -20,7 +20,7 @@ pub struct Taken {
 /// Takes a backup here; only the coordinator can (the read must be
 /// confirmed by a quorum).
 pub async fn take(ctx: &NodeContext) -> Result<Taken, String> {
-    let start = Instant::now();
+    let start = ctx.clock.now();
     let (index, _term) = ctx.raft.read_index().await?;
     let mut state = ctx.state.clone();
     let applied = state
@@ -45,7 +45,7 @@ pub async fn take(ctx: &NodeContext) -> Result<Taken, String> {
     Ok(Taken {
         bytes,
         backup,
-        elapsed: start.elapsed(),
+        elapsed: ctx.clock.now().since(start),
     })
 }
 
