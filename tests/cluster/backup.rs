@@ -70,6 +70,11 @@ fn a_backup_is_taken_verified_and_shown_without_secrets_and_a_flipped_byte_is_re
     let out = tandem(&["backup", "verify", f]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("verified"), "{}", stdout(&out));
+    let out = tandem(&["backup", "verify", f, "--cluster", &c.cluster]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tandem(&["backup", "verify", f, "--cluster", "another"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not of \"another\""), "{}", stderr(&out));
 
     let out = tandem(&["backup", "show", f, "-o", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));

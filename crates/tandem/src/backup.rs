@@ -72,11 +72,20 @@ pub async fn create(conn: &Connection, output_file: Option<PathBuf>, output: Out
 }
 
 /// Verifies a backup file offline; a problem exits with 2 and is named.
-pub async fn verify(file: &Path, output: OutputFormat) -> Outcome {
+pub async fn verify(file: &Path, cluster: Option<&str>, output: OutputFormat) -> Outcome {
     let b = backup::verify_file(file)
         .await
         .map_err(|e| Failure::input(format!("backup verify: {e}")))?;
     let h = &b.header;
+    if let Some(expected) = cluster
+        && h.cluster != expected
+    {
+        return Err(Failure::input(format!(
+            "backup verify: {}: a backup of cluster {:?}, not of {expected:?}",
+            file.display(),
+            h.cluster
+        )));
+    }
     match output {
         OutputFormat::Json => println!(
             "{}",

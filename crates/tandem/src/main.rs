@@ -280,7 +280,12 @@ enum BackupCommand {
     },
     /// Verify a backup file offline: format, checksum, identity, and a load
     /// into a scratch state machine (exit 2 naming the problem).
-    Verify { file: PathBuf },
+    Verify {
+        file: PathBuf,
+        /// Also require that the backup is of this cluster.
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+    },
     /// What a backup file holds: cluster, index, term, time, version, counts.
     Show { file: PathBuf },
 }
@@ -561,8 +566,8 @@ async fn run(cli: Cli) -> Outcome {
             command: SpecCommand::Check { file },
         } => return check::spec_check(&file, global.config.as_deref(), output).await,
         Command::Backup {
-            command: BackupCommand::Verify { file },
-        } => return backup::verify(&file, output).await,
+            command: BackupCommand::Verify { file, cluster },
+        } => return backup::verify(&file, cluster.as_deref(), output).await,
         Command::Backup {
             command: BackupCommand::Show { file },
         } => return backup::show(&file, output).await,
