@@ -807,6 +807,36 @@ mod tests {
     }
 
     #[test]
+    fn a_started_node_is_remembered_until_it_is_removed() {
+        let mut s = ClusterState::default();
+        let started = Command::NodeStarted {
+            node: "site-b".into(),
+            at_unix_ms: 1,
+        };
+        let (serial, events) = (s.zone_serial, s.events.len());
+        s.apply(&started);
+        s.apply(&started);
+        assert!(s.started.contains("site-b"));
+        assert_eq!((s.zone_serial, s.events.len()), (serial, events), "no event, no zone change");
+        let node = crate::NodeInfo {
+            name: "site-b".into(),
+            address: "127.0.0.1:1".into(),
+            role: crate::NodeRole::Member,
+        };
+        s.apply(&Command::NodeRemoved {
+            node,
+            actor: "op@host".into(),
+            at_unix_ms: 2,
+        });
+        assert!(!s.started.contains("site-b"), "added again, it starts afresh");
+        // A state written before the field existed reads as nobody started.
+        let mut json = serde_json::to_value(ClusterState::default()).unwrap();
+        json.as_object_mut().unwrap().remove("started");
+        let old: ClusterState = serde_json::from_value(json).unwrap();
+        assert!(old.started.is_empty());
+    }
+
+    #[test]
     fn protection_warnings_are_committed_and_recorded_only_when_they_change() {
         use crate::placement::Protection;
         let mut s = ClusterState::default();
