@@ -817,7 +817,11 @@ mod tests {
         s.apply(&started);
         s.apply(&started);
         assert!(s.started.contains("site-b"));
-        assert_eq!((s.zone_serial, s.events.len()), (serial, events), "no event, no zone change");
+        assert_eq!(
+            (s.zone_serial, s.events.len()),
+            (serial, events),
+            "no event, no zone change"
+        );
         let node = crate::NodeInfo {
             name: "site-b".into(),
             address: "127.0.0.1:1".into(),
