@@ -6,6 +6,7 @@
 mod namespaces;
 mod support;
 
+mod backup;
 mod browser;
 mod checks;
 mod cli;

@@ -142,6 +142,14 @@ impl TestCluster {
         }
     }
 
+    /// Waits for `name`'s agent to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, name: &str) -> Option<i32> {
+        match self.local.wait_exit(name, WAIT).unwrap() {
+            Some(status) => status.code(),
+            None => panic!("{name} did not exit within {WAIT:?}\n{}", self.logs_tail()),
+        }
+    }
+
     /// Sends `signal` to `name`'s agent (SIGSTOP/SIGCONT to pause it).
     pub fn signal(&self, name: &str, signal: Signal) {
         self.local.signal(name, signal).unwrap_or_else(|e| panic!("{e}"));

@@ -504,6 +504,28 @@ impl Scrape {
             "RFC 2136 pushes to a site's DNS server that failed (this node as coordinator; each is retried)",
             self.node.dns_push_failures,
         );
+        if self.node.backup_configured {
+            counter(
+                &mut r,
+                "tandem_backup_failures",
+                "Scheduled backups this node failed to take, write or verify (as coordinator)",
+                self.node.backup_failures,
+            );
+            gauge(
+                &mut r,
+                "tandem_backup_warning",
+                "1 when the last scheduled backup failed or the last verified one is older than two intervals (on the coordinator)",
+                i64::from(self.node.backup_warning),
+            );
+            if let Some(age) = self.node.backup_age_s {
+                gauge(
+                    &mut r,
+                    "tandem_backup_last_verified_age_seconds",
+                    "Age of the last scheduled backup this node wrote and verified",
+                    i64::try_from(age).unwrap_or(i64::MAX),
+                );
+            }
+        }
         gauges(
             &mut r,
             "tandem_info",
@@ -936,6 +958,10 @@ mod tests {
                 fence_failed: 0,
                 resource_failures: [0, 1, 4],
                 dns_push_failures: 5,
+                backup_configured: true,
+                backup_failures: 2,
+                backup_age_s: Some(7),
+                backup_warning: true,
             },
             dns: Some(StatsSnapshot {
                 queries_udp: 5,
@@ -984,6 +1010,9 @@ mod tests {
         assert_eq!(get("tandem_resource_action_failures_total{action=\"monitor\"}"), 4.0);
         assert_eq!(get("tandem_resource_action_failures_total{action=\"start\"}"), 0.0);
         assert_eq!(get("tandem_dns_push_failures_total"), 5.0);
+        assert_eq!(get("tandem_backup_failures_total"), 2.0);
+        assert_eq!(get("tandem_backup_warning"), 1.0);
+        assert_eq!(get("tandem_backup_last_verified_age_seconds"), 7.0);
         assert_eq!(get("process_resident_memory_bytes"), f64::from(20 << 20));
         assert_eq!(get("process_cpu_seconds_total"), 1.5);
         assert!(

@@ -14,6 +14,7 @@
 //! HTTP (`tandem-api`) call into it. Protobuf appears only at its wire edge
 //! to other nodes (heartbeats, reports).
 
+pub mod backup;
 pub mod clock;
 pub mod counters;
 pub mod dns;

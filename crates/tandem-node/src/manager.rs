@@ -208,6 +208,32 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
             }
         }
         commit_protection(&ctx, &facts).await;
+        commit_started(&ctx, &facts).await;
+    }
+}
+
+/// Records each member heard up for the first time (`Command::NodeStarted`),
+/// what a node restarted on an empty data directory is refused by.
+async fn commit_started(ctx: &NodeContext, facts: &[NodeFacts]) {
+    let new: Vec<String> = {
+        let state = ctx.state.borrow();
+        facts
+            .iter()
+            .filter(|f| f.state == tandem_core::lease::NodeState::Up && !state.cluster.started.contains(&f.name))
+            .filter(|f| ctx.member_ids().contains(&node_id(&f.name)))
+            .map(|f| f.name.clone())
+            .collect()
+    };
+    for node in new {
+        let cmd = Command::NodeStarted {
+            node: node.clone(),
+            at_unix_ms: ctx.clock.unix_ms(),
+        };
+        if let Err(e) = ctx.raft.write(cmd).await {
+            warn!(%node, error = %e, "could not record that a node started");
+            return;
+        }
+        info!(%node, "recorded that the node started in this cluster");
     }
 }
 

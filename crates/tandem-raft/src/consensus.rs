@@ -359,6 +359,20 @@ impl Consensus {
         })
     }
 
+    /// A linearizable read point: confirms with a quorum (ReadIndex) that
+    /// this node is still the coordinator and waits until its state machine
+    /// applied everything committed before the call. Returns the (index,
+    /// term) of the log id the state machine then reflects at least.
+    pub async fn read_index(&self) -> Result<(u64, u64), String> {
+        let read = self
+            .raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| format!("cannot confirm this node is still the coordinator: {e}"))?;
+        let log_id = read.log_id();
+        Ok((log_id.index, log_id.leader_id.term))
+    }
+
     /// Bootstraps a cluster of `members` (every initial member may do it
     /// with the same list).
     pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<Bootstrap, String> {

@@ -154,6 +154,23 @@ impl Store {
         }
     }
 
+    /// A scratch database in memory, never on disk (for loading a backup
+    /// into a state machine of its own to check it).
+    pub fn open_in_memory(identity: &Identity) -> Result<Store, OpenError> {
+        let path = PathBuf::from("(in memory)");
+        let storage_error = |e: &dyn std::fmt::Display| OpenError::Storage {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| storage_error(&e))?;
+        match claim(&db, identity) {
+            Ok(_) => Ok(Store { db: Arc::new(db), path }),
+            Err(e) => Err(storage_error(&e)),
+        }
+    }
+
     /// The Raft log and vote.
     pub fn log_store(&self) -> LogStore {
         LogStore { db: self.db.clone() }

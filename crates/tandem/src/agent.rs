@@ -43,6 +43,9 @@ pub fn load_config(path: &Path) -> Result<NodeConfig, Failure> {
             crate::security::resolve(base, p);
         }
     }
+    if let Some(b) = config.backup.as_mut() {
+        crate::security::resolve(base, &mut b.dir);
+    }
     Ok(config)
 }
 
