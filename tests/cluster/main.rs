@@ -29,4 +29,5 @@ mod resources;
 mod secrets;
 mod security;
 mod systemd;
+mod upgrade;
 mod whatif;
