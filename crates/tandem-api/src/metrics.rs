@@ -350,6 +350,8 @@ pub struct Scrape {
     pub dns: Option<StatsSnapshot>,
     /// gRPC calls refused for want of a credential: (method, reason, count).
     pub refused: Vec<(String, String, u64)>,
+    /// Raft RPCs to peers that failed: (method, cause, count).
+    pub raft_rpc_failures: Vec<(String, String, u64)>,
     /// This process, from /proc/self.
     pub process: crate::process::ProcessStats,
 }
@@ -663,6 +665,14 @@ impl Scrape {
                     self.lease.heartbeats_unanswered,
                 ),
             ],
+        );
+        counters(
+            &mut r,
+            "tandem_raft_rpc_failures",
+            "Raft RPCs this node sent that failed, by method and cause (unreachable, timeout, refused, stopped, error)",
+            self.raft_rpc_failures
+                .iter()
+                .map(|(method, cause, n)| (vec![("method", method.clone()), ("cause", cause.clone())], *n)),
         );
         counters(
             &mut r,
