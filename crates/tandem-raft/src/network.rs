@@ -53,6 +53,12 @@ pub const LARGE: usize = 64 * 1024;
 /// What a large message adds to its deadline per MiB (or part of one).
 pub const LARGE_EXTRA_PER_MIB: Duration = Duration::from_secs(4);
 
+/// The shortest deadline of an append that carries entries: the follower
+/// answers only once they are fsync'ed, which a busy disk does not do
+/// within openraft's append deadline (a heartbeat interval); timing out
+/// then only sends the same entries again.
+pub const APPEND_WITH_ENTRIES_AT_LEAST: Duration = Duration::from_secs(1);
+
 /// The deadline of a call of `bytes`: openraft's `ttl`, plus
 /// [`LARGE_EXTRA_PER_MIB`] per started MiB past [`LARGE`].
 pub fn deadline(ttl: Duration, bytes: usize) -> Duration {
@@ -63,9 +69,10 @@ pub fn deadline(ttl: Duration, bytes: usize) -> Duration {
     ttl.saturating_add(LARGE_EXTRA_PER_MIB.saturating_mul(mib))
 }
 
-/// Raft RPCs to peers that failed, by method and cause (`unreachable`,
-/// `timeout`, `refused`, `stopped`, `error`); shared by every connection of
-/// a node, read by `/metrics` (`tandem_raft_rpc_failures_total`).
+/// Raft RPCs to peers that failed, by method (`heartbeat` for an append
+/// without entries) and cause (`unreachable`, `timeout`, `refused`,
+/// `stopped`, `error`); shared by every connection of a node, read by
+/// `/metrics` (`tandem_raft_rpc_failures_total`).
 #[derive(Default, Debug)]
 pub struct RpcFailures {
     counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -89,6 +96,12 @@ impl RpcFailures {
     /// Failures of every method and cause.
     pub fn total(&self) -> u64 {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+
+    /// Failures of `method` (`heartbeat`, `append_entries`, `vote`, ...), any cause.
+    pub fn of(&self, method: &str) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().filter(|((m, _), _)| *m == method).map(|(_, n)| n).sum()
     }
 }
 
@@ -264,7 +277,7 @@ impl PeerConnection {
         });
         request.set_timeout(timeout);
         let reply = match method {
-            Method::AppendEntries => client.append_entries(request).await,
+            Method::Heartbeat | Method::AppendEntries => client.append_entries(request).await,
             Method::Vote => client.vote(request).await,
             Method::PreVote => client.pre_vote(request).await,
             Method::FullSnapshot => client.full_snapshot(request).await,
@@ -313,6 +326,8 @@ impl PeerConnection {
 
 #[derive(Clone, Copy)]
 enum Method {
+    /// An append without entries: openraft's heartbeat.
+    Heartbeat,
     AppendEntries,
     Vote,
     PreVote,
@@ -323,6 +338,7 @@ enum Method {
 impl Method {
     fn name(self) -> &'static str {
         match self {
+            Method::Heartbeat => "heartbeat",
             Method::AppendEntries => "append_entries",
             Method::Vote => "vote",
             Method::PreVote => "pre_vote",
@@ -341,9 +357,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         if rpc.entries.is_empty() {
-            return self
-                .call(Method::AppendEntries, &rpc, Vec::new(), option.hard_ttl())
-                .await;
+            return self.call(Method::Heartbeat, &rpc, Vec::new(), option.hard_ttl()).await;
         }
         // Entries may be megabytes of JSON (a large spec): off the runtime.
         let json = match tokio::task::spawn_blocking(move || serde_json::to_vec(&rpc)).await {
@@ -357,8 +371,8 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 return Err(RPCError::Network(NetworkError::new(&TransportError(e.to_string()))));
             }
         };
-        self.call_encoded(Method::AppendEntries, json, Vec::new(), option.hard_ttl())
-            .await
+        let ttl = option.hard_ttl().max(APPEND_WITH_ENTRIES_AT_LEAST);
+        self.call_encoded(Method::AppendEntries, json, Vec::new(), ttl).await
     }
 
     async fn vote(

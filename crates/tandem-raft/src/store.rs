@@ -36,12 +36,14 @@
 //!
 //! redb calls block, so they run on tokio's blocking threads.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use openraft::storage::{EntryResponder, IOFlushed, LogState, RaftLogStorage, RaftStateMachine};
@@ -155,6 +157,8 @@ fn describe(identity: &Identity, other: &Identity) -> String {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The one thread that writes the log, the vote and the committed log id.
+    writer: Arc<LogWriter>,
     /// The database file, for error messages.
     path: PathBuf,
     /// The layout this open migrated the database from, if it did.
@@ -198,8 +202,11 @@ impl Store {
                          machine is now written per change)"
                     );
                 }
+                let db = Arc::new(db);
+                let writer = LogWriter::start(&db).map_err(|e| storage_error(e.to_string()))?;
                 Ok(Store {
-                    db: Arc::new(db),
+                    db,
+                    writer,
                     path,
                     migrated_from,
                 })
@@ -222,7 +229,10 @@ impl Store {
 
     /// The Raft log and vote.
     pub fn log_store(&self) -> LogStore {
-        LogStore { db: self.db.clone() }
+        LogStore {
+            db: self.db.clone(),
+            writer: self.writer.clone(),
+        }
     }
 
     /// The state machine as last applied before the node stopped. Entries
@@ -360,6 +370,150 @@ fn migrate_layout_1(txn: &WriteTransaction) -> Result<(), DbError> {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    writer: Arc<LogWriter>,
+}
+
+/// One thread writes the log, the vote, the committed log id, truncations
+/// and purges, in the order openraft asked, each fsync'ed (consecutive
+/// appends share one transaction and one fsync). An append returns at once
+/// and acknowledges to openraft from that thread after its fsync, so a slow
+/// disk or a multi-MB entry never holds up Raft's own task (heartbeats and
+/// votes go on meanwhile); its entries are readable at once from `pending`
+/// until they are on disk.
+struct LogWriter {
+    ops: Mutex<std::sync::mpsc::Sender<LogOp>>,
+    /// Appended entries not yet on disk, by index, with the number of the
+    /// append that wrote them (a later append of the same index after a
+    /// truncation must not be removed by the earlier one's completion).
+    pending: Arc<Mutex<Pending>>,
+    next_append: AtomicU64,
+}
+
+/// Appended entries not yet on disk: index -> (number of the append, entry).
+type Pending = BTreeMap<u64, (u64, Arc<Entry>)>;
+
+type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> Result<(), DbError> + Send>;
+
+enum LogOp {
+    Append {
+        number: u64,
+        entries: Vec<Arc<Entry>>,
+        done: IOFlushed<TypeConfig>,
+    },
+    Write {
+        write: WriteOp,
+        done: tokio::sync::oneshot::Sender<Result<(), DbError>>,
+    },
+}
+
+impl LogWriter {
+    fn start(db: &Arc<Database>) -> io::Result<Arc<LogWriter>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pending: Arc<Mutex<Pending>> = Arc::default();
+        // Weak: the database closes when the last store handle goes, not
+        // when this thread notices its channel closed.
+        let db = Arc::downgrade(db);
+        let shared = pending.clone();
+        std::thread::Builder::new()
+            .name("tandem-log-writer".into())
+            .spawn(move || run_writer(&db, &rx, &shared))?;
+        Ok(Arc::new(LogWriter {
+            ops: Mutex::new(tx),
+            pending,
+            next_append: AtomicU64::new(0),
+        }))
+    }
+
+    fn send(&self, op: LogOp) -> Result<(), DbError> {
+        let ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        ops.send(op).map_err(|_| DbError::Missing("the log writer thread"))
+    }
+
+    /// Runs `write` on the writer thread, after everything asked before,
+    /// and waits until it is durable.
+    async fn write(&self, write: WriteOp) -> Result<(), DbError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(LogOp::Write { write, done })?;
+        wait.await.map_err(|_| DbError::Missing("the log writer thread"))?
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn run_writer(db: &std::sync::Weak<Database>, ops: &std::sync::mpsc::Receiver<LogOp>, pending: &Mutex<Pending>) {
+    let mut next = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match ops.recv() {
+                Ok(op) => op,
+                Err(_) => return,
+            },
+        };
+        match op {
+            LogOp::Write { write, done } => {
+                let result = match db.upgrade() {
+                    Some(db) => commit(&db, write),
+                    None => Err(DbError::Missing("the database")),
+                };
+                let _ = done.send(result);
+            }
+            LogOp::Append { number, entries, done } => {
+                // Every append already queued goes into the same transaction.
+                let mut batch = vec![(number, entries, done)];
+                while let Ok(op) = ops.try_recv() {
+                    match op {
+                        LogOp::Append { number, entries, done } => batch.push((number, entries, done)),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                let result = match db.upgrade() {
+                    Some(db) => commit(&db, |txn: &WriteTransaction| {
+                        let mut log = txn.open_table(LOG)?;
+                        for (_, entries, _) in &batch {
+                            for entry in entries {
+                                log.insert(entry.log_id.index, encode(&**entry, "log entry")?.as_slice())?;
+                            }
+                        }
+                        Ok(())
+                    }),
+                    None => Err(DbError::Missing("the database")),
+                };
+                let failed = result.err().map(|e| e.to_string());
+                if failed.is_none() {
+                    let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    for (number, entries, _) in &batch {
+                        for entry in entries {
+                            if pending.get(&entry.log_id.index).is_some_and(|(n, _)| n == number) {
+                                pending.remove(&entry.log_id.index);
+                            }
+                        }
+                    }
+                }
+                // Only now, with the entries on disk, may openraft count this
+                // node's copy toward a quorum.
+                for (_, _, done) in batch {
+                    done.io_completed(match &failed {
+                        None => Ok(()),
+                        Some(e) => Err(io::Error::other(format!("cannot append to the log: {e}"))),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One durable write transaction.
+fn commit(db: &Database, write: impl FnOnce(&WriteTransaction) -> Result<(), DbError>) -> Result<(), DbError> {
+    let txn = db.begin_write()?;
+    write(&txn)?;
+    txn.commit()?;
+    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -367,18 +521,57 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
+        use std::ops::Bound;
         let range = (range.start_bound().cloned(), range.end_bound().cloned());
-        read(&self.db, move |txn| {
+        // Entries just appended (what replication reads) come from memory.
+        let from_memory: Vec<Arc<Entry>> = self
+            .writer
+            .pending()
+            .range(range)
+            .map(|(_, (_, e))| e.clone())
+            .collect();
+        let start = match range.0 {
+            Bound::Included(i) => Some(i),
+            Bound::Excluded(i) => i.checked_add(1),
+            Bound::Unbounded => None,
+        };
+        let end = match range.1 {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        if let (Some(start), Some(end)) = (start, end)
+            && from_memory.len() as u64 == end.saturating_sub(start)
+        {
+            return Ok(from_memory.iter().map(|e| Entry::clone(e)).collect());
+        }
+        // Otherwise from disk, once every write asked before is done.
+        self.writer
+            .write(Box::new(|_| Ok(())))
+            .await
+            .map_err(io_error("read the log"))?;
+        let mut entries = read(&self.db, move |txn| {
             let log = txn.open_table(LOG)?;
             log.range::<u64>(range)?
                 .map(|item| {
                     let (index, entry) = item?;
-                    decode_entry(index.value(), entry.value())
+                    Ok((index.value(), decode_entry(index.value(), entry.value())?))
                 })
-                .collect()
+                .collect::<Result<BTreeMap<u64, Entry>, DbError>>()
         })
         .await
-        .map_err(io_error("read the log"))
+        .map_err(io_error("read the log"))?;
+        // Appended since: newer than the disk.
+        let newer: Vec<(u64, Arc<Entry>)> = self
+            .writer
+            .pending()
+            .range(range)
+            .map(|(index, (_, entry))| (*index, entry.clone()))
+            .collect();
+        for (index, entry) in newer {
+            entries.insert(index, Entry::clone(&entry));
+        }
+        Ok(entries.into_values().collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -392,6 +585,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        self.writer
+            .write(Box::new(|_| Ok(())))
+            .await
+            .map_err(io_error("read the log"))?;
         read(&self.db, |txn| {
             let last_purged_log_id = get_json(&txn.open_table(META)?, LAST_PURGED)?;
             let last_log_id = match txn.open_table(LOG)?.last()? {
@@ -413,17 +610,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let vote = *vote;
-        write(&self.db, move |txn| put_json(&mut txn.open_table(META)?, VOTE, &vote))
+        self.writer
+            .write(Box::new(move |txn| put_json(&mut txn.open_table(META)?, VOTE, &vote)))
             .await
             .map_err(io_error("write the vote"))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        write(&self.db, move |txn| {
-            put_json(&mut txn.open_table(META)?, COMMITTED, &committed)
-        })
-        .await
-        .map_err(io_error("write the commit index"))
+        self.writer
+            .write(Box::new(move |txn| {
+                put_json(&mut txn.open_table(META)?, COMMITTED, &committed)
+            }))
+            .await
+            .map_err(io_error("write the commit index"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -440,45 +639,53 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<_> = entries.into_iter().collect();
-        write(&self.db, move |txn| {
-            let mut log = txn.open_table(LOG)?;
+        // Shared, not copied: an entry may be a multi-MB spec.
+        let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
+        let number = self.writer.next_append.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut pending = self.writer.pending();
             for entry in &entries {
-                let index = entry.log_id.index;
-                log.insert(index, encode(entry, "log entry")?.as_slice())?;
+                pending.insert(entry.log_id.index, (number, entry.clone()));
             }
-            Ok(())
-        })
-        .await
-        .map_err(io_error("append to the log"))?;
-        // Only now, with the entries on disk, may openraft count this node's
-        // copy toward a quorum.
-        callback.io_completed(Ok(()));
-        Ok(())
+        }
+        // Acknowledged to openraft by the writer thread, after its fsync.
+        self.writer
+            .send(LogOp::Append {
+                number,
+                entries,
+                done: callback,
+            })
+            .map_err(io_error("append to the log"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let keep_through = last_log_id.map(|l| l.index);
-        write(&self.db, move |txn| {
-            let mut log = txn.open_table(LOG)?;
-            match keep_through {
-                Some(index) => log.retain_in(index.saturating_add(1).., |_, _| false)?,
-                None => log.retain(|_, _| false)?,
-            }
-            Ok(())
-        })
-        .await
-        .map_err(io_error("truncate the log"))
+        self.writer
+            .pending()
+            .retain(|index, _| keep_through.is_some_and(|k| *index <= k));
+        self.writer
+            .write(Box::new(move |txn| {
+                let mut log = txn.open_table(LOG)?;
+                match keep_through {
+                    Some(index) => log.retain_in(index.saturating_add(1).., |_, _| false)?,
+                    None => log.retain(|_, _| false)?,
+                }
+                Ok(())
+            }))
+            .await
+            .map_err(io_error("truncate the log"))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        write(&self.db, move |txn| {
-            put_json(&mut txn.open_table(META)?, LAST_PURGED, &log_id)?;
-            txn.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
-            Ok(())
-        })
-        .await
-        .map_err(io_error("purge the log"))
+        self.writer.pending().retain(|index, _| *index > log_id.index);
+        self.writer
+            .write(Box::new(move |txn| {
+                put_json(&mut txn.open_table(META)?, LAST_PURGED, &log_id)?;
+                txn.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
+                Ok(())
+            }))
+            .await
+            .map_err(io_error("purge the log"))
     }
 }
 
