@@ -952,6 +952,7 @@ mod tests {
                 ..Default::default()
             }),
             refused: vec![("Switchover".into(), "viewer_not_allowed".into(), 3)],
+            raft_rpc_failures: vec![("heartbeat".into(), "timeout".into(), 4)],
             process: crate::process::ProcessStats {
                 resident_memory_bytes: Some(20 << 20),
                 cpu_seconds: Some(1.5),
@@ -972,6 +973,10 @@ mod tests {
             3.0
         );
         assert_eq!(get("tandem_raft_applied_index"), 42.0);
+        assert_eq!(
+            get("tandem_raft_rpc_failures_total{method=\"heartbeat\",cause=\"timeout\"}"),
+            4.0
+        );
         assert_eq!(get("tandem_node_up{node=\"site-a\"}"), 1.0);
         assert_eq!(get("tandem_node_up{node=\"site-b\"}"), 0.0);
         assert_eq!(get("tandem_node_state{node=\"site-b\",state=\"down\"}"), 1.0);
