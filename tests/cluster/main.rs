@@ -30,4 +30,5 @@ mod resources;
 mod secrets;
 mod security;
 mod systemd;
+mod upgrade;
 mod whatif;

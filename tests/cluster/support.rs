@@ -74,8 +74,14 @@ impl Deref for TestCluster {
 impl TestCluster {
     /// Writes configurations for `nodes` (name, role), all initial members.
     pub fn new(nodes: &[(&str, &'static str)]) -> TestCluster {
+        TestCluster::named(&format!("t{}", free_port()), nodes)
+    }
+
+    /// Like [`TestCluster::new`], for a cluster called `cluster` (a data
+    /// directory written before belongs to a cluster of a given name).
+    pub fn named(cluster: &str, nodes: &[(&str, &'static str)]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let mut local = LocalCluster::new(BIN, dir.path(), format!("t{}", free_port())).with_tail(TEST_CONFIG);
+        let mut local = LocalCluster::new(BIN, dir.path(), cluster).with_tail(TEST_CONFIG);
         let members: Vec<Member> = nodes.iter().map(|(n, r)| member(&mut local, n, r)).collect();
         let mut c = TestCluster {
             local,

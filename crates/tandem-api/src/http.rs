@@ -315,6 +315,7 @@ fn scrape(app: &App) -> Scrape {
         node: ctx.counters.snapshot_at(ctx.clock.unix_ms()),
         dns: app.dns.as_ref().map(|d| d.snapshot()),
         refused: api.auth_stats.snapshot(),
+        raft_rpc_failures: ctx.raft.rpc_failures().snapshot(),
         process: crate::process::read(),
         status,
     }

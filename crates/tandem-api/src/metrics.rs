@@ -350,6 +350,8 @@ pub struct Scrape {
     pub dns: Option<StatsSnapshot>,
     /// gRPC calls refused for want of a credential: (method, reason, count).
     pub refused: Vec<(String, String, u64)>,
+    /// Raft RPCs to peers that failed: (method, cause, count).
+    pub raft_rpc_failures: Vec<(String, String, u64)>,
     /// This process, from /proc/self.
     pub process: crate::process::ProcessStats,
 }
@@ -688,6 +690,14 @@ impl Scrape {
         );
         counters(
             &mut r,
+            "tandem_raft_rpc_failures",
+            "Raft RPCs this node sent that failed, by method and cause (unreachable, timeout, refused, stopped, error)",
+            self.raft_rpc_failures
+                .iter()
+                .map(|(method, cause, n)| (vec![("method", method.clone()), ("cause", cause.clone())], *n)),
+        );
+        counters(
+            &mut r,
             "tandem_fence_attempts",
             "Fencing attempts this node ran as coordinator, by outcome (fenced, failed)",
             // Only outcomes that happened: a series appears with its first attempt.
@@ -968,6 +978,7 @@ mod tests {
                 ..Default::default()
             }),
             refused: vec![("Switchover".into(), "viewer_not_allowed".into(), 3)],
+            raft_rpc_failures: vec![("heartbeat".into(), "timeout".into(), 4)],
             process: crate::process::ProcessStats {
                 resident_memory_bytes: Some(20 << 20),
                 cpu_seconds: Some(1.5),
@@ -988,6 +999,10 @@ mod tests {
             3.0
         );
         assert_eq!(get("tandem_raft_applied_index"), 42.0);
+        assert_eq!(
+            get("tandem_raft_rpc_failures_total{method=\"heartbeat\",cause=\"timeout\"}"),
+            4.0
+        );
         assert_eq!(get("tandem_node_up{node=\"site-a\"}"), 1.0);
         assert_eq!(get("tandem_node_up{node=\"site-b\"}"), 0.0);
         assert_eq!(get("tandem_node_state{node=\"site-b\",state=\"down\"}"), 1.0);

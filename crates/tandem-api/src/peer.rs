@@ -27,6 +27,7 @@ fn status(e: InboundError) -> Status {
     match e {
         InboundError::WrongCluster { .. } => Status::failed_precondition(e.to_string()),
         InboundError::Decode(_) => Status::invalid_argument(e.to_string()),
+        InboundError::Task(_) => Status::internal(e.to_string()),
     }
 }
 

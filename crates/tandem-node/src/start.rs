@@ -146,7 +146,7 @@ impl Node {
         };
         let store = Store::open(&config.data_dir, &identity).map_err(|e| match e {
             OpenError::WrongIdentity { .. } => StartError::WrongIdentity(e.to_string()),
-            OpenError::Storage { .. } => StartError::Failed(e.to_string()),
+            OpenError::NewerLayout { .. } | OpenError::Storage { .. } => StartError::Failed(e.to_string()),
         })?;
         let initialized = store.has_raft_state().map_err(|e| StartError::Failed(e.to_string()))?;
         Ok(OpenedNode {

@@ -20,7 +20,7 @@ use tandem_core::timing::duration_ms;
 use tandem_core::{NodeId, NodeInfo};
 use tokio::sync::watch;
 
-use crate::network::{Channels, Inbound, Network};
+use crate::network::{Channels, Inbound, Network, RpcFailures};
 use crate::store::{StateMachine, Store};
 use crate::{OpenRaft, TypeConfig};
 
@@ -262,6 +262,7 @@ pub struct Consensus {
     cluster: String,
     raft: OpenRaft,
     view: ViewWatch,
+    rpc_failures: Arc<RpcFailures>,
 }
 
 impl Consensus {
@@ -274,7 +275,13 @@ impl Consensus {
         state_machine: StateMachine,
     ) -> Result<Consensus, String> {
         let openraft_config = Arc::new(config.openraft()?);
-        let network = Network::new(config.cluster.clone(), channels, config.retry_after);
+        let rpc_failures = Arc::new(RpcFailures::default());
+        let network = Network::new(
+            config.cluster.clone(),
+            channels,
+            config.retry_after,
+            rpc_failures.clone(),
+        );
         let raft = OpenRaft::new(id, openraft_config, network, store.log_store(), state_machine)
             .await
             .map_err(|e| format!("cannot start Raft: {e}"))?;
@@ -284,7 +291,13 @@ impl Consensus {
             cluster: config.cluster.clone(),
             raft,
             view,
+            rpc_failures,
         })
+    }
+
+    /// Raft RPCs this node sent that failed, by method and cause.
+    pub fn rpc_failures(&self) -> &RpcFailures {
+        &self.rpc_failures
     }
 
     /// Leadership and membership now.
