@@ -6,6 +6,10 @@
 //!
 //! * `net.rs`: the hosts, the cluster on them, the faults, convergence.
 //! * `checker.rs`: the invariants over the ledger's records.
+//! * `answers.rs`: every node's DNS answer for every group, sampled from the
+//!   client host every 20 ms, checked against the ledger's holders (no node
+//!   answers a previous holder beyond the TTL after the new one's first
+//!   accepted write).
 //! * `tests/faults/ledger.py`: the ledger (on the client host), a fencing
 //!   store: it refuses a write whose epoch is older than the newest it
 //!   accepted for the group.
@@ -30,6 +34,7 @@
 //!
 //! Needs root, iproute2, nftables and python3 (`.ci/run` installs them).
 
+mod answers;
 mod checker;
 mod lives;
 mod net;
@@ -384,6 +389,117 @@ fn an_isolated_primary_whose_agent_crashes_and_returns_never_makes_a_second_prim
     c.wait_for(&format!("alpha writing from {other}"), WAIT, |c| {
         first_from(c, "alpha", other, t - LEASE.as_secs_f64())
     });
+    c.finish(None);
+}
+
+/// The agent of alpha's primary freezes (SIGSTOP of the agent alone) while
+/// its service runs on, and the node has no fence device: nothing can turn
+/// it off, so alpha may start on the other site only once something that
+/// outlives the agent has ended the old service (invariant 3): the lease
+/// guard process (`tandem_node::guard`). The checker sees the services' real
+/// lives: any overlap is two primaries. (Without the guard process, this
+/// test found them overlapping for 9 to 35 ms, until the ledger refused the
+/// old epoch.)
+#[test]
+fn a_frozen_agent_without_a_fence_device_never_makes_a_second_primary() {
+    let mut c = FaultCluster::start("freeze_agent");
+    let alpha = c.holder("alpha").unwrap();
+    let frozen = alpha.node.clone();
+    let other = other_member(&frozen);
+    let t = mono();
+    c.freeze_agent(&frozen);
+    let taken = c.wait_for(&format!("alpha writing from {other}"), WAIT, |c| {
+        first_from(c, "alpha", other, t)
+    });
+    let last = c
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r.group == "alpha" && r.node == frozen && r.t > t);
+    // The fault did what it is here for: the old service ran on after the
+    // agent froze (it wrote), and the group moved.
+    let last = last.unwrap_or_else(|| panic!("{frozen}'s service never wrote after its agent froze"));
+    c.note_figure(format!(
+        "{frozen}'s service last wrote {:.2} s after its agent froze; {other} took alpha over {:.2} s after ({:.3} s later)",
+        last.t - t,
+        taken.t - t,
+        taken.t - last.t
+    ));
+    // What ended it: the lease guard process, not the ledger's refusal.
+    assert!(
+        c.log_contains(&frozen, "did not stop this service"),
+        "{frozen}'s lease guard process did not kill the service:\n{}",
+        c.logs_tail()
+    );
+    c.finish(None);
+}
+
+/// The agent of alpha's primary is killed (`kill -9` of the agent alone) and
+/// not started again, while its service runs on, and the node has no fence
+/// device: as above, alpha may start elsewhere only once the orphaned service
+/// is certainly gone.
+#[test]
+fn a_killed_agent_without_a_fence_device_never_makes_a_second_primary() {
+    let mut c = FaultCluster::start("kill_agent");
+    let alpha = c.holder("alpha").unwrap();
+    let dead = alpha.node.clone();
+    let other = other_member(&dead);
+    let t = mono();
+    c.kill_agent(&dead);
+    let taken = c.wait_for(&format!("alpha writing from {other}"), WAIT, |c| {
+        first_from(c, "alpha", other, t)
+    });
+    let last = c
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r.group == "alpha" && r.node == dead && r.t > t);
+    let last = last.unwrap_or_else(|| panic!("{dead}'s service never wrote after its agent died"));
+    c.note_figure(format!(
+        "{dead}'s service last wrote {:.2} s after its agent died; {other} took alpha over {:.2} s after ({:.3} s later)",
+        last.t - t,
+        taken.t - t,
+        taken.t - last.t
+    ));
+    // What ended it: the lease guard process, not the ledger's refusal.
+    assert!(
+        c.log_contains(&dead, "did not stop this service"),
+        "{dead}'s lease guard process did not kill the service:\n{}",
+        c.logs_tail()
+    );
+    c.finish(None);
+}
+
+/// A planned switchover of alpha while the witness is cut off from both
+/// sites (clients still reach it). The witness keeps its lease for a while
+/// and its DNS answers from the state it last applied: it must not go on
+/// answering alpha's old primary once the new one wrote (the DNS sampler's
+/// check in `finish`, against the TTL).
+#[test]
+fn a_switchover_while_the_witness_is_cut_off_leaves_no_stale_answer() {
+    let mut c = FaultCluster::start("switch_no_witness");
+    let alpha = c.holder("alpha").unwrap();
+    let old = alpha.node.clone();
+    let new = other_member(&old);
+    c.isolate("witness", &MEMBERS);
+    let t = mono();
+    let out = c.wait_for("the switchover accepted", WAIT, |c| {
+        MEMBERS.iter().find_map(|n| {
+            let out = c.cli(n, &["switchover", "alpha", "--to", new], "20s");
+            out.status.success().then_some(out)
+        })
+    });
+    let taken = c.wait_for(&format!("alpha writing from {new}"), WAIT, |c| {
+        first_from(c, "alpha", new, t)
+    });
+    c.note_figure(format!(
+        "alpha switched from {old} to {new} {:.2} s after the witness was cut off ({})",
+        taken.t - t,
+        String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default()
+    ));
+    // Past the witness's lease and the TTL, still cut off: the sampler sees
+    // what it answers all along.
+    std::thread::sleep(LEASE + Duration::from_secs(1));
     c.finish(None);
 }
 

@@ -6,6 +6,7 @@
 mod namespaces;
 mod support;
 
+mod backup;
 mod browser;
 mod checks;
 mod cli;
@@ -29,4 +30,5 @@ mod resources;
 mod secrets;
 mod security;
 mod systemd;
+mod upgrade;
 mod whatif;

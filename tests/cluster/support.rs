@@ -74,8 +74,14 @@ impl Deref for TestCluster {
 impl TestCluster {
     /// Writes configurations for `nodes` (name, role), all initial members.
     pub fn new(nodes: &[(&str, &'static str)]) -> TestCluster {
+        TestCluster::named(&format!("t{}", free_port()), nodes)
+    }
+
+    /// Like [`TestCluster::new`], for a cluster called `cluster` (a data
+    /// directory written before belongs to a cluster of a given name).
+    pub fn named(cluster: &str, nodes: &[(&str, &'static str)]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
-        let mut local = LocalCluster::new(BIN, dir.path(), format!("t{}", free_port())).with_tail(TEST_CONFIG);
+        let mut local = LocalCluster::new(BIN, dir.path(), cluster).with_tail(TEST_CONFIG);
         let members: Vec<Member> = nodes.iter().map(|(n, r)| member(&mut local, n, r)).collect();
         let mut c = TestCluster {
             local,
@@ -139,6 +145,14 @@ impl TestCluster {
         match self.local.wait_exit(name, WAIT).unwrap() {
             Some(status) => status.code(),
             None => panic!("{name} did not stop within {WAIT:?} of SIGTERM"),
+        }
+    }
+
+    /// Waits for `name`'s agent to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, name: &str) -> Option<i32> {
+        match self.local.wait_exit(name, WAIT).unwrap() {
+            Some(status) => status.code(),
+            None => panic!("{name} did not exit within {WAIT:?}\n{}", self.logs_tail()),
         }
     }
 

@@ -285,6 +285,47 @@ pub fn kill_supervised(spec: &ResourceSpec, state_dir: &Path, env: &Env) -> Opti
     }
 }
 
+/// The out-of-process lease guard's side of the state directory: which
+/// groups are marked guarded (exclusive, may be active here) and their live
+/// supervised processes.
+pub mod guarded {
+    use std::path::Path;
+
+    pub use crate::process::GuardedProcess;
+
+    /// Marks `group` (an exclusive group that may be active on this node) or
+    /// removes the mark. `group` must be a valid file name (spec names are).
+    pub fn set(state_dir: &Path, group: &str, on: bool) -> std::io::Result<()> {
+        if group.is_empty() || group == "." || group == ".." || group.contains('/') || group.contains('\0') {
+            return Err(std::io::Error::other(format!(
+                "group name {group:?} cannot be used as a file name"
+            )));
+        }
+        crate::process::set_guarded(state_dir, group, on)
+    }
+
+    /// The live supervised processes of every marked group.
+    pub fn processes(state_dir: &Path) -> Vec<GuardedProcess> {
+        crate::process::guarded_processes(state_dir)
+    }
+
+    /// SIGKILLs `p`'s process group if its pid file still names it alive.
+    pub fn kill(state_dir: &Path, p: &GuardedProcess) -> bool {
+        crate::process::kill_guarded(state_dir, p)
+    }
+
+    /// The kernel start time of process `pid` (field 22 of its stat), which
+    /// tells a live process from a later one that reused its pid.
+    pub fn start_time(pid: i32) -> Option<u64> {
+        crate::process::proc_stat(pid).map(|(_, start)| start)
+    }
+
+    /// Whether `pid` runs (not a zombie) and started at `start_time`.
+    pub fn alive(pid: i32, start_time: u64) -> bool {
+        crate::process::PidRecord { pid, start_time }.alive()
+    }
+}
+
 /// Group and resource names become file names under the state directory.
 /// The spec parser already restricts them; this is the last line of defence.
 /// `after` from now: the deadline of an action whose timeout came from a

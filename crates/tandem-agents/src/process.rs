@@ -638,3 +638,75 @@ mod tests {
         );
     }
 }
+
+/// The marker of a group whose services the out-of-process lease guard
+/// (`tandem_node::guard`) must end when the node's lease ends:
+/// `STATE_DIR/GROUP/.guarded`.
+const GUARDED: &str = ".guarded";
+
+/// Marks (or unmarks) `group` as an exclusive group that may be active on
+/// this node. Written before a start, removed once a stop succeeded.
+pub(crate) fn set_guarded(state_dir: &Path, group: &str, on: bool) -> std::io::Result<()> {
+    let dir = state_dir.join(group);
+    let marker = dir.join(GUARDED);
+    if on {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(&marker, b"")
+    } else {
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A supervised process of a guarded group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardedProcess {
+    pub group: String,
+    pub resource: String,
+    pub pid: i32,
+}
+
+/// Every live supervised process (its pid file names it, start time
+/// included) of the groups marked guarded under `state_dir`.
+pub(crate) fn guarded_processes(state_dir: &Path) -> Vec<GuardedProcess> {
+    let mut found = Vec::new();
+    for group in std::fs::read_dir(state_dir).into_iter().flatten().flatten() {
+        let dir = group.path();
+        if !dir.join(GUARDED).exists() {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = file.path();
+            if path.extension().is_none_or(|e| e != "pid") {
+                continue;
+            }
+            if let Ok(Some(rec)) = read_pid_file(&path)
+                && rec.alive()
+            {
+                found.push(GuardedProcess {
+                    group: group.file_name().to_string_lossy().into_owned(),
+                    resource: path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    pid: rec.pid,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// SIGKILLs the process group of `p` if its pid file still names that live
+/// process. Returns whether it was signalled.
+pub(crate) fn kill_guarded(state_dir: &Path, p: &GuardedProcess) -> bool {
+    let path = state_dir.join(&p.group).join(format!("{}.pid", p.resource));
+    match read_pid_file(&path) {
+        Ok(Some(rec)) if rec.pid == p.pid && rec.alive() => {
+            matches!(kill_group(rec.pid, Signal::SIGKILL), Ok(()) | Err(Errno::ESRCH))
+        }
+        _ => false,
+    }
+}

@@ -312,9 +312,10 @@ fn scrape(app: &App) -> Scrape {
         is_coordinator: ctx.is_coordinator(),
         active_here: active_groups(ctx, &state.cluster, m.may_act && !m.leaving),
         lease: ctx.liveness.counters.snapshot(),
-        node: ctx.counters.snapshot(),
+        node: ctx.counters.snapshot_at(ctx.clock.unix_ms()),
         dns: app.dns.as_ref().map(|d| d.snapshot()),
         refused: api.auth_stats.snapshot(),
+        raft_rpc_failures: ctx.raft.rpc_failures().snapshot(),
         process: crate::process::read(),
         status,
     }

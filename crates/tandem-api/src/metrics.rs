@@ -350,6 +350,8 @@ pub struct Scrape {
     pub dns: Option<StatsSnapshot>,
     /// gRPC calls refused for want of a credential: (method, reason, count).
     pub refused: Vec<(String, String, u64)>,
+    /// Raft RPCs to peers that failed: (method, cause, count).
+    pub raft_rpc_failures: Vec<(String, String, u64)>,
     /// This process, from /proc/self.
     pub process: crate::process::ProcessStats,
 }
@@ -504,6 +506,28 @@ impl Scrape {
             "RFC 2136 pushes to a site's DNS server that failed (this node as coordinator; each is retried)",
             self.node.dns_push_failures,
         );
+        if self.node.backup_configured {
+            counter(
+                &mut r,
+                "tandem_backup_failures",
+                "Scheduled backups this node failed to take, write or verify (as coordinator)",
+                self.node.backup_failures,
+            );
+            gauge(
+                &mut r,
+                "tandem_backup_warning",
+                "1 when the last scheduled backup failed or the last verified one is older than two intervals (on the coordinator)",
+                i64::from(self.node.backup_warning),
+            );
+            if let Some(age) = self.node.backup_age_s {
+                gauge(
+                    &mut r,
+                    "tandem_backup_last_verified_age_seconds",
+                    "Age of the last scheduled backup this node wrote and verified",
+                    i64::try_from(age).unwrap_or(i64::MAX),
+                );
+            }
+        }
         gauges(
             &mut r,
             "tandem_info",
@@ -663,6 +687,14 @@ impl Scrape {
                     self.lease.heartbeats_unanswered,
                 ),
             ],
+        );
+        counters(
+            &mut r,
+            "tandem_raft_rpc_failures",
+            "Raft RPCs this node sent that failed, by method and cause (unreachable, timeout, refused, stopped, error)",
+            self.raft_rpc_failures
+                .iter()
+                .map(|(method, cause, n)| (vec![("method", method.clone()), ("cause", cause.clone())], *n)),
         );
         counters(
             &mut r,
@@ -936,12 +968,17 @@ mod tests {
                 fence_failed: 0,
                 resource_failures: [0, 1, 4],
                 dns_push_failures: 5,
+                backup_configured: true,
+                backup_failures: 2,
+                backup_age_s: Some(7),
+                backup_warning: true,
             },
             dns: Some(StatsSnapshot {
                 queries_udp: 5,
                 ..Default::default()
             }),
             refused: vec![("Switchover".into(), "viewer_not_allowed".into(), 3)],
+            raft_rpc_failures: vec![("heartbeat".into(), "timeout".into(), 4)],
             process: crate::process::ProcessStats {
                 resident_memory_bytes: Some(20 << 20),
                 cpu_seconds: Some(1.5),
@@ -962,6 +999,10 @@ mod tests {
             3.0
         );
         assert_eq!(get("tandem_raft_applied_index"), 42.0);
+        assert_eq!(
+            get("tandem_raft_rpc_failures_total{method=\"heartbeat\",cause=\"timeout\"}"),
+            4.0
+        );
         assert_eq!(get("tandem_node_up{node=\"site-a\"}"), 1.0);
         assert_eq!(get("tandem_node_up{node=\"site-b\"}"), 0.0);
         assert_eq!(get("tandem_node_state{node=\"site-b\",state=\"down\"}"), 1.0);
@@ -984,6 +1025,9 @@ mod tests {
         assert_eq!(get("tandem_resource_action_failures_total{action=\"monitor\"}"), 4.0);
         assert_eq!(get("tandem_resource_action_failures_total{action=\"start\"}"), 0.0);
         assert_eq!(get("tandem_dns_push_failures_total"), 5.0);
+        assert_eq!(get("tandem_backup_failures_total"), 2.0);
+        assert_eq!(get("tandem_backup_warning"), 1.0);
+        assert_eq!(get("tandem_backup_last_verified_age_seconds"), 7.0);
         assert_eq!(get("process_resident_memory_bytes"), f64::from(20 << 20));
         assert_eq!(get("process_cpu_seconds_total"), 1.5);
         assert!(

@@ -5,7 +5,7 @@ use tandem_node::heartbeat::answer_heartbeat;
 use tandem_node::node::NodeContext;
 use tandem_node::write::propose;
 use tandem_proto::v1::peer_server::Peer;
-use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, RaftMessage, ReportReply};
+use tandem_proto::v1::{HeartbeatReply, HeartbeatRequest, ProbeReply, ProbeRequest, RaftMessage, ReportReply};
 use tandem_raft::network::{Inbound, InboundError};
 use tonic::{Request, Response, Status};
 
@@ -27,6 +27,7 @@ fn status(e: InboundError) -> Status {
     match e {
         InboundError::WrongCluster { .. } => Status::failed_precondition(e.to_string()),
         InboundError::Decode(_) => Status::invalid_argument(e.to_string()),
+        InboundError::Task(_) => Status::internal(e.to_string()),
     }
 }
 
@@ -122,5 +123,26 @@ impl Peer for PeerService {
             .await
             .map(Response::new)
             .map_err(Status::unavailable)
+    }
+
+    async fn probe(&self, req: Request<ProbeRequest>) -> Result<Response<ProbeReply>, Status> {
+        let req = req.into_inner();
+        let state = self.ctx.state.borrow().clone();
+        let initialized = state.last_applied.is_some();
+        let same = req.cluster == self.ctx.cluster;
+        let member = same
+            && state
+                .last_membership
+                .membership()
+                .nodes()
+                .any(|(_, n)| n.name == req.node);
+        Ok(Response::new(ProbeReply {
+            cluster: self.ctx.cluster.clone(),
+            initialized,
+            member,
+            started: same && state.cluster.started.contains(&req.node),
+            applied_index: state.last_applied.map_or(0, |l| l.index),
+            answered_by: self.ctx.me.name.clone(),
+        }))
     }
 }

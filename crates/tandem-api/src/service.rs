@@ -661,7 +661,7 @@ impl Tandem for TandemService {
         Ok(Response::new(pb::DnsZone {
             zone: zone.origin(),
             serial: zone.serial(),
-            answering: tandem_node::dns::may_answer(&self.ctx),
+            answering: tandem_node::dns::may_answer(&self.ctx, state.last_applied.map_or(0, |l| l.index)),
             records: zone
                 .records()
                 .into_iter()
@@ -795,6 +795,34 @@ impl Tandem for TandemService {
             self.ctx.me.name.clone(),
             spec_version,
         )))
+    }
+
+    async fn create_backup(
+        &self,
+        req: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<pb::CreateBackupReply>, Status> {
+        if let Some(c) = self.route(&req)? {
+            let mut c = c.max_decoding_message_size(tandem_raft::network::MAX_MESSAGE);
+            return c.create_backup(forward_metadata(req)).await.map_err(forward_failed);
+        }
+        let taken = tandem_node::backup::take(&self.ctx)
+            .await
+            .map_err(Status::unavailable)?;
+        let h = &taken.backup.header;
+        tracing::info!(
+            index = h.index,
+            bytes = taken.bytes.len(),
+            elapsed_ms = taken.elapsed.as_millis() as u64,
+            "backup taken and verified"
+        );
+        Ok(Response::new(pb::CreateBackupReply {
+            index: h.index,
+            term: h.term,
+            cluster: h.cluster.clone(),
+            taken_by: h.taken_by.clone(),
+            elapsed_ms: tandem_core::timing::duration_ms(taken.elapsed),
+            data: taken.bytes,
+        }))
     }
 }
 

@@ -134,7 +134,24 @@ pub fn build(ctx: &NodeContext) -> pb::ClusterStatus {
         .collect();
     let (groups, spec_version, fencing_needed) = groups(ctx);
     let transitions = recent_transitions(ctx);
+    let backup = {
+        let b = ctx.counters.backup.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let now_ms = ctx.clock.unix_ms();
+        b.interval_ms.map(|interval_ms| pb::BackupStatus {
+            interval_ms,
+            dir: b.dir.clone(),
+            keep: b.keep,
+            last_file: b.last_file.clone().unwrap_or_default(),
+            last_index: b.last_index,
+            last_unix_ms: b.last_unix_ms,
+            last_failure: b.last_failure.clone().unwrap_or_default(),
+            failures: b.failures,
+            warning: b.warning(now_ms).unwrap_or_default(),
+            coordinator: b.coordinator_since_unix_ms.is_some(),
+        })
+    };
     pb::ClusterStatus {
+        backup,
         groups,
         spec_version,
         fencing_needed,

@@ -85,7 +85,22 @@ pub struct NodeConfig {
     /// TLS for the API and node-to-node traffic (`[tls]`), with client
     /// certificates verified against `ca`.
     pub tls: Option<TlsFiles>,
+    /// Scheduled backups taken by the coordinator (`[backup]`).
+    pub backup: Option<BackupConfig>,
 }
+
+/// `[backup]`: where the coordinator writes verified backups, how often,
+/// and how many it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupConfig {
+    /// Relative paths are resolved by the caller, like `data_dir`.
+    pub dir: PathBuf,
+    pub interval: Duration,
+    pub keep: u32,
+}
+
+/// How many scheduled backups are kept unless the configuration says otherwise.
+pub const DEFAULT_BACKUP_KEEP: u32 = 24;
 
 /// `[security]`: the token files (paths only: the binary reads them, the
 /// core never holds a secret).
@@ -150,6 +165,16 @@ struct RawConfig {
     #[serde(default)]
     security: RawSecurity,
     tls: Option<RawTls>,
+    backup: Option<RawBackup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    dir: PathBuf,
+    #[serde(default, deserialize_with = "duration")]
+    interval: Option<Duration>,
+    keep: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -551,7 +576,44 @@ impl NodeConfig {
             ));
         }
 
+        let backup = match raw.backup {
+            None => None,
+            Some(b) => {
+                if b.dir.as_os_str().is_empty() {
+                    return Err(err(
+                        "backup.dir".into(),
+                        "expected the directory backups are written to, got an empty string".into(),
+                    ));
+                }
+                let interval = b
+                    .interval
+                    .ok_or_else(|| err("backup.interval".into(), "expected a duration such as \"1h\"".into()))?;
+                if interval < Duration::from_secs(1) {
+                    return Err(err(
+                        "backup.interval".into(),
+                        format!("expected at least 1s, got {interval:?}"),
+                    ));
+                }
+                let keep = match b.keep {
+                    None => DEFAULT_BACKUP_KEEP,
+                    Some(k) if (1..=10_000).contains(&k) => k as u32,
+                    Some(k) => {
+                        return Err(err(
+                            "backup.keep".into(),
+                            format!("expected a number from 1 to 10000, got {k}"),
+                        ));
+                    }
+                };
+                Some(BackupConfig {
+                    dir: b.dir,
+                    interval,
+                    keep,
+                })
+            }
+        };
+
         Ok(NodeConfig {
+            backup,
             security,
             tls,
             watchdog,
@@ -832,6 +894,37 @@ lease = "3s"
             assert!(msg.starts_with("site-a.toml: ") && msg.contains(key), "{msg}");
             assert!(msg.contains("expected at most 365days, got \"400000000000y\""), "{msg}");
         }
+    }
+
+    #[test]
+    fn backup_schedules_are_checked_with_their_key() {
+        let ok = NodeConfig::parse(
+            &format!("{GOOD}\n[backup]\ndir = \"backups\"\ninterval = \"1h\"\nkeep = 3\n"),
+            "site-a.toml",
+        )
+        .unwrap();
+        let b = ok.backup.unwrap();
+        assert_eq!(
+            (b.dir.to_str(), b.interval, b.keep),
+            (Some("backups"), Duration::from_secs(3600), 3)
+        );
+        let default_keep = NodeConfig::parse(
+            &format!("{GOOD}\n[backup]\ndir = \"b\"\ninterval = \"10m\"\n"),
+            "site-a.toml",
+        )
+        .unwrap();
+        assert_eq!(default_keep.backup.unwrap().keep, DEFAULT_BACKUP_KEEP);
+        for (table, key, what) in [
+            ("dir = \"\"\ninterval = \"1h\"", "backup.dir", "empty string"),
+            ("dir = \"b\"", "backup.interval", "expected a duration"),
+            ("dir = \"b\"\ninterval = \"10ms\"", "backup.interval", "at least 1s"),
+            ("dir = \"b\"\ninterval = \"1h\"\nkeep = 0", "backup.keep", "got 0"),
+        ] {
+            let msg = refused(&format!("{GOOD}\n[backup]\n{table}\n"));
+            assert!(msg.contains(&format!("key `{key}`")) && msg.contains(what), "{msg}");
+        }
+        let msg = refused(&format!("{GOOD}\n[backup]\ndir = \"b\"\ninterval = \"often\"\n"));
+        assert!(msg.contains("interval"), "{msg}");
     }
 
     #[test]

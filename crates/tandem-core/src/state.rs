@@ -186,6 +186,10 @@ pub enum Command {
         reason: String,
         at_unix_ms: u64,
     },
+    /// The coordinator heard `node` up for the first time: from then on the
+    /// node has Raft state of this cluster, so a start of it on an empty
+    /// data directory is a wiped voter, refused (never re-bootstrapped).
+    NodeStarted { node: String, at_unix_ms: u64 },
 }
 
 impl Command {
@@ -209,6 +213,7 @@ impl Command {
             Command::HookRan { .. } => "hook_ran",
             Command::ClearFailures { .. } => "clear_failures",
             Command::Protection { .. } => "protection",
+            Command::NodeStarted { .. } => "node_started",
         }
     }
 }
@@ -492,6 +497,10 @@ pub struct ClusterState {
     /// committed it (`Command::Protection`).
     #[serde(default)]
     pub unprotected: BTreeMap<String, Unprotected>,
+    /// Members the coordinator has heard up at least once
+    /// (`Command::NodeStarted`); a removed node leaves it.
+    #[serde(default)]
+    pub started: BTreeSet<String>,
 }
 
 /// Since when, and why, a group has no eligible standby.
@@ -795,6 +804,40 @@ mod tests {
             actor: "op@host".into(),
             at_unix_ms: i as u64,
         }
+    }
+
+    #[test]
+    fn a_started_node_is_remembered_until_it_is_removed() {
+        let mut s = ClusterState::default();
+        let started = Command::NodeStarted {
+            node: "site-b".into(),
+            at_unix_ms: 1,
+        };
+        let (serial, events) = (s.zone_serial, s.events.len());
+        s.apply(&started);
+        s.apply(&started);
+        assert!(s.started.contains("site-b"));
+        assert_eq!(
+            (s.zone_serial, s.events.len()),
+            (serial, events),
+            "no event, no zone change"
+        );
+        let node = crate::NodeInfo {
+            name: "site-b".into(),
+            address: "127.0.0.1:1".into(),
+            role: crate::NodeRole::Member,
+        };
+        s.apply(&Command::NodeRemoved {
+            node,
+            actor: "op@host".into(),
+            at_unix_ms: 2,
+        });
+        assert!(!s.started.contains("site-b"), "added again, it starts afresh");
+        // A state written before the field existed reads as nobody started.
+        let mut json = serde_json::to_value(ClusterState::default()).unwrap();
+        json.as_object_mut().unwrap().remove("started");
+        let old: ClusterState = serde_json::from_value(json).unwrap();
+        assert!(old.started.is_empty());
     }
 
     #[test]

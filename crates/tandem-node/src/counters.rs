@@ -18,6 +18,8 @@ pub struct NodeCounters {
     /// RFC 2136 pushes to a site's DNS server that failed (this node as
     /// coordinator; each is retried).
     pub dns_push_failures: AtomicU64,
+    /// Scheduled backups: the last verified one, the last failure.
+    pub backup: std::sync::Mutex<crate::backup::BackupRecord>,
 }
 
 /// The actions of [`NodeCounters::resource_failures`], in its order.
@@ -30,6 +32,13 @@ pub struct NodeCountersSnapshot {
     pub fence_failed: u64,
     pub resource_failures: [u64; 3],
     pub dns_push_failures: u64,
+    /// Scheduled backups are configured on this node.
+    pub backup_configured: bool,
+    pub backup_failures: u64,
+    /// Age of the last verified scheduled backup taken here, in seconds.
+    pub backup_age_s: Option<u64>,
+    /// The backups are a concern ([`crate::backup::BackupRecord::warning`]).
+    pub backup_warning: bool,
 }
 
 impl NodeCounters {
@@ -46,12 +55,25 @@ impl NodeCounters {
         }
     }
 
+    /// The counters, with the backup figures as of `now_unix_ms`.
+    pub fn snapshot_at(&self, now_unix_ms: u64) -> NodeCountersSnapshot {
+        let b = self.backup.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        NodeCountersSnapshot {
+            backup_configured: b.interval_ms.is_some(),
+            backup_failures: b.failures,
+            backup_age_s: b.age_s(now_unix_ms).map(|s| s as u64),
+            backup_warning: b.warning(now_unix_ms).is_some(),
+            ..self.snapshot()
+        }
+    }
+
     pub fn snapshot(&self) -> NodeCountersSnapshot {
         NodeCountersSnapshot {
             fence_fenced: self.fence_fenced.load(Relaxed),
             fence_failed: self.fence_failed.load(Relaxed),
             resource_failures: self.resource_failures.each_ref().map(|c| c.load(Relaxed)),
             dns_push_failures: self.dns_push_failures.load(Relaxed),
+            ..NodeCountersSnapshot::default()
         }
     }
 }

@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tandem_core::spec::{GroupKind, Spec};
@@ -102,21 +103,60 @@ fn members_of(state: &AppliedState) -> Vec<NodeInfo> {
         .collect()
 }
 
-/// Whether this node may answer dynamic names now.
-pub fn may_answer(ctx: &NodeContext) -> bool {
-    let applied = ctx.state.borrow().last_applied.map_or(0, |l| l.index);
-    ctx.liveness.may_act(ctx.clock.now(), applied)
+/// Whether this node may answer dynamic names now from a zone built from
+/// the state applied up to `zone_index`: it holds a lease and the zone it
+/// serves (not only the state it applied) reflects the log as far as the
+/// lease's grant requires. The zone is rebuilt a moment after the state is
+/// applied; judging by the applied state alone, a node catching up after a
+/// partition answered the old primary from its old zone for that moment
+/// (the fault suite's DNS sampler saw it).
+pub fn may_answer(ctx: &NodeContext, zone_index: u64) -> bool {
+    ctx.liveness.may_act(ctx.clock.now(), zone_index)
 }
 
-/// The zone of the applied state at start (empty when it cannot be built).
-pub fn initial_zone(ctx: &NodeContext) -> Result<Zone, std::io::Error> {
+/// The zone the responder serves, and the applied index it reflects.
+pub struct ZonePublisher {
+    tx: watch::Sender<Arc<Zone>>,
+    index: Arc<AtomicU64>,
+}
+
+impl ZonePublisher {
+    /// A publisher serving `zone` as the state at `index`, with no responder
+    /// bound to it (the simulator follows the zone without a socket).
+    pub fn new(zone: Zone, index: u64) -> Self {
+        let (tx, _) = watch::channel(Arc::new(zone));
+        Self {
+            tx,
+            index: Arc::new(AtomicU64::new(index)),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Zone>> {
+        self.tx.subscribe()
+    }
+
+    /// Serves `zone` (if any: else the zone in service still holds) as the
+    /// state at `index`.
+    fn publish(&self, zone: Option<Zone>, index: u64) {
+        if let Some(zone) = zone {
+            let _ = self.tx.send(Arc::new(zone));
+        }
+        self.index.store(index, Ordering::SeqCst);
+    }
+}
+
+/// The zone of the applied state at start (empty when it cannot be built),
+/// and the applied index it reflects.
+pub fn initial_zone(ctx: &NodeContext) -> Result<(Zone, u64), std::io::Error> {
     let state = ctx.state.borrow().clone();
-    build_zone(&ctx.cluster, &state, &members_of(&state))
+    let index = state.last_applied.map_or(0, |l| l.index);
+    let zone = build_zone(&ctx.cluster, &state, &members_of(&state))
         .or_else(|e| {
             warn!(error = %e, "the zone cannot be built from the current state; serving an empty zone");
             Zone::build(&ZoneInput::new(zone_name(&Spec::default(), &ctx.cluster))).map_err(|e| e.to_string())
         })
-        .map_err(std::io::Error::other)
+        .map_err(std::io::Error::other)?;
+    Ok((zone, index))
 }
 
 /// Binds the responder on `listen` and serves until `shutdown`, rebuilding
@@ -125,24 +165,32 @@ pub async fn bind_dns(
     ctx: NodeContext,
     listen: SocketAddr,
     rate_limit_per_sec: Option<u32>,
-) -> Result<(Responder, watch::Sender<Arc<Zone>>, Arc<Stats>), std::io::Error> {
-    let initial = initial_zone(&ctx)?;
+) -> Result<(Responder, ZonePublisher, Arc<Stats>), std::io::Error> {
+    let (initial, initial_index) = initial_zone(&ctx)?;
     let (tx, rx) = watch::channel(Arc::new(initial));
+    let index = Arc::new(AtomicU64::new(initial_index));
     let mut cfg = DnsConfig::new(listen);
     cfg.rate_limit_per_sec = rate_limit_per_sec;
     cfg.tcp_idle_timeout = Duration::from_secs(10);
     let check_ctx = ctx.clone();
-    let responder = Responder::bind(cfg, rx, LeaseCheck::new(move || may_answer(&check_ctx))).await?;
+    let check_index = index.clone();
+    let responder = Responder::bind(
+        cfg,
+        rx,
+        LeaseCheck::new(move || may_answer(&check_ctx, check_index.load(Ordering::SeqCst))),
+    )
+    .await?;
     let stats = responder.stats();
-    Ok((responder, tx, stats))
+    Ok((responder, ZonePublisher { tx, index }, stats))
 }
 
 /// Follows the applied state and publishes a new zone when its content changes.
-pub async fn follow_zone(ctx: NodeContext, tx: watch::Sender<Arc<Zone>>, mut shutdown: watch::Receiver<bool>) {
+pub async fn follow_zone(ctx: NodeContext, zone: ZonePublisher, mut shutdown: watch::Receiver<bool>) {
     let mut state = ctx.state.clone();
     let mut last: Option<ZoneInput> = None;
     loop {
         let snapshot = state.borrow_and_update().clone();
+        let index = snapshot.last_applied.map_or(0, |l| l.index);
         match zone_input(&ctx.cluster, &snapshot, &members_of(&snapshot)) {
             // The serial is part of the state: republish on its change too,
             // so every node serves the same serial for the same state.
@@ -152,16 +200,23 @@ pub async fn follow_zone(ctx: NodeContext, tx: watch::Sender<Arc<Zone>>, mut shu
                     .is_none_or(|l| l.serial != input.serial || !l.same_content(&input)) =>
             {
                 match Zone::build(&input) {
-                    Ok(zone) => {
-                        info!(zone = %input.zone, serial = zone.serial(), "zone updated");
-                        let _ = tx.send(Arc::new(zone));
+                    Ok(built) => {
+                        info!(zone = %input.zone, serial = built.serial(), "zone updated");
+                        zone.publish(Some(built), index);
                         last = Some(input);
                     }
-                    Err(e) => withdraw(&tx, &input.zone, &e.to_string(), &mut last),
+                    Err(e) => withdraw(&zone, &input.zone, &e.to_string(), &mut last, index),
                 }
             }
-            Ok(_) => {}
-            Err(e) => withdraw(&tx, &zone_name(&snapshot.cluster.spec, &ctx.cluster), &e, &mut last),
+            // The zone in service already says what this state says.
+            Ok(_) => zone.publish(None, index),
+            Err(e) => withdraw(
+                &zone,
+                &zone_name(&snapshot.cluster.spec, &ctx.cluster),
+                &e,
+                &mut last,
+                index,
+            ),
         }
         tokio::select! {
             r = state.changed() => if r.is_err() { return },
@@ -292,10 +347,12 @@ pub async fn run_dns_push(ctx: NodeContext, mut shutdown: watch::Receiver<bool>)
 /// The zone cannot be built from the current state: serving the previous
 /// one would answer primaries that may have changed, so serve an empty zone
 /// (SOA only; group names do not exist) until it can be built again.
-fn withdraw(tx: &watch::Sender<Arc<Zone>>, zone: &str, error: &str, last: &mut Option<ZoneInput>) {
+fn withdraw(zone: &ZonePublisher, name: &str, error: &str, last: &mut Option<ZoneInput>, index: u64) {
     error!(%error, "the zone cannot be built from the current state; serving it empty until it can");
-    if let Ok(empty) = Zone::build(&ZoneInput::new(zone.to_string())) {
-        let _ = tx.send(Arc::new(empty));
+    // When not even an empty zone can be built, nothing new is in service
+    // and the old zone's index stands.
+    if let Ok(empty) = Zone::build(&ZoneInput::new(name.to_string())) {
+        zone.publish(Some(empty), index);
     }
     *last = None;
 }

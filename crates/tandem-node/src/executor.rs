@@ -53,6 +53,10 @@ use crate::report::send_report;
 pub struct ExecutorConfig {
     pub state_dir: PathBuf,
     pub ocf_root: PathBuf,
+    /// The record of the lease's end (`lease_file`), brought up to date
+    /// before an exclusive group is marked guarded, so the out-of-process
+    /// guard (`guard`) never judges a start by an older run's lease.
+    pub lease_file: PathBuf,
     /// Per group: whether it may be active here as an exclusive group (the
     /// agent waits for all to clear before it stops).
     pub active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>,
@@ -107,6 +111,7 @@ struct GroupTask {
     ctx: NodeContext,
     name: String,
     state_dir: PathBuf,
+    lease_file: PathBuf,
     ocf_root: PathBuf,
     agents: Option<Arc<dyn SimulatedAgents>>,
     /// The spec the runners were built from.
@@ -189,6 +194,7 @@ impl GroupTask {
             ctx,
             name,
             state_dir: config.state_dir.clone(),
+            lease_file: config.lease_file.clone(),
             ocf_root: config.ocf_root.clone(),
             agents: config.agents.clone(),
             spec: None,
@@ -315,9 +321,22 @@ impl GroupTask {
     }
 
     /// Tells the lease guard whether this exclusive group may be active here.
+    /// Marks whether this exclusive group may be active here, for the lease
+    /// guards: the task beside this one, and the guard process that outlives
+    /// a frozen or killed agent (`crate::guard`), through a marker in the
+    /// group's state directory. Armed before a start, disarmed once a stop
+    /// succeeded. Arming first brings the lease's record up to date.
     fn arm_guard(&self, active: bool) {
-        self.guard
-            .store(active && self.exclusive(), std::sync::atomic::Ordering::SeqCst);
+        let on = active && self.exclusive();
+        let was = self.guard.swap(on, std::sync::atomic::Ordering::SeqCst);
+        if on && !was {
+            crate::lease_file::record_now(&self.ctx, &self.lease_file);
+        }
+        if on != was
+            && let Err(e) = tandem_agents::guarded::set(&self.state_dir, &self.name, on)
+        {
+            warn!(group = %self.name, error = %e, "cannot mark the group for the lease guard process");
+        }
     }
 
     async fn act(&mut self, index: usize, action: Action) -> ActionResult {

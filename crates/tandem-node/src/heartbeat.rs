@@ -53,10 +53,14 @@ pub fn handle_heartbeat(ctx: &NodeContext, req: &HeartbeatRequest) -> HeartbeatR
     if let Err(why) = check_peer_timing(&req.node, theirs, &ctx.timing) {
         return refusal(term, why);
     }
-    match ctx
-        .liveness
-        .grant(now, term, req.node_id, &req.version, &ctx.member_ids())
-    {
+    match ctx.liveness.grant(
+        now,
+        term,
+        req.node_id,
+        &req.version,
+        req.applied_index,
+        &ctx.member_ids(),
+    ) {
         Ok(view) => {
             ctx.liveness.record_freshness(req.node_id, &req.freshness);
             HeartbeatReply {

@@ -14,10 +14,12 @@
 //! HTTP (`tandem-api`) call into it. Protobuf appears only at its wire edge
 //! to other nodes (heartbeats, reports).
 
+pub mod backup;
 pub mod clock;
 pub mod counters;
 pub mod dns;
 pub mod executor;
+pub mod guard;
 pub mod heartbeat;
 pub mod hooks;
 pub mod lease_file;

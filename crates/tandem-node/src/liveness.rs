@@ -42,6 +42,10 @@ struct CoordinatorSide {
     term: u64,
     table: LeaseTable,
     versions: BTreeMap<NodeId, String>,
+    /// The highest applied index each node reported in a heartbeat this
+    /// coordinator granted: what its DNS and `/primary` answers are at least
+    /// as new as, for as long as the lease runs.
+    applied: BTreeMap<NodeId, u64>,
 }
 
 /// The last view a coordinator sent this node.
@@ -165,6 +169,7 @@ impl Liveness {
                     term,
                     table: LeaseTable::new(now),
                     versions: BTreeMap::new(),
+                    applied: BTreeMap::new(),
                 });
                 drop(inner);
                 self.bump();
@@ -204,12 +209,16 @@ impl Liveness {
     /// `members` are the nodes of the current membership. Refuses (without a
     /// lease) when the sender is not a member, or when no quorum confirmed
     /// this coordinator recently in this term.
+    /// `applied_index` is the sender's applied index when it sent the
+    /// heartbeat (see [`Liveness::reported_applied`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn grant(
         &self,
         now: Millis,
         term: u64,
         node: NodeId,
         version: &str,
+        applied_index: u64,
         members: &BTreeSet<NodeId>,
     ) -> Result<Vec<ViewEntry>, String> {
         self.observe_raft(now, Some(term));
@@ -229,6 +238,8 @@ impl Liveness {
         }
         let before = side.table.state(node, now, &self.timing);
         side.table.record_grant(node, now);
+        let applied = side.applied.entry(node).or_default();
+        *applied = (*applied).max(applied_index);
         if side.versions.get(&node).map(String::as_str) != Some(version) {
             side.versions.insert(node, version.to_string());
         }
@@ -338,6 +349,19 @@ impl Liveness {
             .coordinator
             .as_ref()
             .is_some_and(|c| c.term == term && c.table.lease_certainly_expired(node, now, &self.timing))
+    }
+
+    /// On the coordinator: the highest applied index `node` reported with a
+    /// heartbeat this coordinator granted (0 when none). A node answers DNS
+    /// and `/primary` from its applied state only while its lease runs, so
+    /// once this reaches an index, or the lease certainly expired, nothing
+    /// older is answered by it.
+    pub fn reported_applied(&self, node: NodeId) -> u64 {
+        self.lock()
+            .coordinator
+            .as_ref()
+            .and_then(|c| c.applied.get(&node).copied())
+            .unwrap_or(0)
     }
 
     /// How long since a coordinator last answered this node's heartbeat.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tandem_agents::fence::{FenceAction, fence_node};
 use tandem_core::membership::node_id;
-use tandem_core::placement::{NodeFacts, Operator, Plan, plan_with, protection};
+use tandem_core::placement::{AnswerFacts, NodeFacts, Operator, Plan, answers_settled, plan_with, protection};
 use tandem_core::state::Command;
 use tandem_core::{Millis, NodeId};
 use tokio::sync::watch;
@@ -127,6 +127,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
     let mut liveness = ctx.liveness.subscribe();
     let mut fencer = Fencer::default();
     let mut detection = Detection::default();
+    let mut answers = AnswerFence::default();
     let mut tick = tokio::time::interval(ctx.timing.heartbeat_interval * 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -139,6 +140,7 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
         if !ctx.is_coordinator() {
             fencer.abort_all();
             detection = Detection::default();
+            answers = AnswerFence::default();
             continue;
         }
         let facts = node_facts(&ctx);
@@ -174,7 +176,12 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
             }
         }
         fencer.poll(&ctx);
+        answers.observe(&ctx);
         for d in p.decisions {
+            if let Err(why) = answers.settled(&ctx, &facts, &d) {
+                answers.say_waiting(&d.group, why);
+                continue;
+            }
             // The epoch the plan was made for: if anything moved the group
             // meanwhile, the state machine refuses this stale decision.
             let epoch = d.epoch;
@@ -201,6 +208,101 @@ pub async fn run_manager(ctx: NodeContext, mut shutdown: watch::Receiver<bool>) 
             }
         }
         commit_protection(&ctx, &facts).await;
+        commit_started(&ctx, &facts).await;
+    }
+}
+
+/// Records each member heard up for the first time (`Command::NodeStarted`),
+/// what a node restarted on an empty data directory is refused by.
+async fn commit_started(ctx: &NodeContext, facts: &[NodeFacts]) {
+    let new: Vec<String> = {
+        let state = ctx.state.borrow();
+        facts
+            .iter()
+            .filter(|f| f.state == tandem_core::lease::NodeState::Up && !state.cluster.started.contains(&f.name))
+            .filter(|f| ctx.member_ids().contains(&node_id(&f.name)))
+            .map(|f| f.name.clone())
+            .collect()
+    };
+    for node in new {
+        let cmd = Command::NodeStarted {
+            node: node.clone(),
+            at_unix_ms: ctx.clock.unix_ms(),
+        };
+        if let Err(e) = ctx.raft.write(cmd).await {
+            warn!(%node, error = %e, "could not record that a node started");
+            return;
+        }
+        info!(%node, "recorded that the node started in this cluster");
+    }
+}
+
+/// Invariant 5 across a move, on the coordinator: a released exclusive group
+/// is given to another node only once every node either reported applying
+/// the release or holds no lease ([`answers_settled`]). The release's index
+/// is taken as this coordinator's applied index when it first saw the group
+/// released (the release was applied at or before it), whichever command or
+/// coordinator released it.
+#[derive(Default)]
+struct AnswerFence {
+    released_at: BTreeMap<String, u64>,
+    /// What each group waits for, as last logged.
+    waiting: BTreeMap<String, String>,
+}
+
+impl AnswerFence {
+    fn observe(&mut self, ctx: &NodeContext) {
+        let state = ctx.state.borrow();
+        let applied = state.last_applied.map_or(0, |l| l.index);
+        let c = &state.cluster;
+        let released: BTreeSet<&String> = c
+            .groups
+            .iter()
+            .filter(|(name, g)| {
+                g.assigned.is_empty()
+                    && g.epoch > 0
+                    && c.spec
+                        .group(name)
+                        .is_some_and(|s| s.kind == tandem_core::spec::GroupKind::Exclusive)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        self.released_at.retain(|g, _| released.contains(g));
+        self.waiting.retain(|g, _| released.contains(g));
+        for g in released {
+            self.released_at.entry(g.clone()).or_insert(applied);
+        }
+    }
+
+    fn settled(
+        &self,
+        ctx: &NodeContext,
+        facts: &[NodeFacts],
+        d: &tandem_core::placement::Decision,
+    ) -> Result<(), String> {
+        let Some(&release_index) = self.released_at.get(&d.group) else {
+            return Ok(());
+        };
+        if d.assign.is_empty() {
+            return Ok(());
+        }
+        let nodes: Vec<AnswerFacts> = facts
+            .iter()
+            .filter(|f| f.name != ctx.me.name)
+            .map(|f| AnswerFacts {
+                applied_index: ctx.liveness.reported_applied(node_id(&f.name)),
+                lease_expired: f.lease_expired,
+                name: f.name.clone(),
+            })
+            .collect();
+        answers_settled(release_index, &nodes)
+    }
+
+    fn say_waiting(&mut self, group: &str, why: String) {
+        if self.waiting.get(group) != Some(&why) {
+            info!(%group, reason = %why, "not assigning yet");
+            self.waiting.insert(group.to_string(), why);
+        }
     }
 }
 

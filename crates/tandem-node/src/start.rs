@@ -110,7 +110,7 @@ pub struct StartedNode {
     initial: Arc<AppliedState>,
     /// `None` in the simulator: no socket.
     dns: Option<Responder>,
-    zone_tx: watch::Sender<Arc<Zone>>,
+    zone_tx: crate::dns::ZonePublisher,
     dns_stats: Arc<Stats>,
 }
 
@@ -133,6 +133,7 @@ struct Tasks {
     heartbeats: JoinHandle<()>,
     follower: JoinHandle<()>,
     manager: JoinHandle<()>,
+    backups: Option<JoinHandle<()>>,
     executor: Option<JoinHandle<()>>,
     fallback: Option<JoinHandle<()>>,
     watchdog: Option<JoinHandle<()>>,
@@ -164,7 +165,7 @@ impl Node {
         };
         let store = opened.map_err(|e| match e {
             OpenError::WrongIdentity { .. } => StartError::WrongIdentity(e.to_string()),
-            OpenError::Storage { .. } => StartError::Failed(e.to_string()),
+            OpenError::NewerLayout { .. } | OpenError::Storage { .. } => StartError::Failed(e.to_string()),
         })?;
         let initialized = store.has_raft_state().map_err(|e| StartError::Failed(e.to_string()))?;
         Ok(OpenedNode {
@@ -248,6 +249,9 @@ impl Node {
         let _ = t.heartbeats.await;
         let _ = t.follower.await;
         let _ = t.manager.await;
+        if let Some(b) = t.backups {
+            let _ = b.await;
+        }
         if let Some(e) = t.executor {
             let _ = e.await;
         }
@@ -318,6 +322,10 @@ impl OpenedNode {
             (None, Some(tls)) => Channels::with_tls(tls),
             (None, None) => Channels::default(),
         };
+        if !initialized && !config.join {
+            // Before Raft runs: a wiped voter must not answer a single vote.
+            refuse_if_wiped(config, &channels).await?;
+        }
         let raft = Consensus::start(config.node_id, &raft_config, channels.clone(), &store, state_machine)
             .await
             .map_err(StartError::Failed)?;
@@ -362,8 +370,12 @@ impl OpenedNode {
         }
 
         let (dns, zone_tx, dns_stats) = if params.simulation.is_some() {
-            let zone = crate::dns::initial_zone(&ctx).map_err(|e| StartError::Failed(e.to_string()))?;
-            (None, watch::channel(Arc::new(zone)).0, Arc::new(Stats::new(1)))
+            let (zone, index) = crate::dns::initial_zone(&ctx).map_err(|e| StartError::Failed(e.to_string()))?;
+            (
+                None,
+                crate::dns::ZonePublisher::new(zone, index),
+                Arc::new(Stats::new(1)),
+            )
         } else {
             let (dns, zone_tx, dns_stats) = crate::dns::bind_dns(ctx.clone(), config.dns_listen, config.dns_rate_limit)
                 .await
@@ -381,6 +393,59 @@ impl OpenedNode {
             dns_stats,
         })
     }
+}
+
+/// How long each peer may take to answer a [`refuse_if_wiped`] probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A node about to start on an empty data directory (not joining) asks the
+/// other configured members whether the cluster already knows it as a
+/// member that ran. If one says so, its data directory was wiped (or
+/// replaced): bootstrapping again or voting with a blank vote could elect
+/// two coordinators in one term, so it is refused with the commands that
+/// bring it back. Peers that do not answer (a new cluster whose nodes all
+/// start now) count as not knowing it.
+async fn refuse_if_wiped(config: &NodeConfig, channels: &Channels) -> Result<(), StartError> {
+    use tandem_proto::v1::ProbeRequest;
+    use tandem_proto::v1::peer_client::PeerClient;
+    let me = &config.node.name;
+    let probes = config.members.iter().filter(|m| m.name != *me).map(|m| async move {
+        let channel = channels.get(&m.address).ok()?;
+        let req = ProbeRequest {
+            cluster: config.cluster.clone(),
+            node: me.clone(),
+        };
+        let reply = tokio::time::timeout(PROBE_TIMEOUT, PeerClient::new(channel).probe(req))
+            .await
+            .ok()?
+            .ok()?;
+        Some(reply.into_inner())
+    });
+    let replies = futures::future::join_all(probes).await;
+    let Some(known) = replies
+        .into_iter()
+        .flatten()
+        .find(|r| r.cluster == config.cluster && r.member && r.started)
+    else {
+        return Ok(());
+    };
+    let witness = if config.node.role == NodeRole::Witness {
+        " --witness"
+    } else {
+        ""
+    };
+    Err(StartError::Failed(format!(
+        "refusing to start: the data directory {dir} is empty, but node {me:?} already ran as a member of \
+         cluster {cluster:?} ({peer} says so, at log index {index}). Starting would re-bootstrap it or let it \
+         vote as its old self with a blank vote. To bring it back: on a running node `tandem members remove {me}`, \
+         then set `join = true` in this node's configuration, start it, and run `tandem members add {me} {addr}{witness}`; \
+         if a majority of the cluster is lost for good, recover from a survivor instead (`tandem recover`).",
+        dir = config.data_dir.display(),
+        cluster = config.cluster,
+        peer = known.answered_by,
+        index = known.applied_index,
+        addr = config.node.address,
+    )))
 }
 
 impl StartedNode {
@@ -415,7 +480,7 @@ impl StartedNode {
             .inherit_lease((!left.is_zero()).then(|| ctx.clock.now().plus(left)));
         let lease = tokio::spawn(crate::lease_file::persist_lease(
             ctx.clone(),
-            lease_file,
+            lease_file.clone(),
             shutdown.clone(),
         ));
         let dns_task = match dns {
@@ -428,11 +493,16 @@ impl StartedNode {
         let heartbeats = tokio::spawn(run_heartbeats(ctx.clone(), shutdown.clone()));
         let follower = tokio::spawn(follow_raft(ctx.clone(), shutdown.clone()));
         let manager = tokio::spawn(run_manager(ctx.clone(), shutdown.clone()));
+        let backups = config
+            .backup
+            .clone()
+            .map(|cfg| tokio::spawn(crate::backup::run_scheduled(ctx.clone(), cfg, shutdown.clone())));
         // A witness hosts nothing, so it runs no executor.
         let exclusive_active: Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>> = Arc::default();
         let executor = (config.node.role == NodeRole::Member).then(|| {
             let exec_config = ExecutorConfig {
                 state_dir: config.data_dir.join("run"),
+                lease_file: lease_file.clone(),
                 ocf_root: ctx.ocf_root.clone(),
                 active: exclusive_active.clone(),
                 agents: params.simulation.as_ref().map(|s| s.agents.clone()),
@@ -463,6 +533,7 @@ impl StartedNode {
                 heartbeats,
                 follower,
                 manager,
+                backups,
                 executor,
                 fallback,
                 watchdog,

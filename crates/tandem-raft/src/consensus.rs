@@ -20,7 +20,7 @@ use tandem_core::timing::duration_ms;
 use tandem_core::{NodeId, NodeInfo};
 use tokio::sync::watch;
 
-use crate::network::{Channels, Inbound, Network};
+use crate::network::{Channels, Inbound, Network, RpcFailures};
 use crate::store::{StateMachine, Store};
 use crate::{OpenRaft, TypeConfig};
 
@@ -262,6 +262,7 @@ pub struct Consensus {
     cluster: String,
     raft: OpenRaft,
     view: ViewWatch,
+    rpc_failures: Arc<RpcFailures>,
 }
 
 impl Consensus {
@@ -274,7 +275,13 @@ impl Consensus {
         state_machine: StateMachine,
     ) -> Result<Consensus, String> {
         let openraft_config = Arc::new(config.openraft()?);
-        let network = Network::new(config.cluster.clone(), channels, config.retry_after);
+        let rpc_failures = Arc::new(RpcFailures::default());
+        let network = Network::new(
+            config.cluster.clone(),
+            channels,
+            config.retry_after,
+            rpc_failures.clone(),
+        );
         let raft = OpenRaft::new(id, openraft_config, network, store.log_store(), state_machine)
             .await
             .map_err(|e| format!("cannot start Raft: {e}"))?;
@@ -284,7 +291,13 @@ impl Consensus {
             cluster: config.cluster.clone(),
             raft,
             view,
+            rpc_failures,
         })
+    }
+
+    /// Raft RPCs this node sent that failed, by method and cause.
+    pub fn rpc_failures(&self) -> &RpcFailures {
+        &self.rpc_failures
     }
 
     /// Leadership and membership now.
@@ -357,6 +370,20 @@ impl Consensus {
             index: r.log_id.index,
             applied: r.data,
         })
+    }
+
+    /// A linearizable read point: confirms with a quorum (ReadIndex) that
+    /// this node is still the coordinator and waits until its state machine
+    /// applied everything committed before the call. Returns the (index,
+    /// term) of the log id the state machine then reflects at least.
+    pub async fn read_index(&self) -> Result<(u64, u64), String> {
+        let read = self
+            .raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| format!("cannot confirm this node is still the coordinator: {e}"))?;
+        let log_id = read.log_id();
+        Ok((log_id.index, log_id.leader_id.term))
     }
 
     /// Bootstraps a cluster of `members` (every initial member may do it

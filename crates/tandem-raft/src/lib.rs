@@ -10,6 +10,7 @@
 //! openraft is the 0.10 line, with Pre-Vote (a node cut off alone raises no
 //! term and deposes nobody when it returns) and leader transfer.
 
+pub mod backup;
 mod consensus;
 pub mod network;
 pub mod runtime;

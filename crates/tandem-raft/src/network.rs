@@ -9,11 +9,19 @@
 //!
 //! One tonic `Channel` is kept per peer (openraft asks for a new client on
 //! every election round and replication restart) and every call is bounded by
-//! openraft's own deadline. Transport failures are reported as
-//! `RPCError::Unreachable`, the only error after which openraft backs off
-//! instead of retrying at once.
+//! openraft's own deadline (a heartbeat interval for appends), extended for a
+//! large message by [`LARGE_EXTRA_PER_MIB`] per MiB past [`LARGE`]: a
+//! multi-MB entry (a spec of thousands of resources) cannot cross in 50 ms,
+//! and timing it out again and again lost the quorum. Appends that carry
+//! entries are encoded on a blocking thread, and large ones decoded on one,
+//! so JSON of megabytes never stalls the runtime's workers (inline on a
+//! current-thread runtime, the simulator's, whose runs must depend on the
+//! seed alone). Transport
+//! failures are reported as `RPCError::Unreachable`, the only error after
+//! which openraft backs off instead of retrying at once; every failure is
+//! counted by method and cause ([`RpcFailures`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +47,65 @@ pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// How long to wait for a TCP connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A Raft message larger than this gets a longer deadline, and is decoded
+/// on a blocking thread.
+pub const LARGE: usize = 64 * 1024;
+
+/// What a large message adds to its deadline per MiB (or part of one).
+pub const LARGE_EXTRA_PER_MIB: Duration = Duration::from_secs(4);
+
+/// The shortest deadline of an append that carries entries: the follower
+/// answers only once they are fsync'ed, which a busy disk does not do
+/// within openraft's append deadline (a heartbeat interval); timing out
+/// then only sends the same entries again.
+pub const APPEND_WITH_ENTRIES_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// The deadline of a call of `bytes`: openraft's `ttl`, plus
+/// [`LARGE_EXTRA_PER_MIB`] per started MiB past [`LARGE`].
+pub fn deadline(ttl: Duration, bytes: usize) -> Duration {
+    if bytes <= LARGE {
+        return ttl;
+    }
+    let mib = u32::try_from(bytes.div_ceil(1024 * 1024)).unwrap_or(u32::MAX);
+    ttl.saturating_add(LARGE_EXTRA_PER_MIB.saturating_mul(mib))
+}
+
+/// Raft RPCs to peers that failed, by method (`heartbeat` for an append
+/// without entries) and cause (`unreachable`, `timeout`, `refused`,
+/// `stopped`, `error`); shared by every connection of a node, read by
+/// `/metrics` (`tandem_raft_rpc_failures_total`).
+#[derive(Default, Debug)]
+pub struct RpcFailures {
+    counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl RpcFailures {
+    fn count(&self, method: RaftMethod, cause: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((method.name(), cause)).or_default() += 1;
+    }
+
+    /// (method, cause, count) of every kind of failure seen so far.
+    pub fn snapshot(&self) -> Vec<(String, String, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .map(|((method, cause), n)| (method.to_string(), cause.to_string(), *n))
+            .collect()
+    }
+
+    /// Failures of every method and cause.
+    pub fn total(&self) -> u64 {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+
+    /// Failures of `method` (`heartbeat`, `append_entries`, `vote`, ...), any cause.
+    pub fn of(&self, method: &str) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().filter(|((m, _), _)| *m == method).map(|(_, n)| n).sum()
+    }
+}
 
 /// A lazily connecting channel to `address`, with the timeouts Tandem uses
 /// for every node-to-node and operator connection; over TLS (`https`) when
@@ -141,17 +208,19 @@ pub struct Network {
     cluster: String,
     channels: Channels,
     retry_after: Duration,
+    failures: Arc<RpcFailures>,
 }
 
 impl Network {
     /// `retry_after`: how long openraft waits before it calls an unreachable
     /// peer again. openraft's default is 500 ms; a restarted node then lags
     /// that long before it catches up, and a node that lags cannot be elected.
-    pub fn new(cluster: String, channels: Channels, retry_after: Duration) -> Self {
+    pub fn new(cluster: String, channels: Channels, retry_after: Duration, failures: Arc<RpcFailures>) -> Self {
         Network {
             cluster,
             channels,
             retry_after,
+            failures,
         }
     }
 }
@@ -163,6 +232,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerConnection {
             cluster: self.cluster.clone(),
             retry_after: self.retry_after,
+            failures: self.failures.clone(),
             target,
             address: node.address.clone(),
             transport: self.channels.transport().cloned(),
@@ -183,6 +253,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerConnection {
     cluster: String,
     retry_after: Duration,
+    failures: Arc<RpcFailures>,
     target: u64,
     address: String,
     transport: Option<Arc<dyn PeerTransport>>,
@@ -208,19 +279,43 @@ struct SnapshotHeader {
 }
 
 impl PeerConnection {
+    /// Encodes `req` and calls `method`.
     async fn call<Req, Resp>(
         &mut self,
         method: RaftMethod,
         req: &Req,
         payload: Vec<u8>,
-        timeout: Duration,
+        ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        let json = match serde_json::to_vec(req) {
+            Ok(json) => json,
+            Err(e) => {
+                self.failures.count(method, "error");
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        self.call_encoded(method, json, payload, ttl).await
+    }
+
+    /// Calls `method` with a request already encoded, within `ttl` (longer
+    /// for a large message: [`deadline`]).
+    async fn call_encoded<Resp>(
+        &mut self,
+        method: RaftMethod,
+        json: Vec<u8>,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Resp: DeserializeOwned,
+    {
         let target = self.target;
-        let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let failures = self.failures.clone();
+        let timeout = deadline(ttl, json.len() + payload.len());
         let message = RaftMessage {
             cluster: self.cluster.clone(),
             json,
@@ -238,12 +333,15 @@ impl PeerConnection {
         } else {
             let client = match &mut self.client {
                 Ok(c) => c,
-                Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+                Err(e) => {
+                    failures.count(method, "unreachable");
+                    return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone()))));
+                }
             };
             let mut request = tonic::Request::new(message);
             request.set_timeout(timeout);
             match method {
-                RaftMethod::AppendEntries => client.append_entries(request).await,
+                RaftMethod::Heartbeat | RaftMethod::AppendEntries => client.append_entries(request).await,
                 RaftMethod::Vote => client.vote(request).await,
                 RaftMethod::PreVote => client.pre_vote(request).await,
                 RaftMethod::FullSnapshot => client.full_snapshot(request).await,
@@ -257,30 +355,47 @@ impl PeerConnection {
                 method.name()
             ))))
         };
-        let reply = reply.map_err(|status| match status.code() {
-            // Down or slow, a peer of an older release that lacks this
-            // method, or one that refuses the message (another cluster):
-            // calling it again at once would not help.
-            tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Cancelled
-            | tonic::Code::Unimplemented
-            | tonic::Code::FailedPrecondition => unreachable(status.message().to_owned()),
-            _ => RPCError::Network(NetworkError::new(&TransportError(format!(
-                "{} to node {target}: {}",
-                method.name(),
-                status.message()
-            )))),
+        let reply = reply.map_err(|status| {
+            let cause = match status.code() {
+                tonic::Code::Unavailable => "unreachable",
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => "timeout",
+                tonic::Code::Unimplemented | tonic::Code::FailedPrecondition => "refused",
+                _ => "error",
+            };
+            failures.count(method, cause);
+            match status.code() {
+                // Down or slow, a peer of an older release that lacks this
+                // method, or one that refuses the message (another cluster):
+                // calling it again at once would not help.
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unimplemented
+                | tonic::Code::FailedPrecondition => unreachable(status.message().to_owned()),
+                _ => RPCError::Network(NetworkError::new(&TransportError(format!(
+                    "{} to node {target}: {}",
+                    method.name(),
+                    status.message()
+                )))),
+            }
         })?;
-        let decoded: Reply<Resp> =
-            serde_json::from_slice(&reply.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        decoded.map_err(|stopped| unreachable(format!("its Raft stopped: {stopped}")))
+        let decoded: Reply<Resp> = serde_json::from_slice(&reply.json).map_err(|e| {
+            failures.count(method, "error");
+            RPCError::Network(NetworkError::new(&e))
+        })?;
+        decoded.map_err(|stopped| {
+            failures.count(method, "stopped");
+            unreachable(format!("its Raft stopped: {stopped}"))
+        })
     }
 }
 
-/// The Raft RPCs of `tandem.v1.Peer`.
+/// The Raft RPCs of `tandem.v1.Peer`, and the heartbeat (an append without
+/// entries, counted apart among failures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RaftMethod {
+    /// An append without entries: openraft's heartbeat.
+    Heartbeat,
     AppendEntries,
     Vote,
     PreVote,
@@ -291,6 +406,7 @@ pub enum RaftMethod {
 impl RaftMethod {
     pub fn name(self) -> &'static str {
         match self {
+            RaftMethod::Heartbeat => "heartbeat",
             RaftMethod::AppendEntries => "append_entries",
             RaftMethod::Vote => "vote",
             RaftMethod::PreVote => "pre_vote",
@@ -308,7 +424,31 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(RaftMethod::AppendEntries, &rpc, Vec::new(), option.hard_ttl())
+        if rpc.entries.is_empty() {
+            return self
+                .call(RaftMethod::Heartbeat, &rpc, Vec::new(), option.hard_ttl())
+                .await;
+        }
+        // Entries may be megabytes of JSON (a large spec): off the runtime,
+        // but inline in the simulator (a blocking thread's completion order
+        // is not decided by the seed).
+        let encoded = if crate::store::inline() {
+            serde_json::to_vec(&rpc).map_err(|e| TransportError(e.to_string()))
+        } else {
+            match tokio::task::spawn_blocking(move || serde_json::to_vec(&rpc)).await {
+                Ok(r) => r.map_err(|e| TransportError(e.to_string())),
+                Err(e) => Err(TransportError(e.to_string())),
+            }
+        };
+        let json = match encoded {
+            Ok(json) => json,
+            Err(e) => {
+                self.failures.count(RaftMethod::AppendEntries, "error");
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        let ttl = option.hard_ttl().max(APPEND_WITH_ENTRIES_AT_LEAST);
+        self.call_encoded(RaftMethod::AppendEntries, json, Vec::new(), ttl)
             .await
     }
 
@@ -373,6 +513,8 @@ pub enum InboundError {
     WrongCluster { ours: String, theirs: String },
     #[error("undecodable Raft message: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("decoding a Raft message failed: {0}")]
+    Task(String),
 }
 
 /// The receiving end: decodes a Raft message, hands it to the local Raft
@@ -387,13 +529,18 @@ impl Inbound {
         Inbound { cluster, raft }
     }
 
-    fn decode<T: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<T, InboundError> {
+    fn check_cluster(&self, msg: &RaftMessage) -> Result<(), InboundError> {
         if msg.cluster != self.cluster {
             return Err(InboundError::WrongCluster {
                 ours: self.cluster.clone(),
                 theirs: msg.cluster.clone(),
             });
         }
+        Ok(())
+    }
+
+    fn decode<T: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<T, InboundError> {
+        self.check_cluster(msg)?;
         Ok(serde_json::from_slice(&msg.json)?)
     }
 
@@ -407,7 +554,18 @@ impl Inbound {
     }
 
     pub async fn append_entries(&self, msg: &RaftMessage) -> Result<RaftMessage, InboundError> {
-        let req: AppendEntriesRequest<TypeConfig> = self.decode(msg)?;
+        let req: AppendEntriesRequest<TypeConfig> = if msg.json.len() > LARGE && !crate::store::inline() {
+            // Megabytes of JSON (a large spec): off the runtime (not in the
+            // simulator, where a blocking thread's completion order is not
+            // decided by the seed).
+            self.check_cluster(msg)?;
+            let json = msg.json.clone();
+            tokio::task::spawn_blocking(move || serde_json::from_slice(&json))
+                .await
+                .map_err(|e| InboundError::Task(e.to_string()))??
+        } else {
+            self.decode(msg)?
+        };
         self.encode(self.raft.append_entries(req).await)
     }
 
@@ -438,7 +596,7 @@ impl Inbound {
     /// Hands a message of `method` to Raft (for a simulated network).
     pub async fn handle(&self, method: RaftMethod, msg: RaftMessage) -> Result<RaftMessage, InboundError> {
         match method {
-            RaftMethod::AppendEntries => self.append_entries(&msg).await,
+            RaftMethod::Heartbeat | RaftMethod::AppendEntries => self.append_entries(&msg).await,
             RaftMethod::Vote => self.vote(&msg).await,
             RaftMethod::PreVote => self.pre_vote(&msg).await,
             RaftMethod::FullSnapshot => self.full_snapshot(msg).await,

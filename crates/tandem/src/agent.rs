@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use tandem_api::serve::{Listeners, Security, serve};
+use tandem_core::NodeRole;
 use tandem_core::config::{LogFormat, NodeConfig};
 use tandem_node::clock::Clock;
 use tandem_node::start::{Node, NodeParams, StartError};
@@ -42,6 +43,9 @@ pub fn load_config(path: &Path) -> Result<NodeConfig, Failure> {
             crate::security::resolve(base, p);
         }
     }
+    if let Some(b) = config.backup.as_mut() {
+        crate::security::resolve(base, &mut b.dir);
+    }
     Ok(config)
 }
 
@@ -50,12 +54,7 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     let mut signals =
         Signals::install().map_err(|e| Failure::runtime(format!("cannot install signal handlers: {e}")))?;
     let config = load_config(path)?;
-    let format = match log_format {
-        Some(LogFormatArg::Text) => LogFormat::Text,
-        Some(LogFormatArg::Json) => LogFormat::Json,
-        Some(LogFormatArg::Journald) => LogFormat::Journald,
-        None => config.log_format,
-    };
+    let format = self::log_format(log_format, config.log_format);
     crate::logging::init_agent(config.log_level.as_deref(), format);
     let security = crate::security::load_node(&config, path)?;
     let start_failure = |e: StartError| match e {
@@ -73,6 +72,12 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
         simulation: None,
     })
     .map_err(start_failure)?;
+
+    // A member's services must not outlive its lease when this agent is
+    // frozen or killed: the guard process ends them (tandem_node::guard).
+    if config.node.role == NodeRole::Member {
+        spawn_guard(&config.data_dir, format)?;
+    }
 
     let grpc = TcpListener::bind(config.grpc_listen).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -152,6 +157,50 @@ pub async fn run(path: &Path, log_format: Option<LogFormatArg>) -> Outcome {
     } else {
         Err(Failure::runtime(format!("agent stopped: {reason}")))
     }
+}
+
+/// The log format from `--log-format`, else the configuration's.
+pub(crate) fn log_format(arg: Option<LogFormatArg>, configured: LogFormat) -> LogFormat {
+    match arg {
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Journald) => LogFormat::Journald,
+        None => configured,
+    }
+}
+
+/// Starts `tandem guard` beside this agent, in its own process group (a
+/// terminal's Ctrl-C is the agent's to handle; the guard leaves by itself
+/// once the agent is gone and nothing guarded runs). Its exit is logged.
+fn spawn_guard(data_dir: &Path, format: LogFormat) -> Result<(), Failure> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::runtime(format!("cannot find this program to start the lease guard: {e}")))?;
+    let format = match format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+        LogFormat::Journald => "journald",
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("guard")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--agent", &std::process::id().to_string(), "--log-format", format])
+        .stdin(std::process::Stdio::null())
+        .process_group(0);
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(|e| Failure::runtime(format!("cannot start the lease guard: {e}")))?;
+    tokio::spawn(async move {
+        match child.wait().await {
+            Ok(status) if status.success() => info!("the lease guard left"),
+            Ok(status) => {
+                tracing::error!(%status, "the lease guard stopped: a frozen agent's services would outlive its lease")
+            }
+            Err(e) => tracing::error!(error = %e, "cannot wait for the lease guard"),
+        }
+    });
+    Ok(())
 }
 
 /// Where OCF agents live: `OCF_ROOT` if set, else the standard /usr/lib/ocf.

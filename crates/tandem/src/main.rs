@@ -1,6 +1,7 @@
 //! `tandem`: the node agent and the operator CLI in one binary.
 
 mod agent;
+mod backup;
 mod bench;
 mod check;
 mod cli_docs;
@@ -76,6 +77,21 @@ enum Command {
     /// Run the node agent of the node configured in --config FILE.
     Agent {
         /// Log format; overrides `log.format` of the configuration.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// The lease guard process a member's agent starts beside itself (not
+    /// for operators): SIGKILLs the node's exclusive services once the lease
+    /// recorded in DATA_DIR is over, also when the agent is frozen or dead.
+    #[command(hide = true)]
+    Guard {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The agent's pid: the guard leaves once it is gone and nothing
+        /// guarded runs.
+        #[arg(long)]
+        agent: u32,
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
     },
@@ -226,6 +242,11 @@ enum Command {
         #[arg(long, value_name = "SPEC")]
         apply: Option<PathBuf>,
     },
+    /// Backups of the cluster state: take one, verify or show a file.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Run a local three-node demo cluster (site-a, site-b, witness) and show a failover.
     Demo(demo::DemoArgs),
     /// Measure failover time, commit latency and idle cost on a local cluster.
@@ -261,6 +282,27 @@ enum MembersCommand {
         #[arg(long, value_parser = humantime_duration, default_value = "5s")]
         timeout: Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Take a backup through the coordinator at a committed index (secrets
+    /// redacted), verify it and write it to a new file (never over one).
+    Create {
+        /// The file to write; default tandem-backup-CLUSTER-INDEX.jsonl here.
+        #[arg(long, short = 'f', visible_alias = "output-file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Verify a backup file offline: format, checksum, identity, and a load
+    /// into a scratch state machine (exit 2 naming the problem).
+    Verify {
+        file: PathBuf,
+        /// Also require that the backup is of this cluster.
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+    },
+    /// What a backup file holds: cluster, index, term, time, version, counts.
+    Show { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -430,7 +472,7 @@ enum OutputFormat {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormatArg {
+pub(crate) enum LogFormatArg {
     Text,
     Json,
     Journald,
@@ -532,12 +574,36 @@ async fn run(cli: Cli) -> Outcome {
             };
             return agent::run(config, log_format).await;
         }
+        Command::Guard {
+            data_dir,
+            agent,
+            log_format,
+        } => {
+            crate::logging::init_agent(
+                None,
+                agent::log_format(log_format, tandem_core::config::LogFormat::Text),
+            );
+            let code = tokio::task::spawn_blocking(move || tandem_node::guard::run(&data_dir, agent))
+                .await
+                .unwrap_or(1);
+            return if code == 0 {
+                Ok(())
+            } else {
+                Err(Failure::runtime("the lease guard stopped"))
+            };
+        }
         Command::Config {
             command: ConfigCommand::Check { files },
         } => return check::config_check(&files, output),
         Command::Spec {
             command: SpecCommand::Check { file },
         } => return check::spec_check(&file, global.config.as_deref(), output).await,
+        Command::Backup {
+            command: BackupCommand::Verify { file, cluster },
+        } => return backup::verify(&file, cluster.as_deref(), output).await,
+        Command::Backup {
+            command: BackupCommand::Show { file },
+        } => return backup::show(&file, output).await,
         Command::Completions { shell } => return cli_docs::completions(shell),
         Command::Man { dir } => return cli_docs::man(dir.as_deref()),
         Command::Demo(args) => {
@@ -619,7 +685,12 @@ async fn run(cli: Cli) -> Outcome {
             standby,
             apply,
         } => client::simulate(conn, node_down, standby, apply.as_deref(), output).await,
+        Command::Backup { command } => match command {
+            BackupCommand::Create { file } => backup::create(conn, file, output).await,
+            BackupCommand::Verify { .. } | BackupCommand::Show { .. } => Ok(()),
+        },
         Command::Agent { .. }
+        | Command::Guard { .. }
         | Command::Config { .. }
         | Command::Completions { .. }
         | Command::Man { .. }

@@ -33,6 +33,19 @@ pub fn status_json(s: &pb::ClusterStatus) -> Value {
         "answered_by": s.answered_by,
         "view_fresh": s.view_fresh,
         "at_unix_ms": s.at_unix_ms,
+        "backup": s.backup.as_ref().map(|b| json!({
+            "interval_ms": b.interval_ms,
+            "dir": b.dir,
+            "keep": b.keep,
+            "coordinator": b.coordinator,
+            "last_file": (!b.last_file.is_empty()).then_some(&b.last_file),
+            "last_index": b.last_index,
+            "last_unix_ms": b.last_unix_ms,
+            "age_ms": (!b.last_file.is_empty()).then(|| s.at_unix_ms.saturating_sub(b.last_unix_ms)),
+            "last_failure": (!b.last_failure.is_empty()).then_some(&b.last_failure),
+            "failures": b.failures,
+            "warning": (!b.warning.is_empty()).then_some(&b.warning),
+        })),
         "nodes": s.nodes.iter().map(|n| json!({
             "name": n.name,
             "role": role_name(n.role),
@@ -110,6 +123,22 @@ pub fn status_table(s: &pb::ClusterStatus) -> String {
             "; no recent word from a coordinator"
         }
     );
+    if let Some(b) = &s.backup {
+        let last = if b.last_file.is_empty() {
+            "none yet".to_string()
+        } else {
+            format!(
+                "{} (index {}, {} old)",
+                b.last_file,
+                b.last_index,
+                age(Some(s.at_unix_ms.saturating_sub(b.last_unix_ms)))
+            )
+        };
+        let _ = writeln!(out, "backup: every {}, last verified {last}", age(Some(b.interval_ms)));
+        if !b.warning.is_empty() {
+            let _ = writeln!(out, "  WARNING: {}", b.warning);
+        }
+    }
     let _ = writeln!(
         out,
         "{:<14} {:<8} {:<8} {:<6} {:<10} {:<8} {:<22} VERSION",
@@ -339,6 +368,11 @@ pub fn health(s: &pb::ClusterStatus) -> Health {
     }
     for (node, why) in &s.fencing_needed {
         degraded.push(format!("node {node} must be fenced: {why}"));
+    }
+    if let Some(b) = &s.backup
+        && !b.warning.is_empty()
+    {
+        degraded.push(format!("backup: {}", b.warning));
     }
     if !s.view_fresh {
         degraded.push(format!(

@@ -45,6 +45,9 @@ const CLIENT: &str = "client";
 pub const GROUPS: [(&str, &str, &str); 2] = [("alpha", "site-a", "site-b"), ("beta", "site-b", "site-a")];
 const GRPC_PORT: u16 = 7400;
 const LEDGER_PORT: u16 = 9000;
+const DNS_PORT: u16 = 5300;
+/// The groups' records carry the spec's default TTL.
+const DNS_TTL: Duration = tandem_core::spec::DEFAULT_DNS_TTL;
 const PYTHON: &str = "/usr/bin/python3";
 const NFT_TABLE: &str = "tandemfaults";
 
@@ -104,6 +107,8 @@ pub struct FaultCluster {
     /// The service processes' lives (`lives.rs`), and their watcher.
     lives_file: PathBuf,
     lives_watcher: Option<super::lives::Watcher>,
+    /// Every node's DNS answer for every group, every 20 ms (`answers.rs`).
+    answers: Option<super::answers::Sampler>,
     /// Every fault and heal with its CLOCK_MONOTONIC time.
     pub journal: Vec<(f64, String)>,
     /// Short names of the faults injected, for the summary line.
@@ -150,6 +155,7 @@ impl FaultCluster {
             ledger_log: dir.path().join("ledger.log"),
             lives_file: dir.path().join("lives.jsonl"),
             lives_watcher: None,
+            answers: None,
             journal: Vec::new(),
             faults: Vec::new(),
             pauses: Vec::new(),
@@ -215,6 +221,16 @@ impl FaultCluster {
         // loaded machine a group may start on its second choice. The
         // scenarios work from where the groups really run.
         c.wait_for("both groups running and writing", WAIT, |c| c.converged());
+        let servers = NODES
+            .iter()
+            .map(|n| (*n, format!("{}:{DNS_PORT}", addr(n)).parse().unwrap()))
+            .collect();
+        c.answers = Some(super::answers::Sampler::start(
+            Path::new("/run/netns").join(&c.hosts[CLIENT].name),
+            servers,
+            GROUPS.iter().map(|(g, _, _)| *g).collect(),
+            format!("{}.tandem.", c.cluster),
+        ));
         c
     }
 
@@ -242,7 +258,7 @@ impl FaultCluster {
         let data = self.dir.path().join(format!("{name}-data"));
         let mut text = format!(
             "[cluster]\nname = \"{}\"\n\n[node]\nname = \"{name}\"\nrole = \"{role}\"\ndata_dir = \"{}\"\n\
-             grpc_listen = \"{}:{GRPC_PORT}\"\ndns_listen = \"{}:5300\"\n\n",
+             grpc_listen = \"{}:{GRPC_PORT}\"\ndns_listen = \"{}:{DNS_PORT}\"\n\n",
             self.cluster,
             data.display(),
             addr(name),
@@ -486,6 +502,29 @@ impl FaultCluster {
             stopped: mono(),
             resumed: f64::INFINITY,
         });
+    }
+
+    /// SIGSTOP of the node's agent alone: its services run on, as when an
+    /// agent hangs (a deadlock, a stuck disk, a debugger). `heal` continues it.
+    pub fn freeze_agent(&mut self, name: &str) {
+        self.note(format!("SIGSTOP {name}'s agent alone (its services run on)"));
+        self.faults.push(format!("freeze-agent({name})"));
+        if let Some(pid) = self.agent_pid(name) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+        }
+        self.node_mut(name).life = Life::Paused;
+    }
+
+    /// `kill -9` of the node's agent alone, not started again: its services
+    /// run on. `heal` starts the agent again.
+    pub fn kill_agent(&mut self, name: &str) {
+        self.note(format!("kill -9 {name}'s agent alone (its services run on)"));
+        self.faults.push(format!("kill-agent({name})"));
+        if let Some(mut agent) = self.node_mut(name).agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        self.node_mut(name).life = Life::Killed;
     }
 
     /// SIGCONT of the node's services, then of its agent: the services get
@@ -813,6 +852,31 @@ impl FaultCluster {
         for (group, gap) in &findings.min_gap {
             self.figures
                 .push(format!("{group} handover margin {:.1} ms", gap * 1000.0));
+        }
+        // No stale answers: what the nodes told clients, from the client
+        // host, against the ledger's holders. A run in which no node ever
+        // answered an address proves nothing about answers.
+        if let Some(mut sampler) = self.answers.take() {
+            let samples = sampler.finish();
+            let answered = samples
+                .iter()
+                .filter(|s| matches!(s.answer, super::answers::Answer::Addr(_)))
+                .count();
+            assert!(
+                answered > 0,
+                "{}: no node answered an address in {} DNS samples: the run proves nothing about answers",
+                self.test,
+                samples.len()
+            );
+            let stale = super::answers::stale_answers(&records, &samples, DNS_TTL, |n| {
+                NODES.contains(&n).then(|| addr(n).parse().unwrap())
+            });
+            self.figures.push(format!(
+                "DNS: {} answers sampled ({answered} with an address), {} stale",
+                samples.len(),
+                stale.len()
+            ));
+            findings.violations.extend(stale);
         }
         let summary = format!(
             "FAULT-SUMMARY test={} seed={} faults=[{}] violations={} lives={} refused={} (after a pause: {}) convergence={:.2}s figures=[{}]",

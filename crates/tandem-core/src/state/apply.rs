@@ -64,7 +64,8 @@ impl ClusterState {
             | Command::SetStandby { .. }
             | Command::SetMaintenance { .. }
             | Command::HookRan { .. }
-            | Command::Protection { .. } => false,
+            | Command::Protection { .. }
+            | Command::NodeStarted { .. } => false,
             Command::Report { .. } => applied.rejected.is_none() && applied.event_seq.is_some(),
             _ => applied.rejected.is_none(),
         };
@@ -85,7 +86,11 @@ impl ClusterState {
                 node,
                 actor,
                 at_unix_ms,
-            } => event(EventKind::NodeRemoved, format!("node {node} left"), actor, *at_unix_ms),
+            } => {
+                // Added again later, it starts afresh (join = true).
+                self.started.remove(&node.name);
+                event(EventKind::NodeRemoved, format!("node {node} left"), actor, *at_unix_ms)
+            }
             Command::Note {
                 message,
                 actor,
@@ -272,6 +277,10 @@ impl ClusterState {
                 .map_or_else(Step::Done, |m| {
                     event(EventKind::Protection, m, "coordinator", *at_unix_ms)
                 }),
+            Command::NodeStarted { node, .. } => {
+                self.started.insert(node.clone());
+                Step::Done(Applied::default())
+            }
         }
     }
 

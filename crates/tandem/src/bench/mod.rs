@@ -64,6 +64,12 @@ enum BenchCommand {
         /// time the same small writes on it, in alternating rounds.
         #[arg(long)]
         vs_etcd: bool,
+        /// Spec sizes in resources, e.g. `0,10000`: for each in turn (3
+        /// rounds), commit a spec of that many resources (groups of 10 that
+        /// avoid every node, so nothing starts), then time the small writes
+        /// after it; figures per size.
+        #[arg(long, value_delimiter = ',', conflicts_with = "vs_etcd")]
+        spec_resources: Vec<usize>,
     },
     /// From `kill -9` of the primary node (agent and service) to the group
     /// running on the other member, with the demo's HTTP service.
@@ -175,7 +181,10 @@ pub async fn run(args: BenchArgs) -> Outcome {
             match args.what {
                 BenchCommand::Failover { runs } => failover::failover(&mut cluster, runs, args.timeout).await,
                 BenchCommand::Handover { runs } => failover::handover(&mut cluster, runs, args.timeout).await,
-                BenchCommand::Commit { writes, vs_etcd } => commit::commit(&cluster, writes, vs_etcd, &dir).await,
+                BenchCommand::Commit { writes, vs_etcd, spec_resources } if !spec_resources.is_empty() && !vs_etcd => {
+                    commit::after_specs(&cluster, writes, &spec_resources, args.timeout).await
+                }
+                BenchCommand::Commit { writes, vs_etcd, .. } => commit::commit(&cluster, writes, vs_etcd, &dir).await,
                 BenchCommand::Idle { duration } => idle::idle(&cluster, duration).await,
                 BenchCommand::Switchover { runs } => switchover::switchover(&cluster, runs, args.timeout).await,
                 BenchCommand::DnsFollow { runs } => dns_follow::dns_follow(&cluster, runs, args.timeout).await,
