@@ -122,7 +122,7 @@ impl Clock {
     pub fn boot_ms(&self) -> Option<u64> {
         match &self.source {
             Source::Simulated(_) => Some(self.now().0),
-            _ => crate::lease_file::uptime_ms(),
+            _ => uptime_ms(),
         }
     }
 
@@ -183,6 +183,14 @@ mod system {
             .map(tandem_core::timing::duration_ms)
             .unwrap_or(0)
     }
+}
+
+/// Milliseconds since boot, from `/proc/uptime` (the boot-time clock, which
+/// an agent restart does not reset).
+pub fn uptime_ms() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64)
 }
 
 #[cfg(test)]

@@ -16,12 +16,7 @@ use tracing::warn;
 use crate::clock::Clock;
 use crate::node::NodeContext;
 
-/// Milliseconds since boot, from `/proc/uptime`.
-pub fn uptime_ms() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
-    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64)
-}
+pub use crate::clock::uptime_ms;
 
 /// This boot's id, from `/proc` (for the guard process, which runs outside
 /// any node; a node reads it through its [`Clock::boot_id`]).
